@@ -1,0 +1,347 @@
+"""Arenas: the shared-memory segments that hold every record, and their lifecycle.
+
+One arena holds up to millions of records (an Event or an AsyncResult
+each), the waiter slots of the threads that park on them and the links
+that queue those slots; its layout is in ``_native.c``.  A process maps an
+arena once, so a million objects cost one mapping and no descriptor.
+
+Who creates, who unlinks
+------------------------
+* A process that needs a record and has no arena with room creates one,
+  named ``mpevent-<pid>-<random>``, mode 0600.
+* Every process that maps an arena (creator, forked child, or a process
+  that unpickled a handle) writes ``(pid, start time)`` into the arena's
+  attach table, and removes it when it exits normally (``atexit``, and
+  ``multiprocessing``'s exit finalizers for its workers, which leave with
+  ``os._exit``).
+* Whoever removes the last live entry unlinks the segment.  Entries of
+  processes that died without leaving (SIGKILL) are recognised with psutil
+  (pid *and* start time, so a reused pid does not count) and ignored.
+* :func:`clean` (``python -m mpevent clean``, and every new arena) unlinks
+  arenas whose attached processes are all dead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing.util
+import os
+import secrets
+import struct
+import threading
+from collections.abc import Iterator
+from typing import Final
+
+import psutil
+
+from . import _native, _segment
+
+RECORDS_PER_ARENA: Final = int(os.environ.get("MPEVENT_ARENA_RECORDS", 4 * 1024 * 1024))
+SLOTS_PER_ARENA: Final = 16384
+LINKS_PER_ARENA: Final = SLOTS_PER_ARENA + 1024 * 1024
+
+# One attach-table entry: pid, unused, process start time (psutil's create_time).
+_ATTACH_ENTRY: Final = struct.Struct("=I4xd")
+assert _ATTACH_ENTRY.size == _native.ATTACH_ENTRY_SIZE
+
+
+class ProcessId:
+    """A process as (pid, start time): a reused pid is a different process."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def of_self() -> tuple[int, float]:
+        global _self_id
+        pid = os.getpid()
+        if _self_id is None or _self_id[0] != pid:
+            _self_id = (pid, psutil.Process(pid).create_time())
+        return _self_id
+
+    @staticmethod
+    def is_alive(pid: int, start_time: float) -> bool:
+        try:
+            process = psutil.Process(pid)
+            return process.create_time() == start_time and (
+                process.status() != psutil.STATUS_ZOMBIE
+            )
+        except psutil.NoSuchProcess:
+            return False
+        except psutil.AccessDenied:
+            return True
+
+
+_self_id: tuple[int, float] | None = None
+
+
+def _segment_size() -> int:
+    # Mirrors Arena_format in _native.c, which checks that the size suffices.
+    slots_offset = _native.ATTACH_OFFSET + _native.ATTACH_ENTRIES * _native.ATTACH_ENTRY_SIZE
+    links_offset = slots_offset + SLOTS_PER_ARENA * _native.SLOT_SIZE
+    records_offset = -(-(links_offset + LINKS_PER_ARENA * _native.LINK_SIZE) // 4096) * 4096
+    return records_offset + RECORDS_PER_ARENA * _native.RECORD_SIZE
+
+
+class Arena:
+    """One mapped arena segment: its records, slots, links and attach table.
+
+    ``native`` offers the record operations (see ``_native.c``); this class
+    adds the name, the attach table and unlinking.
+    """
+
+    def __init__(self, name: str, native: _native.Arena) -> None:
+        self.name = name
+        self.native = native
+        self._mapping = memoryview(native)
+        self.detached = False
+
+    def __repr__(self) -> str:
+        return f"<mpevent arena {self.name}>"
+
+    @classmethod
+    def create(cls) -> Arena:
+        """Create, format and attach a new arena (mode 0600)."""
+        name = f"{_segment.PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        size = _segment_size()
+        fd = _segment.create(name, size)
+        try:
+            native = _native.Arena(fd, size)
+            native.format(RECORDS_PER_ARENA, SLOTS_PER_ARENA, LINKS_PER_ARENA)
+        except BaseException:
+            _segment.unlink(name)
+            raise
+        finally:
+            os.close(fd)
+        arena = cls(name, native)
+        arena.join()
+        return arena
+
+    @classmethod
+    def open(cls, name: str) -> Arena:
+        """Map an existing arena and join its attach table.
+
+        Raises FileNotFoundError if it is gone (every process that used it
+        has exited), ValueError if the segment is not an mpevent arena.
+        """
+        try:
+            fd, size = _segment.open_existing(name)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"mpevent arena {name!r} no longer exists: every process that used it "
+                "has exited (or it was cleaned)"
+            ) from None
+        try:
+            native = _native.Arena(fd, size)
+        finally:
+            os.close(fd)
+        native.validate()
+        arena = cls(name, native)
+        arena.join()
+        return arena
+
+    # --- attach table ---------------------------------------------------
+
+    def _entries(self) -> Iterator[tuple[int, int, float]]:
+        for i in range(_native.ATTACH_ENTRIES):
+            offset = _native.ATTACH_OFFSET + i * _ATTACH_ENTRY.size
+            pid, start_time = _ATTACH_ENTRY.unpack_from(self._mapping, offset)
+            if pid:
+                yield offset, pid, start_time
+
+    def attached_processes(self) -> list[tuple[int, float]]:
+        """(pid, start time) of the processes that attached and did not leave."""
+        return [(pid, start) for _, pid, start in self._entries()]
+
+    def join(self) -> None:
+        """Write this process into the attach table (dropping dead entries)."""
+        me = ProcessId.of_self()
+        self.native.lock()
+        try:
+            free = None
+            for offset, pid, start in list(self._entries()):
+                if (pid, start) == me:
+                    return
+                if not ProcessId.is_alive(pid, start):
+                    _ATTACH_ENTRY.pack_into(self._mapping, offset, 0, 0.0)
+                    free = offset if free is None else free
+            if free is None:
+                free = next(
+                    (
+                        _native.ATTACH_OFFSET + i * _ATTACH_ENTRY.size
+                        for i in range(_native.ATTACH_ENTRIES)
+                        if _ATTACH_ENTRY.unpack_from(
+                            self._mapping, _native.ATTACH_OFFSET + i * _ATTACH_ENTRY.size
+                        )[0]
+                        == 0
+                    ),
+                    None,
+                )
+            if free is None:
+                raise RuntimeError(
+                    f"arena {self.name} already has {_native.ATTACH_ENTRIES} live processes"
+                )
+            _ATTACH_ENTRY.pack_into(self._mapping, free, *me)
+        finally:
+            self.native.unlock()
+
+    def leave(self) -> bool:
+        """Remove this process from the table; unlink if no live process is left.
+
+        The mapping stays: handles still alive in this process keep working
+        until it exits.  Returns True if this call unlinked the segment.
+        """
+        if self.detached:
+            return False
+        self.detached = True
+        me = ProcessId.of_self()
+        self.native.lock()
+        try:
+            alive = 0
+            for offset, pid, start in list(self._entries()):
+                if (pid, start) == me or not ProcessId.is_alive(pid, start):
+                    _ATTACH_ENTRY.pack_into(self._mapping, offset, 0, 0.0)
+                else:
+                    alive += 1
+            if alive == 0:
+                return _segment.unlink(self.name)
+            return False
+        finally:
+            self.native.unlock()
+
+
+# --- the process's arenas ----------------------------------------------
+
+_arenas: dict[str, Arena] = {}
+_arenas_lock = threading.Lock()
+_exit_hooks_pid = 0
+
+
+def attached() -> list[Arena]:
+    """The arenas this process has mapped, oldest first."""
+    return list(_arenas.values())
+
+
+def by_name(name: str) -> Arena:
+    """The arena called *name*, mapping it on first use."""
+    arena = _arenas.get(name)
+    if arena is not None:
+        return arena
+    _segment.check_name(name)
+    with _arenas_lock:
+        arena = _arenas.get(name)
+        if arena is None:
+            arena = Arena.open(name)
+            _arenas[name] = arena
+            _install_exit_hooks()
+        return arena
+
+
+def allocate(kind: int) -> tuple[Arena, int, int]:
+    """A new record of *kind* with one reference: (arena, index, serial)."""
+    for arena in list(_arenas.values()):
+        if not arena.detached:
+            got = arena.native.record_alloc(kind)
+            if got is not None:
+                return arena, got[0], got[1]
+    with _arenas_lock:
+        clean()
+        arena = Arena.create()
+        _arenas[arena.name] = arena
+        _install_exit_hooks()
+    got = arena.native.record_alloc(kind)
+    if got is None:
+        raise MemoryError("a new mpevent arena has no room for a record")
+    return arena, got[0], got[1]
+
+
+def leave_all() -> None:
+    """Leave every arena this process joined (run at exit)."""
+    if _exit_hooks_pid != os.getpid():
+        return
+    for arena in list(_arenas.values()):
+        arena.leave()
+
+
+def _install_exit_hooks() -> None:
+    global _exit_hooks_pid
+    if _exit_hooks_pid == os.getpid():
+        return
+    _exit_hooks_pid = os.getpid()
+    atexit.register(leave_all)
+    # multiprocessing children end with os._exit(), which skips atexit but
+    # runs these finalizers.
+    multiprocessing.util.Finalize(None, leave_all, exitpriority=-100)
+
+
+class _AfterMultiprocessingFork:
+    """multiprocessing clears its finalizers in a new child; put ours back."""
+
+    def __call__(self) -> None:
+        global _exit_hooks_pid
+        if _arenas:
+            _exit_hooks_pid = 0
+            _install_exit_hooks()
+
+
+_after_mp_fork = _AfterMultiprocessingFork()
+multiprocessing.util.register_after_fork(_after_mp_fork, lambda hook: hook())
+
+
+def _after_fork_in_child() -> None:
+    global _arenas_lock, _exit_hooks_pid
+    _arenas_lock = threading.Lock()
+    _exit_hooks_pid = 0
+    for arena in _arenas.values():
+        if not arena.detached:
+            arena.join()
+    if _arenas:
+        _install_exit_hooks()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def clean(dry_run: bool = False) -> list[str]:
+    """Unlink arenas whose attached processes are all dead; return their names.
+
+    Never touches an arena a live process is attached to, nor one being
+    created right now (its table is filled before anyone can see it empty:
+    creation and joining happen before the name is handed out).
+    """
+    removed = []
+    for name in _segment.list_names():
+        if name in _arenas:
+            continue
+        try:
+            fd, size = _segment.open_existing(name)
+        except (FileNotFoundError, PermissionError):
+            continue
+        try:
+            native = _native.Arena(fd, size)
+        except (OSError, ValueError):
+            continue
+        finally:
+            os.close(fd)
+        if _is_abandoned(Arena(name, native)) and (dry_run or _segment.unlink(name)):
+            removed.append(name)
+    return removed
+
+
+def _is_abandoned(arena: Arena) -> bool:
+    try:
+        arena.native.validate()
+    except ValueError:
+        return False  # half-created by a live process, or not ours
+    owners = arena.attached_processes()
+    if owners:
+        return not any(ProcessId.is_alive(pid, start) for pid, start in owners)
+    return not _creator_alive(arena.name)
+
+
+def _creator_alive(name: str) -> bool:
+    """An empty table may belong to an arena its creator is still formatting."""
+    try:
+        pid = int(name[len(_segment.PREFIX) :].split("-")[0])
+    except ValueError:
+        return False
+    return psutil.pid_exists(pid)

@@ -1,0 +1,1133 @@
+/*
+ * mpevent._native: the shared-memory arena and its parking lot, in C.
+ *
+ * Why C: the hot paths (wait on one record, set, clear) must cost about as
+ * much as a bare semaphore round trip (~12 us here).  Done from Python with
+ * ctypes they take ten foreign calls (~0.8 us each) per side; here they are
+ * one call each, and the GIL is released only around the sleep.
+ *
+ * Why these pieces:
+ *   - A record's guard is a robust, process-shared pthread mutex: the kernel
+ *     hands it to the next locker with EOWNERDEAD when its holder dies, so a
+ *     SIGKILLed process can never leave a record locked.
+ *   - Waiters sleep on a futex word of their own *slot* (one slot per
+ *     waiting thread, not per record), so a thread can wait on many records
+ *     at once (the hub, mpevent.wait) and records cost no kernel object.
+ *   - A record's state is one 32-bit word: bit 0 is the flag, bits 1..31 a
+ *     generation bumped by every set().  One aligned store publishes both,
+ *     so a crash leaves either the old or the new state, never half; a
+ *     waiter returns True when the generation moved, even if clear() has
+ *     already reset the flag (CPython's test_set_and_clear).
+ *   - set() dequeues every waiter it wakes (as trio's ParkingLot.unpark
+ *     does), so a waiter that died while parked costs the next set() one
+ *     futex wake and is then gone.
+ *   - Parked waiters re-read the generation every POLL_NS: if a setter was
+ *     killed after publishing the state but before waking everyone, the
+ *     waiters still return within that period.
+ *
+ * Layout of a segment (all integers native-endian; offsets in bytes):
+ *
+ *   | offset            | size               | what                          |
+ *   |-------------------|--------------------|-------------------------------|
+ *   | 0                 | sizeof(Header)     | Header (below)                |
+ *   | ATTACH_OFFSET     | ATTACH_ENTRIES*16  | attach table, owned by Python |
+ *   | slots_offset      | slot_capacity*32   | Slot[]                        |
+ *   | links_offset      | link_capacity*32   | Link[]; link i < slot_capacity|
+ *   |                   |                    | is slot i's own link          |
+ *   | records_offset    | record_capacity*128| Record[]                      |
+ *
+ * Index fields that point into a list hold index+1 so that 0 means "none".
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAGIC 0x31544e4556504d00ULL /* "\0MPEVNT1" */
+#define LAYOUT_VERSION 1u
+#define RECORD_SIZE 128u
+#define PAYLOAD_SIZE 48u
+#define ATTACH_OFFSET 4096u
+#define ATTACH_ENTRIES 1024u
+#define ATTACH_ENTRY_SIZE 16u
+#define POLL_NS 250000000LL /* 0.25 s: bound on recovery from a dead setter */
+#define WAKE_BATCH 64
+
+#define STATE_FLAG 1u
+#define GENERATION(state) ((state) >> 1)
+
+#define KIND_FREE 0u
+
+#define LINK_QUEUED 1u
+
+typedef struct {
+    uint64_t magic;
+    uint32_t layout_version;
+    uint32_t record_size;
+    uint32_t record_capacity;
+    uint32_t slot_capacity;
+    uint32_t link_capacity;
+    uint32_t record_bump;  /* records [0, bump) have been initialised */
+    uint32_t record_free;  /* free list head, index+1 */
+    uint32_t records_live;
+    uint32_t slot_bump;
+    uint32_t slot_free;
+    uint32_t slots_live;
+    uint32_t link_bump;
+    uint32_t link_free;
+    uint32_t links_live;
+    uint32_t serial;       /* bumped by every record allocation */
+    uint32_t recoveries;   /* locks taken over from dead holders */
+    uint64_t slots_offset;
+    uint64_t links_offset;
+    uint64_t records_offset;
+    uint64_t total_size;
+    pthread_mutex_t lock;  /* guards allocation and the attach table */
+} Header;
+
+typedef struct {
+    uint32_t word;      /* futex: 0 parked, 1 woken */
+    uint32_t in_use;
+    uint32_t pid;
+    uint32_t next_free; /* index+1 */
+    uint32_t pad[4];
+} Slot;
+
+typedef struct {
+    uint32_t next;      /* next link in the record's waiter list, index+1 */
+    uint32_t slot;
+    uint32_t record;
+    uint32_t flags;     /* LINK_QUEUED while in a waiter list */
+    uint32_t fired;     /* set to 1 by the setter that dequeued it */
+    uint32_t next_free; /* index+1 */
+    uint32_t pad[2];
+} Link;
+
+typedef struct {
+    pthread_mutex_t lock;
+    uint32_t state;     /* generation << 1 | flag */
+    uint32_t waiters;   /* head of the waiter list, link index+1 */
+    uint32_t refcount;  /* processes holding it + pickles in flight */
+    uint32_t inflight;  /* pickles not yet unpickled */
+    uint32_t kind;      /* KIND_FREE or the kind given at allocation */
+    uint32_t serial;    /* allocation serial: stale handles do not match */
+    uint32_t next_free; /* index+1 */
+    uint32_t pad;
+    unsigned char payload[PAYLOAD_SIZE];
+} Record;
+
+_Static_assert(sizeof(Slot) == 32, "Slot layout");
+_Static_assert(sizeof(Link) == 32, "Link layout");
+_Static_assert(sizeof(Record) <= RECORD_SIZE, "Record layout");
+_Static_assert(sizeof(Header) <= ATTACH_OFFSET, "Header layout");
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t size;
+    char *base;
+    Header *header;
+    Slot *slots;
+    Link *links;
+    char *records;
+} ArenaObject;
+
+/* ------------------------------------------------------------------ */
+/* futex and time                                                      */
+
+static long
+futex_wait(uint32_t *word, uint32_t expected, long long timeout_ns)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)(timeout_ns / 1000000000LL);
+    ts.tv_nsec = (long)(timeout_ns % 1000000000LL);
+    return syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
+}
+
+static void
+futex_wake_all(uint32_t *word)
+{
+    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+static long long
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------ */
+/* locating things                                                     */
+
+static inline Record *
+record_at(ArenaObject *a, uint32_t index)
+{
+    return (Record *)(a->records + (size_t)index * RECORD_SIZE);
+}
+
+static int
+check_record(ArenaObject *a, unsigned long index)
+{
+    if (index >= a->header->record_bump) {
+        PyErr_Format(PyExc_ValueError, "record index %lu is outside the arena", index);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+check_slot(ArenaObject *a, unsigned long slot)
+{
+    if (slot >= a->header->slot_bump || !a->slots[slot].in_use) {
+        PyErr_Format(PyExc_ValueError, "slot %lu is not allocated", slot);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+check_link(ArenaObject *a, unsigned long link)
+{
+    if (link >= a->header->link_bump && link >= a->header->slot_capacity) {
+        PyErr_Format(PyExc_ValueError, "link %lu is not allocated", link);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* robust mutexes                                                      */
+
+static int
+mutex_init(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t attr;
+    int rc = pthread_mutexattr_init(&attr);
+    if (rc == 0) rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    if (rc == 0) rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    if (rc == 0) rc = pthread_mutex_init(m, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return rc;
+}
+
+static void wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake);
+
+/*
+ * Lock without holding the GIL while blocked: the holder may be another
+ * thread of this process that needs the GIL to finish.  Returns 0, or -1
+ * with an exception set.  A lock taken over from a dead holder is made
+ * consistent; `repair` (may be NULL) restores the record's invariant.
+ */
+static int
+lock_mutex(ArenaObject *a, pthread_mutex_t *m, Record *repair)
+{
+    int rc = pthread_mutex_trylock(m);
+    if (rc == EBUSY) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = pthread_mutex_lock(m);
+        Py_END_ALLOW_THREADS
+    }
+    if (rc == EOWNERDEAD) {
+        pthread_mutex_consistent(m);
+        __atomic_add_fetch(&a->header->recoveries, 1, __ATOMIC_RELAXED);
+        if (repair != NULL && (repair->state & STATE_FLAG)) {
+            /* The dead holder published the flag but may not have woken
+             * everyone: finish its set(). Waking under the lock is fine here. */
+            uint32_t wake[WAKE_BATCH];
+            int n = 0;
+            wake_fired(a, repair, wake, &n);
+            for (int i = 0; i < n; i++) futex_wake_all(&a->slots[wake[i]].word);
+        }
+        rc = 0;
+    }
+    if (rc != 0) {
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+static inline void
+unlock_mutex(pthread_mutex_t *m)
+{
+    pthread_mutex_unlock(m);
+}
+
+/* ------------------------------------------------------------------ */
+/* waiter lists (record lock held)                                     */
+
+static void
+enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t slot)
+{
+    Link *l = &a->links[link];
+    l->slot = slot;
+    l->record = record;
+    l->fired = 0;
+    l->flags = LINK_QUEUED;
+    l->next = r->waiters;
+    /* Publishing the head is the single store that puts the link in. */
+    __atomic_store_n(&r->waiters, link + 1, __ATOMIC_RELEASE);
+}
+
+/* Returns 1 if the link was queued and is now removed. */
+static int
+remove_link(ArenaObject *a, Record *r, uint32_t link)
+{
+    Link *l = &a->links[link];
+    if (!(l->flags & LINK_QUEUED)) return 0;
+    uint32_t *prev = &r->waiters;
+    uint32_t guard = a->header->link_capacity;
+    while (*prev != 0 && guard--) {
+        if (*prev == link + 1) {
+            __atomic_store_n(prev, l->next, __ATOMIC_RELEASE);
+            l->flags = 0;
+            return 1;
+        }
+        prev = &a->links[*prev - 1].next;
+    }
+    l->flags = 0;
+    return 0;
+}
+
+/*
+ * Dequeue every waiter, mark it fired and set its slot's word; collect the
+ * slots to wake after unlocking.  The word is written under the lock so a
+ * waiter that finds itself dequeued knows no later write to its slot from
+ * this record can arrive (its next wait may reuse the slot at once).
+ */
+static void
+wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake)
+{
+    uint32_t next = r->waiters;
+    uint32_t guard = a->header->link_capacity;
+    __atomic_store_n(&r->waiters, 0, __ATOMIC_RELEASE);
+    while (next != 0 && guard--) {
+        Link *l = &a->links[next - 1];
+        next = l->next;
+        l->flags = 0;
+        __atomic_store_n(&l->fired, 1, __ATOMIC_RELEASE);
+        Slot *s = &a->slots[l->slot];
+        __atomic_store_n(&s->word, 1, __ATOMIC_RELEASE);
+        if (*nwake < WAKE_BATCH) {
+            wake[(*nwake)++] = l->slot;
+        } else {
+            futex_wake_all(&s->word);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Arena object                                                        */
+
+/*
+ * Arena(fd, size): map the segment behind fd.  The caller may close fd at
+ * once: unlike mmap.mmap, we keep no duplicate descriptor, so a process
+ * holds one mapping per arena and no descriptor.
+ */
+static int
+Arena_init(ArenaObject *self, PyObject *args, PyObject *kwds)
+{
+    int fd;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "in:Arena", &fd, &size)) return -1;
+    if (self->base != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Arena is already initialised");
+        return -1;
+    }
+    if ((size_t)size < ATTACH_OFFSET + ATTACH_ENTRIES * ATTACH_ENTRY_SIZE) {
+        PyErr_Format(PyExc_ValueError, "a segment of %zd bytes is too small to hold an arena",
+                     size);
+        return -1;
+    }
+    void *base;
+    Py_BEGIN_ALLOW_THREADS
+    base = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    Py_END_ALLOW_THREADS
+    if (base == MAP_FAILED) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->base = base;
+    self->size = size;
+    self->header = (Header *)self->base;
+    return 0;
+}
+
+static int
+Arena_getbuffer(ArenaObject *self, Py_buffer *view, int flags)
+{
+    if (self->base == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Arena is not mapped");
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->base, self->size, 0, flags) < 0)
+        return -1;
+    return 0;
+}
+
+static PyBufferProcs Arena_as_buffer = {(getbufferproc)Arena_getbuffer, NULL};
+
+static void
+Arena_bind(ArenaObject *self)
+{
+    Header *h = self->header;
+    self->slots = (Slot *)(self->base + h->slots_offset);
+    self->links = (Link *)(self->base + h->links_offset);
+    self->records = self->base + h->records_offset;
+}
+
+static void
+Arena_dealloc(ArenaObject *self)
+{
+    /* Buffers hold a reference to us, so none is exported any more. */
+    if (self->base != NULL) munmap(self->base, (size_t)self->size);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Arena_format(ArenaObject *self, PyObject *args)
+{
+    unsigned int records, slots, links;
+    if (!PyArg_ParseTuple(args, "III:format", &records, &slots, &links)) return NULL;
+    if (slots == 0 || records == 0 || links < slots) {
+        PyErr_SetString(PyExc_ValueError, "arena capacities must be positive and links >= slots");
+        return NULL;
+    }
+    uint64_t slots_offset = ATTACH_OFFSET + ATTACH_ENTRIES * ATTACH_ENTRY_SIZE;
+    uint64_t links_offset = slots_offset + (uint64_t)slots * sizeof(Slot);
+    uint64_t records_offset = links_offset + (uint64_t)links * sizeof(Link);
+    records_offset = (records_offset + 4095) & ~(uint64_t)4095;
+    uint64_t total = records_offset + (uint64_t)records * RECORD_SIZE;
+    if (total > (uint64_t)self->size) {
+        PyErr_Format(PyExc_ValueError, "arena needs %llu bytes, buffer has %zd",
+                     (unsigned long long)total, self->size);
+        return NULL;
+    }
+    Header *h = self->header;
+    memset(h, 0, sizeof(Header));
+    h->layout_version = LAYOUT_VERSION;
+    h->record_size = RECORD_SIZE;
+    h->record_capacity = records;
+    h->slot_capacity = slots;
+    h->link_capacity = links;
+    h->link_bump = slots; /* links below slot_capacity belong to their slot */
+    h->slots_offset = slots_offset;
+    h->links_offset = links_offset;
+    h->records_offset = records_offset;
+    h->total_size = total;
+    int rc = mutex_init(&h->lock);
+    if (rc != 0) {
+        errno = rc;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    /* The magic goes last: an attacher that sees it sees a whole header. */
+    __atomic_store_n(&h->magic, MAGIC, __ATOMIC_RELEASE);
+    Arena_bind(self);
+    return PyLong_FromUnsignedLongLong(total);
+}
+
+static PyObject *
+Arena_validate(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Header *h = self->header;
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != MAGIC) {
+        PyErr_SetString(PyExc_ValueError, "segment is not an mpevent arena (bad magic)");
+        return NULL;
+    }
+    if (h->layout_version != LAYOUT_VERSION || h->record_size != RECORD_SIZE) {
+        PyErr_Format(PyExc_ValueError, "arena layout %u is not the layout %u of this mpevent",
+                     h->layout_version, LAYOUT_VERSION);
+        return NULL;
+    }
+    if (h->total_size > (uint64_t)self->size) {
+        PyErr_SetString(PyExc_ValueError, "arena segment is shorter than its header says");
+        return NULL;
+    }
+    Arena_bind(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Arena_lock(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (lock_mutex(self, &self->header->lock, NULL) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Arena_unlock(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    unlock_mutex(&self->header->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Arena_statistics(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Header *h = self->header;
+    return Py_BuildValue(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:K}",
+        "records_live", h->records_live, "record_capacity", h->record_capacity,
+        "slots_live", h->slots_live, "slot_capacity", h->slot_capacity,
+        "links_live", h->links_live, "link_capacity", h->link_capacity,
+        "recoveries", h->recoveries, "total_size", (unsigned long long)h->total_size);
+}
+
+/* --- records ------------------------------------------------------ */
+
+static PyObject *
+Arena_record_alloc(ArenaObject *self, PyObject *args)
+{
+    unsigned int kind;
+    if (!PyArg_ParseTuple(args, "I:record_alloc", &kind)) return NULL;
+    if (kind == KIND_FREE) {
+        PyErr_SetString(PyExc_ValueError, "kind 0 means free");
+        return NULL;
+    }
+    Header *h = self->header;
+    if (lock_mutex(self, &h->lock, NULL) < 0) return NULL;
+    uint32_t index;
+    Record *r;
+    if (h->record_free != 0) {
+        index = h->record_free - 1;
+        r = record_at(self, index);
+        h->record_free = r->next_free;
+    } else if (h->record_bump < h->record_capacity) {
+        index = h->record_bump;
+        r = record_at(self, index);
+        memset(r, 0, RECORD_SIZE);
+        int rc = mutex_init(&r->lock);
+        if (rc != 0) {
+            unlock_mutex(&h->lock);
+            errno = rc;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        h->record_bump = index + 1;
+    } else {
+        unlock_mutex(&h->lock);
+        Py_RETURN_NONE; /* full: the caller opens another arena */
+    }
+    r->state = 0;
+    r->waiters = 0;
+    r->refcount = 1;
+    r->inflight = 0;
+    r->next_free = 0;
+    memset(r->payload, 0, PAYLOAD_SIZE);
+    r->serial = ++h->serial;
+    r->kind = kind;
+    h->records_live++;
+    unlock_mutex(&h->lock);
+    return Py_BuildValue("II", index, r->serial);
+}
+
+/* Take a reference for a handle.  adopt=1: take over a pickle's reference. */
+static PyObject *
+Arena_record_retain(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    unsigned int serial;
+    int adopt;
+    if (!PyArg_ParseTuple(args, "kIp:record_retain", &index, &serial, &adopt)) return NULL;
+    if (check_record(self, index) < 0) return NULL;
+    Record *r = record_at(self, (uint32_t)index);
+    if (lock_mutex(self, &r->lock, r) < 0) return NULL;
+    if (r->kind == KIND_FREE || r->serial != serial) {
+        unlock_mutex(&r->lock);
+        PyErr_Format(PyExc_LookupError,
+                     "record %lu (serial %u) no longer exists: every process holding it has "
+                     "dropped it", index, serial);
+        return NULL;
+    }
+    if (adopt && r->inflight > 0) {
+        r->inflight--;
+    } else {
+        r->refcount++;
+    }
+    unsigned int kind = r->kind;
+    unlock_mutex(&r->lock);
+    return PyLong_FromUnsignedLong(kind);
+}
+
+/* A pickle of a handle holds a reference until it is unpickled. */
+static PyObject *
+Arena_record_pin(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    if (!PyArg_ParseTuple(args, "k:record_pin", &index)) return NULL;
+    if (check_record(self, index) < 0) return NULL;
+    Record *r = record_at(self, (uint32_t)index);
+    if (lock_mutex(self, &r->lock, r) < 0) return NULL;
+    r->refcount++;
+    r->inflight++;
+    unlock_mutex(&r->lock);
+    Py_RETURN_NONE;
+}
+
+/* Drop a reference; returns the payload bytes if the record was freed. */
+static PyObject *
+Arena_record_release(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    if (!PyArg_ParseTuple(args, "k:record_release", &index)) return NULL;
+    if (check_record(self, index) < 0) return NULL;
+    Header *h = self->header;
+    Record *r = record_at(self, (uint32_t)index);
+    if (lock_mutex(self, &r->lock, r) < 0) return NULL;
+    if (r->kind == KIND_FREE || r->refcount == 0) {
+        unlock_mutex(&r->lock);
+        PyErr_Format(PyExc_RuntimeError, "record %lu released more often than retained", index);
+        return NULL;
+    }
+    if (--r->refcount > 0) {
+        unlock_mutex(&r->lock);
+        Py_RETURN_NONE;
+    }
+    PyObject *payload = PyBytes_FromStringAndSize((const char *)r->payload, PAYLOAD_SIZE);
+    r->kind = KIND_FREE;
+    unlock_mutex(&r->lock);
+    if (payload == NULL) return NULL;
+    if (lock_mutex(self, &h->lock, NULL) < 0) {
+        Py_DECREF(payload);
+        return NULL;
+    }
+    r->next_free = h->record_free;
+    h->record_free = (uint32_t)index + 1;
+    h->records_live--;
+    unlock_mutex(&h->lock);
+    return payload;
+}
+
+static PyObject *
+Arena_record_info(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    if (!PyArg_ParseTuple(args, "k:record_info", &index)) return NULL;
+    if (check_record(self, index) < 0) return NULL;
+    Record *r = record_at(self, (uint32_t)index);
+    unsigned int waiters = 0;
+    if (lock_mutex(self, &r->lock, r) < 0) return NULL;
+    uint32_t next = r->waiters;
+    uint32_t guard = self->header->link_capacity;
+    while (next != 0 && guard--) {
+        waiters++;
+        next = self->links[next - 1].next;
+    }
+    PyObject *info = Py_BuildValue(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "kind", r->kind, "serial", r->serial,
+        "flag", r->state & STATE_FLAG, "generation", GENERATION(r->state),
+        "refcount", r->refcount, "inflight", r->inflight, "waiters", waiters);
+    unlock_mutex(&r->lock);
+    return info;
+}
+
+static PyObject *
+Arena_record_bump(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLong(self->header->record_bump);
+}
+
+/* --- state -------------------------------------------------------- */
+
+static inline Record *
+parse_record(ArenaObject *self, PyObject *arg)
+{
+    unsigned long index = PyLong_AsUnsignedLong(arg);
+    if (index == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_record(self, index) < 0) return NULL;
+    return record_at(self, (uint32_t)index);
+}
+
+static PyObject *
+Arena_is_set(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    /* A plain load: no lock, no system call. */
+    return PyBool_FromLong(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG);
+}
+
+static PyObject *
+Arena_state(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    return PyLong_FromUnsignedLong(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE));
+}
+
+/*
+ * set(index): raise the flag and wake every waiter.  Returns True if this
+ * call raised it.  Never blocks on the waiters: it only writes their words
+ * and issues futex wakes.
+ */
+static PyObject *
+Arena_set(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) Py_RETURN_FALSE;
+    if (lock_mutex(self, &r->lock, r) < 0) return NULL;
+    uint32_t state = r->state;
+    if (state & STATE_FLAG) {
+        unlock_mutex(&r->lock);
+        Py_RETURN_FALSE;
+    }
+    /* New generation and the flag in one store, before anyone wakes. */
+    __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
+    uint32_t wake[WAKE_BATCH];
+    int n = 0;
+    wake_fired(self, r, wake, &n);
+    unlock_mutex(&r->lock);
+    for (int i = 0; i < n; i++) futex_wake_all(&self->slots[wake[i]].word);
+    Py_RETURN_TRUE;
+}
+
+/* Like set(), but first writes `payload` (the value descriptor) under the
+ * lock, only if the flag is not yet raised.  Returns True if it was written. */
+static PyObject *
+Arena_set_payload(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    Py_buffer payload;
+    if (!PyArg_ParseTuple(args, "ky*:set_payload", &index, &payload)) return NULL;
+    if (check_record(self, index) < 0 || payload.len > PAYLOAD_SIZE) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "payload is %zd bytes, at most %u fit",
+                         payload.len, PAYLOAD_SIZE);
+        PyBuffer_Release(&payload);
+        return NULL;
+    }
+    Record *r = record_at(self, (uint32_t)index);
+    if (lock_mutex(self, &r->lock, r) < 0) {
+        PyBuffer_Release(&payload);
+        return NULL;
+    }
+    uint32_t state = r->state;
+    if (state & STATE_FLAG) {
+        unlock_mutex(&r->lock);
+        PyBuffer_Release(&payload);
+        Py_RETURN_FALSE;
+    }
+    memcpy(r->payload, payload.buf, payload.len);
+    memset(r->payload + payload.len, 0, PAYLOAD_SIZE - payload.len);
+    PyBuffer_Release(&payload);
+    __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
+    uint32_t wake[WAKE_BATCH];
+    int n = 0;
+    wake_fired(self, r, wake, &n);
+    unlock_mutex(&r->lock);
+    for (int i = 0; i < n; i++) futex_wake_all(&self->slots[wake[i]].word);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+Arena_payload(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    if (!(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG)) Py_RETURN_NONE;
+    /* Written before the flag and never rewritten while it is up. */
+    return PyBytes_FromStringAndSize((const char *)r->payload, PAYLOAD_SIZE);
+}
+
+static PyObject *
+Arena_clear(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    if (!(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG)) Py_RETURN_NONE;
+    if (lock_mutex(self, &r->lock, r) < 0) return NULL;
+    __atomic_store_n(&r->state, r->state & ~STATE_FLAG, __ATOMIC_RELEASE);
+    unlock_mutex(&r->lock);
+    Py_RETURN_NONE;
+}
+
+/* --- slots and links ---------------------------------------------- */
+
+static PyObject *
+Arena_slot_alloc(ArenaObject *self, PyObject *args)
+{
+    unsigned int pid;
+    if (!PyArg_ParseTuple(args, "I:slot_alloc", &pid)) return NULL;
+    Header *h = self->header;
+    if (lock_mutex(self, &h->lock, NULL) < 0) return NULL;
+    uint32_t slot;
+    if (h->slot_free != 0) {
+        slot = h->slot_free - 1;
+        h->slot_free = self->slots[slot].next_free;
+    } else if (h->slot_bump < h->slot_capacity) {
+        slot = h->slot_bump++;
+    } else {
+        unlock_mutex(&h->lock);
+        PyErr_Format(PyExc_RuntimeError,
+                     "all %u waiter slots of the arena are in use (one per waiting thread)",
+                     h->slot_capacity);
+        return NULL;
+    }
+    Slot *s = &self->slots[slot];
+    s->word = 0;
+    s->pid = pid;
+    s->next_free = 0;
+    s->in_use = 1;
+    self->links[slot].flags = 0;
+    h->slots_live++;
+    unlock_mutex(&h->lock);
+    return PyLong_FromUnsignedLong(slot);
+}
+
+static PyObject *
+Arena_slot_free(ArenaObject *self, PyObject *arg)
+{
+    unsigned long slot = PyLong_AsUnsignedLong(arg);
+    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_slot(self, slot) < 0) return NULL;
+    Header *h = self->header;
+    if (lock_mutex(self, &h->lock, NULL) < 0) return NULL;
+    Slot *s = &self->slots[slot];
+    s->in_use = 0;
+    s->pid = 0;
+    s->next_free = h->slot_free;
+    h->slot_free = (uint32_t)slot + 1;
+    h->slots_live--;
+    unlock_mutex(&h->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Arena_link_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Header *h = self->header;
+    if (lock_mutex(self, &h->lock, NULL) < 0) return NULL;
+    uint32_t link;
+    if (h->link_free != 0) {
+        link = h->link_free - 1;
+        h->link_free = self->links[link].next_free;
+    } else if (h->link_bump < h->link_capacity) {
+        link = h->link_bump++;
+    } else {
+        unlock_mutex(&h->lock);
+        PyErr_Format(PyExc_RuntimeError, "all %u waiter links of the arena are in use",
+                     h->link_capacity);
+        return NULL;
+    }
+    memset(&self->links[link], 0, sizeof(Link));
+    h->links_live++;
+    unlock_mutex(&h->lock);
+    return PyLong_FromUnsignedLong(link);
+}
+
+static PyObject *
+Arena_link_free(ArenaObject *self, PyObject *arg)
+{
+    unsigned long link = PyLong_AsUnsignedLong(arg);
+    if (link == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    Header *h = self->header;
+    if (link < h->slot_capacity || link >= h->link_bump) {
+        PyErr_Format(PyExc_ValueError, "link %lu was not allocated with link_alloc", link);
+        return NULL;
+    }
+    if (lock_mutex(self, &h->lock, NULL) < 0) return NULL;
+    self->links[link].next_free = h->link_free;
+    h->link_free = (uint32_t)link + 1;
+    h->links_live--;
+    unlock_mutex(&h->lock);
+    Py_RETURN_NONE;
+}
+
+/*
+ * enqueue(record, link, slot) -> state.  If the flag is down, queue the
+ * link so the next set() fires it and wakes the slot; returns the state
+ * word read under the lock either way (flag up: nothing was queued).
+ */
+static PyObject *
+Arena_enqueue(ArenaObject *self, PyObject *args)
+{
+    unsigned long index, link, slot;
+    if (!PyArg_ParseTuple(args, "kkk:enqueue", &index, &link, &slot)) return NULL;
+    if (check_record(self, index) < 0 || check_link(self, link) < 0 ||
+        check_slot(self, slot) < 0)
+        return NULL;
+    Record *r = record_at(self, (uint32_t)index);
+    if (lock_mutex(self, &r->lock, r) < 0) return NULL;
+    uint32_t state = r->state;
+    if (!(state & STATE_FLAG)) {
+        if (self->links[link].flags & LINK_QUEUED) {
+            unlock_mutex(&r->lock);
+            PyErr_Format(PyExc_RuntimeError, "link %lu is already queued", link);
+            return NULL;
+        }
+        enqueue_link(self, r, (uint32_t)index, (uint32_t)link, (uint32_t)slot);
+    }
+    unlock_mutex(&r->lock);
+    return PyLong_FromUnsignedLong(state);
+}
+
+/* dequeue(record, link) -> fired: take the link out if still queued. */
+static PyObject *
+Arena_dequeue(ArenaObject *self, PyObject *args)
+{
+    unsigned long index, link;
+    if (!PyArg_ParseTuple(args, "kk:dequeue", &index, &link)) return NULL;
+    if (check_record(self, index) < 0 || check_link(self, link) < 0) return NULL;
+    Record *r = record_at(self, (uint32_t)index);
+    Link *l = &self->links[link];
+    if (!(__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_QUEUED) &&
+        __atomic_load_n(&l->fired, __ATOMIC_ACQUIRE))
+        Py_RETURN_TRUE;
+    if (lock_mutex(self, &r->lock, r) < 0) return NULL;
+    remove_link(self, r, (uint32_t)link);
+    int fired = l->fired;
+    unlock_mutex(&r->lock);
+    return PyBool_FromLong(fired);
+}
+
+static PyObject *
+Arena_fired(ArenaObject *self, PyObject *arg)
+{
+    unsigned long link = PyLong_AsUnsignedLong(arg);
+    if (link == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_link(self, link) < 0) return NULL;
+    return PyBool_FromLong(__atomic_load_n(&self->links[link].fired, __ATOMIC_ACQUIRE));
+}
+
+/*
+ * Sleep on a slot's word until it is set, the deadline passes, or a signal
+ * needs handling.  Returns 1 woken, 0 timed out, -1 error (exception set).
+ * `watch`, if not NULL, is a record whose generation is re-read every
+ * POLL_NS against `generation` (see the top comment).
+ */
+static int
+park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double timeout)
+{
+    long long deadline = timeout < 0 ? -1 : now_ns() + (long long)(timeout * 1e9);
+    for (;;) {
+        int result = -2;
+        Py_BEGIN_ALLOW_THREADS
+        for (;;) {
+            if (__atomic_load_n(&s->word, __ATOMIC_ACQUIRE)) {
+                result = 1;
+                break;
+            }
+            if (watch != NULL &&
+                GENERATION(__atomic_load_n(&watch->state, __ATOMIC_ACQUIRE)) != generation) {
+                result = 1;
+                break;
+            }
+            long long wait_ns = POLL_NS;
+            if (deadline >= 0) {
+                long long left = deadline - now_ns();
+                if (left <= 0) {
+                    result = 0;
+                    break;
+                }
+                if (left < wait_ns) wait_ns = left;
+            }
+            if (futex_wait(&s->word, 0, wait_ns) < 0 && errno == EINTR) break;
+        }
+        Py_END_ALLOW_THREADS
+        if (result != -2) return result;
+        if (PyErr_CheckSignals() < 0) return -1;
+    }
+}
+
+static int
+parse_timeout(PyObject *arg, double *timeout)
+{
+    if (arg == Py_None) {
+        *timeout = -1.0;
+        return 0;
+    }
+    *timeout = PyFloat_AsDouble(arg);
+    if (*timeout == -1.0 && PyErr_Occurred()) return -1;
+    return 0;
+}
+
+/* park(slot, timeout) -> bool: sleep until the slot is woken (multi-wait). */
+static PyObject *
+Arena_park(ArenaObject *self, PyObject *args)
+{
+    unsigned long slot;
+    PyObject *timeout_arg;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "kO:park", &slot, &timeout_arg)) return NULL;
+    if (check_slot(self, slot) < 0 || parse_timeout(timeout_arg, &timeout) < 0) return NULL;
+    int woken = park_slot(self, &self->slots[slot], NULL, 0, timeout);
+    if (woken < 0) return NULL;
+    return PyBool_FromLong(woken);
+}
+
+/* reset(slot): arm the slot's word before queueing it anywhere. */
+static PyObject *
+Arena_reset(ArenaObject *self, PyObject *arg)
+{
+    unsigned long slot = PyLong_AsUnsignedLong(arg);
+    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_slot(self, slot) < 0) return NULL;
+    __atomic_store_n(&self->slots[slot].word, 0, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
+/* wake(slot): wake a slot from outside any record (e.g. to stop the hub). */
+static PyObject *
+Arena_wake(ArenaObject *self, PyObject *arg)
+{
+    unsigned long slot = PyLong_AsUnsignedLong(arg);
+    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_slot(self, slot) < 0) return NULL;
+    __atomic_store_n(&self->slots[slot].word, 1, __ATOMIC_RELEASE);
+    futex_wake_all(&self->slots[slot].word);
+    Py_RETURN_NONE;
+}
+
+/*
+ * wait(record, slot, timeout) -> bool: the whole single-record wait in one
+ * call.  True when the flag is up on entry or a set() happened while
+ * waiting; False on timeout.  timeout: None forever, <= 0 no wait.
+ */
+static PyObject *
+Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "wait(record, slot, timeout)");
+        return NULL;
+    }
+    Record *r = parse_record(self, args[0]);
+    if (r == NULL) return NULL;
+    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) Py_RETURN_TRUE;
+    double timeout;
+    if (parse_timeout(args[2], &timeout) < 0) return NULL;
+    if (timeout == 0.0 || (timeout < 0 && args[2] != Py_None)) Py_RETURN_FALSE;
+    unsigned long slot = PyLong_AsUnsignedLong(args[1]);
+    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_slot(self, slot) < 0) return NULL;
+    Slot *s = &self->slots[slot];
+    uint32_t index = (uint32_t)(((char *)r - self->records) / RECORD_SIZE);
+
+    if (lock_mutex(self, &r->lock, r) < 0) return NULL;
+    uint32_t state = r->state;
+    if (state & STATE_FLAG) {
+        unlock_mutex(&r->lock);
+        Py_RETURN_TRUE;
+    }
+    __atomic_store_n(&s->word, 0, __ATOMIC_RELAXED);
+    enqueue_link(self, r, index, (uint32_t)slot, (uint32_t)slot);
+    unlock_mutex(&r->lock);
+
+    int woken = park_slot(self, s, r, GENERATION(state), timeout);
+    if (woken == 1 && __atomic_load_n(&s->word, __ATOMIC_ACQUIRE)) {
+        Py_RETURN_TRUE; /* a setter dequeued us: nothing left to undo */
+    }
+    /* Timed out, interrupted, or saw the generation move without being
+     * dequeued (its setter died): take our link out ourselves. */
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    if (lock_mutex(self, &r->lock, r) < 0) {
+        Py_XDECREF(exc_type);
+        Py_XDECREF(exc_value);
+        Py_XDECREF(exc_tb);
+        return NULL;
+    }
+    remove_link(self, r, (uint32_t)slot);
+    int fired = GENERATION(r->state) != GENERATION(state);
+    unlock_mutex(&r->lock);
+    if (exc_type != NULL) {
+        PyErr_Restore(exc_type, exc_value, exc_tb);
+        return NULL;
+    }
+    return PyBool_FromLong(fired);
+}
+
+static PyMethodDef Arena_methods[] = {
+    {"format", (PyCFunction)Arena_format, METH_VARARGS,
+     "format(records, slots, links) -> size: lay out a new, zeroed segment."},
+    {"validate", (PyCFunction)Arena_validate, METH_NOARGS,
+     "validate(): check an existing segment's header before using it."},
+    {"lock", (PyCFunction)Arena_lock, METH_NOARGS, "Take the arena lock (allocation, attach table)."},
+    {"unlock", (PyCFunction)Arena_unlock, METH_NOARGS, "Release the arena lock."},
+    {"statistics", (PyCFunction)Arena_statistics, METH_NOARGS, "Counters of the arena."},
+    {"record_alloc", (PyCFunction)Arena_record_alloc, METH_VARARGS,
+     "record_alloc(kind) -> (index, serial) or None when full."},
+    {"record_retain", (PyCFunction)Arena_record_retain, METH_VARARGS,
+     "record_retain(index, serial, adopt) -> kind: take a reference."},
+    {"record_pin", (PyCFunction)Arena_record_pin, METH_VARARGS,
+     "record_pin(index): take a reference on behalf of a pickle in flight."},
+    {"record_release", (PyCFunction)Arena_record_release, METH_VARARGS,
+     "record_release(index) -> payload if freed, else None."},
+    {"record_info", (PyCFunction)Arena_record_info, METH_VARARGS, "record_info(index) -> dict."},
+    {"record_bump", (PyCFunction)Arena_record_bump, METH_NOARGS,
+     "Number of records ever initialised."},
+    {"is_set", (PyCFunction)Arena_is_set, METH_O, "is_set(index) -> bool, lock-free."},
+    {"state", (PyCFunction)Arena_state, METH_O, "state(index) -> generation << 1 | flag."},
+    {"set", (PyCFunction)Arena_set, METH_O, "set(index) -> True if this call raised the flag."},
+    {"set_payload", (PyCFunction)Arena_set_payload, METH_VARARGS,
+     "set_payload(index, payload) -> True if written and raised."},
+    {"payload", (PyCFunction)Arena_payload, METH_O,
+     "payload(index) -> bytes once the flag is up, else None."},
+    {"clear", (PyCFunction)Arena_clear, METH_O, "clear(index): lower the flag."},
+    {"slot_alloc", (PyCFunction)Arena_slot_alloc, METH_VARARGS, "slot_alloc(pid) -> slot."},
+    {"slot_free", (PyCFunction)Arena_slot_free, METH_O, "slot_free(slot)."},
+    {"link_alloc", (PyCFunction)Arena_link_alloc, METH_NOARGS, "link_alloc() -> link."},
+    {"link_free", (PyCFunction)Arena_link_free, METH_O, "link_free(link)."},
+    {"enqueue", (PyCFunction)Arena_enqueue, METH_VARARGS,
+     "enqueue(record, link, slot) -> state word read under the lock."},
+    {"dequeue", (PyCFunction)Arena_dequeue, METH_VARARGS,
+     "dequeue(record, link) -> True if the link had fired."},
+    {"fired", (PyCFunction)Arena_fired, METH_O, "fired(link) -> bool."},
+    {"park", (PyCFunction)Arena_park, METH_VARARGS, "park(slot, timeout) -> woken."},
+    {"reset", (PyCFunction)Arena_reset, METH_O, "reset(slot): arm the slot's word."},
+    {"wake", (PyCFunction)Arena_wake, METH_O, "wake(slot): wake the slot directly."},
+    {"wait", (PyCFunction)(void (*)(void))Arena_wait, METH_FASTCALL,
+     "wait(record, slot, timeout) -> bool."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ArenaType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mpevent._native.Arena",
+    .tp_basicsize = sizeof(ArenaObject),
+    .tp_dealloc = (destructor)Arena_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Arena(fd, size): map a segment holding records, slots and links.",
+    .tp_methods = Arena_methods,
+    .tp_as_buffer = &Arena_as_buffer,
+    .tp_init = (initproc)Arena_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT, "mpevent._native",
+    "Shared-memory records, waiter slots and futex parking for mpevent.", -1, NULL, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    if (PyType_Ready(&ArenaType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&native_module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&ArenaType);
+    if (PyModule_AddObject(m, "Arena", (PyObject *)&ArenaType) < 0 ||
+        PyModule_AddIntConstant(m, "RECORD_SIZE", RECORD_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "PAYLOAD_SIZE", PAYLOAD_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "ATTACH_OFFSET", ATTACH_OFFSET) < 0 ||
+        PyModule_AddIntConstant(m, "ATTACH_ENTRIES", ATTACH_ENTRIES) < 0 ||
+        PyModule_AddIntConstant(m, "ATTACH_ENTRY_SIZE", ATTACH_ENTRY_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "SLOT_SIZE", sizeof(Slot)) < 0 ||
+        PyModule_AddIntConstant(m, "LINK_SIZE", sizeof(Link)) < 0 ||
+        PyModule_AddIntConstant(m, "RECORD_LIMIT_OFFSET", offsetof(Header, total_size)) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,182 @@
+"""The parking lot: where threads sleep until a record is set.
+
+Like trio's ``_core/_parking_lot.py``, this module is the one place that
+knows how a waiter goes to sleep and is woken; ``Event``, ``AsyncResult``,
+the hub and ``mpevent.wait`` all park here.
+
+Each thread that ever waits holds one *waiter slot* per arena (a futex word
+in shared memory, see ``_native.c``).  Waiting on a record queues a *link*
+(slot -> record) on the record's waiter list; ``set()``, in whatever process
+it runs, dequeues every link, marks it fired and wakes its slot.  A slot can
+be linked to many records at once, which is how one thread waits on many
+objects (``park_on_many``) without a thread or a kernel object per record.
+
+Slots are per thread, not per record: a million records cost no slots, and
+a thread's slot is returned to the arena when the thread ends.  After a
+fork the child allocates fresh slots (its parent's threads still own
+theirs).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import threading
+import time
+from collections.abc import Sequence
+
+from ._arena import Arena
+from ._record import Record
+
+_fork_epoch = 0
+
+
+class _SlotLease:
+    """The slots one thread holds, one per arena; freed when the thread ends."""
+
+    __slots__ = ("epoch", "links", "slots")
+
+    def __init__(self) -> None:
+        self.epoch = _fork_epoch
+        self.slots: dict[Arena, int] = {}
+        # Extra links (beyond each slot's own) kept for reuse by park_on_many.
+        self.links: dict[Arena, list[int]] = {}
+
+    def __del__(self) -> None:
+        if self.epoch != _fork_epoch:
+            return  # inherited across fork: the parent's thread owns these
+        try:
+            for arena, links in self.links.items():
+                for link in links:
+                    arena.native.link_free(link)
+            for arena, slot in self.slots.items():
+                arena.native.slot_free(slot)
+        except Exception:  # interpreter shutdown
+            pass
+
+
+class _ThreadLocal(threading.local):
+    lease: _SlotLease | None = None
+
+
+_local = _ThreadLocal()
+
+
+def _lease() -> _SlotLease:
+    lease = _local.lease
+    if lease is None or lease.epoch != _fork_epoch:
+        lease = _local.lease = _SlotLease()
+    return lease
+
+
+def slot_for(arena: Arena) -> int:
+    """This thread's waiter slot in *arena*, allocated on first use."""
+    lease = _lease()
+    slot = lease.slots.get(arena)
+    if slot is None:
+        slot = lease.slots[arena] = arena.native.slot_alloc(os.getpid())
+    return slot
+
+
+def check_timeout(timeout: object) -> float | None:
+    """Validate a timeout: None (forever) or a number of seconds.
+
+    Negative means "do not wait", as in :mod:`threading`.  Raises TypeError
+    for a non-number and ValueError for NaN.
+    """
+    if timeout is None:
+        return None
+    if not isinstance(timeout, numbers.Real):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__!r}"
+        )
+    seconds = float(timeout)
+    if math.isnan(seconds):
+        raise ValueError("timeout must be a number of seconds or None, not NaN")
+    return seconds
+
+
+def park(record: Record, timeout: float | None) -> bool:
+    """Block until *record* is set or *timeout* passes; True if it was set.
+
+    True also when the record was set and cleared again while we slept:
+    a waiter never misses a set() that happened during its wait.
+    """
+    return record.native.wait(record.index, slot_for(record.arena), timeout)
+
+
+def park_on_many(records: Sequence[Record], timeout: float | None, count: int) -> list[int]:
+    """Block until *count* of *records* are set; return their positions in order.
+
+    Positions are indices into *records*, in the order the records were
+    seen set.  Returns fewer than *count* if *timeout* passes first.
+    """
+    deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+    ready: list[int] = []
+    pending = list(range(len(records)))
+    while pending and len(ready) < count:
+        newly = _park_once([records[i] for i in pending], deadline)
+        if not newly:
+            break
+        ready.extend(pending[i] for i in newly)
+        taken = set(newly)
+        pending = [p for i, p in enumerate(pending) if i not in taken]
+    return ready[:count] if len(ready) > count else ready
+
+
+def _park_once(records: Sequence[Record], deadline: float | None) -> list[int]:
+    """Queue one link per record, sleep until any fires, dequeue the rest."""
+    arenas = {record.arena for record in records}
+    if len(arenas) > 1:
+        return _poll_many_arenas(records, deadline)
+    (arena,) = arenas
+    native = arena.native
+    slot = slot_for(arena)
+    lease = _lease()
+    spare = lease.links.setdefault(arena, [])
+    while len(spare) < len(records):
+        spare.append(native.link_alloc())
+    links = spare[: len(records)]
+    native.reset(slot)
+    queued: list[int] = []
+    ready: list[int] = []
+    try:
+        for position, (record, link) in enumerate(zip(records, links, strict=True)):
+            if native.enqueue(record.index, link, slot) & 1:
+                ready.append(position)  # already set: nothing was queued
+                break
+            queued.append(position)
+        if not ready:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            native.park(slot, remaining)
+    finally:
+        # Dequeue everything so no later set() writes to this slot; a link
+        # that fired meanwhile reports it, in queueing order.
+        for position in queued:
+            if native.dequeue(records[position].index, links[position]):
+                ready.append(position)
+    return sorted(set(ready), key=ready.index)
+
+
+def _poll_many_arenas(records: Sequence[Record], deadline: float | None) -> list[int]:
+    # A thread sleeps on one futex word, and words are per arena: records
+    # from several arenas (rare: > millions of records, or handles from
+    # unrelated processes) are polled instead.
+    delay = 0.0005
+    while True:
+        ready = [i for i, record in enumerate(records) if record.native.is_set(record.index)]
+        if ready:
+            return ready
+        if deadline is not None and time.monotonic() >= deadline:
+            return []
+        time.sleep(delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0)))
+        delay = min(delay * 2, 0.05)
+
+
+def _after_fork_in_child() -> None:
+    global _fork_epoch
+    _fork_epoch += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,92 @@
+"""POSIX shared-memory segments: create, open, list and unlink, nothing more.
+
+We open ``/dev/shm/<name>`` ourselves instead of using
+:class:`multiprocessing.shared_memory.SharedMemory`: on Python < 3.13 every
+process that *attaches* to a SharedMemory registers it with its own
+``resource_tracker``, which unlinks it (and warns "leaked") when that process
+exits, even though others still use it (CPython gh-82300).  mpevent decides
+itself who unlinks a segment (see ``_arena``), so the tracker stays out.
+
+Callers map the descriptor (``_native.Arena``) and close it at once: a
+process holds one mapping per segment and no descriptor at all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+SHM_DIR = "/dev/shm"
+PREFIX = "mpevent-"
+NAME_MAX = 200
+_VALID_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def check_name(name: object) -> str:
+    """Return *name* if it can name a segment, else raise TypeError/ValueError."""
+    if not isinstance(name, str):
+        raise TypeError(f"a segment name must be a str, not {type(name).__name__!r}")
+    if not name or len(name) > NAME_MAX:
+        raise ValueError(f"a segment name must be 1 to {NAME_MAX} characters, got {len(name)}")
+    if not _VALID_NAME.fullmatch(name):
+        raise ValueError(
+            f"segment name {name!r} may only hold letters, digits, '.', '_' and '-' (no '/')"
+        )
+    return name
+
+
+def path_of(name: str) -> str:
+    return os.path.join(SHM_DIR, check_name(name))
+
+
+def create(name: str, size: int) -> int:
+    """Create a new segment of *size* zero bytes, mode 0600; return its fd.
+
+    Raises FileExistsError if the name is taken.  The file is sparse: pages
+    cost memory only once they are touched.  The caller closes the fd.
+    """
+    fd = os.open(path_of(name), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # the umask must not widen or narrow it
+        os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path_of(name))
+        raise
+    return fd
+
+
+def open_existing(name: str) -> tuple[int, int]:
+    """Open an existing segment of this user: (fd, size).  The caller closes fd.
+
+    Raises FileNotFoundError if there is none, PermissionError if another
+    user owns it.
+    """
+    fd = os.open(path_of(name), os.O_RDWR | os.O_CLOEXEC)
+    try:
+        stat = os.fstat(fd)
+        if stat.st_uid != os.geteuid():
+            raise PermissionError(
+                f"segment {name!r} belongs to uid {stat.st_uid}, not to this user"
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, stat.st_size
+
+
+def unlink(name: str) -> bool:
+    """Remove the segment's name; True if it was there."""
+    try:
+        os.unlink(path_of(name))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def list_names(prefix: str = PREFIX) -> list[str]:
+    """Names of the segments in /dev/shm that start with *prefix*."""
+    try:
+        return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []

@@ -1,0 +1,13 @@
+"""Build the C part of mpevent; everything else is in pyproject.toml."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "mpevent._native",
+            sources=["mpevent/_native.c"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        )
+    ]
+)

@@ -1,0 +1,103 @@
+"""Shared fixtures: every test module is checked for leaks, processes are reaped."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+from mpevent import _arena, _segment
+
+START_METHODS = ["fork", "spawn", "forkserver"]
+
+
+def _foreign_segments() -> set[str]:
+    """mpevent segments in /dev/shm that this process is not attached to."""
+    mine = {arena.name for arena in _arena.attached()}
+    return set(_segment.list_names()) - mine
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_leaks_per_module() -> Iterator[None]:
+    """After each test module: no new segments of other processes, fds as before."""
+    process = psutil.Process()
+    children_before = {child.pid for child in process.children(recursive=True)}
+    segments_before = _foreign_segments()
+    gc.collect()
+    fds_before = process.num_fds()
+    yield
+    gc.collect()
+    for child in process.children(recursive=True):
+        if child.pid in children_before:
+            continue
+        # Pool and executor helpers may still be winding down: give them a moment.
+        try:
+            child.wait(timeout=10)
+        except psutil.TimeoutExpired:
+            child.kill()
+            pytest.fail(f"test module left a live child process {child.pid}")
+        except psutil.NoSuchProcess:
+            pass
+    leaked = _foreign_segments() - segments_before
+    assert not leaked, f"segments left in /dev/shm: {sorted(leaked)}"
+    assert process.num_fds() <= fds_before, (
+        f"file descriptors grew from {fds_before} to {process.num_fds()}"
+    )
+
+
+class ProcessRunner:
+    """Starts processes and guarantees they are joined or killed."""
+
+    def __init__(self) -> None:
+        self.processes: list[Any] = []
+
+    def start(self, target: Callable[..., Any], *args: Any, method: str = "fork") -> Any:
+        process = mp.get_context(method).Process(target=target, args=args, daemon=True)
+        process.start()
+        self.processes.append(process)
+        return process
+
+    def join(self, process: Any, timeout: float = 30) -> int:
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()
+            process.join(5)
+            pytest.fail(f"process {process.pid} did not finish within {timeout} s")
+        code: int = process.exitcode
+        return code
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.is_alive():
+                process.kill()
+            process.join(5)
+            if hasattr(process, "close"):
+                process.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[ProcessRunner]:
+    runner = ProcessRunner()
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # The forkserver and the resource tracker are started once per session
+    # and keep a descriptor each: start them up front so the per-module fd
+    # check sees only what tests leave behind.
+    from multiprocessing import forkserver, resource_tracker
+
+    forkserver.ensure_running()
+    resource_tracker.ensure_running()
+
+
+def pytest_report_header() -> str:
+    return f"mpevent arenas are in {_segment.SHM_DIR}; pid {os.getpid()}"

@@ -1,0 +1,65 @@
+"""Whole programs: nothing is left in /dev/shm and nothing is reported leaked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from mpevent import _segment
+
+PROGRAM = textwrap.dedent(
+    """
+    import concurrent.futures, multiprocessing as mp, os, mpevent
+
+    def child(event, done):
+        event.wait(30)
+        done.set()
+
+    def worker(event):
+        event.set()
+        made = mpevent.Event()
+        made.set()
+        return made
+
+    if __name__ == "__main__":
+        for method in ("fork", "spawn", "forkserver"):
+            ctx = mp.get_context(method)
+            event, done = mpevent.Event(), mpevent.Event()
+            p = ctx.Process(target=child, args=(event, done))
+            p.start()
+            event.set()
+            assert done.wait(30)
+            p.join(30)
+            assert p.exitcode == 0, p.exitcode
+            with ctx.Pool(2) as pool:
+                pool.apply(worker, (mpevent.Event(),))
+            with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as ex:
+                assert ex.submit(worker, mpevent.Event()).result(30).is_set()
+        pid = os.fork()
+        if pid == 0:
+            mpevent.Event().set()
+            os._exit(0)  # skips every exit hook: its table entry is dead weight
+        os.waitpid(pid, 0)
+        print("ok")
+    """
+)
+
+
+def test_program_leaves_no_segments_and_no_warnings(tmp_path: Path) -> None:
+    script = tmp_path / "program.py"  # a file: spawn children re-import __main__
+    script.write_text(PROGRAM)
+    before = set(_segment.list_names())
+    result = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert "leaked" not in result.stderr
+    assert "resource_tracker" not in result.stderr
+    assert result.stderr == ""
+    assert set(_segment.list_names()) - before == set()
