@@ -5,7 +5,16 @@ process park on them (``_parking``) and are woken by whichever process sets
 them.
 """
 
+from ._serial import RemoteException, RemoteTraceback
 from ._version import __version__
+from .asyncresult import AsyncResult, Timeout
 from .event import Event
 
-__all__ = ["Event", "__version__"]
+__all__ = [
+    "AsyncResult",
+    "Event",
+    "RemoteException",
+    "RemoteTraceback",
+    "Timeout",
+    "__version__",
+]

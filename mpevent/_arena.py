@@ -29,7 +29,7 @@ import os
 import secrets
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final
 
 import psutil
@@ -39,6 +39,10 @@ from . import _native, _segment
 RECORDS_PER_ARENA: Final = int(os.environ.get("MPEVENT_ARENA_RECORDS", 4 * 1024 * 1024))
 SLOTS_PER_ARENA: Final = 16384
 LINKS_PER_ARENA: Final = SLOTS_PER_ARENA + 1024 * 1024
+HEAP_BYTES_PER_ARENA: Final = int(os.environ.get("MPEVENT_ARENA_HEAP", 512 * 1024 * 1024))
+
+# Value segments of an arena are named <arena name><VALUE_MARK><id> (_storage).
+VALUE_MARK: Final = ".v"
 
 # One attach-table entry: pid, unused, process start time (psutil's create_time).
 _ATTACH_ENTRY: Final = struct.Struct("=I4xd")
@@ -79,7 +83,8 @@ def _segment_size() -> int:
     slots_offset = _native.ATTACH_OFFSET + _native.ATTACH_ENTRIES * _native.ATTACH_ENTRY_SIZE
     links_offset = slots_offset + SLOTS_PER_ARENA * _native.SLOT_SIZE
     records_offset = -(-(links_offset + LINKS_PER_ARENA * _native.LINK_SIZE) // 4096) * 4096
-    return records_offset + RECORDS_PER_ARENA * _native.RECORD_SIZE
+    heap_offset = -(-(records_offset + RECORDS_PER_ARENA * _native.RECORD_SIZE) // 4096) * 4096
+    return heap_offset + HEAP_BYTES_PER_ARENA
 
 
 class Arena:
@@ -106,7 +111,7 @@ class Arena:
         fd = _segment.create(name, size)
         try:
             native = _native.Arena(fd, size)
-            native.format(RECORDS_PER_ARENA, SLOTS_PER_ARENA, LINKS_PER_ARENA)
+            native.format(RECORDS_PER_ARENA, SLOTS_PER_ARENA, LINKS_PER_ARENA, HEAP_BYTES_PER_ARENA)
         except BaseException:
             _segment.unlink(name)
             raise
@@ -203,6 +208,7 @@ class Arena:
                 else:
                     alive += 1
             if alive == 0:
+                _unlink_values_of(self.name)
                 return _segment.unlink(self.name)
             return False
         finally:
@@ -254,10 +260,17 @@ def allocate(kind: int) -> tuple[Arena, int, int]:
     return arena, got[0], got[1]
 
 
+# Run at exit before leaving: _record drops this process's references here,
+# since multiprocessing children leave through os._exit() without collecting.
+BEFORE_LEAVING: list[Callable[[], None]] = []
+
+
 def leave_all() -> None:
-    """Leave every arena this process joined (run at exit)."""
+    """Drop this process's references and leave every arena it joined (at exit)."""
     if _exit_hooks_pid != os.getpid():
         return
+    for hook in BEFORE_LEAVING:
+        hook()
     for arena in list(_arenas.values()):
         arena.leave()
 
@@ -309,7 +322,13 @@ def clean(dry_run: bool = False) -> list[str]:
     creation and joining happen before the name is handed out).
     """
     removed = []
-    for name in _segment.list_names():
+    names = _segment.list_names()
+    for name in names:
+        arena_name, mark, _ = name.partition(VALUE_MARK)
+        if mark:  # a value segment: abandoned once its arena is gone
+            if arena_name not in names and (dry_run or _segment.unlink(name)):
+                removed.append(name)
+            continue
         if name in _arenas:
             continue
         try:
@@ -324,7 +343,15 @@ def clean(dry_run: bool = False) -> list[str]:
             os.close(fd)
         if _is_abandoned(Arena(name, native)) and (dry_run or _segment.unlink(name)):
             removed.append(name)
+            if not dry_run:
+                removed.extend(_unlink_values_of(name))
     return removed
+
+
+def _unlink_values_of(arena_name: str) -> list[str]:
+    """Unlink the value segments of an arena that is being unlinked."""
+    names = _segment.list_names(arena_name + VALUE_MARK)
+    return [name for name in names if _segment.unlink(name)]
 
 
 def _is_abandoned(arena: Arena) -> bool:

@@ -16,6 +16,7 @@ from ._record import Record, Reference
 def _rebuild(cls: type[Linkable], reference: Reference) -> Linkable:
     linkable = cls.__new__(cls)
     linkable._record = Record.from_reference(reference, cls._KIND)
+    linkable._init_local()
     return linkable
 
 
@@ -27,6 +28,10 @@ class Linkable:
 
     def __init__(self) -> None:
         self._record = Record.allocate(self._KIND)
+        self._init_local()
+
+    def _init_local(self) -> None:
+        """Set up this process's own state of a new or unpickled handle."""
 
     def ready(self) -> bool:
         """Return true if the record's flag is up (a plain shared-memory read)."""

@@ -35,8 +35,17 @@
  *   | links_offset      | link_capacity*32   | Link[]; link i < slot_capacity|
  *   |                   |                    | is slot i's own link          |
  *   | records_offset    | record_capacity*128| Record[]                      |
+ *   | heap_offset       | heap_capacity      | value blocks, 64 B .. 64 KiB  |
  *
  * Index fields that point into a list hold index+1 so that 0 means "none".
+ *
+ * A record's payload holds two ValueSlots (AsyncResult's value and its
+ * exception), each a descriptor of a pickled form that lives inline (up to
+ * 16 bytes), in a heap block of the arena (a power of two from 64 B to
+ * 64 KiB, from per-size free lists), or in a segment of its own (larger;
+ * Python names, writes and unlinks those, C only stores the id).  A slot is
+ * replaced and read under the record's lock, and a replaced heap block is
+ * freed under that lock, so a reader never sees a block being reused.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -54,7 +63,7 @@
 #include <unistd.h>
 
 #define MAGIC 0x31544e4556504d00ULL /* "\0MPEVNT1" */
-#define LAYOUT_VERSION 1u
+#define LAYOUT_VERSION 2u
 #define RECORD_SIZE 128u
 #define PAYLOAD_SIZE 48u
 #define ATTACH_OFFSET 4096u
@@ -62,6 +71,16 @@
 #define ATTACH_ENTRY_SIZE 16u
 #define POLL_NS 250000000LL /* 0.25 s: bound on recovery from a dead setter */
 #define WAKE_BATCH 64
+
+#define HEAP_MIN_SHIFT 6
+#define HEAP_CLASSES 11
+#define HEAP_MAX (1u << (HEAP_MIN_SHIFT + HEAP_CLASSES - 1)) /* 64 KiB */
+
+#define VALUE_NONE 0u
+#define VALUE_INLINE 1u
+#define VALUE_HEAP 2u
+#define VALUE_SEGMENT 3u
+#define VALUE_INLINE_MAX 16u
 
 #define STATE_FLAG 1u
 #define GENERATION(state) ((state) >> 1)
@@ -91,6 +110,11 @@ typedef struct {
     uint64_t slots_offset;
     uint64_t links_offset;
     uint64_t records_offset;
+    uint64_t heap_offset;
+    uint64_t heap_capacity;
+    uint64_t heap_bump;          /* bytes of the heap ever carved */
+    uint64_t heap_used;          /* bytes in live blocks */
+    uint64_t heap_free[HEAP_CLASSES]; /* free block offsets, 0 = none */
     uint64_t total_size;
     pthread_mutex_t lock;  /* guards allocation and the attach table */
 } Header;
@@ -126,6 +150,17 @@ typedef struct {
     unsigned char payload[PAYLOAD_SIZE];
 } Record;
 
+typedef struct {
+    uint8_t tag;        /* VALUE_NONE, VALUE_INLINE, VALUE_HEAP, VALUE_SEGMENT */
+    uint8_t pad[3];
+    uint32_t length;    /* bytes of the stored form */
+    union {
+        uint8_t bytes[VALUE_INLINE_MAX];
+        uint64_t location; /* heap offset, or segment id */
+    } where;
+} ValueSlot;
+
+_Static_assert(sizeof(ValueSlot) * 2 == PAYLOAD_SIZE, "ValueSlot layout");
 _Static_assert(sizeof(Slot) == 32, "Slot layout");
 _Static_assert(sizeof(Link) == 32, "Link layout");
 _Static_assert(sizeof(Record) <= RECORD_SIZE, "Record layout");
@@ -400,7 +435,8 @@ static PyObject *
 Arena_format(ArenaObject *self, PyObject *args)
 {
     unsigned int records, slots, links;
-    if (!PyArg_ParseTuple(args, "III:format", &records, &slots, &links)) return NULL;
+    unsigned long long heap;
+    if (!PyArg_ParseTuple(args, "IIIK:format", &records, &slots, &links, &heap)) return NULL;
     if (slots == 0 || records == 0 || links < slots) {
         PyErr_SetString(PyExc_ValueError, "arena capacities must be positive and links >= slots");
         return NULL;
@@ -409,7 +445,9 @@ Arena_format(ArenaObject *self, PyObject *args)
     uint64_t links_offset = slots_offset + (uint64_t)slots * sizeof(Slot);
     uint64_t records_offset = links_offset + (uint64_t)links * sizeof(Link);
     records_offset = (records_offset + 4095) & ~(uint64_t)4095;
-    uint64_t total = records_offset + (uint64_t)records * RECORD_SIZE;
+    uint64_t heap_offset = records_offset + (uint64_t)records * RECORD_SIZE;
+    heap_offset = (heap_offset + 4095) & ~(uint64_t)4095;
+    uint64_t total = heap_offset + heap;
     if (total > (uint64_t)self->size) {
         PyErr_Format(PyExc_ValueError, "arena needs %llu bytes, buffer has %zd",
                      (unsigned long long)total, self->size);
@@ -426,6 +464,8 @@ Arena_format(ArenaObject *self, PyObject *args)
     h->slots_offset = slots_offset;
     h->links_offset = links_offset;
     h->records_offset = records_offset;
+    h->heap_offset = heap_offset;
+    h->heap_capacity = heap;
     h->total_size = total;
     int rc = mutex_init(&h->lock);
     if (rc != 0) {
@@ -478,11 +518,113 @@ Arena_statistics(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
     Header *h = self->header;
     return Py_BuildValue(
-        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:K}",
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:K,s:K,s:K}",
         "records_live", h->records_live, "record_capacity", h->record_capacity,
         "slots_live", h->slots_live, "slot_capacity", h->slot_capacity,
         "links_live", h->links_live, "link_capacity", h->link_capacity,
-        "recoveries", h->recoveries, "total_size", (unsigned long long)h->total_size);
+        "recoveries", h->recoveries, "total_size", (unsigned long long)h->total_size,
+        "heap_used", (unsigned long long)h->heap_used,
+        "heap_carved", (unsigned long long)h->heap_bump);
+}
+
+/* --- heap ---------------------------------------------------------- */
+
+static int
+heap_class(uint32_t nbytes)
+{
+    int cls = 0;
+    while (((uint32_t)1 << (HEAP_MIN_SHIFT + cls)) < nbytes) cls++;
+    return cls;
+}
+
+/* Arena lock held.  Returns the block's offset in the segment, or 0. */
+static uint64_t
+heap_take(ArenaObject *a, uint32_t nbytes)
+{
+    Header *h = a->header;
+    int cls = heap_class(nbytes);
+    uint64_t size = (uint64_t)1 << (HEAP_MIN_SHIFT + cls);
+    uint64_t offset = h->heap_free[cls];
+    if (offset != 0) {
+        h->heap_free[cls] = *(uint64_t *)(a->base + offset);
+    } else if (h->heap_bump + size <= h->heap_capacity) {
+        offset = h->heap_offset + h->heap_bump;
+        h->heap_bump += size;
+    } else {
+        return 0;
+    }
+    h->heap_used += size;
+    return offset;
+}
+
+/* Arena lock held. */
+static void
+heap_give(ArenaObject *a, uint64_t offset, uint32_t nbytes)
+{
+    Header *h = a->header;
+    int cls = heap_class(nbytes);
+    *(uint64_t *)(a->base + offset) = h->heap_free[cls];
+    h->heap_free[cls] = offset;
+    h->heap_used -= (uint64_t)1 << (HEAP_MIN_SHIFT + cls);
+}
+
+static int
+heap_check(ArenaObject *a, uint64_t offset, uint64_t nbytes)
+{
+    Header *h = a->header;
+    if (nbytes == 0 || nbytes > HEAP_MAX || offset < h->heap_offset ||
+        offset + nbytes > h->heap_offset + h->heap_bump) {
+        PyErr_Format(PyExc_ValueError, "heap block at %llu of %llu bytes is outside the heap",
+                     (unsigned long long)offset, (unsigned long long)nbytes);
+        return -1;
+    }
+    return 0;
+}
+
+/* heap_alloc(nbytes) -> offset, or None if too big or the heap is full. */
+static PyObject *
+Arena_heap_alloc(ArenaObject *self, PyObject *arg)
+{
+    unsigned long nbytes = PyLong_AsUnsignedLong(arg);
+    if (nbytes == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (nbytes == 0 || nbytes > HEAP_MAX) Py_RETURN_NONE;
+    if (lock_mutex(self, &self->header->lock, NULL) < 0) return NULL;
+    uint64_t offset = heap_take(self, (uint32_t)nbytes);
+    unlock_mutex(&self->header->lock);
+    if (offset == 0) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(offset);
+}
+
+/* heap_free(offset, nbytes): return a block that was never published. */
+static PyObject *
+Arena_heap_free(ArenaObject *self, PyObject *args)
+{
+    unsigned long long offset;
+    unsigned long nbytes;
+    if (!PyArg_ParseTuple(args, "Kk:heap_free", &offset, &nbytes)) return NULL;
+    if (heap_check(self, offset, nbytes) < 0) return NULL;
+    if (lock_mutex(self, &self->header->lock, NULL) < 0) return NULL;
+    heap_give(self, offset, (uint32_t)nbytes);
+    unlock_mutex(&self->header->lock);
+    Py_RETURN_NONE;
+}
+
+/* Free the heap blocks a payload points to.  Record lock held. */
+static int
+release_values(ArenaObject *a, ValueSlot *slots, int count)
+{
+    int any = 0;
+    for (int i = 0; i < count; i++) any |= slots[i].tag == VALUE_HEAP;
+    if (!any) return 0;
+    if (lock_mutex(a, &a->header->lock, NULL) < 0) return -1;
+    for (int i = 0; i < count; i++) {
+        if (slots[i].tag == VALUE_HEAP) {
+            heap_give(a, slots[i].where.location, slots[i].length);
+            slots[i].tag = VALUE_NONE;
+        }
+    }
+    unlock_mutex(&a->header->lock);
+    return 0;
 }
 
 /* --- records ------------------------------------------------------ */
@@ -594,6 +736,10 @@ Arena_record_release(ArenaObject *self, PyObject *args)
         unlock_mutex(&r->lock);
         Py_RETURN_NONE;
     }
+    if (release_values(self, (ValueSlot *)r->payload, 2) < 0) {
+        unlock_mutex(&r->lock);
+        return NULL;
+    }
     PyObject *payload = PyBytes_FromStringAndSize((const char *)r->payload, PAYLOAD_SIZE);
     r->kind = KIND_FREE;
     unlock_mutex(&r->lock);
@@ -693,52 +839,113 @@ Arena_set(ArenaObject *self, PyObject *arg)
     Py_RETURN_TRUE;
 }
 
-/* Like set(), but first writes `payload` (the value descriptor) under the
- * lock, only if the flag is not yet raised.  Returns True if it was written. */
+/*
+ * publish(index, which, descriptor) -> old descriptor: store a value
+ * descriptor (24 bytes: tag, length, inline bytes or location) in slot
+ * `which` (0 value, 1 exception), raise the flag with a new generation and
+ * wake every waiter.  The replaced slot's heap block, if any, is freed here;
+ * the old descriptor is returned so the caller can drop an old segment.
+ */
 static PyObject *
-Arena_set_payload(ArenaObject *self, PyObject *args)
+Arena_publish(ArenaObject *self, PyObject *args)
 {
     unsigned long index;
-    Py_buffer payload;
-    if (!PyArg_ParseTuple(args, "ky*:set_payload", &index, &payload)) return NULL;
-    if (check_record(self, index) < 0 || payload.len > PAYLOAD_SIZE) {
-        if (!PyErr_Occurred())
-            PyErr_Format(PyExc_ValueError, "payload is %zd bytes, at most %u fit",
-                         payload.len, PAYLOAD_SIZE);
-        PyBuffer_Release(&payload);
-        return NULL;
+    int which;
+    Py_buffer descriptor;
+    if (!PyArg_ParseTuple(args, "kiy*:publish", &index, &which, &descriptor)) return NULL;
+    PyObject *result = NULL;
+    if (check_record(self, index) < 0) goto done;
+    if (which != 0 && which != 1) {
+        PyErr_SetString(PyExc_ValueError, "which must be 0 (value) or 1 (exception)");
+        goto done;
     }
+    if (descriptor.len != sizeof(ValueSlot)) {
+        PyErr_Format(PyExc_ValueError, "a value descriptor is %zu bytes, not %zd",
+                     sizeof(ValueSlot), descriptor.len);
+        goto done;
+    }
+    ValueSlot incoming;
+    memcpy(&incoming, descriptor.buf, sizeof incoming);
+    if (incoming.tag == VALUE_HEAP &&
+        heap_check(self, incoming.where.location, incoming.length) < 0)
+        goto done;
     Record *r = record_at(self, (uint32_t)index);
-    if (lock_mutex(self, &r->lock, r) < 0) {
-        PyBuffer_Release(&payload);
-        return NULL;
-    }
+    if (lock_mutex(self, &r->lock, r) < 0) goto done;
+    ValueSlot *slot = (ValueSlot *)r->payload + which;
+    ValueSlot old = *slot;
+    *slot = incoming;
+    /* The descriptor is complete before the state store makes it visible. */
     uint32_t state = r->state;
-    if (state & STATE_FLAG) {
-        unlock_mutex(&r->lock);
-        PyBuffer_Release(&payload);
-        Py_RETURN_FALSE;
-    }
-    memcpy(r->payload, payload.buf, payload.len);
-    memset(r->payload + payload.len, 0, PAYLOAD_SIZE - payload.len);
-    PyBuffer_Release(&payload);
     __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
     uint32_t wake[WAKE_BATCH];
     int n = 0;
     wake_fired(self, r, wake, &n);
+    ValueSlot freed = old;
+    int failed = release_values(self, &freed, 1);
     unlock_mutex(&r->lock);
     for (int i = 0; i < n; i++) futex_wake_all(&self->slots[wake[i]].word);
-    Py_RETURN_TRUE;
+    if (failed < 0) goto done;
+    result = PyBytes_FromStringAndSize((const char *)&old, sizeof old);
+done:
+    PyBuffer_Release(&descriptor);
+    return result;
 }
 
+/* holds(index, which) -> bool: slot `which` has a value.  No lock: a
+ * slot only goes from empty to full while its record lives. */
 static PyObject *
-Arena_payload(ArenaObject *self, PyObject *arg)
+Arena_holds(ArenaObject *self, PyObject *args)
 {
-    Record *r = parse_record(self, arg);
-    if (r == NULL) return NULL;
-    if (!(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG)) Py_RETURN_NONE;
-    /* Written before the flag and never rewritten while it is up. */
-    return PyBytes_FromStringAndSize((const char *)r->payload, PAYLOAD_SIZE);
+    unsigned long index;
+    int which;
+    if (!PyArg_ParseTuple(args, "ki:holds", &index, &which)) return NULL;
+    if (check_record(self, index) < 0) return NULL;
+    if (which != 0 && which != 1) {
+        PyErr_SetString(PyExc_ValueError, "which must be 0 (value) or 1 (exception)");
+        return NULL;
+    }
+    ValueSlot *slot = (ValueSlot *)record_at(self, (uint32_t)index)->payload + which;
+    return PyBool_FromLong(__atomic_load_n(&slot->tag, __ATOMIC_ACQUIRE) != VALUE_NONE);
+}
+
+/*
+ * read(index, which) -> None | (tag, data): the stored form of slot
+ * `which`: bytes for inline and heap values (copied under the lock), the
+ * segment id (int) for a segment value, None if the slot is empty.
+ */
+static PyObject *
+Arena_read(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    int which;
+    if (!PyArg_ParseTuple(args, "ki:read", &index, &which)) return NULL;
+    if (check_record(self, index) < 0) return NULL;
+    if (which != 0 && which != 1) {
+        PyErr_SetString(PyExc_ValueError, "which must be 0 (value) or 1 (exception)");
+        return NULL;
+    }
+    Record *r = record_at(self, (uint32_t)index);
+    if (lock_mutex(self, &r->lock, r) < 0) return NULL;
+    ValueSlot slot = ((ValueSlot *)r->payload)[which];
+    PyObject *data;
+    switch (slot.tag) {
+    case VALUE_INLINE:
+        data = PyBytes_FromStringAndSize((const char *)slot.where.bytes,
+                                         slot.length <= VALUE_INLINE_MAX ? slot.length : 0);
+        break;
+    case VALUE_HEAP:
+        data = PyBytes_FromStringAndSize(self->base + slot.where.location, slot.length);
+        break;
+    case VALUE_SEGMENT:
+        data = PyLong_FromUnsignedLongLong(slot.where.location);
+        break;
+    default:
+        unlock_mutex(&r->lock);
+        Py_RETURN_NONE;
+    }
+    unlock_mutex(&r->lock);
+    if (data == NULL) return NULL;
+    return Py_BuildValue("(IN)", (unsigned int)slot.tag, data);
 }
 
 static PyObject *
@@ -1070,10 +1277,15 @@ static PyMethodDef Arena_methods[] = {
     {"is_set", (PyCFunction)Arena_is_set, METH_O, "is_set(index) -> bool, lock-free."},
     {"state", (PyCFunction)Arena_state, METH_O, "state(index) -> generation << 1 | flag."},
     {"set", (PyCFunction)Arena_set, METH_O, "set(index) -> True if this call raised the flag."},
-    {"set_payload", (PyCFunction)Arena_set_payload, METH_VARARGS,
-     "set_payload(index, payload) -> True if written and raised."},
-    {"payload", (PyCFunction)Arena_payload, METH_O,
-     "payload(index) -> bytes once the flag is up, else None."},
+    {"publish", (PyCFunction)Arena_publish, METH_VARARGS,
+     "publish(index, which, descriptor) -> old descriptor; raises the flag."},
+    {"read", (PyCFunction)Arena_read, METH_VARARGS,
+     "read(index, which) -> None or (tag, bytes or segment id)."},
+    {"holds", (PyCFunction)Arena_holds, METH_VARARGS, "holds(index, which) -> bool."},
+    {"heap_alloc", (PyCFunction)Arena_heap_alloc, METH_O,
+     "heap_alloc(nbytes) -> offset, or None."},
+    {"heap_free", (PyCFunction)Arena_heap_free, METH_VARARGS,
+     "heap_free(offset, nbytes): return an unpublished block."},
     {"clear", (PyCFunction)Arena_clear, METH_O, "clear(index): lower the flag."},
     {"slot_alloc", (PyCFunction)Arena_slot_alloc, METH_VARARGS, "slot_alloc(pid) -> slot."},
     {"slot_free", (PyCFunction)Arena_slot_free, METH_O, "slot_free(slot)."},
@@ -1125,7 +1337,12 @@ PyInit__native(void)
         PyModule_AddIntConstant(m, "ATTACH_ENTRY_SIZE", ATTACH_ENTRY_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "SLOT_SIZE", sizeof(Slot)) < 0 ||
         PyModule_AddIntConstant(m, "LINK_SIZE", sizeof(Link)) < 0 ||
-        PyModule_AddIntConstant(m, "RECORD_LIMIT_OFFSET", offsetof(Header, total_size)) < 0) {
+        PyModule_AddIntConstant(m, "HEAP_MAX", HEAP_MAX) < 0 ||
+        PyModule_AddIntConstant(m, "VALUE_NONE", VALUE_NONE) < 0 ||
+        PyModule_AddIntConstant(m, "VALUE_INLINE", VALUE_INLINE) < 0 ||
+        PyModule_AddIntConstant(m, "VALUE_HEAP", VALUE_HEAP) < 0 ||
+        PyModule_AddIntConstant(m, "VALUE_SEGMENT", VALUE_SEGMENT) < 0 ||
+        PyModule_AddIntConstant(m, "VALUE_INLINE_MAX", VALUE_INLINE_MAX) < 0) {
         Py_DECREF(m);
         return NULL;
     }

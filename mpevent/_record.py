@@ -52,7 +52,7 @@ class Reference(NamedTuple):
 
 # Called with a freed record's payload so its kind can release what the
 # payload points to (AsyncResult's value storage).
-ON_FREE: dict[int, Callable[[bytes], None]] = {}
+ON_FREE: dict[int, Callable[[Arena, bytes], None]] = {}
 
 _live: weakref.WeakSet[Record] = weakref.WeakSet()
 
@@ -60,7 +60,7 @@ _live: weakref.WeakSet[Record] = weakref.WeakSet()
 class Record:
     """A counted reference to one record; released when garbage collected."""
 
-    __slots__ = ("__weakref__", "arena", "index", "kind", "native", "serial")
+    __slots__ = ("__weakref__", "arena", "held", "index", "kind", "native", "serial")
 
     def __init__(self, arena: Arena, index: int, serial: int, kind: int) -> None:
         self.arena = arena
@@ -68,6 +68,7 @@ class Record:
         self.index = index
         self.serial = serial
         self.kind = kind
+        self.held = True
         _live.add(self)
 
     @classmethod
@@ -106,24 +107,41 @@ class Record:
         self.native.record_pin(self.index)
         return Reference(self.arena.name, self.index, self.serial, self.kind, BOOT_ID, os.geteuid())
 
-    def __del__(self) -> None:
-        try:
-            payload = self.native.record_release(self.index)
-        except Exception:  # interpreter shutdown: nothing left to release into
+    def release(self) -> None:
+        """Drop this reference now (once); the record is freed with the last one."""
+        if not self.held:
             return
+        self.held = False
+        payload = self.native.record_release(self.index)
         if payload is not None:
             on_free = ON_FREE.get(self.kind)
             if on_free is not None:
-                on_free(payload)
+                on_free(self.arena, payload)
+
+    def __del__(self) -> None:
+        # No contextlib here: at interpreter shutdown module globals may be gone.
+        try:  # noqa: SIM105
+            self.release()
+        except Exception:  # interpreter shutdown: nothing left to release into
+            pass
 
     @property
     def address(self) -> str:
         return f"{self.arena.name}#{self.index}"
 
 
+def _release_all() -> None:
+    for record in list(_live):
+        record.release()
+
+
+_arena.BEFORE_LEAVING.append(_release_all)
+
+
 def _after_fork_in_child() -> None:
     for record in list(_live):
-        record.native.record_retain(record.index, record.serial, False)
+        if record.held:
+            record.native.record_retain(record.index, record.serial, False)
 
 
 # Registered after _arena's own handler, so the arenas are joined first.

@@ -1,0 +1,201 @@
+"""Serialization: values and exceptions to bytes and back, pickle protocol 5.
+
+Large ``bytes``, ``bytearray``, ``memoryview`` and ``array.array`` values
+(and anything whose ``__reduce_ex__(5)`` offers :class:`pickle.PickleBuffer`,
+such as NumPy arrays) travel *out of band*: their buffers are not copied into
+the pickle stream but written straight into shared memory next to it, and
+rebuilt from there with one copy.
+
+A *frame* is the stored form of one value::
+
+    | FRAME_HEADER: buffer count, in-band length | u64 length per buffer |
+    | in-band pickle | each buffer, starting on a 64-byte boundary     |
+
+Exceptions cross with their type and args and the sender's traceback as
+text, chained as ``__cause__`` (as :mod:`concurrent.futures` does); one that
+cannot be pickled arrives as :class:`RemoteException` carrying its type name,
+message and traceback text.
+"""
+
+from __future__ import annotations
+
+import array
+import io
+import pickle
+import struct
+import traceback
+from collections.abc import Sequence
+from typing import Any, Final
+
+FRAME_HEADER: Final = struct.Struct("=II")
+BUFFER_LENGTH: Final = struct.Struct("=Q")
+OUT_OF_BAND_MIN: Final = 4096  # smaller buffers are cheaper in band
+_ALIGN: Final = 64
+
+
+def _bytes_from_buffer(buffer: pickle.PickleBuffer) -> bytes:
+    return bytes(buffer)
+
+
+def _bytearray_from_buffer(buffer: pickle.PickleBuffer) -> bytearray:
+    return bytearray(buffer)
+
+
+def _memoryview_from_buffer(buffer: pickle.PickleBuffer) -> memoryview:
+    return memoryview(bytearray(buffer))
+
+
+def _array_from_buffer(typecode: str, buffer: pickle.PickleBuffer) -> array.array[Any]:
+    rebuilt = array.array(typecode)
+    rebuilt.frombytes(buffer)
+    return rebuilt
+
+
+class _Pickler(pickle.Pickler):
+    """Sends large buffers out of band instead of copying them into the stream."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is bytes and len(obj) >= OUT_OF_BAND_MIN:
+            return _bytes_from_buffer, (pickle.PickleBuffer(obj),)
+        if kind is bytearray and len(obj) >= OUT_OF_BAND_MIN:
+            return _bytearray_from_buffer, (pickle.PickleBuffer(obj),)
+        if kind is memoryview:
+            if obj.nbytes >= OUT_OF_BAND_MIN and obj.c_contiguous:
+                return _memoryview_from_buffer, (pickle.PickleBuffer(obj.cast("B")),)
+            return _memoryview_from_buffer, (obj.tobytes(),)
+        if kind is array.array and len(obj) * obj.itemsize >= OUT_OF_BAND_MIN:
+            return _array_from_buffer, (obj.typecode, pickle.PickleBuffer(obj))
+        return NotImplemented
+
+
+def dumps(obj: object) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    """Pickle *obj*: (in-band stream, out-of-band buffers).
+
+    Raises TypeError naming the type that could not be pickled.
+    """
+    stream = io.BytesIO()
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        _Pickler(stream, protocol=5, buffer_callback=buffers.append).dump(obj)
+    except Exception as exc:
+        raise TypeError(
+            f"cannot share a value of type {type(obj).__qualname__!r} between processes: "
+            f"it cannot be pickled ({exc})"
+        ) from exc
+    return stream.getvalue(), buffers
+
+
+def frame_size(inband: bytes, buffers: Sequence[pickle.PickleBuffer]) -> int:
+    """Bytes that write_frame() needs for this value."""
+    size = FRAME_HEADER.size + BUFFER_LENGTH.size * len(buffers) + len(inband)
+    for buffer in buffers:
+        size = _aligned(size) + buffer.raw().nbytes
+    return size
+
+
+def write_frame(target: memoryview, inband: bytes, buffers: Sequence[pickle.PickleBuffer]) -> None:
+    """Write a frame into *target* (at least frame_size() bytes), one copy per buffer."""
+    raws = [buffer.raw() for buffer in buffers]
+    FRAME_HEADER.pack_into(target, 0, len(raws), len(inband))
+    offset = FRAME_HEADER.size
+    for raw in raws:
+        BUFFER_LENGTH.pack_into(target, offset, raw.nbytes)
+        offset += BUFFER_LENGTH.size
+    target[offset : offset + len(inband)] = inband
+    offset += len(inband)
+    for raw in raws:
+        offset = _aligned(offset)
+        target[offset : offset + raw.nbytes] = raw
+        offset += raw.nbytes
+
+
+def read_frame(source: memoryview) -> object:
+    """Rebuild the value in a frame; buffers are copied out of *source*."""
+    count, inband_length = FRAME_HEADER.unpack_from(source, 0)
+    offset = FRAME_HEADER.size
+    lengths = []
+    for _ in range(count):
+        lengths.append(BUFFER_LENGTH.unpack_from(source, offset)[0])
+        offset += BUFFER_LENGTH.size
+    inband = source[offset : offset + inband_length]
+    offset += inband_length
+    views = []
+    for length in lengths:
+        offset = _aligned(offset)
+        views.append(source[offset : offset + length])
+        offset += length
+    try:
+        return pickle.loads(inband, buffers=views)
+    finally:
+        inband.release()
+        for view in views:
+            view.release()
+
+
+def _aligned(offset: int) -> int:
+    return -(-offset // _ALIGN) * _ALIGN
+
+
+# --- exceptions ------------------------------------------------------------
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in another process, as text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class RemoteException(Exception):
+    """Stands in for an exception that could not be pickled.
+
+    ``type_name`` is the qualified name of the original type, ``message``
+    its ``str()``, ``traceback_text`` where it was raised.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
+        super().__init__(type_name, message, traceback_text)
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"
+
+
+def dump_exception(exception: BaseException) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    """Pickle an exception with its traceback text; never fails for pickling."""
+    text = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+    text = f'\n"""\n{text}"""'
+    try:
+        # The pickle of an exception holds its type, args and __dict__, not
+        # its traceback, cause or context (frames do not pickle).  Some
+        # exceptions pickle but cannot be rebuilt: try both ways here, in the
+        # sender, where the stand-in can still say what went wrong.
+        inband, buffers = dumps((exception, text))
+        pickle.loads(inband, buffers=buffers)
+        return inband, buffers
+    except Exception:
+        type_name = f"{type(exception).__module__}.{type(exception).__qualname__}"
+        return dumps((RemoteException(type_name, _safe_str(exception), text), text))
+
+
+def load_exception(frame: memoryview) -> BaseException:
+    """Rebuild an exception written by dump_exception(), its remote traceback chained."""
+    exception: BaseException
+    text: str
+    exception, text = read_frame(frame)  # type: ignore[misc]
+    exception.__cause__ = RemoteTraceback(text)
+    return exception
+
+
+def _safe_str(exception: BaseException) -> str:
+    try:
+        return str(exception)
+    except Exception:
+        return f"<unprintable {type(exception).__name__}>"

@@ -1,0 +1,173 @@
+"""AsyncResult: a value or an exception, set once by any process, read by all."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any, Final
+
+from . import _record, _serial, _storage
+from ._linkable import Linkable
+
+KIND_ASYNC_RESULT: Final = 2
+_VALUE: Final = 0
+_EXCEPTION: Final = 1
+
+_record.ON_FREE[KIND_ASYNC_RESULT] = _storage.discard_payload
+
+
+class Timeout(TimeoutError):
+    """Raised by AsyncResult.get() on timeout and by get_nowait() when not ready."""
+
+
+class AsyncResult(Linkable):
+    """A one-time value or exception shared by processes (gevent.event.AsyncResult).
+
+    ``set()`` / ``set_exception()`` in any process wakes every thread of
+    every process blocked in ``get()`` / ``wait()``.  Values are pickled
+    (protocol 5); large buffers go through shared memory out of band.  As in
+    gevent, setting again replaces what was stored and wakes the waiters
+    again, and a stored value wins over a stored exception in ``get()``.
+    """
+
+    __slots__ = ("_cache",)
+    _KIND = KIND_ASYNC_RESULT
+
+    def _init_local(self) -> None:
+        self._cache: dict[int, tuple[int, Any]] = {}
+
+    # --- setting ----------------------------------------------------------
+
+    def set(self, value: Any = None) -> None:
+        """Store *value* and wake every waiter.
+
+        Raises TypeError naming the type if *value* cannot be pickled; the
+        result is then left as it was.
+        """
+        inband, buffers = _serial.dumps(value)
+        _storage.store(self._record.arena, self._record.index, _VALUE, inband, buffers)
+
+    set_result = set
+
+    def set_exception(
+        self, exception: BaseException | type[BaseException], exc_info: Any = None
+    ) -> None:
+        """Store *exception* (an instance or a class) and wake every waiter.
+
+        Its traceback travels as text, chained as ``__cause__`` when raised
+        elsewhere; an exception that cannot be pickled arrives as
+        :class:`mpevent.RemoteException`.
+        """
+        if isinstance(exception, type) and issubclass(exception, BaseException):
+            instance = exception()
+        elif isinstance(exception, BaseException):
+            instance = exception
+        else:
+            raise TypeError(
+                "set_exception() needs an exception instance or class, "
+                f"not {type(exception).__qualname__!r}"
+            )
+        if exc_info and exc_info[1] is instance and exc_info[2] is not None:
+            instance = instance.with_traceback(exc_info[2])
+        inband, buffers = _serial.dump_exception(instance)
+        _storage.store(self._record.arena, self._record.index, _EXCEPTION, inband, buffers)
+
+    def __call__(self, source: Any) -> None:
+        """Take the outcome of *source*, so this result can be a link target.
+
+        *source* is a :class:`concurrent.futures.Future` (so
+        ``future.add_done_callback(result)`` works), another AsyncResult,
+        or anything gevent-Greenlet-like (``successful()``, ``value``,
+        ``exception``).
+        """
+        if isinstance(source, concurrent.futures.Future):
+            if source.cancelled():
+                self.set_exception(concurrent.futures.CancelledError())
+            elif source.exception() is not None:
+                self.set_exception(source.exception())  # type: ignore[arg-type]
+            else:
+                self.set(source.result())
+        elif source.successful():
+            self.set(source.value)
+        else:
+            self.set_exception(source.exception, getattr(source, "exc_info", None))
+
+    # --- reading ----------------------------------------------------------
+
+    def successful(self) -> bool:
+        """Return true if and only if it is ready and holds a value."""
+        return self._record.native.holds(self._record.index, _VALUE)
+
+    @property
+    def value(self) -> Any:
+        """The value passed to set(), or None."""
+        return self._load(_VALUE, _serial.read_frame)
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The exception passed to set_exception(), or None."""
+        exception: BaseException | None = self._load(_EXCEPTION, _serial.load_exception)
+        return exception
+
+    @property
+    def exc_info(self) -> tuple[Any, ...]:
+        """(type, exception, None) if an exception is stored, else ()."""
+        exception = self.exception
+        return () if exception is None else (type(exception), exception, None)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Return the stored value or raise the stored exception.
+
+        If nothing is stored yet: with *block* false raise :class:`Timeout`
+        at once, else wait up to *timeout* seconds (None: forever) and raise
+        :class:`Timeout` if nothing arrives.
+        """
+        if not self.ready():
+            if not block:
+                raise Timeout("AsyncResult holds no value or exception yet")
+            if not self._wait_ready(timeout) and not self.ready():
+                raise Timeout(f"AsyncResult.get() timed out after {timeout} s")
+        if self.successful():
+            return self.value
+        exception = self.exception
+        assert exception is not None
+        raise exception
+
+    def get_nowait(self) -> Any:
+        """Return the value or raise the exception; :class:`Timeout` if not ready."""
+        return self.get(block=False)
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self.get(timeout=timeout)
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until ready or *timeout*; return the value (None on exception or timeout)."""
+        self._wait_ready(timeout)
+        return self.value
+
+    def done(self) -> bool:
+        return self.ready()
+
+    def cancel(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def _load(self, which: int, decode: Any) -> Any:
+        # Rebuild once per stored generation: like gevent, repeated reads
+        # return the same object, and a 32 MiB value is not copied again.
+        generation = self._record.native.state(self._record.index) >> 1
+        cached = self._cache.get(which)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        value = _storage.load(self._record.arena, self._record.index, which, decode)
+        if value is not None or self._record.native.holds(self._record.index, which):
+            self._cache[which] = (generation, value)
+        return value
+
+    def _state_text(self) -> str:
+        if self.successful():
+            return f"value={self.value!r}"
+        if self.ready():
+            return f"exception={self.exception!r}"
+        return "unset"
