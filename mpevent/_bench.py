@@ -110,3 +110,111 @@ def report_creation(count: int) -> float:
     seconds = creation(count)
     print(f"create {count:,} Events: {seconds:.2f} s ({seconds / count * 1e6:.2f} us each)")
     return seconds
+
+
+# --- value handoff -----------------------------------------------------------
+
+VALUE_SIZES = {"100 B": 100, "1 MiB": 1 << 20, "32 MiB": 32 << 20}
+
+
+def _receive_all(receive: Callable[[int], Any], ready: Any, count: int, stamps: Any) -> None:
+    arrivals = []
+    for i in range(count):
+        ready.set()
+        value = receive(i)
+        arrivals.append(time.perf_counter())
+        del value
+    stamps.send(arrivals)
+
+
+def _handoff(
+    make_channel: Callable[[int], tuple[Callable[[int], Any], Callable[[int, bytes], None]]],
+    value: bytes,
+    count: int,
+) -> float:
+    """Median seconds from send/set in the parent to the blocked child holding the value."""
+    receive, send = make_channel(count)
+    ready = CTX.Event()
+    stamps_in, stamps_out = CTX.Pipe(duplex=False)
+    child = CTX.Process(target=_receive_all, args=(receive, ready, count, stamps_out))
+    child.start()
+    starts = []
+    try:
+        for i in range(count):
+            ready.wait(30)
+            ready.clear()
+            time.sleep(0.002)  # let the child block in receive
+            starts.append(time.perf_counter())
+            send(i, value)
+        arrivals = stamps_in.recv()
+    finally:
+        child.join(60)
+        if child.is_alive():
+            child.kill()
+    delays: list[float] = [b - a for a, b in zip(starts, arrivals, strict=True)]
+    return statistics.median(delays)
+
+
+def _async_result_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, bytes], None]]:
+    from .asyncresult import AsyncResult
+
+    results: list[AsyncResult | None] = [AsyncResult() for _ in range(count)]
+
+    # Each side drops a result once done with it, as a program would: its
+    # memory is then reclaimed and reused (the other peers free theirs too).
+    def receive(i: int) -> Any:
+        result, results[i] = results[i], None
+        assert result is not None
+        return result.get()
+
+    def send(i: int, value: bytes) -> None:
+        result, results[i] = results[i], None
+        assert result is not None
+        result.set(value)
+
+    return receive, send
+
+
+def _pipe_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, bytes], None]]:
+    receiver, sender = CTX.Pipe(duplex=False)
+    return (lambda i: receiver.recv()), (lambda i, value: sender.send(value))
+
+
+def _queue_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, bytes], None]]:
+    queue = CTX.Queue()
+    return (lambda i: queue.get()), (lambda i, value: queue.put(value))
+
+
+def value_handoff(count: int, trials: int = 3) -> dict[str, dict[str, float]]:
+    """Median handoff seconds per size and peer (fork: the channels are inherited).
+
+    The peers take turns, trial by trial, so all see the same machine.
+    """
+    peers = {
+        "mpevent.AsyncResult": _async_result_channel,
+        "multiprocessing.Pipe": _pipe_channel,
+        "multiprocessing.Queue": _queue_channel,
+    }
+    table: dict[str, dict[str, float]] = {}
+    for label, size in VALUE_SIZES.items():
+        value = bytes(size)
+        reps = count if size < (1 << 20) else max(3, count // 20)
+        samples: dict[str, list[float]] = {name: [] for name in peers}
+        for _ in range(trials):
+            for name, make in peers.items():
+                samples[name].append(_handoff(make, value, reps))
+        table[label] = {name: statistics.median(runs) for name, runs in samples.items()}
+    return table
+
+
+def report_value_handoff(count: int, trials: int = 3) -> dict[str, dict[str, float]]:
+    table = value_handoff(count, trials)
+    print("value handoff to a process blocked in get()/recv(), median (fork)")
+    for label, row in table.items():
+        base = row["multiprocessing.Pipe"]
+        cells = "  ".join(
+            f"{name} {seconds * 1e6:9.1f} us ({seconds / base:4.2f}x Pipe)"
+            for name, seconds in row.items()
+        )
+        print(f"  {label:>6}: {cells}")
+    return table

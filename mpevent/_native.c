@@ -63,7 +63,7 @@
 #include <unistd.h>
 
 #define MAGIC 0x31544e4556504d00ULL /* "\0MPEVNT1" */
-#define LAYOUT_VERSION 2u
+#define LAYOUT_VERSION 3u
 #define RECORD_SIZE 128u
 #define PAYLOAD_SIZE 48u
 #define ATTACH_OFFSET 4096u
@@ -75,6 +75,9 @@
 #define HEAP_MIN_SHIFT 6
 #define HEAP_CLASSES 11
 #define HEAP_MAX (1u << (HEAP_MIN_SHIFT + HEAP_CLASSES - 1)) /* 64 KiB */
+
+#define SPARE_SEGMENTS 8
+#define SPARE_BYTES_MAX (256ull << 20) /* resident bytes kept for reuse */
 
 #define VALUE_NONE 0u
 #define VALUE_INLINE 1u
@@ -115,6 +118,9 @@ typedef struct {
     uint64_t heap_bump;          /* bytes of the heap ever carved */
     uint64_t heap_used;          /* bytes in live blocks */
     uint64_t heap_free[HEAP_CLASSES]; /* free block offsets, 0 = none */
+    uint64_t spare_id[SPARE_SEGMENTS];   /* value segments kept for reuse, 0 = none */
+    uint64_t spare_size[SPARE_SEGMENTS];
+    uint64_t spare_bytes;
     uint64_t total_size;
     pthread_mutex_t lock;  /* guards allocation and the attach table */
 } Header;
@@ -609,6 +615,71 @@ Arena_heap_free(ArenaObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/*
+ * Spare value segments: a large value's segment, once its value is gone,
+ * is kept (up to SPARE_SEGMENTS and SPARE_BYTES_MAX) for the next large
+ * value instead of being unlinked.  Its pages are already resident, so the
+ * next writer skips allocating and zeroing them: that, not the copy, is
+ * most of the cost of a fresh 32 MiB segment.
+ */
+
+/* spare_put(id, size) -> bool: True if kept (else the caller unlinks it). */
+static PyObject *
+Arena_spare_put(ArenaObject *self, PyObject *args)
+{
+    unsigned long long id, size;
+    if (!PyArg_ParseTuple(args, "KK:spare_put", &id, &size)) return NULL;
+    if (id == 0) {
+        PyErr_SetString(PyExc_ValueError, "segment id 0 is reserved");
+        return NULL;
+    }
+    Header *h = self->header;
+    if (lock_mutex(self, &h->lock, NULL) < 0) return NULL;
+    int kept = 0;
+    if (h->spare_bytes + size <= SPARE_BYTES_MAX) {
+        for (int i = 0; i < SPARE_SEGMENTS; i++) {
+            if (h->spare_id[i] == 0) {
+                h->spare_id[i] = id;
+                h->spare_size[i] = size;
+                h->spare_bytes += size;
+                kept = 1;
+                break;
+            }
+        }
+    }
+    unlock_mutex(&h->lock);
+    return PyBool_FromLong(kept);
+}
+
+/* spare_take(min_size, max_size) -> (id, size) of a kept segment, or None. */
+static PyObject *
+Arena_spare_take(ArenaObject *self, PyObject *args)
+{
+    unsigned long long min_size, max_size;
+    if (!PyArg_ParseTuple(args, "KK:spare_take", &min_size, &max_size)) return NULL;
+    Header *h = self->header;
+    if (lock_mutex(self, &h->lock, NULL) < 0) return NULL;
+    int best = -1;
+    for (int i = 0; i < SPARE_SEGMENTS; i++) {
+        uint64_t size = h->spare_size[i];
+        if (h->spare_id[i] != 0 && size >= min_size && size <= max_size &&
+            (best < 0 || size < h->spare_size[best]))
+            best = i;
+    }
+    PyObject *result;
+    if (best < 0) {
+        result = Py_NewRef(Py_None);
+    } else {
+        result = Py_BuildValue("KK", (unsigned long long)h->spare_id[best],
+                               (unsigned long long)h->spare_size[best]);
+        h->spare_bytes -= h->spare_size[best];
+        h->spare_id[best] = 0;
+        h->spare_size[best] = 0;
+    }
+    unlock_mutex(&h->lock);
+    return result;
+}
+
 /* Free the heap blocks a payload points to.  Record lock held. */
 static int
 release_values(ArenaObject *a, ValueSlot *slots, int count)
@@ -840,40 +911,19 @@ Arena_set(ArenaObject *self, PyObject *arg)
 }
 
 /*
- * publish(index, which, descriptor) -> old descriptor: store a value
- * descriptor (24 bytes: tag, length, inline bytes or location) in slot
- * `which` (0 value, 1 exception), raise the flag with a new generation and
- * wake every waiter.  The replaced slot's heap block, if any, is freed here;
- * the old descriptor is returned so the caller can drop an old segment.
+ * Store `incoming` in slot `which` of a record, raise the flag with a new
+ * generation and wake every waiter.  The replaced slot's heap block, if
+ * any, is freed here; returns the old descriptor (bytes) so the caller can
+ * drop an old segment.
  */
 static PyObject *
-Arena_publish(ArenaObject *self, PyObject *args)
+publish_slot(ArenaObject *self, uint32_t index, int which, const ValueSlot *incoming)
 {
-    unsigned long index;
-    int which;
-    Py_buffer descriptor;
-    if (!PyArg_ParseTuple(args, "kiy*:publish", &index, &which, &descriptor)) return NULL;
-    PyObject *result = NULL;
-    if (check_record(self, index) < 0) goto done;
-    if (which != 0 && which != 1) {
-        PyErr_SetString(PyExc_ValueError, "which must be 0 (value) or 1 (exception)");
-        goto done;
-    }
-    if (descriptor.len != sizeof(ValueSlot)) {
-        PyErr_Format(PyExc_ValueError, "a value descriptor is %zu bytes, not %zd",
-                     sizeof(ValueSlot), descriptor.len);
-        goto done;
-    }
-    ValueSlot incoming;
-    memcpy(&incoming, descriptor.buf, sizeof incoming);
-    if (incoming.tag == VALUE_HEAP &&
-        heap_check(self, incoming.where.location, incoming.length) < 0)
-        goto done;
-    Record *r = record_at(self, (uint32_t)index);
-    if (lock_mutex(self, &r->lock, r) < 0) goto done;
+    Record *r = record_at(self, index);
+    if (lock_mutex(self, &r->lock, r) < 0) return NULL;
     ValueSlot *slot = (ValueSlot *)r->payload + which;
     ValueSlot old = *slot;
-    *slot = incoming;
+    *slot = *incoming;
     /* The descriptor is complete before the state store makes it visible. */
     uint32_t state = r->state;
     __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
@@ -884,10 +934,85 @@ Arena_publish(ArenaObject *self, PyObject *args)
     int failed = release_values(self, &freed, 1);
     unlock_mutex(&r->lock);
     for (int i = 0; i < n; i++) futex_wake_all(&self->slots[wake[i]].word);
-    if (failed < 0) goto done;
-    result = PyBytes_FromStringAndSize((const char *)&old, sizeof old);
+    if (failed < 0) return NULL;
+    return PyBytes_FromStringAndSize((const char *)&old, sizeof old);
+}
+
+static int
+check_which(int which)
+{
+    if (which != 0 && which != 1) {
+        PyErr_SetString(PyExc_ValueError, "which must be 0 (value) or 1 (exception)");
+        return -1;
+    }
+    return 0;
+}
+
+/* publish(index, which, descriptor) -> old descriptor: see publish_slot. */
+static PyObject *
+Arena_publish(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    int which;
+    Py_buffer descriptor;
+    if (!PyArg_ParseTuple(args, "kiy*:publish", &index, &which, &descriptor)) return NULL;
+    PyObject *result = NULL;
+    ValueSlot incoming;
+    if (check_record(self, index) < 0 || check_which(which) < 0) goto done;
+    if (descriptor.len != sizeof(ValueSlot)) {
+        PyErr_Format(PyExc_ValueError, "a value descriptor is %zu bytes, not %zd",
+                     sizeof(ValueSlot), descriptor.len);
+        goto done;
+    }
+    memcpy(&incoming, descriptor.buf, sizeof incoming);
+    if (incoming.tag == VALUE_HEAP &&
+        heap_check(self, incoming.where.location, incoming.length) < 0)
+        goto done;
+    result = publish_slot(self, (uint32_t)index, which, &incoming);
 done:
     PyBuffer_Release(&descriptor);
+    return result;
+}
+
+/*
+ * store(index, which, data) -> old descriptor, or None if data does not
+ * fit inline or in the heap (the caller then uses a segment).  Copies data
+ * (a plain pickle) inline or into a new heap block, then publishes it: the
+ * whole small-value path in one call.
+ */
+static PyObject *
+Arena_store(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    int which;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "kiy*:store", &index, &which, &data)) return NULL;
+    PyObject *result = NULL;
+    ValueSlot incoming;
+    memset(&incoming, 0, sizeof incoming);
+    if (check_record(self, index) < 0 || check_which(which) < 0) goto done;
+    incoming.length = (uint32_t)data.len;
+    if (data.len <= VALUE_INLINE_MAX) {
+        incoming.tag = VALUE_INLINE;
+        memcpy(incoming.where.bytes, data.buf, data.len);
+    } else if (data.len <= HEAP_MAX) {
+        if (lock_mutex(self, &self->header->lock, NULL) < 0) goto done;
+        uint64_t offset = heap_take(self, (uint32_t)data.len);
+        unlock_mutex(&self->header->lock);
+        if (offset == 0) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        memcpy(self->base + offset, data.buf, data.len);
+        incoming.tag = VALUE_HEAP;
+        incoming.where.location = offset;
+    } else {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    result = publish_slot(self, (uint32_t)index, which, &incoming);
+done:
+    PyBuffer_Release(&data);
     return result;
 }
 
@@ -899,11 +1024,7 @@ Arena_holds(ArenaObject *self, PyObject *args)
     unsigned long index;
     int which;
     if (!PyArg_ParseTuple(args, "ki:holds", &index, &which)) return NULL;
-    if (check_record(self, index) < 0) return NULL;
-    if (which != 0 && which != 1) {
-        PyErr_SetString(PyExc_ValueError, "which must be 0 (value) or 1 (exception)");
-        return NULL;
-    }
+    if (check_record(self, index) < 0 || check_which(which) < 0) return NULL;
     ValueSlot *slot = (ValueSlot *)record_at(self, (uint32_t)index)->payload + which;
     return PyBool_FromLong(__atomic_load_n(&slot->tag, __ATOMIC_ACQUIRE) != VALUE_NONE);
 }
@@ -919,11 +1040,7 @@ Arena_read(ArenaObject *self, PyObject *args)
     unsigned long index;
     int which;
     if (!PyArg_ParseTuple(args, "ki:read", &index, &which)) return NULL;
-    if (check_record(self, index) < 0) return NULL;
-    if (which != 0 && which != 1) {
-        PyErr_SetString(PyExc_ValueError, "which must be 0 (value) or 1 (exception)");
-        return NULL;
-    }
+    if (check_record(self, index) < 0 || check_which(which) < 0) return NULL;
     Record *r = record_at(self, (uint32_t)index);
     if (lock_mutex(self, &r->lock, r) < 0) return NULL;
     ValueSlot slot = ((ValueSlot *)r->payload)[which];
@@ -1279,8 +1396,14 @@ static PyMethodDef Arena_methods[] = {
     {"set", (PyCFunction)Arena_set, METH_O, "set(index) -> True if this call raised the flag."},
     {"publish", (PyCFunction)Arena_publish, METH_VARARGS,
      "publish(index, which, descriptor) -> old descriptor; raises the flag."},
+    {"store", (PyCFunction)Arena_store, METH_VARARGS,
+     "store(index, which, data) -> old descriptor, or None if too big; raises the flag."},
     {"read", (PyCFunction)Arena_read, METH_VARARGS,
      "read(index, which) -> None or (tag, bytes or segment id)."},
+    {"spare_put", (PyCFunction)Arena_spare_put, METH_VARARGS,
+     "spare_put(id, size) -> True if the segment is kept for reuse."},
+    {"spare_take", (PyCFunction)Arena_spare_take, METH_VARARGS,
+     "spare_take(min_size, max_size) -> (id, size) or None."},
     {"holds", (PyCFunction)Arena_holds, METH_VARARGS, "holds(index, which) -> bool."},
     {"heap_alloc", (PyCFunction)Arena_heap_alloc, METH_O,
      "heap_alloc(nbytes) -> offset, or None."},

@@ -2,9 +2,9 @@
 
 Large ``bytes``, ``bytearray``, ``memoryview`` and ``array.array`` values
 (and anything whose ``__reduce_ex__(5)`` offers :class:`pickle.PickleBuffer`,
-such as NumPy arrays) travel *out of band*: their buffers are not copied into
-the pickle stream but written straight into shared memory next to it, and
-rebuilt from there with one copy.
+such as NumPy arrays, also inside containers) travel *out of band*: their
+buffers are not copied into the pickle stream but written straight into
+shared memory next to it, and rebuilt from there with one copy.
 
 A *frame* is the stored form of one value::
 
@@ -20,16 +20,16 @@ message and traceback text.
 from __future__ import annotations
 
 import array
-import io
 import pickle
 import struct
 import traceback
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, SupportsIndex
 
 FRAME_HEADER: Final = struct.Struct("=II")
 BUFFER_LENGTH: Final = struct.Struct("=Q")
-OUT_OF_BAND_MIN: Final = 4096  # smaller buffers are cheaper in band
+IN_BAND_MAX: Final = 64 * 1024  # values up to this size are pickled whole, in band
+_BUFFER_TYPES: Final = (bytes, bytearray, memoryview, array.array)
 _ALIGN: Final = 64
 
 
@@ -51,39 +51,62 @@ def _array_from_buffer(typecode: str, buffer: pickle.PickleBuffer) -> array.arra
     return rebuilt
 
 
-class _Pickler(pickle.Pickler):
-    """Sends large buffers out of band instead of copying them into the stream."""
+class _OutOfBand:
+    """Wraps a top-level bytes-like value so its buffer can leave the stream.
 
-    def reducer_override(self, obj: Any) -> Any:
-        kind = type(obj)
-        if kind is bytes and len(obj) >= OUT_OF_BAND_MIN:
-            return _bytes_from_buffer, (pickle.PickleBuffer(obj),)
-        if kind is bytearray and len(obj) >= OUT_OF_BAND_MIN:
-            return _bytearray_from_buffer, (pickle.PickleBuffer(obj),)
-        if kind is memoryview:
-            if obj.nbytes >= OUT_OF_BAND_MIN and obj.c_contiguous:
-                return _memoryview_from_buffer, (pickle.PickleBuffer(obj.cast("B")),)
-            return _memoryview_from_buffer, (obj.tobytes(),)
-        if kind is array.array and len(obj) * obj.itemsize >= OUT_OF_BAND_MIN:
-            return _array_from_buffer, (obj.typecode, pickle.PickleBuffer(obj))
-        return NotImplemented
+    The pickler never consults reducers for exact ``bytes`` (CPython pickles
+    them inline for speed), so the value is wrapped instead; the wrapper
+    unpickles as the original type, rebuilt with one copy.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes | bytearray | memoryview | array.array[Any]) -> None:
+        self.value = value
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        value = self.value
+        if isinstance(value, bytes):
+            return _bytes_from_buffer, (pickle.PickleBuffer(value),)
+        if isinstance(value, bytearray):
+            return _bytearray_from_buffer, (pickle.PickleBuffer(value),)
+        if isinstance(value, memoryview):
+            if value.c_contiguous:
+                return _memoryview_from_buffer, (pickle.PickleBuffer(value.cast("B")),)
+            return _memoryview_from_buffer, (value.tobytes(),)
+        return _array_from_buffer, (value.typecode, pickle.PickleBuffer(value))
 
 
 def dumps(obj: object) -> tuple[bytes, list[pickle.PickleBuffer]]:
     """Pickle *obj*: (in-band stream, out-of-band buffers).
 
-    Raises TypeError naming the type that could not be pickled.
+    A value of at most IN_BAND_MAX bytes comes back whole in band (no
+    buffers).  Larger buffers go out of band when the value itself is a
+    bytes-like or array, or offers PickleBuffers (NumPy); bytes nested
+    inside containers stay in band.  Raises TypeError naming the type that
+    could not be pickled.
     """
-    stream = io.BytesIO()
     buffers: list[pickle.PickleBuffer] = []
     try:
-        _Pickler(stream, protocol=5, buffer_callback=buffers.append).dump(obj)
+        inband = _dump(obj, buffers.append)
+        if buffers and len(inband) + sum(b.raw().nbytes for b in buffers) <= IN_BAND_MAX:
+            inband, buffers = _dump(obj, None), []
     except Exception as exc:
         raise TypeError(
             f"cannot share a value of type {type(obj).__qualname__!r} between processes: "
             f"it cannot be pickled ({exc})"
         ) from exc
-    return stream.getvalue(), buffers
+    return inband, buffers
+
+
+def _dump(obj: object, buffer_callback: Callable[[pickle.PickleBuffer], None] | None) -> bytes:
+    kind = type(obj)
+    # Wrap only when it pays (or is needed: memoryview does not pickle).
+    if kind is memoryview or (
+        kind in _BUFFER_TYPES and memoryview(obj).nbytes > IN_BAND_MAX  # type: ignore[arg-type]
+    ):
+        obj = _OutOfBand(obj)  # type: ignore[arg-type]
+    return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
 
 
 def frame_size(inband: bytes, buffers: Sequence[pickle.PickleBuffer]) -> int:
@@ -185,11 +208,11 @@ def dump_exception(exception: BaseException) -> tuple[bytes, list[pickle.PickleB
         return dumps((RemoteException(type_name, _safe_str(exception), text), text))
 
 
-def load_exception(frame: memoryview) -> BaseException:
-    """Rebuild an exception written by dump_exception(), its remote traceback chained."""
+def as_exception(loaded: object) -> BaseException:
+    """The exception in what dump_exception() stored, its remote traceback chained."""
     exception: BaseException
     text: str
-    exception, text = read_frame(frame)  # type: ignore[misc]
+    exception, text = loaded  # type: ignore[misc]
     exception.__cause__ = RemoteTraceback(text)
     return exception
 

@@ -2,10 +2,14 @@
 
 A value (pickled into a frame by ``_serial``) is placed by size:
 
-* up to 16 bytes: inline, in the record's payload;
-* up to 64 KiB: a block of the arena's heap (no system call, no new file);
-* larger: a segment of its own, ``<arena name>.v<id>``, mode 0600, written
-  once and mapped once by each reader.
+* a plain pickle of up to 16 bytes: inline, in the record's payload;
+* a plain pickle of up to 64 KiB: a block of the arena's heap (no system
+  call, no new file), copied in and published by one C call;
+* larger, or with out-of-band buffers: a frame in a segment of its own,
+  ``<arena name>.v<id>``, mode 0600, written once and mapped once by each
+  reader.  When its value is gone the segment is kept as a spare for the
+  next large value (a few, up to 256 MiB per arena), since allocating and
+  zeroing fresh pages costs more than the copy itself.
 
 The frame is complete before ``publish`` raises the flag, so a reader never
 sees half a value.  Replacing a value (AsyncResult.set twice, as gevent
@@ -22,16 +26,14 @@ import os
 import pickle
 import secrets
 import struct
-from collections.abc import Callable, Sequence
-from typing import Final, TypeVar
+from collections.abc import Sequence
+from typing import Final
 
 from . import _native, _segment, _serial
 from ._arena import VALUE_MARK, Arena
 
 DESCRIPTOR: Final = struct.Struct("=B3xI16s")  # tag, frame length, inline frame or location
 LOCATION: Final = struct.Struct("=Q8x")
-
-T = TypeVar("T")
 
 
 def segment_name(arena: Arena, ident: int) -> str:
@@ -43,58 +45,72 @@ def store(
 ) -> None:
     """Write a pickled value into slot *which* of a record and raise its flag."""
     native = arena.native
+    if not buffers:
+        old = native.store(index, which, inband)  # inline or heap, in one call
+        if old is not None:
+            discard(arena, old)
+            return
     size = _serial.frame_size(inband, buffers)
-    if size <= _native.VALUE_INLINE_MAX:
-        inline = bytearray(size)
-        _serial.write_frame(memoryview(inline), inband, buffers)
-        descriptor = DESCRIPTOR.pack(_native.VALUE_INLINE, size, bytes(inline))
-    else:
-        offset = native.heap_alloc(size)
-        if offset is not None:
-            with memoryview(native) as whole, whole[offset : offset + size] as block:
-                _serial.write_frame(block, inband, buffers)
-            descriptor = DESCRIPTOR.pack(_native.VALUE_HEAP, size, LOCATION.pack(offset))
-        else:
-            ident = secrets.randbits(63)
-            _write_segment(segment_name(arena, ident), size, inband, buffers)
-            descriptor = DESCRIPTOR.pack(_native.VALUE_SEGMENT, size, LOCATION.pack(ident))
-    old = native.publish(index, which, descriptor)
+    spare = native.spare_take(size, 2 * size)
+    ident, segment_size = spare if spare is not None else (secrets.randbits(63) | 1, size)
+    _write_segment(segment_name(arena, ident), segment_size, inband, buffers, spare is None)
+    old = native.publish(
+        index, which, DESCRIPTOR.pack(_native.VALUE_SEGMENT, size, LOCATION.pack(ident))
+    )
     discard(arena, old)
 
 
-def load(arena: Arena, index: int, which: int, decode: Callable[[memoryview], T]) -> T | None:
-    """Decode the frame in slot *which*, or None if the slot is empty."""
+def load(arena: Arena, index: int, which: int) -> tuple[bool, object]:
+    """(True, the unpickled object in slot *which*), or (False, None) if empty."""
     while True:
         got = arena.native.read(index, which)
         if got is None:
-            return None
+            return False, None
         _tag, data = got
-        if isinstance(data, bytes):  # inline or heap: already copied out
-            with memoryview(data) as frame:
-                return decode(frame)
+        if isinstance(data, bytes):  # inline or heap: a plain pickle, copied out
+            return True, pickle.loads(data)
         try:
-            return _read_segment(segment_name(arena, data), decode)
+            return True, _read_segment(segment_name(arena, data))
         except FileNotFoundError:
             continue  # replaced meanwhile: read the new descriptor
 
 
-def discard(arena: Arena, descriptor: bytes) -> None:
-    """Unlink the segment a (replaced or freed) descriptor points to, if any."""
+def discard(arena: Arena, descriptor: bytes, recycle: bool = False) -> None:
+    """Drop the segment a replaced or freed descriptor points to, if any.
+
+    Only a freed record's segments are *recycled*: nobody can be reading
+    them.  A replaced value may still be read by a process that fetched its
+    descriptor just before: its segment is unlinked, which leaves the pages
+    to mappings that exist, and never rewritten.
+    """
     tag, _, where = DESCRIPTOR.unpack(descriptor)
-    if tag == _native.VALUE_SEGMENT:
-        _segment.unlink(segment_name(arena, LOCATION.unpack(where)[0]))
+    if tag != _native.VALUE_SEGMENT:
+        return
+    ident = LOCATION.unpack(where)[0]
+    name = segment_name(arena, ident)
+    if recycle:
+        try:
+            size = os.stat(_segment.path_of(name)).st_size
+        except FileNotFoundError:
+            return
+        if arena.native.spare_put(ident, size):
+            return
+    _segment.unlink(name)
 
 
 def discard_payload(arena: Arena, payload: bytes) -> None:
     """Release what a freed record's two value slots point to."""
     for start in range(0, len(payload), DESCRIPTOR.size):
-        discard(arena, payload[start : start + DESCRIPTOR.size])
+        discard(arena, payload[start : start + DESCRIPTOR.size], recycle=True)
 
 
 def _write_segment(
-    name: str, size: int, inband: bytes, buffers: Sequence[pickle.PickleBuffer]
+    name: str, size: int, inband: bytes, buffers: Sequence[pickle.PickleBuffer], new: bool
 ) -> None:
-    fd = _segment.create(name, size)
+    if new:
+        fd = _segment.create(name, size)
+    else:
+        fd, size = _segment.open_existing(name)
     try:
         # MAP_POPULATE: fault the pages in one go rather than one by one.
         flags = mmap.MAP_SHARED | mmap.MAP_POPULATE
@@ -107,7 +123,7 @@ def _write_segment(
         os.close(fd)
 
 
-def _read_segment(name: str, decode: Callable[[memoryview], T]) -> T:
+def _read_segment(name: str) -> object:
     fd, size = _segment.open_existing(name)
     try:
         mapping = mmap.mmap(
@@ -116,7 +132,7 @@ def _read_segment(name: str, decode: Callable[[memoryview], T]) -> T:
     finally:
         os.close(fd)
     with memoryview(mapping) as view:
-        value = decode(view)
+        value = _serial.read_frame(view)
     # A zero-copy type (NumPy) may still use the mapping: it is then freed with it.
     with contextlib.suppress(BufferError):
         mapping.close()

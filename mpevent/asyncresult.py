@@ -100,12 +100,12 @@ class AsyncResult(Linkable):
     @property
     def value(self) -> Any:
         """The value passed to set(), or None."""
-        return self._load(_VALUE, _serial.read_frame)
+        return self._load(_VALUE)
 
     @property
     def exception(self) -> BaseException | None:
         """The exception passed to set_exception(), or None."""
-        exception: BaseException | None = self._load(_EXCEPTION, _serial.load_exception)
+        exception: BaseException | None = self._load(_EXCEPTION)
         return exception
 
     @property
@@ -121,13 +121,14 @@ class AsyncResult(Linkable):
         at once, else wait up to *timeout* seconds (None: forever) and raise
         :class:`Timeout` if nothing arrives.
         """
-        if not self.ready():
+        record = self._record
+        if not record.native.is_set(record.index):
             if not block:
                 raise Timeout("AsyncResult holds no value or exception yet")
-            if not self._wait_ready(timeout) and not self.ready():
+            if not self._wait_ready(timeout):
                 raise Timeout(f"AsyncResult.get() timed out after {timeout} s")
-        if self.successful():
-            return self.value
+        if record.native.holds(record.index, _VALUE):
+            return self._load(_VALUE)
         exception = self.exception
         assert exception is not None
         raise exception
@@ -153,16 +154,18 @@ class AsyncResult(Linkable):
     def cancelled(self) -> bool:
         return False
 
-    def _load(self, which: int, decode: Any) -> Any:
+    def _load(self, which: int) -> Any:
         # Rebuild once per stored generation: like gevent, repeated reads
         # return the same object, and a 32 MiB value is not copied again.
         generation = self._record.native.state(self._record.index) >> 1
         cached = self._cache.get(which)
         if cached is not None and cached[0] == generation:
             return cached[1]
-        value = _storage.load(self._record.arena, self._record.index, which, decode)
-        if value is not None or self._record.native.holds(self._record.index, which):
-            self._cache[which] = (generation, value)
+        found, loaded = _storage.load(self._record.arena, self._record.index, which)
+        if not found:
+            return None
+        value = _serial.as_exception(loaded) if which == _EXCEPTION else loaded
+        self._cache[which] = (generation, value)
         return value
 
     def _state_text(self) -> str:

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 import mpevent
-from mpevent import _arena
+from mpevent import _arena, _segment
 
 
 def test_seed_example_value() -> None:
@@ -208,3 +208,29 @@ def test_dropped_results_reclaim_their_memory() -> None:
     assert after["heap_used"] <= before["heap_used"] + 2048
     # The heap was carved once and then recycled, not grown per result.
     assert after["heap_carved"] - before["heap_carved"] <= 64 * 2048
+
+
+def _value_segments() -> list[str]:
+    return [name for name in _segment.list_names() if _arena.VALUE_MARK in name]
+
+
+def test_large_values_reuse_a_bounded_set_of_segments() -> None:
+    gc.collect()
+    before = len(_value_segments())
+    for n in range(30):
+        result = mpevent.AsyncResult()
+        result.set(bytes([n]) * (1 << 20))
+        assert pickle.loads(pickle.dumps(result)).get()[:1] == bytes([n])
+        del result
+        gc.collect()
+    assert len(_value_segments()) <= before + 8  # the spares an arena keeps
+
+
+def test_setting_a_large_value_twice_replaces_it() -> None:
+    result = mpevent.AsyncResult()
+    result.set(b"a" * (1 << 20))
+    reader = pickle.loads(pickle.dumps(result))
+    assert reader.get()[:1] == b"a"
+    result.set(b"b" * (2 << 20))
+    assert reader.get() == b"b" * (2 << 20)
+    assert result.get() == b"b" * (2 << 20)
