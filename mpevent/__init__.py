@@ -5,6 +5,7 @@ process park on them (``_parking``) and are woken by whichever process sets
 them.
 """
 
+from ._select import iwait, wait
 from ._serial import RemoteException, RemoteTraceback
 from ._version import __version__
 from .asyncresult import AsyncResult, Timeout
@@ -17,4 +18,6 @@ __all__ = [
     "RemoteTraceback",
     "Timeout",
     "__version__",
+    "iwait",
+    "wait",
 ]

@@ -7,10 +7,18 @@ everything it does across processes goes through it and ``_parking``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Any, ClassVar
 
-from . import _parking
+from . import _hub, _parking
 from ._record import Record, Reference
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _rebuild(cls: type[Linkable], reference: Reference) -> Linkable:
@@ -40,6 +48,51 @@ class Linkable:
     def _wait_ready(self, timeout: object) -> bool:
         """Block until the flag is up (or was raised meanwhile) or *timeout* passes."""
         return _parking.park(self._record, _parking.check_timeout(timeout))
+
+    async def _wait_ready_async(self, timeout: object) -> bool:
+        """Like _wait_ready(), without blocking the running event loop.
+
+        The hub thread wakes the loop (``call_soon_threadsafe``): no thread
+        per waiter.  Cancelling the awaiting task unlinks the waiter.
+        """
+        seconds = _parking.check_timeout(timeout)
+        if self.ready():
+            return True
+        if seconds is not None and seconds <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def on_set(_: object) -> None:
+            # A closed loop (RuntimeError) has nobody waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, woken)
+
+        self.rawlink(on_set)
+        try:
+            await asyncio.wait_for(woken, seconds)
+        except asyncio.TimeoutError:
+            return self.ready()
+        finally:
+            self.unlink(on_set)
+        return True
+
+    def rawlink(self, callback: Callable[[Any], object]) -> None:
+        """Register *callback* to be called with this object once it is set.
+
+        It runs once, in this process, on the hub thread, whichever process
+        sets the object; at once (on the hub) if the object is set already.
+        Raises TypeError if *callback* is not callable.
+        """
+        if not callable(callback):
+            raise TypeError(f"rawlink() needs a callable, not {type(callback).__qualname__!r}")
+        _hub.hub_for(self._record.arena).rawlink(self, callback)
+
+    def unlink(self, callback: Callable[[Any], object]) -> None:
+        """Remove a callback registered by rawlink(); unknown callbacks are ignored."""
+        hub = _hub.existing_hub(self._record.arena)
+        if hub is not None:
+            hub.unlink(self, callback)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A reference, never a copy: the state stays in shared memory.

@@ -122,7 +122,7 @@ def park_on_many(records: Sequence[Record], timeout: float | None, count: int) -
         ready.extend(pending[i] for i in newly)
         taken = set(newly)
         pending = [p for i, p in enumerate(pending) if i not in taken]
-    return ready[:count] if len(ready) > count else ready
+    return ready
 
 
 def _park_once(records: Sequence[Record], deadline: float | None) -> list[int]:

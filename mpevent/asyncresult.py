@@ -145,6 +145,20 @@ class AsyncResult(Linkable):
         self._wait_ready(timeout)
         return self.value
 
+    async def get_async(self, timeout: float | None = None) -> Any:
+        """Await the value (or raise the exception) without blocking the loop.
+
+        Raises :class:`Timeout` if nothing arrives within *timeout* seconds.
+        """
+        if not await self._wait_ready_async(timeout):
+            raise Timeout(f"AsyncResult.get_async() timed out after {timeout} s")
+        return self.get(block=False)
+
+    async def wait_async(self, timeout: float | None = None) -> Any:
+        """Await readiness without blocking the loop; return the value (or None)."""
+        await self._wait_ready_async(timeout)
+        return self.value
+
     def done(self) -> bool:
         return self.ready()
 

@@ -50,3 +50,7 @@ class Event(Linkable):
         Raises TypeError for a non-number timeout, ValueError for NaN.
         """
         return self._wait_ready(timeout)
+
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        """Await the flag without blocking the event loop; same result as wait()."""
+        return await self._wait_ready_async(timeout)

@@ -1,0 +1,158 @@
+"""The hub: one thread per process that runs rawlink() callbacks.
+
+Why a thread: a callback must run in the process that registered it,
+whichever process sets the object, and nobody in this process may be
+blocked waiting at that moment.  The hub thread is that somebody: it is a
+waiter like any other (``_parking``), with one waiter slot and one link per
+linked object, all queued at once, so thousands of linked objects cost one
+sleeping thread and no polling.
+
+Contract (gevent's, across processes):
+
+* ``rawlink(callback)`` queues ``callback(obj)`` to run once, on the hub
+  thread, after *obj* is next set (at once if it is set already).
+* Callbacks of one object run in registration order; a callback that
+  raises is reported through :func:`threading.excepthook` and the hub
+  carries on.  Callbacks may call ``set()``, ``rawlink()`` and ``unlink()``.
+* ``unlink(callback)`` removes one registration; unknown callbacks are
+  ignored.
+* The hub starts lazily, is a daemon (interpreter exit never waits for
+  it), and a forked child starts with none of its parent's registrations.
+
+There is one hub thread per arena in use (a thread sleeps on one arena's
+futex word); nearly always that is one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ._arena import Arena
+
+Callback = Callable[[Any], object]
+
+
+class _Entry:
+    """One linked handle: its queued link and callbacks in registration order."""
+
+    __slots__ = ("callbacks", "handle", "link")
+
+    def __init__(self, handle: Any, link: int) -> None:
+        self.handle = handle
+        self.link = link
+        self.callbacks: list[Callback] = []
+
+
+class Hub:
+    """The callback thread of one arena in this process."""
+
+    def __init__(self, arena: Arena) -> None:
+        self.arena = arena
+        self.native = arena.native
+        self.slot = self.native.slot_alloc(os.getpid())
+        self._lock = threading.Lock()
+        self._entries: dict[int, _Entry] = {}  # id(handle) -> entry
+        self._due: list[_Entry] = []  # set already when linked
+        self._spare_links: list[int] = []
+        self._thread = threading.Thread(target=self._run, name="mpevent-hub", daemon=True)
+        self._thread.start()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def rawlink(self, handle: Any, callback: Callback) -> None:
+        record = handle._record
+        with self._lock:
+            entry = self._entries.get(id(handle))
+            if entry is None:
+                link = self._spare_links.pop() if self._spare_links else self.native.link_alloc()
+                entry = self._entries[id(handle)] = _Entry(handle, link)
+                if self.native.enqueue(record.index, link, self.slot) & 1:
+                    self._due.append(entry)  # set already: nothing was queued
+                    self.native.wake(self.slot)
+            entry.callbacks.append(callback)
+
+    def unlink(self, handle: Any, callback: Callback) -> None:
+        with self._lock:
+            entry = self._entries.get(id(handle))
+            if entry is None:
+                return
+            try:
+                entry.callbacks.remove(callback)
+            except ValueError:
+                return
+            if not entry.callbacks and entry not in self._due:
+                del self._entries[id(handle)]
+                self.native.dequeue(handle._record.index, entry.link)
+                self._spare_links.append(entry.link)
+
+    def linked(self) -> int:
+        """How many objects have callbacks waiting (for statistics)."""
+        return len(self._entries)
+
+    def _take_fired(self) -> list[_Entry]:
+        with self._lock:
+            due = {id(entry) for entry in self._due}
+            self._due = []
+            fired = []
+            for key, entry in list(self._entries.items()):
+                if id(entry) in due or self.native.fired(entry.link):
+                    del self._entries[key]
+                    fired.append(entry)
+                    self._spare_links.append(entry.link)
+            return fired
+
+    def _run(self) -> None:
+        while True:
+            self.native.park(self.slot, None)
+            # Re-arm before looking, so a set() that lands while callbacks
+            # run wakes the next park() instead of being missed.
+            self.native.reset(self.slot)
+            for entry in self._take_fired():
+                for callback in entry.callbacks:
+                    _call(callback, entry.handle)
+
+
+def _call(callback: Callback, handle: Any) -> None:
+    try:
+        callback(handle)
+    except BaseException as exc:
+        threading.excepthook(
+            threading.ExceptHookArgs(
+                (type(exc), exc, exc.__traceback__, threading.current_thread())
+            )
+        )
+
+
+_hubs: dict[Arena, Hub] = {}
+_hubs_lock = threading.Lock()
+
+
+def hub_for(arena: Arena) -> Hub:
+    """This process's hub for *arena*, started on first use."""
+    hub = _hubs.get(arena)
+    if hub is None:
+        with _hubs_lock:
+            hub = _hubs.get(arena)
+            if hub is None:
+                hub = _hubs[arena] = Hub(arena)
+    return hub
+
+
+def existing_hub(arena: Arena) -> Hub | None:
+    return _hubs.get(arena)
+
+
+def _after_fork_in_child() -> None:
+    global _hubs_lock
+    # The parent's hub threads do not exist here; its links stay the
+    # parent's.  Our own hub starts when we first link something.
+    _hubs.clear()
+    _hubs_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,76 @@
+"""Waiting on many objects at once: mpevent.wait() and mpevent.iwait().
+
+Like gevent.wait / gevent.iwait, for any mix of Events and AsyncResults
+from any processes.  The calling thread queues one link per object on its
+single waiter slot (``_parking.park_on_many``) and sleeps once: no thread
+and no polling per object.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from . import _parking
+from ._linkable import Linkable
+
+L = TypeVar("L", bound=Linkable)
+
+
+def _check_count(count: object, available: int) -> int:
+    if count is None:
+        return available
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError(f"count must be an int or None, not {type(count).__qualname__!r}")
+    if not 0 <= count <= available:
+        raise ValueError(
+            f"count must be between 0 and {available} (the objects given), not {count}"
+        )
+    return count
+
+
+def _check_objects(objects: Iterable[L]) -> list[L]:
+    listed = list(objects)
+    for obj in listed:
+        if not isinstance(obj, Linkable):
+            raise TypeError(
+                f"can only wait on mpevent Events and AsyncResults, not {type(obj).__qualname__!r}"
+            )
+    return listed
+
+
+def iwait(
+    objects: Iterable[L], timeout: float | None = None, count: int | None = None
+) -> Iterator[L]:
+    """Yield objects as they become ready (set), at most *count* of them.
+
+    Stops early when *timeout* seconds have passed.  Objects ready at the
+    start are yielded first, in the order given.  Raises TypeError for a
+    non-mpevent object or a bad timeout, ValueError for *count* out of range.
+    """
+    pending = _check_objects(objects)
+    wanted = _check_count(count, len(pending))
+    seconds = _parking.check_timeout(timeout)
+    deadline = None if seconds is None else time.monotonic() + max(seconds, 0.0)
+    yielded = 0
+    while pending and yielded < wanted:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        positions = _parking.park_on_many([obj._record for obj in pending], remaining, 1)
+        if not positions:
+            return
+        for position in positions:
+            yield pending[position]
+            yielded += 1
+            if yielded == wanted:
+                return
+        taken = set(positions)
+        pending = [obj for i, obj in enumerate(pending) if i not in taken]
+
+
+def wait(objects: Iterable[L], timeout: float | None = None, count: int | None = None) -> list[L]:
+    """Block until *count* (default: all) *objects* are ready; return them in that order.
+
+    Returns fewer if *timeout* seconds pass first.  Same errors as iwait().
+    """
+    return list(iwait(objects, timeout, count))
