@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from . import _hub, _parking
+from . import _cooperative, _hub, _parking
 from ._record import Record, Reference
 
 
@@ -46,8 +47,15 @@ class Linkable:
         return self._record.native.is_set(self._record.index)
 
     def _wait_ready(self, timeout: object) -> bool:
-        """Block until the flag is up (or was raised meanwhile) or *timeout* passes."""
-        return _parking.park(self._record, _parking.check_timeout(timeout))
+        """Block until the flag is up (or was raised meanwhile) or *timeout* passes.
+
+        Inside a gevent program only the calling greenlet blocks (see
+        ``_cooperative``); elsewhere the thread parks.
+        """
+        seconds = _parking.check_timeout(timeout)
+        if "gevent" in sys.modules and _cooperative.in_greenlet():
+            return _cooperative.wait_ready(self, seconds)
+        return _parking.park(self._record, seconds)
 
     async def _wait_ready_async(self, timeout: object) -> bool:
         """Like _wait_ready(), without blocking the running event loop.

@@ -1,0 +1,49 @@
+"""Waiting inside a gevent program without freezing the other greenlets.
+
+A greenlet that parks its OS thread in the kernel stops every greenlet of
+that thread.  So when a gevent hub runs in the calling thread, waiting is
+done the hub's way: a rawlink() callback on mpevent's hub thread sends a
+gevent async watcher (thread-safe), which wakes the waiting greenlet on its
+own loop.  Only that greenlet blocks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._linkable import Linkable
+
+
+def in_greenlet() -> bool:
+    """True if a gevent hub runs in this thread and we are not that hub."""
+    from gevent import getcurrent
+    from gevent._hub_local import get_hub_if_exists
+
+    hub = get_hub_if_exists()
+    return hub is not None and getcurrent() is not hub
+
+
+def wait_ready(linkable: Linkable, seconds: float | None) -> bool:
+    """gevent-friendly form of Linkable._wait_ready()."""
+    import gevent.event
+    from gevent import get_hub
+
+    if linkable.ready():
+        return True
+    if seconds is not None and seconds <= 0:
+        return False
+    woken = gevent.event.Event()
+    watcher: Any = get_hub().loop.async_()
+    watcher.start(woken.set)
+
+    def on_set(_: object) -> None:
+        watcher.send()  # the one gevent call that is safe from another thread
+
+    linkable.rawlink(on_set)
+    try:
+        return bool(woken.wait(seconds)) or linkable.ready()
+    finally:
+        linkable.unlink(on_set)
+        watcher.stop()
+        watcher.close()
