@@ -121,9 +121,10 @@ def _receive_all(receive: Callable[[int], Any], ready: Any, count: int, stamps: 
     arrivals = []
     for i in range(count):
         ready.set()
-        value = receive(i)
-        arrivals.append(time.perf_counter())
-        del value
+        got = receive(i)
+        # A receiver may report the moment itself (a callback on another thread).
+        arrivals.append(got if isinstance(got, float) else time.perf_counter())
+        del got
     stamps.send(arrivals)
 
 
@@ -165,7 +166,7 @@ def _async_result_channel(count: int) -> tuple[Callable[[int], Any], Callable[[i
     def receive(i: int) -> Any:
         result, results[i] = results[i], None
         assert result is not None
-        return result.get()
+        result.get()
 
     def send(i: int, value: bytes) -> None:
         result, results[i] = results[i], None
@@ -217,4 +218,79 @@ def report_value_handoff(count: int, trials: int = 3) -> dict[str, dict[str, flo
             for name, seconds in row.items()
         )
         print(f"  {label:>6}: {cells}")
+    return table
+
+
+# --- wakeup paths ------------------------------------------------------------
+
+
+def _event_wait_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, bytes], None]]:
+    events = [Event() for _ in range(count)]
+    return (lambda i: events[i].wait()), (lambda i, _value: events[i].set())
+
+
+def _mp_event_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, bytes], None]]:
+    events = [CTX.Event() for _ in range(count)]
+    return (lambda i: events[i].wait()), (lambda i, _value: events[i].set())
+
+
+def _callback_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, bytes], None]]:
+    import threading
+
+    events = [Event() for _ in range(count)]
+
+    def receive(i: int) -> float:
+        stamp: list[float] = []
+        ran = threading.Event()
+
+        def callback(_obj: object) -> None:
+            stamp.append(time.perf_counter())
+            ran.set()
+
+        events[i].rawlink(callback)
+        ran.wait(30)
+        return stamp[0]
+
+    return receive, (lambda i, _value: events[i].set())
+
+
+def _asyncio_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, bytes], None]]:
+    import asyncio
+
+    events = [Event() for _ in range(count)]
+    loop: list[asyncio.AbstractEventLoop] = []
+
+    def receive(i: int) -> float:
+        async def resumed() -> float:
+            await events[i].wait_async(30)
+            return time.perf_counter()
+
+        if not loop:
+            loop.append(asyncio.new_event_loop())
+        return loop[0].run_until_complete(resumed())
+
+    return receive, (lambda i, _value: events[i].set())
+
+
+def wakeup_latency(count: int, trials: int = 3) -> dict[str, float]:
+    """Median seconds from set() in one process to each kind of waiter in another."""
+    peers = {
+        "mpevent Event.wait()": _event_wait_channel,
+        "mpevent rawlink callback": _callback_channel,
+        "mpevent asyncio wait_async()": _asyncio_channel,
+        "multiprocessing.Event.wait()": _mp_event_channel,
+    }
+    samples: dict[str, list[float]] = {name: [] for name in peers}
+    for _ in range(trials):
+        for name, make in peers.items():
+            samples[name].append(_handoff(make, b"", count))
+    return {name: statistics.median(runs) for name, runs in samples.items()}
+
+
+def report_wakeup_latency(count: int, trials: int = 3) -> dict[str, float]:
+    table = wakeup_latency(count, trials)
+    base = table["mpevent Event.wait()"]
+    print("wakeup latency from set() in one process to a waiter in another, median (fork)")
+    for name, seconds in table.items():
+        print(f"  {name:30s} {seconds * 1e6:8.1f} us   {seconds / base:5.2f}x Event.wait()")
     return table
