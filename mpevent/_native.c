@@ -263,6 +263,7 @@ mutex_init(pthread_mutex_t *m)
 }
 
 static void wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake);
+static inline Record *parse_record(ArenaObject *self, PyObject *arg);
 
 /*
  * Lock without holding the GIL while blocked: the holder may be another
@@ -849,6 +850,17 @@ Arena_record_info(ArenaObject *self, PyObject *args)
     return info;
 }
 
+/* record_lock(index): take a record's lock and keep it.  Fault tests and
+ * debugging only: nothing else may hold a record lock across calls. */
+static PyObject *
+Arena_record_lock(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    if (lock_mutex(self, &r->lock, r) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 Arena_record_bump(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -1389,6 +1401,8 @@ static PyMethodDef Arena_methods[] = {
     {"record_release", (PyCFunction)Arena_record_release, METH_VARARGS,
      "record_release(index) -> payload if freed, else None."},
     {"record_info", (PyCFunction)Arena_record_info, METH_VARARGS, "record_info(index) -> dict."},
+    {"record_lock", (PyCFunction)Arena_record_lock, METH_O,
+     "record_lock(index): take a record's lock and keep it (fault tests only)."},
     {"record_bump", (PyCFunction)Arena_record_bump, METH_NOARGS,
      "Number of records ever initialised."},
     {"is_set", (PyCFunction)Arena_is_set, METH_O, "is_set(index) -> bool, lock-free."},
