@@ -1,13 +1,111 @@
-"""python -m mpevent: the command line.
+"""python -m mpevent: look at and drive mpevent objects from the shell.
 
-Exit status: 0 success, 1 the command's negative answer (e.g. a failed
-demo), 2 bad usage.
+Commands:
+  list                 arenas (attached processes, records, waiters) and named objects
+  set NAME             set the Event called NAME
+  clear NAME           clear the Event called NAME
+  wait NAME [--timeout S]
+                       wait until the object called NAME is set / ready
+  clean                remove arenas and names left by processes that were killed
+  demo                 processes waiting on one Event, then a short benchmark
+
+Exit status: 0 success (wait: the object is set); 1 wait timed out; 2 bad
+usage, or no object has that name, or it is of the wrong kind.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+
+EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE = 0, 1, 2
+
+
+def _open(name: str) -> object:
+    from . import _names
+    from .asyncresult import AsyncResult
+    from .event import Event
+
+    kind = _names.lookup(name).kind
+    for cls in (Event, AsyncResult):
+        if kind == cls._KIND:
+            return cls.open(name)
+    raise TypeError(f"{name!r} is an object of unknown kind {kind}")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from . import _arena, _names, _segment
+
+    print("arenas:")
+    for name in _segment.list_names():
+        if name.startswith(_segment.NAME_PREFIX) or _arena.VALUE_MARK in name:
+            continue
+        try:
+            arena = _arena.Arena.open_for_inspection(name)
+        except (OSError, ValueError) as exc:
+            print(f"  {name}: unreadable ({exc})")
+            continue
+        stats = arena.native.statistics()
+        owners = ", ".join(
+            f"{pid}{'' if _arena.ProcessId.is_alive(pid, start) else ' (dead)'}"
+            for pid, start in arena.attached_processes()
+        )
+        print(
+            f"  {name}: processes [{owners}], {stats['records_live']} objects, "
+            f"{stats['slots_live']} waiting threads, heap {stats['heap_used']} B, "
+            f"{stats['recoveries']} locks recovered from dead holders"
+        )
+    print("named objects:")
+    for name in _names.names():
+        try:
+            obj = _open(name)
+        except (OSError, LookupError, ValueError, TypeError) as exc:
+            print(f"  {name}: unavailable ({exc})")
+            continue
+        record = obj._record  # type: ignore[attr-defined]
+        info = record.native.record_info(record.index)
+        print(
+            f"  {name}: {type(obj).__name__}, {obj._describe_state()}, "  # type: ignore[attr-defined]
+            f"{info['waiters']} waiters, arena {record.arena.name}"
+        )
+    return EXIT_OK
+
+
+def _cmd_set(args: argparse.Namespace) -> int:
+    from .event import Event
+
+    Event.open(args.name).set()
+    return EXIT_OK
+
+
+def _cmd_clear(args: argparse.Namespace) -> int:
+    from .event import Event
+
+    Event.open(args.name).clear()
+    return EXIT_OK
+
+
+def _cmd_wait(args: argparse.Namespace) -> int:
+    obj = _open(args.name)
+    return EXIT_OK if obj._wait_ready(args.timeout) else EXIT_TIMEOUT  # type: ignore[attr-defined]
+
+
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from . import _arena, _names
+
+    removed = _arena.clean(dry_run=args.dry_run) + _names.clean(dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for name in removed:
+        print(f"{verb} {name}")
+    print(f"{len(removed)} abandoned segment(s) and name(s) {verb}")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from . import _demo
+
+    return _demo.run(workers=args.workers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,25 +114,33 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="processes waiting on one Event, then a benchmark")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
+        handlers[name] = handler
+        return commands.add_parser(name, help=help, description=help)
+
+    command("list", _cmd_list, "list arenas and named objects")
+    command("set", _cmd_set, "set the Event called NAME").add_argument("name")
+    command("clear", _cmd_clear, "clear the Event called NAME").add_argument("name")
+    wait = command("wait", _cmd_wait, "wait for the object called NAME (exit 1 on timeout)")
+    wait.add_argument("name")
+    wait.add_argument("--timeout", type=float, default=None, help="seconds (default: forever)")
+    clean = command("clean", _cmd_clean, "remove segments and names of dead processes")
+    clean.add_argument("--dry-run", action="store_true", help="only say what would go")
+    demo = command("demo", _cmd_demo, "processes waiting on one Event, then a benchmark")
     demo.add_argument("--workers", type=int, default=4)
-    commands.add_parser("clean", help="remove arenas whose processes are all dead")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from . import _demo
-
-        return _demo.run(workers=args.workers)
-    if args.command == "clean":
-        from . import _arena
-
-        removed = _arena.clean()
-        for name in removed:
-            print(f"removed {name}")
-        print(f"{len(removed)} abandoned arena(s) removed")
-        return 0
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    try:
+        return handlers[args.command](args)
+    except (FileNotFoundError, LookupError, TypeError, ValueError, PermissionError) as exc:
+        print(f"mpevent {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -144,6 +144,17 @@ class Arena:
         arena.join()
         return arena
 
+    @classmethod
+    def open_for_inspection(cls, name: str) -> Arena:
+        """Map an arena to look at it, without joining its attach table."""
+        fd, size = _segment.open_existing(name)
+        try:
+            native = _native.Arena(fd, size)
+        finally:
+            os.close(fd)
+        native.validate()
+        return cls(name, native)
+
     # --- attach table ---------------------------------------------------
 
     def _entries(self) -> Iterator[tuple[int, int, float]]:
@@ -324,6 +335,8 @@ def clean(dry_run: bool = False) -> list[str]:
     removed = []
     names = _segment.list_names()
     for name in names:
+        if name.startswith(_segment.NAME_PREFIX):
+            continue  # object names are cleaned by _names
         arena_name, mark, _ = name.partition(VALUE_MARK)
         if mark:  # a value segment: abandoned once its arena is gone
             if arena_name not in names and (dry_run or _segment.unlink(name)):

@@ -11,9 +11,12 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _cooperative, _hub, _parking
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+from . import _cooperative, _hub, _names, _parking
 from ._record import Record, Reference
 
 
@@ -25,19 +28,76 @@ def _resolve(future: asyncio.Future[None]) -> None:
 def _rebuild(cls: type[Linkable], reference: Reference) -> Linkable:
     linkable = cls.__new__(cls)
     linkable._record = Record.from_reference(reference, cls._KIND)
+    linkable._name = None
     linkable._init_local()
     return linkable
+
+
+class _Closed:
+    """Stands in for the record of a closed handle: any use is an error."""
+
+    __slots__ = ("_description",)
+
+    def __init__(self, description: str) -> None:
+        self._description = description
+
+    def __getattr__(self, attribute: str) -> Any:
+        raise ValueError(f"I/O operation on a closed {self._description}")
 
 
 class Linkable:
     """Base of the shared objects: one record, waited on through the parking lot."""
 
-    __slots__ = ("__weakref__", "_record")
+    __slots__ = ("__weakref__", "_name", "_record")
     _KIND: ClassVar[int]
 
-    def __init__(self) -> None:
-        self._record = Record.allocate(self._KIND)
+    def __init__(self, name: str | None = None, create: bool = False) -> None:
+        """A new object, or with *name* a named one (see :meth:`open`).
+
+        With *name* and *create* true, create it under that name
+        (FileExistsError if taken); with *name* only, open the existing
+        object (FileNotFoundError if there is none), as
+        :class:`multiprocessing.shared_memory.SharedMemory` does.
+        """
+        self._name = None if name is None else _names.check(name)
+        if name is not None and not create:
+            reference = _names.lookup(name)
+            self._record = Record.from_reference(reference, self._KIND, adopt=False)
+        else:
+            self._record = Record.allocate(self._KIND)
+            if name is not None:
+                _names.publish(name, self._record)
         self._init_local()
+
+    @classmethod
+    def open(cls, name: str) -> Self:
+        """Open the object called *name*, from any process of this user."""
+        return cls(name)
+
+    @property
+    def name(self) -> str | None:
+        """The name this handle was created or opened with, or None."""
+        return self._name
+
+    def remove_name(self) -> None:
+        """Remove this object's name; the object lives on while handles remain."""
+        if self._name is None:
+            raise ValueError("this handle was not created or opened by name")
+        _names.remove(self._name, self._record)
+        self._name = None
+
+    def close(self) -> None:
+        """Drop this handle's reference now; using the handle later raises ValueError."""
+        record = self._record
+        if isinstance(record, Record):
+            self._record = _Closed(f"mpevent.{type(self).__qualname__}")  # type: ignore[assignment]
+            record.release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _init_local(self) -> None:
         """Set up this process's own state of a new or unpickled handle."""
@@ -109,7 +169,12 @@ class Linkable:
     def _state_text(self) -> str:
         return "set" if self.ready() else "unset"
 
+    def _describe_state(self) -> str:
+        if not isinstance(self._record, Record):
+            return "closed"
+        return self._state_text()
+
     def __repr__(self) -> str:
         package = type(self).__module__.split(".")[0]
         name = f"{package}.{type(self).__qualname__}"
-        return f"<{name} at {id(self):#x}: {self._state_text()}>"
+        return f"<{name} at {id(self):#x}: {self._describe_state()}>"

@@ -78,12 +78,14 @@ class Record:
         return cls(arena, index, serial, kind)
 
     @classmethod
-    def from_reference(cls, reference: Reference, expected_kind: int) -> Record:
+    def from_reference(cls, reference: Reference, expected_kind: int, adopt: bool = True) -> Record:
         """Rebuild a reference that was pickled (in this or another process).
 
-        Raises ValueError for a handle made on another machine or by another
-        user, FileNotFoundError if its arena is gone, LookupError if its
-        record was freed, TypeError if it is a handle of another kind.
+        *adopt*: take over the reference the pickle pinned (False: take a
+        new one, as for a name).  Raises ValueError for a handle made on
+        another machine, PermissionError for one of another user,
+        FileNotFoundError if its arena is gone, LookupError if its record
+        was freed, TypeError if it is a handle of another kind.
         """
         if reference.boot_id != BOOT_ID:
             raise ValueError(
@@ -99,12 +101,16 @@ class Record:
                 f"handle of kind {reference.kind} cannot be rebuilt as kind {expected_kind}"
             )
         arena = _arena.by_name(reference.arena)
-        arena.native.record_retain(reference.record, reference.serial, True)
+        arena.native.record_retain(reference.record, reference.serial, adopt)
         return cls(arena, reference.record, reference.serial, reference.kind)
 
     def reference(self) -> Reference:
         """Pin the record for a pickle and describe it."""
         self.native.record_pin(self.index)
+        return self.describe()
+
+    def describe(self) -> Reference:
+        """Describe the record without taking a reference."""
         return Reference(self.arena.name, self.index, self.serial, self.kind, BOOT_ID, os.geteuid())
 
     def release(self) -> None:

@@ -18,6 +18,7 @@ import re
 
 SHM_DIR = "/dev/shm"
 PREFIX = "mpevent-"
+NAME_PREFIX = PREFIX + "name."  # object names (_names), not segments
 NAME_MAX = 200
 _VALID_NAME = re.compile(r"[A-Za-z0-9._-]+")
 

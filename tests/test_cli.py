@@ -1,0 +1,73 @@
+"""python -m mpevent: list, set, clear, wait, clean and their exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+import mpevent
+from mpevent import _arena, _segment
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mpevent", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def named_event() -> Iterator[mpevent.Event]:
+    name = f"cli-{os.getpid()}"
+    event = mpevent.Event(name, create=True)
+    yield event
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        event.remove_name()
+
+
+def test_set_clear_and_wait_by_name(named_event: mpevent.Event) -> None:
+    name = named_event.name
+    assert name is not None
+    assert _cli("wait", name, "--timeout", "0.1").returncode == 1
+    assert _cli("set", name).returncode == 0
+    assert named_event.is_set()
+    assert _cli("wait", name, "--timeout", "5").returncode == 0
+    assert _cli("clear", name).returncode == 0
+    assert not named_event.is_set()
+
+
+def test_list_shows_arenas_and_named_objects(named_event: mpevent.Event) -> None:
+    result = _cli("list")
+    assert result.returncode == 0, result.stderr
+    assert f"{named_event.name}: Event, unset, 0 waiters" in result.stdout
+    assert f"{os.getpid()}" in result.stdout
+
+
+def test_missing_name_is_exit_2_with_a_clear_message() -> None:
+    result = _cli("set", "no-such-name-at-all")
+    assert result.returncode == 2
+    assert "no mpevent object is named 'no-such-name-at-all'" in result.stderr
+
+
+def test_bad_usage_is_exit_2() -> None:
+    assert _cli("wait").returncode == 2
+    assert _cli("frobnicate").returncode == 2
+
+
+def test_help_lists_every_command() -> None:
+    result = _cli("--help")
+    assert result.returncode == 0
+    for command in ("list", "set", "clear", "wait", "clean", "demo"):
+        assert command in result.stdout
+
+
+def test_clean_keeps_live_arenas() -> None:
+    mpevent.Event()
+    result = _cli("clean")
+    assert result.returncode == 0, result.stderr
+    for arena in _arena.attached():
+        assert os.path.exists(_segment.path_of(arena.name))
