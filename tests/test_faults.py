@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import time
+from typing import Any
 
 import pytest
 from conftest import ProcessRunner
@@ -139,3 +140,30 @@ def test_record_lock_of_a_killed_holder_is_taken_over(
     event.clear()
     assert time.monotonic() - begin < 2
     assert native.statistics()["recoveries"] == recoveries + 1
+
+
+def _create_and_hand_over(connection: Any) -> None:
+    event, result = mpevent.Event(), mpevent.AsyncResult()
+    result.set(b"made by the creator" * 5000)
+    connection.send((event, result))
+    connection.recv()  # stay alive until killed
+
+
+def test_others_keep_working_when_the_arena_creator_dies(processes: ProcessRunner) -> None:
+    import multiprocessing as mp
+
+    mine, theirs = mp.get_context("spawn").Pipe()
+    creator = processes.start(_create_and_hand_over, theirs, method="spawn")
+    assert mine.poll(60)
+    event, result = mine.recv()
+    creator_arena = event._record.arena.name
+    assert creator_arena.startswith(f"mpevent-{creator.pid}-")
+    os.kill(creator.pid, signal.SIGKILL)
+    creator.join(10)
+    assert result.get(timeout=2) == b"made by the creator" * 5000
+    event.set()
+    assert event.wait(0)
+    fresh = mpevent.AsyncResult()
+    fresh.set("still fine")
+    assert fresh.get() == "still fine"
+    mine.close()
