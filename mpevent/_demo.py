@@ -1,4 +1,4 @@
-"""The demo: several processes wait on one Event, the parent sets it."""
+"""The demo: processes wait on one Event and answer through AsyncResults; benchmarks."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import os
 import time
 
 from . import _bench
+from .asyncresult import AsyncResult
 from .event import Event
 
 
-def _worker(number: int, go: Event, arrived: Event) -> None:
+def _worker(number: int, go: Event, arrived: Event, answer: AsyncResult) -> None:
     arrived.set()
     started = time.perf_counter()
     woke = go.wait(30)
@@ -19,16 +20,19 @@ def _worker(number: int, go: Event, arrived: Event) -> None:
         f"after {time.perf_counter() - started:.3f} s",
         flush=True,
     )
+    answer.set({"worker": number, "pid": os.getpid(), "payload": bytes(number * 1_000_000)})
 
 
 def run(workers: int = 4, rounds: int = 2000, trials: int = 3) -> int:
-    """Show an Event crossing spawn'ed processes, then a short benchmark."""
+    """Show Events and AsyncResults crossing spawn'ed processes, then short benchmarks."""
     context = mp.get_context("spawn")
     go = Event()
     arrivals = [Event() for _ in range(workers)]
+    answers = [AsyncResult() for _ in range(workers)]
     print(f"parent (pid {os.getpid()}): starting {workers} spawn workers that wait on one Event")
     children = [
-        context.Process(target=_worker, args=(n, go, arrived)) for n, arrived in enumerate(arrivals)
+        context.Process(target=_worker, args=(n, go, arrived, answer))
+        for n, (arrived, answer) in enumerate(zip(arrivals, answers, strict=True))
     ]
     for child in children:
         child.start()
@@ -38,6 +42,13 @@ def run(workers: int = 4, rounds: int = 2000, trials: int = 3) -> int:
         time.sleep(0.2)  # let the workers reach wait(), to show them blocked
         print("parent: set()", flush=True)
         go.set()
+        for answer in answers:
+            got = answer.get(timeout=60)
+            print(
+                f"parent: AsyncResult from worker {got['worker']} (pid {got['pid']}) "
+                f"with {len(got['payload']):,} bytes",
+                flush=True,
+            )
         for child in children:
             child.join(60)
     finally:
@@ -48,5 +59,10 @@ def run(workers: int = 4, rounds: int = 2000, trials: int = 3) -> int:
     codes = [child.exitcode for child in children]
     print(f"parent: workers exited with {codes}\n")
     _bench.report_ping_pong(rounds, trials)
+    print()
+    _bench.report_value_handoff(count=40, trials=1)
+    print()
+    _bench.report_wakeup_latency(count=100, trials=1)
+    print()
     _bench.report_creation(100_000)
     return 0 if codes == [0] * workers else 1
