@@ -16,14 +16,32 @@ from mpevent import _arena, _segment
 START_METHODS = ["fork", "spawn", "forkserver"]
 
 
-def _foreign_segments() -> set[str]:
-    """mpevent segments in /dev/shm other than this process's arenas.
+def _creator_pid(name: str) -> int | None:
+    try:
+        return int(name[len(_segment.PREFIX) :].split("-")[0])
+    except ValueError:
+        return None
 
-    Value segments of our own arenas are left out too: spares are kept for
-    reuse while the arena lives (their reclaiming has tests of its own).
+
+def _foreign_segments() -> set[str]:
+    """mpevent segments in /dev/shm that this test run may have left.
+
+    Left out: this process's own arenas and their value segments (spares
+    are kept for reuse while an arena lives, and have tests of their own),
+    and segments created by live processes that are not ours (another test
+    run, a demo) so that runs side by side do not see each other.
     """
     mine = tuple(arena.name for arena in _arena.attached())
-    return {name for name in _segment.list_names() if not name.startswith(mine)}
+    ours = {os.getpid()} | {c.pid for c in psutil.Process().children(recursive=True)}
+    found = set()
+    for name in _segment.list_names():
+        if name.startswith(mine):
+            continue
+        pid = _creator_pid(name)
+        if pid is not None and pid not in ours and psutil.pid_exists(pid):
+            continue
+        found.add(name)
+    return found
 
 
 @pytest.fixture(autouse=True, scope="module")

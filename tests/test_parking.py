@@ -1,0 +1,112 @@
+"""The parking lot: timeouts, per-thread slots, parking on many records."""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import threading
+import time
+from fractions import Fraction
+
+import pytest
+
+import mpevent
+from mpevent import _parking
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(None, None), (0, 0.0), (1, 1.0), (0.5, 0.5), (Fraction(1, 4), 0.25), (-3, -3.0)],
+)
+def test_check_timeout_accepts_numbers_and_none(given: object, expected: float | None) -> None:
+    assert _parking.check_timeout(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["1", b"1", [], object(), 1j])
+def test_check_timeout_refuses_non_numbers(bad: object) -> None:
+    with pytest.raises(TypeError, match="timeout must be a number"):
+        _parking.check_timeout(bad)
+
+
+def test_check_timeout_refuses_nan() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        _parking.check_timeout(math.nan)
+
+
+def test_a_thread_keeps_one_slot_and_returns_it_when_it_ends() -> None:
+    event = mpevent.Event()
+    arena = event._record.arena
+    gc.collect()
+    before = arena.native.statistics()["slots_live"]
+    slots: list[int] = []
+
+    def waiter() -> None:
+        event.wait(0.001)
+        event.wait(0.001)
+        slots.append(_parking.slot_for(arena))
+
+    threads = [threading.Thread(target=waiter) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(set(slots)) >= 1
+    del threads
+    gc.collect()
+    assert arena.native.statistics()["slots_live"] == before
+
+
+def test_forked_child_does_not_share_its_parents_slot() -> None:
+    event = mpevent.Event()
+    parent_slot = _parking.slot_for(event._record.arena)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports its slot and leaves at once
+        try:
+            os.write(write, str(_parking.slot_for(event._record.arena)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        child_slot = int(os.read(read, 64))
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert child_slot != parent_slot
+
+
+def test_park_on_many_reports_what_was_already_set() -> None:
+    events = [mpevent.Event() for _ in range(3)]
+    events[1].set()
+    records = [event._record for event in events]
+    assert _parking.park_on_many(records, 0, 1) == [1]
+
+
+def test_park_on_many_times_out_empty() -> None:
+    events = [mpevent.Event() for _ in range(3)]
+    start = time.monotonic()
+    assert _parking.park_on_many([e._record for e in events], 0.05, 1) == []
+    assert time.monotonic() - start >= 0.04
+
+
+def test_wait_is_interruptible_by_signals() -> None:
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    event = mpevent.Event()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(Interrupted):
+            event.wait(30)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    info = event._record.native.record_info(event._record.index)
+    assert info["waiters"] == 0  # the interrupted waiter left no registration
