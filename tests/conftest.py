@@ -44,12 +44,17 @@ def _foreign_segments() -> set[str]:
     return found
 
 
+def _named_semaphores() -> set[str]:
+    return {name for name in os.listdir(_segment.SHM_DIR) if name.startswith("sem.")}
+
+
 @pytest.fixture(autouse=True, scope="module")
 def no_leaks_per_module() -> Iterator[None]:
-    """After each test module: no new segments of other processes, fds as before."""
+    """After each test module: no new segments or named semaphores, fds as before."""
     process = psutil.Process()
     children_before = {child.pid for child in process.children(recursive=True)}
     segments_before = _foreign_segments()
+    semaphores_before = _named_semaphores()
     gc.collect()
     fds_before = process.num_fds()
     yield
@@ -67,6 +72,8 @@ def no_leaks_per_module() -> Iterator[None]:
             pass
     leaked = _foreign_segments() - segments_before
     assert not leaked, f"segments left in /dev/shm: {sorted(leaked)}"
+    semaphores = _named_semaphores() - semaphores_before
+    assert not semaphores, f"named semaphores left in /dev/shm: {sorted(semaphores)}"
     assert process.num_fds() <= fds_before, (
         f"file descriptors grew from {fds_before} to {process.num_fds()}"
     )
