@@ -8,6 +8,8 @@ Commands:
                        wait until the object called NAME is set / ready
   clean                remove arenas and names left by processes that were killed
   demo                 processes waiting on one Event, then a short benchmark
+  bench [--quick] [--plot FILE]
+                       every benchmark against its peers, in one run, with a plot
 
 Exit status: 0 success (wait: the object is set); 1 wait timed out; 2 bad
 usage, or no object has that name, or it is of the wrong kind.
@@ -102,6 +104,24 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from . import _bench
+
+    scale = 0.2 if args.quick else 1.0
+    results = {
+        "ping_pong": _bench.report_ping_pong(int(5000 * scale), 3 if args.quick else 7),
+        "values": _bench.report_value_handoff(int(200 * scale), 1 if args.quick else 3),
+        "wakeups": _bench.report_wakeup_latency(int(300 * scale), 1 if args.quick else 3),
+    }
+    _bench.report_creation(100_000 if args.quick else 1_000_000)
+    if args.plot:
+        from . import _plot
+
+        _plot.plot(results, args.plot)
+        print(f"plot written to {args.plot}")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from . import _demo
 
@@ -131,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     wait.add_argument("--timeout", type=float, default=None, help="seconds (default: forever)")
     clean = command("clean", _cmd_clean, "remove segments and names of dead processes")
     clean.add_argument("--dry-run", action="store_true", help="only say what would go")
+    bench = command("bench", _cmd_bench, "every benchmark against its peers, with a plot")
+    bench.add_argument("--quick", action="store_true", help="fewer rounds (about 20 s)")
+    bench.add_argument("--plot", metavar="FILE", help="write a PNG plot (needs matplotlib)")
     demo = command("demo", _cmd_demo, "processes waiting on one Event, then a benchmark")
     demo.add_argument("--workers", type=int, default=4)
     args = parser.parse_args(argv)

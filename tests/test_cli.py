@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,13 @@ def test_clean_keeps_live_arenas() -> None:
     assert result.returncode == 0, result.stderr
     for arena in _arena.attached():
         assert os.path.exists(_segment.path_of(arena.name))
+
+
+def test_bench_quick_prints_every_benchmark_and_plots(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "bench.png"
+    result = _cli("bench", "--quick", "--plot", str(plot), timeout=600)
+    assert result.returncode == 0, result.stderr
+    for heading in ("ping-pong round trip", "value handoff", "wakeup latency", "create"):
+        assert heading in result.stdout
+    assert plot.read_bytes().startswith(b"\x89PNG")
