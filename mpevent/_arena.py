@@ -169,29 +169,18 @@ class Arena:
         return [(pid, start) for _, pid, start in self._entries()]
 
     def join(self) -> None:
-        """Write this process into the attach table (dropping dead entries)."""
+        """Write this process into the attach table, reusing a free or dead entry."""
         me = ProcessId.of_self()
         self.native.lock()
         try:
             free = None
-            for offset, pid, start in list(self._entries()):
+            for i in range(_native.ATTACH_ENTRIES):
+                offset = _native.ATTACH_OFFSET + i * _ATTACH_ENTRY.size
+                pid, start = _ATTACH_ENTRY.unpack_from(self._mapping, offset)
                 if (pid, start) == me:
                     return
-                if not ProcessId.is_alive(pid, start):
-                    _ATTACH_ENTRY.pack_into(self._mapping, offset, 0, 0.0)
-                    free = offset if free is None else free
-            if free is None:
-                free = next(
-                    (
-                        _native.ATTACH_OFFSET + i * _ATTACH_ENTRY.size
-                        for i in range(_native.ATTACH_ENTRIES)
-                        if _ATTACH_ENTRY.unpack_from(
-                            self._mapping, _native.ATTACH_OFFSET + i * _ATTACH_ENTRY.size
-                        )[0]
-                        == 0
-                    ),
-                    None,
-                )
+                if free is None and (pid == 0 or not ProcessId.is_alive(pid, start)):
+                    free = offset
             if free is None:
                 raise RuntimeError(
                     f"arena {self.name} already has {_native.ATTACH_ENTRIES} live processes"

@@ -294,3 +294,15 @@ def report_wakeup_latency(count: int, trials: int = 3) -> dict[str, float]:
     for name, seconds in table.items():
         print(f"  {name:30s} {seconds * 1e6:8.1f} us   {seconds / base:5.2f}x Event.wait()")
     return table
+
+
+def script(description: str | None, report: Callable[[int, int], object], count: int) -> int:
+    """The command line of a benchmarks/ script that runs one report."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--count", type=int, default=count, help="measurements per trial")
+    parser.add_argument("--trials", type=int, default=3, help="interleaved trials per peer")
+    args = parser.parse_args()
+    report(args.count, args.trials)
+    return 0

@@ -24,6 +24,9 @@
  *   - Parked waiters re-read the generation every POLL_NS: if a setter was
  *     killed after publishing the state but before waking everyone, the
  *     waiters still return within that period.
+ *   - No Python object that the garbage collector tracks is created while
+ *     a lock is held: a collection could run a finalizer that releases a
+ *     record and needs that same lock.
  *
  * Layout of a segment (all integers native-endian; offsets in bytes):
  *
@@ -667,18 +670,19 @@ Arena_spare_take(ArenaObject *self, PyObject *args)
             (best < 0 || size < h->spare_size[best]))
             best = i;
     }
-    PyObject *result;
-    if (best < 0) {
-        result = Py_NewRef(Py_None);
-    } else {
-        result = Py_BuildValue("KK", (unsigned long long)h->spare_id[best],
-                               (unsigned long long)h->spare_size[best]);
-        h->spare_bytes -= h->spare_size[best];
+    uint64_t id = 0, size = 0;
+    if (best >= 0) {
+        id = h->spare_id[best];
+        size = h->spare_size[best];
+        h->spare_bytes -= size;
         h->spare_id[best] = 0;
         h->spare_size[best] = 0;
     }
     unlock_mutex(&h->lock);
-    return result;
+    /* No Python object is created under a lock: the garbage collector could
+     * run finalizers that need it. */
+    if (best < 0) Py_RETURN_NONE;
+    return Py_BuildValue("KK", (unsigned long long)id, (unsigned long long)size);
 }
 
 /* Free the heap blocks a payload points to.  Record lock held. */
@@ -842,12 +846,14 @@ Arena_record_info(ArenaObject *self, PyObject *args)
         waiters++;
         next = self->links[next - 1].next;
     }
-    PyObject *info = Py_BuildValue(
-        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "kind", r->kind, "serial", r->serial,
-        "flag", r->state & STATE_FLAG, "generation", GENERATION(r->state),
-        "refcount", r->refcount, "inflight", r->inflight, "waiters", waiters);
+    Record copy = *r;
     unlock_mutex(&r->lock);
-    return info;
+    /* Built after unlocking: creating a dict may run the garbage collector,
+     * whose finalizers may need this very lock. */
+    return Py_BuildValue(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "kind", copy.kind, "serial", copy.serial,
+        "flag", copy.state & STATE_FLAG, "generation", GENERATION(copy.state),
+        "refcount", copy.refcount, "inflight", copy.inflight, "waiters", waiters);
 }
 
 /* record_lock(index): take a record's lock and keep it.  Fault tests and

@@ -51,9 +51,10 @@ def store(
             discard(arena, old)
             return
     size = _serial.frame_size(inband, buffers)
-    spare = native.spare_take(size, 2 * size)
-    ident, segment_size = spare if spare is not None else (secrets.randbits(63) | 1, size)
-    _write_segment(segment_name(arena, ident), segment_size, inband, buffers, spare is None)
+    ident = _write_to_spare(arena, size, inband, buffers)
+    if ident is None:
+        ident = secrets.randbits(63) | 1  # never 0, which means "no spare"
+        _write_segment(segment_name(arena, ident), size, inband, buffers, new=True)
     old = native.publish(
         index, which, DESCRIPTOR.pack(_native.VALUE_SEGMENT, size, LOCATION.pack(ident))
     )
@@ -61,7 +62,12 @@ def store(
 
 
 def load(arena: Arena, index: int, which: int) -> tuple[bool, object]:
-    """(True, the unpickled object in slot *which*), or (False, None) if empty."""
+    """(True, the unpickled object in slot *which*), or (False, None) if empty.
+
+    Raises FileNotFoundError if the value's segment was removed from
+    outside (by hand, or by ``clean`` of an arena believed dead).
+    """
+    missing = None
     while True:
         got = arena.native.read(index, which)
         if got is None:
@@ -69,10 +75,15 @@ def load(arena: Arena, index: int, which: int) -> tuple[bool, object]:
         _tag, data = got
         if isinstance(data, bytes):  # inline or heap: a plain pickle, copied out
             return True, pickle.loads(data)
+        name = segment_name(arena, data)
         try:
-            return True, _read_segment(segment_name(arena, data))
+            return True, _read_segment(name)
         except FileNotFoundError:
-            continue  # replaced meanwhile: read the new descriptor
+            if name == missing:
+                raise FileNotFoundError(
+                    f"the shared memory of this value ({name}) was removed from outside"
+                ) from None
+            missing = name  # replaced meanwhile: read the new descriptor
 
 
 def discard(arena: Arena, descriptor: bytes, recycle: bool = False) -> None:
@@ -102,6 +113,20 @@ def discard_payload(arena: Arena, payload: bytes) -> None:
     """Release what a freed record's two value slots point to."""
     for start in range(0, len(payload), DESCRIPTOR.size):
         discard(arena, payload[start : start + DESCRIPTOR.size], recycle=True)
+
+
+def _write_to_spare(
+    arena: Arena, size: int, inband: bytes, buffers: Sequence[pickle.PickleBuffer]
+) -> int | None:
+    """Write into a spare segment of *arena*; its id, or None if there is none."""
+    while (spare := arena.native.spare_take(size, 2 * size)) is not None:
+        ident, _ = spare
+        try:
+            _write_segment(segment_name(arena, ident), size, inband, buffers, new=False)
+        except FileNotFoundError:
+            continue  # removed from outside: try the next spare
+        return ident
+    return None
 
 
 def _write_segment(

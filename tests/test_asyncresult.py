@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import concurrent.futures
 import gc
+import os
 import pickle
 import threading
 
@@ -243,3 +244,17 @@ def test_setting_a_large_value_twice_replaces_it() -> None:
     result.set(b"b" * (2 << 20))
     assert reader.get() == b"b" * (2 << 20)
     assert result.get() == b"b" * (2 << 20)
+
+
+def test_value_removed_from_outside_is_a_clear_error() -> None:
+    result = mpevent.AsyncResult()
+    result.set(b"v" * (1 << 20))
+    mine = {n for n in _value_segments() if n.startswith(result._record.arena.name)}
+    reader = pickle.loads(pickle.dumps(result))
+    for name in mine:
+        os.unlink(_segment.path_of(name))
+    with pytest.raises(FileNotFoundError, match="removed from outside"):
+        reader.get()
+    again = mpevent.AsyncResult()  # spares removed too: a fresh segment is made
+    again.set(b"w" * (1 << 20))
+    assert pickle.loads(pickle.dumps(again)).get() == b"w" * (1 << 20)
