@@ -66,7 +66,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(f"  {name}: unavailable ({exc})")
             continue
         record = obj._record  # type: ignore[attr-defined]
-        info = record.native.record_info(record.index)
+        info = record.info()
         print(
             f"  {name}: {type(obj).__name__}, {obj._describe_state()}, "  # type: ignore[attr-defined]
             f"{info['waiters']} waiters, arena {record.arena.name}"

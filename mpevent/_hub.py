@@ -101,6 +101,7 @@ class Hub:
             entry.callbacks.append(callback)
 
     def unlink(self, handle: Any, callback: Callback) -> None:
+        record = handle._record
         with self._lock:
             entry = self._entries.get(id(handle))
             if entry is None:
@@ -111,7 +112,7 @@ class Hub:
                 return
             if not entry.callbacks and entry not in self._due:
                 del self._entries[id(handle)]
-                self.native.dequeue(handle._record.index, entry.link)
+                self.native.dequeue(record.index, entry.link)
                 self._spare_links.append(entry.link)
 
     def linked(self) -> int:

@@ -2,7 +2,7 @@
 
 As in gevent's ``_abstract_linkable.py``, the public classes only add their
 own state on top.  A linkable holds a :class:`~mpevent._record.Record`;
-everything it does across processes goes through it and ``_parking``.
+everything it does across processes goes through the Record's methods.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-from . import _cooperative, _hub, _names, _parking
+from . import _checks, _cooperative, _names
 from ._record import Record, Reference
 
 
@@ -104,7 +104,7 @@ class Linkable:
 
     def ready(self) -> bool:
         """Return true if the record's flag is up (a plain shared-memory read)."""
-        return self._record.native.is_set(self._record.index)
+        return self._record.is_set()
 
     def _wait_ready(self, timeout: object) -> bool:
         """Block until the flag is up (or was raised meanwhile) or *timeout* passes.
@@ -112,10 +112,10 @@ class Linkable:
         Inside a gevent program only the calling greenlet blocks (see
         ``_cooperative``); elsewhere the thread parks.
         """
-        seconds = _parking.check_timeout(timeout)
+        seconds = _checks.check_timeout(timeout)
         if "gevent" in sys.modules and _cooperative.in_greenlet():
             return _cooperative.wait_ready(self, seconds)
-        return _parking.park(self._record, seconds)
+        return self._record.wait(seconds)
 
     async def _wait_ready_async(self, timeout: object) -> bool:
         """Like _wait_ready(), without blocking the running event loop.
@@ -123,7 +123,7 @@ class Linkable:
         The hub thread wakes the loop (``call_soon_threadsafe``): no thread
         per waiter.  Cancelling the awaiting task unlinks the waiter.
         """
-        seconds = _parking.check_timeout(timeout)
+        seconds = _checks.check_timeout(timeout)
         if self.ready():
             return True
         if seconds is not None and seconds <= 0:
@@ -154,13 +154,11 @@ class Linkable:
         """
         if not callable(callback):
             raise TypeError(f"rawlink() needs a callable, not {type(callback).__qualname__!r}")
-        _hub.hub_for(self._record.arena).rawlink(self, callback)
+        self._record.rawlink(self, callback)
 
     def unlink(self, callback: Callable[[Any], object]) -> None:
         """Remove a callback registered by rawlink(); unknown callbacks are ignored."""
-        hub = _hub.existing_hub(self._record.arena)
-        if hub is not None:
-            hub.unlink(self, callback)
+        self._record.unlink(self, callback)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A reference, never a copy: the state stays in shared memory.

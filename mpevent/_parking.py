@@ -19,15 +19,16 @@ theirs).
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 import threading
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ._arena import Arena
-from ._record import Record
+
+if TYPE_CHECKING:
+    from ._record import Record
 
 _fork_epoch = 0
 
@@ -77,24 +78,6 @@ def slot_for(arena: Arena) -> int:
     if slot is None:
         slot = lease.slots[arena] = arena.native.slot_alloc(os.getpid())
     return slot
-
-
-def check_timeout(timeout: object) -> float | None:
-    """Validate a timeout: None (forever) or a number of seconds.
-
-    Negative means "do not wait", as in :mod:`threading`.  Raises TypeError
-    for a non-number and ValueError for NaN.
-    """
-    if timeout is None:
-        return None
-    if not isinstance(timeout, numbers.Real):
-        raise TypeError(
-            f"timeout must be a number of seconds or None, not {type(timeout).__name__!r}"
-        )
-    seconds = float(timeout)
-    if math.isnan(seconds):
-        raise ValueError("timeout must be a number of seconds or None, not NaN")
-    return seconds
 
 
 def park(record: Record, timeout: float | None) -> bool:

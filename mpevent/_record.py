@@ -13,18 +13,21 @@ for each of them right after the fork so either side can drop its own.  A
 process that dies without running its finalizers (SIGKILL, ``os._exit``)
 leaves its references behind: its records are reclaimed with the arena.
 
-The public classes (``event.py``, ``asyncresult.py``) hold a Record and know
-nothing of arenas; a second backend only needs to offer the same methods.
+The public classes (``event.py``, ``asyncresult.py``, ``_linkable.py``)
+hold a Record and call only the methods under "the backend interface"
+below; they know nothing of arenas, slots or segments.  A second backend
+(a Redis server, say) offers a class with the same methods.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import weakref
-from collections.abc import Callable
-from typing import Final, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, Final, NamedTuple
 
-from . import _arena
+from . import _arena, _hub, _parking, _storage
 from ._arena import Arena
 
 
@@ -49,10 +52,6 @@ class Reference(NamedTuple):
     boot_id: str
     uid: int
 
-
-# Called with a freed record's payload so its kind can release what the
-# payload points to (AsyncResult's value storage).
-ON_FREE: dict[int, Callable[[Arena, bytes], None]] = {}
 
 _live: weakref.WeakSet[Record] = weakref.WeakSet()
 
@@ -119,10 +118,8 @@ class Record:
             return
         self.held = False
         payload = self.native.record_release(self.index)
-        if payload is not None:
-            on_free = ON_FREE.get(self.kind)
-            if on_free is not None:
-                on_free(self.arena, payload)
+        if payload is not None:  # freed: release what its value slots point to
+            _storage.discard_payload(self.arena, payload)
 
     def __del__(self) -> None:
         # No contextlib here: at interpreter shutdown module globals may be gone.
@@ -134,6 +131,57 @@ class Record:
     @property
     def address(self) -> str:
         return f"{self.arena.name}#{self.index}"
+
+    # --- the backend interface: all the public classes use -----------------
+
+    def is_set(self) -> bool:
+        """The flag, read without a lock or a system call."""
+        return self.native.is_set(self.index)
+
+    def set(self) -> None:
+        """Raise the flag and wake every waiter in every process."""
+        self.native.set(self.index)
+
+    def clear(self) -> None:
+        self.native.clear(self.index)
+
+    def generation(self) -> int:
+        """Bumped by every set(): a stored value changed if this did."""
+        return self.native.state(self.index) >> 1
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until set (or set meanwhile) or *timeout*; see _parking.park."""
+        return self.native.wait(self.index, _parking.slot_for(self.arena), timeout)
+
+    @staticmethod
+    def wait_many(records: Sequence[Record], timeout: float | None, count: int) -> list[int]:
+        """Positions of records seen set, in order; see _parking.park_on_many."""
+        return _parking.park_on_many(records, timeout, count)
+
+    def holds(self, which: int) -> bool:
+        """True if value slot *which* (0 value, 1 exception) is filled."""
+        return self.native.holds(self.index, which)
+
+    def store(self, which: int, inband: bytes, buffers: Sequence[pickle.PickleBuffer]) -> None:
+        """Store a pickled value in slot *which* and raise the flag."""
+        _storage.store(self.arena, self.index, which, inband, buffers)
+
+    def load(self, which: int) -> tuple[bool, object]:
+        """(True, the unpickled object of slot *which*) or (False, None)."""
+        return _storage.load(self.arena, self.index, which)
+
+    def rawlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
+        """Run callback(handle) once on this process's hub after the next set."""
+        _hub.hub_for(self.arena).rawlink(handle, callback)
+
+    def unlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
+        hub = _hub.existing_hub(self.arena)
+        if hub is not None:
+            hub.unlink(handle, callback)
+
+    def info(self) -> dict[str, int]:
+        """kind, serial, flag, generation, refcount, inflight, waiters (for `list`)."""
+        return self.native.record_info(self.index)
 
 
 def _release_all() -> None:

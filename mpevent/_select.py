@@ -2,7 +2,7 @@
 
 Like gevent.wait / gevent.iwait, for any mix of Events and AsyncResults
 from any processes.  The calling thread queues one link per object on its
-single waiter slot (``_parking.park_on_many``) and sleeps once: no thread
+single waiter slot (``Record.wait_many``) and sleeps once: no thread
 and no polling per object.
 """
 
@@ -12,22 +12,11 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-from . import _parking
+from . import _checks
 from ._linkable import Linkable
+from ._record import Record
 
 L = TypeVar("L", bound=Linkable)
-
-
-def _check_count(count: object, available: int) -> int:
-    if count is None:
-        return available
-    if isinstance(count, bool) or not isinstance(count, int):
-        raise TypeError(f"count must be an int or None, not {type(count).__qualname__!r}")
-    if not 0 <= count <= available:
-        raise ValueError(
-            f"count must be between 0 and {available} (the objects given), not {count}"
-        )
-    return count
 
 
 def _check_objects(objects: Iterable[L]) -> list[L]:
@@ -50,13 +39,13 @@ def iwait(
     non-mpevent object or a bad timeout, ValueError for *count* out of range.
     """
     pending = _check_objects(objects)
-    wanted = _check_count(count, len(pending))
-    seconds = _parking.check_timeout(timeout)
+    wanted = _checks.check_count(count, len(pending))
+    seconds = _checks.check_timeout(timeout)
     deadline = None if seconds is None else time.monotonic() + max(seconds, 0.0)
     yielded = 0
     while pending and yielded < wanted:
         remaining = None if deadline is None else deadline - time.monotonic()
-        positions = _parking.park_on_many([obj._record for obj in pending], remaining, 1)
+        positions = Record.wait_many([obj._record for obj in pending], remaining, 1)
         if not positions:
             return
         for position in positions:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import concurrent.futures
 from typing import Any, Final
 
-from . import _record, _serial, _storage
+from . import _serial
 from ._linkable import Linkable
 
 KIND_ASYNC_RESULT: Final = 2
 _VALUE: Final = 0
 _EXCEPTION: Final = 1
-
-_record.ON_FREE[KIND_ASYNC_RESULT] = _storage.discard_payload
 
 
 class Timeout(TimeoutError):
@@ -44,7 +42,7 @@ class AsyncResult(Linkable):
         result is then left as it was.
         """
         inband, buffers = _serial.dumps(value)
-        _storage.store(self._record.arena, self._record.index, _VALUE, inband, buffers)
+        self._record.store(_VALUE, inband, buffers)
 
     set_result = set
 
@@ -69,7 +67,7 @@ class AsyncResult(Linkable):
         if exc_info and exc_info[1] is instance and exc_info[2] is not None:
             instance = instance.with_traceback(exc_info[2])
         inband, buffers = _serial.dump_exception(instance)
-        _storage.store(self._record.arena, self._record.index, _EXCEPTION, inband, buffers)
+        self._record.store(_EXCEPTION, inband, buffers)
 
     def __call__(self, source: Any) -> None:
         """Take the outcome of *source*, so this result can be a link target.
@@ -95,7 +93,7 @@ class AsyncResult(Linkable):
 
     def successful(self) -> bool:
         """Return true if and only if it is ready and holds a value."""
-        return self._record.native.holds(self._record.index, _VALUE)
+        return self._record.holds(_VALUE)
 
     @property
     def value(self) -> Any:
@@ -122,12 +120,12 @@ class AsyncResult(Linkable):
         :class:`Timeout` if nothing arrives.
         """
         record = self._record
-        if not record.native.is_set(record.index):
+        if not record.is_set():
             if not block:
                 raise Timeout("AsyncResult holds no value or exception yet")
             if not self._wait_ready(timeout):
                 raise Timeout(f"AsyncResult.get() timed out after {timeout} s")
-        if record.native.holds(record.index, _VALUE):
+        if record.holds(_VALUE):
             return self._load(_VALUE)
         exception = self.exception
         assert exception is not None
@@ -171,11 +169,11 @@ class AsyncResult(Linkable):
     def _load(self, which: int) -> Any:
         # Rebuild once per stored generation: like gevent, repeated reads
         # return the same object, and a 32 MiB value is not copied again.
-        generation = self._record.native.state(self._record.index) >> 1
+        generation = self._record.generation()
         cached = self._cache.get(which)
         if cached is not None and cached[0] == generation:
             return cached[1]
-        found, loaded = _storage.load(self._record.arena, self._record.index, which)
+        found, loaded = self._record.load(which)
         if not found:
             return None
         value = _serial.as_exception(loaded) if which == _EXCEPTION else loaded

@@ -25,7 +25,7 @@ class Event(Linkable):
 
     def is_set(self) -> bool:
         """Return true if and only if the flag is set."""
-        return self._record.native.is_set(self._record.index)
+        return self._record.is_set()
 
     isSet = is_set
 
@@ -35,11 +35,11 @@ class Event(Linkable):
         Never blocks on the waiters: it writes their wake-up words and
         returns.
         """
-        self._record.native.set(self._record.index)
+        self._record.set()
 
     def clear(self) -> None:
         """Reset the flag; later wait() calls block until the next set()."""
-        self._record.native.clear(self._record.index)
+        self._record.clear()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the flag is set or *timeout* seconds pass; return the flag.

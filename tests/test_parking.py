@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import gc
-import math
 import os
 import threading
 import time
-from fractions import Fraction
 
 import pytest
 
 import mpevent
 from mpevent import _parking
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [(None, None), (0, 0.0), (1, 1.0), (0.5, 0.5), (Fraction(1, 4), 0.25), (-3, -3.0)],
-)
-def test_check_timeout_accepts_numbers_and_none(given: object, expected: float | None) -> None:
-    assert _parking.check_timeout(given) == expected
-
-
-@pytest.mark.parametrize("bad", ["1", b"1", [], object(), 1j])
-def test_check_timeout_refuses_non_numbers(bad: object) -> None:
-    with pytest.raises(TypeError, match="timeout must be a number"):
-        _parking.check_timeout(bad)
-
-
-def test_check_timeout_refuses_nan() -> None:
-    with pytest.raises(ValueError, match="NaN"):
-        _parking.check_timeout(math.nan)
 
 
 def test_a_thread_keeps_one_slot_and_returns_it_when_it_ends() -> None:
