@@ -37,7 +37,7 @@ import psutil
 from . import _native, _segment
 
 RECORDS_PER_ARENA: Final = int(os.environ.get("MPEVENT_ARENA_RECORDS", 4 * 1024 * 1024))
-SLOTS_PER_ARENA: Final = 16384
+SLOTS_PER_ARENA: Final = int(os.environ.get("MPEVENT_ARENA_SLOTS", 16384))
 LINKS_PER_ARENA: Final = SLOTS_PER_ARENA + 1024 * 1024
 HEAP_BYTES_PER_ARENA: Final = int(os.environ.get("MPEVENT_ARENA_HEAP", 512 * 1024 * 1024))
 
@@ -76,6 +76,16 @@ class ProcessId:
 
 
 _self_id: tuple[int, float] | None = None
+
+
+def _pid_alive(pid: int) -> bool:
+    """Slots record only a pid: a reused pid counts as alive (never reclaimed wrongly)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
 
 
 def _segment_size() -> int:
@@ -154,6 +164,33 @@ class Arena:
             os.close(fd)
         native.validate()
         return cls(name, native)
+
+    # --- waiter slots -----------------------------------------------------
+
+    def allocate_slot(self) -> int:
+        """A waiter slot for a thread of this process.
+
+        When every slot is taken, the slots of processes that died without
+        returning theirs (killed, or left by os._exit) are reclaimed first.
+        """
+        try:
+            return self.native.slot_alloc(os.getpid())
+        except RuntimeError:
+            if not self.reclaim_dead_slots():
+                raise
+            return self.native.slot_alloc(os.getpid())
+
+    def reclaim_dead_slots(self) -> int:
+        """Free the slots (and links) of dead processes; how many were freed."""
+        alive: dict[int, bool] = {}
+        freed = 0
+        for slot, pid in self.native.slot_owners():
+            if pid not in alive:
+                alive[pid] = _pid_alive(pid)
+            if not alive[pid]:
+                self.native.slot_reclaim(slot)
+                freed += 1
+        return freed
 
     # --- attach table ---------------------------------------------------
 

@@ -78,7 +78,7 @@ class Hub:
     def __init__(self, arena: Arena) -> None:
         self.arena = arena
         self.native = arena.native
-        self.slot = self.native.slot_alloc(os.getpid())
+        self.slot = arena.allocate_slot()
         self._lock = _os_lock()
         self._entries: dict[int, _Entry] = {}  # id(handle) -> entry
         self._due: list[_Entry] = []  # set already when linked
@@ -93,7 +93,11 @@ class Hub:
         with self._lock:
             entry = self._entries.get(id(handle))
             if entry is None:
-                link = self._spare_links.pop() if self._spare_links else self.native.link_alloc()
+                link = (
+                    self._spare_links.pop()
+                    if self._spare_links
+                    else self.native.link_alloc(self.slot)
+                )
                 entry = self._entries[id(handle)] = _Entry(handle, link)
                 if self.native.enqueue(record.index, link, self.slot) & 1:
                     self._due.append(entry)  # set already: nothing was queued

@@ -66,7 +66,7 @@
 #include <unistd.h>
 
 #define MAGIC 0x31544e4556504d00ULL /* "\0MPEVNT1" */
-#define LAYOUT_VERSION 3u
+#define LAYOUT_VERSION 4u
 #define RECORD_SIZE 128u
 #define PAYLOAD_SIZE 48u
 #define ATTACH_OFFSET 4096u
@@ -94,6 +94,7 @@
 #define KIND_FREE 0u
 
 #define LINK_QUEUED 1u
+#define LINK_OWNED 2u /* an extra link, allocated by link_alloc for l->slot */
 
 typedef struct {
     uint64_t magic;
@@ -140,7 +141,7 @@ typedef struct {
     uint32_t next;      /* next link in the record's waiter list, index+1 */
     uint32_t slot;
     uint32_t record;
-    uint32_t flags;     /* LINK_QUEUED while in a waiter list */
+    uint32_t flags;     /* LINK_QUEUED while in a waiter list, LINK_OWNED */
     uint32_t fired;     /* set to 1 by the setter that dequeued it */
     uint32_t next_free; /* index+1 */
     uint32_t pad[2];
@@ -320,7 +321,7 @@ enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t
     l->slot = slot;
     l->record = record;
     l->fired = 0;
-    l->flags = LINK_QUEUED;
+    l->flags = (l->flags & LINK_OWNED) | LINK_QUEUED;
     l->next = r->waiters;
     /* Publishing the head is the single store that puts the link in. */
     __atomic_store_n(&r->waiters, link + 1, __ATOMIC_RELEASE);
@@ -337,12 +338,12 @@ remove_link(ArenaObject *a, Record *r, uint32_t link)
     while (*prev != 0 && guard--) {
         if (*prev == link + 1) {
             __atomic_store_n(prev, l->next, __ATOMIC_RELEASE);
-            l->flags = 0;
+            l->flags &= ~LINK_QUEUED;
             return 1;
         }
         prev = &a->links[*prev - 1].next;
     }
-    l->flags = 0;
+    l->flags &= ~LINK_QUEUED;
     return 0;
 }
 
@@ -361,7 +362,7 @@ wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake)
     while (next != 0 && guard--) {
         Link *l = &a->links[next - 1];
         next = l->next;
-        l->flags = 0;
+        l->flags &= ~LINK_QUEUED;
         __atomic_store_n(&l->fired, 1, __ATOMIC_RELEASE);
         Slot *s = &a->slots[l->slot];
         __atomic_store_n(&s->word, 1, __ATOMIC_RELEASE);
@@ -1146,9 +1147,87 @@ Arena_slot_free(ArenaObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/*
+ * slot_owners() -> [(slot, pid)]: the slots in use and who holds them, so
+ * Python can tell which belong to dead processes.
+ */
 static PyObject *
-Arena_link_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+Arena_slot_owners(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
+    PyObject *owners = PyList_New(0);
+    if (owners == NULL) return NULL;
+    uint32_t bump = self->header->slot_bump;
+    for (uint32_t i = 0; i < bump; i++) {
+        Slot *s = &self->slots[i];
+        if (!__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE)) continue;
+        PyObject *item = Py_BuildValue("II", i, s->pid);
+        if (item == NULL || PyList_Append(owners, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(owners);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return owners;
+}
+
+/*
+ * slot_reclaim(slot): free the slot of a process that died, and every link
+ * it left: queued links are taken out of their records' lists (under each
+ * record's lock, so no setter can still write to the slot afterwards), its
+ * extra links go back to the free list.  The caller must know the owner is
+ * dead.
+ */
+static PyObject *
+Arena_slot_reclaim(ArenaObject *self, PyObject *arg)
+{
+    unsigned long slot = PyLong_AsUnsignedLong(arg);
+    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_slot(self, slot) < 0) return NULL;
+    Header *h = self->header;
+    uint32_t bump = h->link_bump;
+    for (uint32_t i = 0; i < bump; i++) {
+        Link *l = &self->links[i];
+        int mine = i < h->slot_capacity ? i == slot
+                                        : (l->flags & LINK_OWNED) && l->slot == slot;
+        if (!mine) continue;
+        if (__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_QUEUED) {
+            uint32_t index = l->record;
+            if (index < h->record_bump) {
+                Record *r = record_at(self, index);
+                if (lock_mutex(self, &r->lock, r) < 0) return NULL;
+                remove_link(self, r, i);
+                unlock_mutex(&r->lock);
+            }
+        }
+        if (i >= h->slot_capacity) {
+            if (lock_mutex(self, &h->lock, NULL) < 0) return NULL;
+            l->flags = 0;
+            l->next_free = h->link_free;
+            h->link_free = i + 1;
+            h->links_live--;
+            unlock_mutex(&h->lock);
+        }
+    }
+    if (lock_mutex(self, &h->lock, NULL) < 0) return NULL;
+    Slot *s = &self->slots[slot];
+    if (s->in_use) {
+        s->in_use = 0;
+        s->pid = 0;
+        s->next_free = h->slot_free;
+        h->slot_free = (uint32_t)slot + 1;
+        h->slots_live--;
+    }
+    unlock_mutex(&h->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Arena_link_alloc(ArenaObject *self, PyObject *arg)
+{
+    unsigned long slot = PyLong_AsUnsignedLong(arg);
+    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_slot(self, slot) < 0) return NULL;
     Header *h = self->header;
     if (lock_mutex(self, &h->lock, NULL) < 0) return NULL;
     uint32_t link;
@@ -1164,6 +1243,8 @@ Arena_link_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     memset(&self->links[link], 0, sizeof(Link));
+    self->links[link].slot = (uint32_t)slot;
+    self->links[link].flags = LINK_OWNED;
     h->links_live++;
     unlock_mutex(&h->lock);
     return PyLong_FromUnsignedLong(link);
@@ -1180,6 +1261,7 @@ Arena_link_free(ArenaObject *self, PyObject *arg)
         return NULL;
     }
     if (lock_mutex(self, &h->lock, NULL) < 0) return NULL;
+    self->links[link].flags = 0;
     self->links[link].next_free = h->link_free;
     h->link_free = (uint32_t)link + 1;
     h->links_live--;
@@ -1432,7 +1514,11 @@ static PyMethodDef Arena_methods[] = {
     {"clear", (PyCFunction)Arena_clear, METH_O, "clear(index): lower the flag."},
     {"slot_alloc", (PyCFunction)Arena_slot_alloc, METH_VARARGS, "slot_alloc(pid) -> slot."},
     {"slot_free", (PyCFunction)Arena_slot_free, METH_O, "slot_free(slot)."},
-    {"link_alloc", (PyCFunction)Arena_link_alloc, METH_NOARGS, "link_alloc() -> link."},
+    {"link_alloc", (PyCFunction)Arena_link_alloc, METH_O, "link_alloc(slot) -> link."},
+    {"slot_owners", (PyCFunction)Arena_slot_owners, METH_NOARGS,
+     "slot_owners() -> [(slot, pid)] of the slots in use."},
+    {"slot_reclaim", (PyCFunction)Arena_slot_reclaim, METH_O,
+     "slot_reclaim(slot): free a dead process's slot and its links."},
     {"link_free", (PyCFunction)Arena_link_free, METH_O, "link_free(link)."},
     {"enqueue", (PyCFunction)Arena_enqueue, METH_VARARGS,
      "enqueue(record, link, slot) -> state word read under the lock."},

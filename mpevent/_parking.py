@@ -76,7 +76,7 @@ def slot_for(arena: Arena) -> int:
     lease = _lease()
     slot = lease.slots.get(arena)
     if slot is None:
-        slot = lease.slots[arena] = arena.native.slot_alloc(os.getpid())
+        slot = lease.slots[arena] = arena.allocate_slot()
     return slot
 
 
@@ -119,7 +119,7 @@ def _park_once(records: Sequence[Record], deadline: float | None) -> list[int]:
     lease = _lease()
     spare = lease.links.setdefault(arena, [])
     while len(spare) < len(records):
-        spare.append(native.link_alloc())
+        spare.append(native.link_alloc(slot))
     links = spare[: len(records)]
     native.reset(slot)
     queued: list[int] = []

@@ -167,3 +167,49 @@ def test_others_keep_working_when_the_arena_creator_dies(processes: ProcessRunne
     fresh.set("still fine")
     assert fresh.get() == "still fine"
     mine.close()
+
+
+SLOT_RECLAIM_PROGRAM = """
+import os, signal, time, mpevent
+event, parked = mpevent.Event(), mpevent.Event()
+for n in range(12):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if n % 2:
+                parked.set()
+                event.wait()  # killed while parked: its link stays queued
+            event.wait(0.001)
+        except BaseException:
+            os._exit(1)
+        os._exit(0)  # leaves without giving its slot back
+    if n % 2:
+        assert parked.wait(30)
+        while event._record.info()["waiters"] == 0:
+            time.sleep(0.001)
+        os.kill(pid, signal.SIGKILL)
+        parked.clear()
+    _, status = os.waitpid(pid, 0)
+    assert n % 2 or status == 0, f"child {n} failed to get a slot"
+stats = event._record.arena.native.statistics()
+assert stats["slots_live"] <= 4, stats
+assert event.wait(0.001) is False  # this process still gets a slot
+event.set()
+assert event._record.info()["waiters"] == 0
+print("ok", stats["slots_live"])
+"""
+
+
+def test_slots_of_dead_processes_are_reclaimed_when_slots_run_out() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", SLOT_RECLAIM_PROGRAM],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MPEVENT_ARENA_SLOTS": "4"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok")
