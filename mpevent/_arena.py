@@ -19,6 +19,10 @@ Who creates, who unlinks
   (pid *and* start time, so a reused pid does not count) and ignored.
 * :func:`clean` (``python -m mpevent clean``, and every new arena) unlinks
   arenas whose attached processes are all dead.
+* Records are reference counted across processes (``_record``); each
+  entry also has a bitmap of the records its process holds, so when a
+  process is found dead (by whoever joins or leaves next), its references
+  are given back.
 """
 
 from __future__ import annotations
@@ -46,6 +50,11 @@ VALUE_MARK: Final = ".v"
 
 # One attach-table entry: pid, unused, process start time (psutil's create_time).
 _ATTACH_ENTRY: Final = struct.Struct("=I4xd")
+_RECLAIMING: Final = 0xFFFFFFFF  # the pid of an entry whose dead owner is being reclaimed
+
+# Called with a record's payload when reclaiming a dead process frees it
+# (_record registers the release of its value storage here).
+RECORD_FREED: list[Callable[[Arena, bytes], None]] = []
 assert _ATTACH_ENTRY.size == _native.ATTACH_ENTRY_SIZE
 
 
@@ -89,12 +98,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _segment_size() -> int:
-    # Mirrors Arena_format in _native.c, which checks that the size suffices.
-    slots_offset = _native.ATTACH_OFFSET + _native.ATTACH_ENTRIES * _native.ATTACH_ENTRY_SIZE
-    links_offset = slots_offset + SLOTS_PER_ARENA * _native.SLOT_SIZE
-    records_offset = -(-(links_offset + LINKS_PER_ARENA * _native.LINK_SIZE) // 4096) * 4096
-    heap_offset = -(-(records_offset + RECORDS_PER_ARENA * _native.RECORD_SIZE) // 4096) * 4096
-    return heap_offset + HEAP_BYTES_PER_ARENA
+    return _native.segment_size(
+        RECORDS_PER_ARENA, SLOTS_PER_ARENA, LINKS_PER_ARENA, HEAP_BYTES_PER_ARENA
+    )
 
 
 class Arena:
@@ -109,6 +115,7 @@ class Arena:
         self.native = native
         self._mapping = memoryview(native)
         self.detached = False
+        self.entry = -1  # this process's attach-table entry, once joined
 
     def __repr__(self) -> str:
         return f"<mpevent arena {self.name}>"
@@ -195,36 +202,76 @@ class Arena:
     # --- attach table ---------------------------------------------------
 
     def _entries(self) -> Iterator[tuple[int, int, float]]:
-        for i in range(_native.ATTACH_ENTRIES):
-            offset = _native.ATTACH_OFFSET + i * _ATTACH_ENTRY.size
-            pid, start_time = _ATTACH_ENTRY.unpack_from(self._mapping, offset)
+        """(entry, pid, start time) of every used entry of the attach table."""
+        for entry in range(_native.ATTACH_ENTRIES):
+            pid, start = _ATTACH_ENTRY.unpack_from(self._mapping, _entry_offset(entry))
             if pid:
-                yield offset, pid, start_time
+                yield entry, pid, start
+
+    def _write_entry(self, entry: int, pid: int, start: float) -> None:
+        _ATTACH_ENTRY.pack_into(self._mapping, _entry_offset(entry), pid, start)
 
     def attached_processes(self) -> list[tuple[int, float]]:
         """(pid, start time) of the processes that attached and did not leave."""
-        return [(pid, start) for _, pid, start in self._entries()]
+        return [(pid, start) for _, pid, start in self._entries() if pid != _RECLAIMING]
 
     def join(self) -> None:
-        """Write this process into the attach table, reusing a free or dead entry."""
+        """Write this process into the attach table (after reclaiming dead entries)."""
+        self.reclaim_dead_processes()
         me = ProcessId.of_self()
         self.native.lock()
         try:
             free = None
-            for i in range(_native.ATTACH_ENTRIES):
-                offset = _native.ATTACH_OFFSET + i * _ATTACH_ENTRY.size
-                pid, start = _ATTACH_ENTRY.unpack_from(self._mapping, offset)
+            for entry in range(_native.ATTACH_ENTRIES):
+                pid, start = _ATTACH_ENTRY.unpack_from(self._mapping, _entry_offset(entry))
                 if (pid, start) == me:
+                    self.entry = entry
                     return
-                if free is None and (pid == 0 or not ProcessId.is_alive(pid, start)):
-                    free = offset
+                if pid == 0 and free is None:
+                    free = entry
             if free is None:
                 raise RuntimeError(
                     f"arena {self.name} already has {_native.ATTACH_ENTRIES} live processes"
                 )
-            _ATTACH_ENTRY.pack_into(self._mapping, free, *me)
+            self.native.held_wipe(free)
+            self._write_entry(free, *me)
+            self.entry = free
         finally:
             self.native.unlock()
+
+    def reclaim_dead_processes(self) -> int:
+        """Give back the references of processes that died attached; how many died.
+
+        Each dead entry is marked under the arena lock, so exactly one
+        process reclaims it; the records it held are released outside the
+        lock (releasing takes record locks, which come before the arena
+        lock).  A reclaimer that dies midway leaves the entry marked: its
+        remaining references leak, none is released twice.
+        """
+        self.native.lock()
+        try:
+            dead = [
+                entry
+                for entry, pid, start in self._entries()
+                if pid != _RECLAIMING and not ProcessId.is_alive(pid, start)
+            ]
+            for entry in dead:
+                self._write_entry(entry, _RECLAIMING, 0.0)
+        finally:
+            self.native.unlock()
+        for entry in dead:
+            for index in self.native.held_indices(entry):
+                payload = self.native.record_release(index)
+                if payload is not None:
+                    for freed in RECORD_FREED:
+                        freed(self, payload)
+            self.native.held_wipe(entry)
+            self.native.lock()
+            try:
+                self._write_entry(entry, 0, 0.0)
+            finally:
+                self.native.unlock()
+        return len(dead)
 
     def leave(self) -> bool:
         """Remove this process from the table; unlink if no live process is left.
@@ -239,17 +286,22 @@ class Arena:
         self.native.lock()
         try:
             alive = 0
-            for offset, pid, start in list(self._entries()):
-                if (pid, start) == me or not ProcessId.is_alive(pid, start):
-                    _ATTACH_ENTRY.pack_into(self._mapping, offset, 0, 0.0)
-                else:
+            for entry, pid, start in list(self._entries()):
+                if (pid, start) == me:
+                    self._write_entry(entry, 0, 0.0)
+                elif pid == _RECLAIMING or ProcessId.is_alive(pid, start):
                     alive += 1
             if alive == 0:
                 _unlink_values_of(self.name)
                 return _segment.unlink(self.name)
-            return False
         finally:
             self.native.unlock()
+        self.reclaim_dead_processes()
+        return False
+
+
+def _entry_offset(entry: int) -> int:
+    return _native.ATTACH_OFFSET + entry * _ATTACH_ENTRY.size
 
 
 # --- the process's arenas ----------------------------------------------
@@ -354,9 +406,9 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def clean(dry_run: bool = False) -> list[str]:
     """Unlink arenas whose attached processes are all dead; return their names.
 
-    Never touches an arena a live process is attached to, nor one being
-    created right now (its table is filled before anyone can see it empty:
-    creation and joining happen before the name is handed out).
+    Never unlinks an arena a live process is attached to, nor one being
+    created right now; in live arenas, gives back the references of the
+    processes that died attached.
     """
     removed = []
     names = _segment.list_names()
@@ -380,10 +432,14 @@ def clean(dry_run: bool = False) -> list[str]:
             continue
         finally:
             os.close(fd)
-        if _is_abandoned(Arena(name, native)) and (dry_run or _segment.unlink(name)):
-            removed.append(name)
-            if not dry_run:
-                removed.extend(_unlink_values_of(name))
+        arena = Arena(name, native)
+        if _is_abandoned(arena):
+            if dry_run or _segment.unlink(name):
+                removed.append(name)
+                if not dry_run:
+                    removed.extend(_unlink_values_of(name))
+        elif not dry_run:
+            arena.reclaim_dead_processes()  # live arena: give back what the dead held
     return removed
 
 

@@ -39,8 +39,18 @@
  *   |                   |                    | is slot i's own link          |
  *   | records_offset    | record_capacity*128| Record[]                      |
  *   | heap_offset       | heap_capacity      | value blocks, 64 B .. 64 KiB  |
+ *   | held_offset       | ATTACH_ENTRIES *   | per attached process: a bit   |
+ *   |                   |   held_stride      | per record it holds a         |
+ *   |                   |                    | reference to                  |
  *
  * Index fields that point into a list hold index+1 so that 0 means "none".
+ *
+ * Who holds a record: its refcount counts processes (plus pickles in flight
+ * and names), and each process also sets its bit in the held bitmap of its
+ * attach-table entry.  The count goes up before the bit is set and down
+ * after it is cleared, so a process dying in between can only leak a
+ * reference, never give one back twice.  When a process is found dead, the
+ * one that finds it releases every record whose bit it had set.
  *
  * A record's payload holds two ValueSlots (AsyncResult's value and its
  * exception), each a descriptor of a pickled form that lives inline (up to
@@ -66,7 +76,7 @@
 #include <unistd.h>
 
 #define MAGIC 0x31544e4556504d00ULL /* "\0MPEVNT1" */
-#define LAYOUT_VERSION 4u
+#define LAYOUT_VERSION 5u
 #define RECORD_SIZE 128u
 #define PAYLOAD_SIZE 48u
 #define ATTACH_OFFSET 4096u
@@ -125,6 +135,8 @@ typedef struct {
     uint64_t spare_id[SPARE_SEGMENTS];   /* value segments kept for reuse, 0 = none */
     uint64_t spare_size[SPARE_SEGMENTS];
     uint64_t spare_bytes;
+    uint64_t held_offset;
+    uint64_t held_stride;        /* bytes of one entry's bitmap, page aligned */
     uint64_t total_size;
     pthread_mutex_t lock;  /* guards allocation and the attach table */
 } Header;
@@ -442,23 +454,63 @@ Arena_dealloc(ArenaObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+typedef struct {
+    uint64_t slots_offset, links_offset, records_offset, heap_offset, held_offset;
+    uint64_t held_stride, total;
+} Layout;
+
+static uint64_t
+page_align(uint64_t offset)
+{
+    return (offset + 4095) & ~(uint64_t)4095;
+}
+
+/* The one place the offsets of a segment are computed. */
+static Layout
+compute_layout(uint64_t records, uint64_t slots, uint64_t links, uint64_t heap)
+{
+    Layout l;
+    l.slots_offset = ATTACH_OFFSET + ATTACH_ENTRIES * ATTACH_ENTRY_SIZE;
+    l.links_offset = l.slots_offset + slots * sizeof(Slot);
+    l.records_offset = page_align(l.links_offset + links * sizeof(Link));
+    l.heap_offset = page_align(l.records_offset + records * RECORD_SIZE);
+    l.held_offset = page_align(l.heap_offset + heap);
+    l.held_stride = page_align((records + 63) / 64 * 8);
+    l.total = l.held_offset + (uint64_t)ATTACH_ENTRIES * l.held_stride;
+    return l;
+}
+
+static int
+parse_capacities(PyObject *args, const char *format, unsigned int *records,
+                 unsigned int *slots, unsigned int *links, unsigned long long *heap)
+{
+    if (!PyArg_ParseTuple(args, format, records, slots, links, heap)) return -1;
+    if (*slots == 0 || *records == 0 || *links < *slots) {
+        PyErr_SetString(PyExc_ValueError, "arena capacities must be positive and links >= slots");
+        return -1;
+    }
+    return 0;
+}
+
+/* segment_size(records, slots, links, heap) -> bytes an arena needs. */
+static PyObject *
+native_segment_size(PyObject *module, PyObject *args)
+{
+    unsigned int records, slots, links;
+    unsigned long long heap;
+    if (parse_capacities(args, "IIIK:segment_size", &records, &slots, &links, &heap) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(compute_layout(records, slots, links, heap).total);
+}
+
 static PyObject *
 Arena_format(ArenaObject *self, PyObject *args)
 {
     unsigned int records, slots, links;
     unsigned long long heap;
-    if (!PyArg_ParseTuple(args, "IIIK:format", &records, &slots, &links, &heap)) return NULL;
-    if (slots == 0 || records == 0 || links < slots) {
-        PyErr_SetString(PyExc_ValueError, "arena capacities must be positive and links >= slots");
-        return NULL;
-    }
-    uint64_t slots_offset = ATTACH_OFFSET + ATTACH_ENTRIES * ATTACH_ENTRY_SIZE;
-    uint64_t links_offset = slots_offset + (uint64_t)slots * sizeof(Slot);
-    uint64_t records_offset = links_offset + (uint64_t)links * sizeof(Link);
-    records_offset = (records_offset + 4095) & ~(uint64_t)4095;
-    uint64_t heap_offset = records_offset + (uint64_t)records * RECORD_SIZE;
-    heap_offset = (heap_offset + 4095) & ~(uint64_t)4095;
-    uint64_t total = heap_offset + heap;
+    if (parse_capacities(args, "IIIK:format", &records, &slots, &links, &heap) < 0) return NULL;
+    Layout layout = compute_layout(records, slots, links, heap);
+    uint64_t total = layout.total;
     if (total > (uint64_t)self->size) {
         PyErr_Format(PyExc_ValueError, "arena needs %llu bytes, buffer has %zd",
                      (unsigned long long)total, self->size);
@@ -472,11 +524,13 @@ Arena_format(ArenaObject *self, PyObject *args)
     h->slot_capacity = slots;
     h->link_capacity = links;
     h->link_bump = slots; /* links below slot_capacity belong to their slot */
-    h->slots_offset = slots_offset;
-    h->links_offset = links_offset;
-    h->records_offset = records_offset;
-    h->heap_offset = heap_offset;
+    h->slots_offset = layout.slots_offset;
+    h->links_offset = layout.links_offset;
+    h->records_offset = layout.records_offset;
+    h->heap_offset = layout.heap_offset;
     h->heap_capacity = heap;
+    h->held_offset = layout.held_offset;
+    h->held_stride = layout.held_stride;
     h->total_size = total;
     int rc = mutex_init(&h->lock);
     if (rc != 0) {
@@ -536,6 +590,84 @@ Arena_statistics(ArenaObject *self, PyObject *Py_UNUSED(ignored))
         "recoveries", h->recoveries, "total_size", (unsigned long long)h->total_size,
         "heap_used", (unsigned long long)h->heap_used,
         "heap_carved", (unsigned long long)h->heap_bump);
+}
+
+/* --- held bitmaps --------------------------------------------------- */
+
+static uint64_t *
+held_words(ArenaObject *a, unsigned long entry)
+{
+    return (uint64_t *)(a->base + a->header->held_offset + entry * a->header->held_stride);
+}
+
+static int
+check_entry(unsigned long entry)
+{
+    if (entry >= ATTACH_ENTRIES) {
+        PyErr_Format(PyExc_ValueError, "attach entry %lu is outside the table", entry);
+        return -1;
+    }
+    return 0;
+}
+
+/* held_mark(entry, index, held): set or clear the bit of record `index`. */
+static PyObject *
+Arena_held_mark(ArenaObject *self, PyObject *args)
+{
+    unsigned long entry, index;
+    int held;
+    if (!PyArg_ParseTuple(args, "kkp:held_mark", &entry, &index, &held)) return NULL;
+    if (check_entry(entry) < 0 || check_record(self, index) < 0) return NULL;
+    uint64_t *word = held_words(self, entry) + index / 64;
+    uint64_t bit = (uint64_t)1 << (index % 64);
+    /* Atomic: threads of the process mark records sharing a word. */
+    if (held)
+        __atomic_fetch_or(word, bit, __ATOMIC_RELEASE);
+    else
+        __atomic_fetch_and(word, ~bit, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
+/* held_indices(entry) -> [index]: the records an entry's process holds. */
+static PyObject *
+Arena_held_indices(ArenaObject *self, PyObject *arg)
+{
+    unsigned long entry = PyLong_AsUnsignedLong(arg);
+    if (entry == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_entry(entry) < 0) return NULL;
+    PyObject *indices = PyList_New(0);
+    if (indices == NULL) return NULL;
+    uint64_t *words = held_words(self, entry);
+    uint64_t count = (self->header->record_bump + 63) / 64;
+    for (uint64_t w = 0; w < count; w++) {
+        uint64_t bits = __atomic_load_n(&words[w], __ATOMIC_ACQUIRE);
+        while (bits) {
+            int b = __builtin_ctzll(bits);
+            bits &= bits - 1;
+            PyObject *index = PyLong_FromUnsignedLongLong(w * 64 + b);
+            if (index == NULL || PyList_Append(indices, index) < 0) {
+                Py_XDECREF(index);
+                Py_DECREF(indices);
+                return NULL;
+            }
+            Py_DECREF(index);
+        }
+    }
+    return indices;
+}
+
+/* held_wipe(entry): clear an entry's bitmap and give its pages back. */
+static PyObject *
+Arena_held_wipe(ArenaObject *self, PyObject *arg)
+{
+    unsigned long entry = PyLong_AsUnsignedLong(arg);
+    if (entry == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_entry(entry) < 0) return NULL;
+    void *start = held_words(self, entry);
+    /* MADV_REMOVE punches the pages out of the tmpfs file: zeros, no memory. */
+    if (madvise(start, self->header->held_stride, MADV_REMOVE) != 0)
+        memset(start, 0, self->header->held_stride);
+    Py_RETURN_NONE;
 }
 
 /* --- heap ---------------------------------------------------------- */
@@ -1480,6 +1612,11 @@ static PyMethodDef Arena_methods[] = {
     {"lock", (PyCFunction)Arena_lock, METH_NOARGS, "Take the arena lock (allocation, attach table)."},
     {"unlock", (PyCFunction)Arena_unlock, METH_NOARGS, "Release the arena lock."},
     {"statistics", (PyCFunction)Arena_statistics, METH_NOARGS, "Counters of the arena."},
+    {"held_mark", (PyCFunction)Arena_held_mark, METH_VARARGS,
+     "held_mark(entry, index, held): set or clear a held bit."},
+    {"held_indices", (PyCFunction)Arena_held_indices, METH_O,
+     "held_indices(entry) -> [index] of the records the entry holds."},
+    {"held_wipe", (PyCFunction)Arena_held_wipe, METH_O, "held_wipe(entry): clear a bitmap."},
     {"record_alloc", (PyCFunction)Arena_record_alloc, METH_VARARGS,
      "record_alloc(kind) -> (index, serial) or None when full."},
     {"record_retain", (PyCFunction)Arena_record_retain, METH_VARARGS,
@@ -1546,9 +1683,16 @@ static PyTypeObject ArenaType = {
     .tp_new = PyType_GenericNew,
 };
 
+static PyMethodDef native_functions[] = {
+    {"segment_size", native_segment_size, METH_VARARGS,
+     "segment_size(records, slots, links, heap) -> bytes an arena of those capacities needs."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT, "mpevent._native",
-    "Shared-memory records, waiter slots and futex parking for mpevent.", -1, NULL, NULL, NULL, NULL, NULL,
+    "Shared-memory records, waiter slots and futex parking for mpevent.", -1, native_functions,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC

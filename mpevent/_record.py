@@ -3,15 +3,18 @@
 A record lives as long as some process references it.  Its reference count
 (in shared memory, see ``_native.c``) counts
 
-* one per live :class:`Record` object, in any process;
+* one per process holding it (however many :class:`Record` objects it
+  has: this module counts those), marked in the process's held bitmap;
 * one per pickle in flight: pickling *pins* the record, so a handle sent to a
   Pool worker survives the sender dropping its own at once, and the first
-  unpickling *adopts* that reference instead of taking a new one.
+  unpickling *adopts* that reference instead of taking a new one;
+* one per name (``_names``).
 
 A forked child inherits its parent's Record objects; it takes a reference
-for each of them right after the fork so either side can drop its own.  A
+for each record right after the fork so either side can drop its own.  A
 process that dies without running its finalizers (SIGKILL, ``os._exit``)
-leaves its references behind: its records are reclaimed with the arena.
+leaves its references behind; the next process to join or leave the arena
+finds it dead and releases them from its held bitmap.
 
 The public classes (``event.py``, ``asyncresult.py``, ``_linkable.py``)
 hold a Record and call only the methods under "the backend interface"
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
@@ -55,6 +59,50 @@ class Reference(NamedTuple):
 
 _live: weakref.WeakSet[Record] = weakref.WeakSet()
 
+# Record objects of this process per record: the process holds one shared
+# reference (and one held bit) while this is above zero.  Reentrant: a
+# garbage collection inside _take may finalize a Record and call _drop.
+_holders: dict[tuple[Arena, int, int], int] = {}
+_holders_lock = threading.RLock()
+
+
+def _take(arena: Arena, index: int, serial: int, adopt: bool) -> None:
+    """Count one more Record object of this process for the record.
+
+    *adopt*: a pickle pinned a reference for us; the first holder takes it
+    over, later ones give it back.  Raises LookupError (from C) if the
+    record was freed meanwhile.
+    """
+    key = (arena, index, serial)
+    with _holders_lock:
+        count = _holders.get(key, 0)
+        if count == 0:
+            # Count first, mark second: dying in between leaks, never double-frees.
+            arena.native.record_retain(index, serial, adopt)
+            arena.native.held_mark(arena.entry, index, True)
+        elif adopt:
+            arena.native.record_retain(index, serial, True)
+            arena.native.record_release(index)  # we hold one already: drop the pin
+        _holders[key] = count + 1
+
+
+def _drop(arena: Arena, index: int, serial: int) -> None:
+    """Count one Record object fewer; the last one releases the reference."""
+    key = (arena, index, serial)
+    with _holders_lock:
+        count = _holders.pop(key) - 1
+        if count:
+            _holders[key] = count
+            return
+        # Unmark first, uncount second: dying in between leaks, never double-frees.
+        arena.native.held_mark(arena.entry, index, False)
+        payload = arena.native.record_release(index)
+    if payload is not None:  # freed: release what its value slots point to
+        _storage.discard_payload(arena, payload)
+
+
+_arena.RECORD_FREED.append(_storage.discard_payload)
+
 
 class Record:
     """A counted reference to one record; released when garbage collected."""
@@ -73,7 +121,10 @@ class Record:
     @classmethod
     def allocate(cls, kind: int) -> Record:
         """A new record of *kind* (flag down, no waiters)."""
-        arena, index, serial = _arena.allocate(kind)
+        arena, index, serial = _arena.allocate(kind)  # with one reference: ours
+        with _holders_lock:
+            arena.native.held_mark(arena.entry, index, True)
+            _holders[(arena, index, serial)] = 1
         return cls(arena, index, serial, kind)
 
     @classmethod
@@ -100,7 +151,7 @@ class Record:
                 f"handle of kind {reference.kind} cannot be rebuilt as kind {expected_kind}"
             )
         arena = _arena.by_name(reference.arena)
-        arena.native.record_retain(reference.record, reference.serial, adopt)
+        _take(arena, reference.record, reference.serial, adopt)
         return cls(arena, reference.record, reference.serial, reference.kind)
 
     def reference(self) -> Reference:
@@ -117,9 +168,7 @@ class Record:
         if not self.held:
             return
         self.held = False
-        payload = self.native.record_release(self.index)
-        if payload is not None:  # freed: release what its value slots point to
-            _storage.discard_payload(self.arena, payload)
+        _drop(self.arena, self.index, self.serial)
 
     def __del__(self) -> None:
         # No contextlib here: at interpreter shutdown module globals may be gone.
@@ -193,9 +242,11 @@ _arena.BEFORE_LEAVING.append(_release_all)
 
 
 def _after_fork_in_child() -> None:
-    for record in list(_live):
-        if record.held:
-            record.native.record_retain(record.index, record.serial, False)
+    global _holders_lock
+    _holders_lock = threading.RLock()
+    for arena, index, serial in _holders:
+        arena.native.record_retain(index, serial, False)
+        arena.native.held_mark(arena.entry, index, True)
 
 
 # Registered after _arena's own handler, so the arenas are joined first.

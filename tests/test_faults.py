@@ -213,3 +213,26 @@ def test_slots_of_dead_processes_are_reclaimed_when_slots_run_out() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
+
+
+def test_references_of_dead_processes_are_given_back() -> None:
+    import gc
+
+    result = mpevent.AsyncResult()
+    result.set(b"r" * (1 << 20))
+    record = result._record
+    arena, index = record.arena, record.index
+    children = []
+    for _ in range(2):  # each inherits a reference and dies without returning it
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+    assert record.info()["refcount"] == 3
+    del result, record
+    gc.collect()
+    assert arena.native.record_info(index)["refcount"] == 2  # only the dead hold it
+    assert arena.reclaim_dead_processes() == 2
+    assert arena.native.record_info(index)["kind"] == 0  # freed, value storage too
