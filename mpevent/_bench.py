@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .event import Event
@@ -117,56 +117,80 @@ def report_creation(count: int) -> float:
 VALUE_SIZES = {"100 B": 100, "1 MiB": 1 << 20, "32 MiB": 32 << 20}
 
 
-def _receive_all(receive: Callable[[int], Any], ready: Any, count: int, stamps: Any) -> None:
-    arrivals = []
+Channel = tuple[Callable[[int], Any], Callable[[int, bytes], None]]
+
+
+def _turns(names: list[str], i: int) -> list[str]:
+    # Rotate who goes first, so no peer always follows the same one.
+    k = i % len(names)
+    return names[k:] + names[:k]
+
+
+def _receive_all(
+    receivers: dict[str, Callable[[int], Any]], ready: Any, count: int, stamps: Any
+) -> None:
+    arrivals: dict[str, list[float]] = {name: [] for name in receivers}
     for i in range(count):
-        ready.set()
-        got = receive(i)
-        # A receiver may report the moment itself (a callback on another thread).
-        arrivals.append(got if isinstance(got, float) else time.perf_counter())
-        del got
+        for name in _turns(list(receivers), i):
+            ready.set()
+            got = receivers[name](i)
+            # A receiver may report the moment itself (a callback on another thread).
+            arrivals[name].append(got if isinstance(got, float) else time.perf_counter())
+            del got
     stamps.send(arrivals)
 
 
-def _handoff(
-    make_channel: Callable[[int], tuple[Callable[[int], Any], Callable[[int, bytes], None]]],
-    value: bytes,
-    count: int,
-) -> float:
-    """Median seconds from send/set in the parent to the blocked child holding the value."""
-    receive, send = make_channel(count)
+def _handoffs(
+    makers: Mapping[str, Callable[[int], Channel]], value: bytes, count: int
+) -> dict[str, float]:
+    """Median seconds from send/set in the parent to the blocked child holding the value.
+
+    One child receives from every peer in turn, handoff by handoff, so all
+    peers see the same moments of a noisy machine.
+    """
+    channels = {name: make(count) for name, make in makers.items()}
     ready = CTX.Event()
     stamps_in, stamps_out = CTX.Pipe(duplex=False)
-    child = CTX.Process(target=_receive_all, args=(receive, ready, count, stamps_out))
+    receivers = {name: channel[0] for name, channel in channels.items()}
+    child = CTX.Process(target=_receive_all, args=(receivers, ready, count, stamps_out))
     child.start()
-    starts = []
+    starts: dict[str, list[float]] = {name: [] for name in channels}
     try:
         for i in range(count):
-            ready.wait(30)
-            ready.clear()
-            time.sleep(0.002)  # let the child block in receive
-            starts.append(time.perf_counter())
-            send(i, value)
+            for name in _turns(list(channels), i):
+                ready.wait(30)
+                ready.clear()
+                time.sleep(0.002)  # let the child block in receive
+                starts[name].append(time.perf_counter())
+                channels[name][1](i, value)
         arrivals = stamps_in.recv()
     finally:
         child.join(60)
         if child.is_alive():
             child.kill()
-    delays: list[float] = [b - a for a, b in zip(starts, arrivals, strict=True)]
-    return statistics.median(delays)
+    return {
+        name: statistics.median(b - a for a, b in zip(starts[name], arrivals[name], strict=True))
+        for name in channels
+    }
 
 
-def _async_result_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, bytes], None]]:
+def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Per peer, the median over trials."""
+    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+
+
+def _async_result_channel(count: int) -> Channel:
     from .asyncresult import AsyncResult
 
     results: list[AsyncResult | None] = [AsyncResult() for _ in range(count)]
 
     # Each side drops a result once done with it, as a program would: its
     # memory is then reclaimed and reused (the other peers free theirs too).
-    def receive(i: int) -> Any:
+    def receive(i: int) -> float:
         result, results[i] = results[i], None
         assert result is not None
         result.get()
+        return time.perf_counter()  # before the result is dropped, on return
 
     def send(i: int, value: bytes) -> None:
         result, results[i] = results[i], None
@@ -176,12 +200,12 @@ def _async_result_channel(count: int) -> tuple[Callable[[int], Any], Callable[[i
     return receive, send
 
 
-def _pipe_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, bytes], None]]:
+def _pipe_channel(count: int) -> Channel:
     receiver, sender = CTX.Pipe(duplex=False)
     return (lambda i: receiver.recv()), (lambda i, value: sender.send(value))
 
 
-def _queue_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, bytes], None]]:
+def _queue_channel(count: int) -> Channel:
     queue = CTX.Queue()
     return (lambda i: queue.get()), (lambda i, value: queue.put(value))
 
@@ -189,7 +213,7 @@ def _queue_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, byt
 def value_handoff(count: int, trials: int = 3) -> dict[str, dict[str, float]]:
     """Median handoff seconds per size and peer (fork: the channels are inherited).
 
-    The peers take turns, trial by trial, so all see the same machine.
+    The peers take turns handoff by handoff, so all see the same machine.
     """
     peers = {
         "mpevent.AsyncResult": _async_result_channel,
@@ -200,11 +224,7 @@ def value_handoff(count: int, trials: int = 3) -> dict[str, dict[str, float]]:
     for label, size in VALUE_SIZES.items():
         value = bytes(size)
         reps = count if size < (1 << 20) else max(3, count // 20)
-        samples: dict[str, list[float]] = {name: [] for name in peers}
-        for _ in range(trials):
-            for name, make in peers.items():
-                samples[name].append(_handoff(make, value, reps))
-        table[label] = {name: statistics.median(runs) for name, runs in samples.items()}
+        table[label] = _medians([_handoffs(peers, value, reps) for _ in range(trials)])
     return table
 
 
@@ -224,17 +244,17 @@ def report_value_handoff(count: int, trials: int = 3) -> dict[str, dict[str, flo
 # --- wakeup paths ------------------------------------------------------------
 
 
-def _event_wait_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, bytes], None]]:
+def _event_wait_channel(count: int) -> Channel:
     events = [Event() for _ in range(count)]
     return (lambda i: events[i].wait()), (lambda i, _value: events[i].set())
 
 
-def _mp_event_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, bytes], None]]:
+def _mp_event_channel(count: int) -> Channel:
     events = [CTX.Event() for _ in range(count)]
     return (lambda i: events[i].wait()), (lambda i, _value: events[i].set())
 
 
-def _callback_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, bytes], None]]:
+def _callback_channel(count: int) -> Channel:
     import threading
 
     events = [Event() for _ in range(count)]
@@ -254,7 +274,7 @@ def _callback_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, 
     return receive, (lambda i, _value: events[i].set())
 
 
-def _asyncio_channel(count: int) -> tuple[Callable[[int], Any], Callable[[int, bytes], None]]:
+def _asyncio_channel(count: int) -> Channel:
     import asyncio
 
     events = [Event() for _ in range(count)]
@@ -280,11 +300,7 @@ def wakeup_latency(count: int, trials: int = 3) -> dict[str, float]:
         "mpevent asyncio wait_async()": _asyncio_channel,
         "multiprocessing.Event.wait()": _mp_event_channel,
     }
-    samples: dict[str, list[float]] = {name: [] for name in peers}
-    for _ in range(trials):
-        for name, make in peers.items():
-            samples[name].append(_handoff(make, b"", count))
-    return {name: statistics.median(runs) for name, runs in samples.items()}
+    return _medians([_handoffs(peers, b"", count) for _ in range(trials)])
 
 
 def report_wakeup_latency(count: int, trials: int = 3) -> dict[str, float]:
