@@ -50,7 +50,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             continue
         stats = arena.native.statistics()
         owners = ", ".join(
-            f"{pid}{'' if _arena.ProcessId.is_alive(pid, start) else ' (dead)'}"
+            f"{pid}{'' if _arena.is_alive(pid, start) else ' (dead)'}"
             for pid, start in arena.attached_processes()
         )
         print(

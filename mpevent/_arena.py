@@ -58,39 +58,30 @@ RECORD_FREED: list[Callable[[Arena, bytes], None]] = []
 assert _ATTACH_ENTRY.size == _native.ATTACH_ENTRY_SIZE
 
 
-class ProcessId:
-    """A process as (pid, start time): a reused pid is a different process."""
-
-    __slots__ = ()
-
-    @staticmethod
-    def of_self() -> tuple[int, float]:
-        global _self_id
-        pid = os.getpid()
-        if _self_id is None or _self_id[0] != pid:
-            _self_id = (pid, psutil.Process(pid).create_time())
-        return _self_id
-
-    @staticmethod
-    def is_alive(pid: int, start_time: float) -> bool:
-        try:
-            process = psutil.Process(pid)
-            return process.create_time() == start_time and (
-                process.status() != psutil.STATUS_ZOMBIE
-            )
-        except psutil.NoSuchProcess:
-            return False
-        except psutil.AccessDenied:
-            return True
+_this_process: tuple[int, float] | None = None
 
 
-_self_id: tuple[int, float] | None = None
+def this_process() -> tuple[int, float]:
+    """This process as (pid, start time): a reused pid is a different process."""
+    global _this_process
+    pid = os.getpid()
+    if _this_process is None or _this_process[0] != pid:  # computed again after fork
+        _this_process = (pid, psutil.Process(pid).create_time())
+    return _this_process
 
 
-def _pid_alive(pid: int) -> bool:
-    """Slots record only a pid: a reused pid counts as alive (never reclaimed wrongly)."""
+def is_alive(pid: int, start_time: float | None = None) -> bool:
+    """Whether the process lives (zombies do not).
+
+    With *start_time*, a process that reuses the pid is not it.  Without it
+    (waiter slots record only a pid), a reused pid counts as alive: the safe
+    side, nothing is reclaimed from a live process.
+    """
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid)
+        if start_time is not None and process.create_time() != start_time:
+            return False
+        return bool(process.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:
@@ -193,7 +184,7 @@ class Arena:
         freed = 0
         for slot, pid in self.native.slot_owners():
             if pid not in alive:
-                alive[pid] = _pid_alive(pid)
+                alive[pid] = is_alive(pid)
             if not alive[pid]:
                 self.native.slot_reclaim(slot)
                 freed += 1
@@ -218,7 +209,7 @@ class Arena:
     def join(self) -> None:
         """Write this process into the attach table (after reclaiming dead entries)."""
         self.reclaim_dead_processes()
-        me = ProcessId.of_self()
+        me = this_process()
         self.native.lock()
         try:
             free = None
@@ -253,7 +244,7 @@ class Arena:
             dead = [
                 entry
                 for entry, pid, start in self._entries()
-                if pid != _RECLAIMING and not ProcessId.is_alive(pid, start)
+                if pid != _RECLAIMING and not is_alive(pid, start)
             ]
             for entry in dead:
                 self._write_entry(entry, _RECLAIMING, 0.0)
@@ -282,14 +273,14 @@ class Arena:
         if self.detached:
             return False
         self.detached = True
-        me = ProcessId.of_self()
+        me = this_process()
         self.native.lock()
         try:
             alive = 0
             for entry, pid, start in list(self._entries()):
                 if (pid, start) == me:
                     self._write_entry(entry, 0, 0.0)
-                elif pid == _RECLAIMING or ProcessId.is_alive(pid, start):
+                elif pid == _RECLAIMING or is_alive(pid, start):
                     alive += 1
             if alive == 0:
                 _unlink_values_of(self.name)
@@ -456,7 +447,7 @@ def _is_abandoned(arena: Arena) -> bool:
         return False  # half-created by a live process, or not ours
     owners = arena.attached_processes()
     if owners:
-        return not any(ProcessId.is_alive(pid, start) for pid, start in owners)
+        return not any(is_alive(pid, start) for pid, start in owners)
     return not _creator_alive(arena.name)
 
 

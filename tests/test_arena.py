@@ -95,7 +95,7 @@ def test_malformed_segment_names_are_refused(name: object) -> None:
 
 def test_attach_table_lists_this_process() -> None:
     mpevent.Event()
-    me = _arena.ProcessId.of_self()
+    me = _arena.this_process()
     assert all(me in arena.attached_processes() for arena in _arena.attached())
 
 
