@@ -119,6 +119,17 @@ class Hub:
                 self.native.dequeue(record.index, entry.link)
                 self._spare_links.append(entry.link)
 
+    def forget(self, handle: Any) -> None:
+        """Drop every callback of *handle* (it is being closed)."""
+        record = handle._record
+        with self._lock:
+            entry = self._entries.pop(id(handle), None)
+            if entry is None:
+                return
+            self._due = [due for due in self._due if due is not entry]
+            self.native.dequeue(record.index, entry.link)
+            self._spare_links.append(entry.link)
+
     def linked(self) -> int:
         """How many objects have callbacks waiting (for statistics)."""
         return len(self._entries)

@@ -42,7 +42,7 @@ class _Closed:
         self._description = description
 
     def __getattr__(self, attribute: str) -> Any:
-        raise ValueError(f"I/O operation on a closed {self._description}")
+        raise ValueError(f"operation on a closed {self._description} handle")
 
 
 class Linkable:
@@ -90,6 +90,7 @@ class Linkable:
         """Drop this handle's reference now; using the handle later raises ValueError."""
         record = self._record
         if isinstance(record, Record):
+            record.unlink_all(self)  # its callbacks could never run any more
             self._record = _Closed(f"mpevent.{type(self).__qualname__}")  # type: ignore[assignment]
             record.release()
 

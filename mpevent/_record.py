@@ -228,6 +228,12 @@ class Record:
         if hub is not None:
             hub.unlink(handle, callback)
 
+    def unlink_all(self, handle: Any) -> None:
+        """Forget every callback of *handle* (before it is closed)."""
+        hub = _hub.existing_hub(self.arena)
+        if hub is not None:
+            hub.forget(handle)
+
     def info(self) -> dict[str, int]:
         """kind, serial, flag, generation, refcount, inflight, waiters (for `list`)."""
         return self.native.record_info(self.index)

@@ -113,3 +113,17 @@ def test_context_manager_closes() -> None:
         assert result.get() == 1
     with pytest.raises(ValueError, match="closed"):
         result.get()
+
+
+def test_closing_drops_pending_callbacks() -> None:
+    from mpevent import _hub
+
+    event = mpevent.Event()
+    event.rawlink(print)
+    hub = _hub.existing_hub(event._record.arena)
+    assert hub is not None
+    linked = hub.linked()
+    record = event._record
+    event.close()
+    assert hub.linked() == linked - 1
+    assert record.info()["waiters"] == 0
