@@ -35,16 +35,18 @@ from typing import Any
 from ._arena import Arena
 
 Callback = Callable[[Any], object]
+_RECHECK = 1.0  # seconds the hub sleeps before re-reading generations
 
 
 class _Entry:
     """One linked handle: its queued link and callbacks in registration order."""
 
-    __slots__ = ("callbacks", "handle", "link")
+    __slots__ = ("callbacks", "generation", "handle", "link")
 
     def __init__(self, handle: Any, link: int) -> None:
         self.handle = handle
         self.link = link
+        self.generation = 0  # the record's generation when the link was queued
         self.callbacks: list[Callback] = []
 
 
@@ -99,7 +101,9 @@ class Hub:
                     else self.native.link_alloc(self.slot)
                 )
                 entry = self._entries[id(handle)] = _Entry(handle, link)
-                if self.native.enqueue(record.index, link, self.slot) & 1:
+                state = self.native.enqueue(record.index, link, self.slot)
+                entry.generation = state >> 1
+                if state & 1:
                     self._due.append(entry)  # set already: nothing was queued
                     self.native.wake(self.slot)
             entry.callbacks.append(callback)
@@ -134,25 +138,33 @@ class Hub:
         """How many objects have callbacks waiting (for statistics)."""
         return len(self._entries)
 
-    def _take_fired(self) -> list[_Entry]:
+    def _take_fired(self, recheck: bool) -> list[_Entry]:
+        """Entries whose object was set; *recheck*: also by generation."""
         with self._lock:
             due = {id(entry) for entry in self._due}
             self._due = []
             fired = []
             for key, entry in list(self._entries.items()):
-                if id(entry) in due or self.native.fired(entry.link):
+                if (
+                    id(entry) in due
+                    or self.native.fired(entry.link)
+                    # A setter that died between publishing and waking left
+                    # the link queued; the generation still moved.
+                    or (recheck and entry.handle._record.generation() != entry.generation)
+                ):
                     del self._entries[key]
+                    self.native.dequeue(entry.handle._record.index, entry.link)
                     fired.append(entry)
                     self._spare_links.append(entry.link)
             return fired
 
     def _run(self) -> None:
         while True:
-            self.native.park(self.slot, None)
+            woken = self.native.park(self.slot, _RECHECK)
             # Re-arm before looking, so a set() that lands while callbacks
             # run wakes the next park() instead of being missed.
             self.native.reset(self.slot)
-            for entry in self._take_fired():
+            for entry in self._take_fired(recheck=not woken):
                 for callback in entry.callbacks:
                     _call(callback, entry.handle)
 

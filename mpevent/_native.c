@@ -21,9 +21,10 @@
  *   - set() dequeues every waiter it wakes (as trio's ParkingLot.unpark
  *     does), so a waiter that died while parked costs the next set() one
  *     futex wake and is then gone.
- *   - Parked waiters re-read the generation every POLL_NS: if a setter was
- *     killed after publishing the state but before waking everyone, the
- *     waiters still return within that period.
+ *   - Parked waiters re-read the generation after POLL_NS, then at doubling
+ *     intervals up to POLL_MAX_NS: if a setter was killed after publishing
+ *     the state but before waking everyone, the waiters still return within
+ *     about a second.
  *   - No Python object that the garbage collector tracks is created while
  *     a lock is held: a collection could run a finalizer that releases a
  *     record and needs that same lock.
@@ -82,7 +83,8 @@
 #define ATTACH_OFFSET 4096u
 #define ATTACH_ENTRIES 1024u
 #define ATTACH_ENTRY_SIZE 16u
-#define POLL_NS 250000000LL /* 0.25 s: bound on recovery from a dead setter */
+#define POLL_NS 250000000LL      /* first re-read of the generation: 0.25 s */
+#define POLL_MAX_NS 1000000000LL /* then doubling up to 1 s: at most ~1 wakeup/s idle */
 #define WAKE_BATCH 64
 
 #define HEAP_MIN_SHIFT 6
@@ -1000,6 +1002,20 @@ Arena_record_lock(ArenaObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* record_half_set(index): what a setter killed mid-set() leaves behind: the
+ * lock taken and the new state published, nobody dequeued or woken.  Fault
+ * tests only; the caller is meant to die right after. */
+static PyObject *
+Arena_record_half_set(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    if (lock_mutex(self, &r->lock, r) < 0) return NULL;
+    uint32_t state = r->state;
+    __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 Arena_record_bump(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -1460,13 +1476,15 @@ Arena_fired(ArenaObject *self, PyObject *arg)
 /*
  * Sleep on a slot's word until it is set, the deadline passes, or a signal
  * needs handling.  Returns 1 woken, 0 timed out, -1 error (exception set).
- * `watch`, if not NULL, is a record whose generation is re-read every
- * POLL_NS against `generation` (see the top comment).
+ * `watch`, if not NULL, is a record whose generation is re-read against
+ * `generation` at growing intervals (see the top comment).  Without one,
+ * the caller does that itself after a bounded park (multi-waits).
  */
 static int
 park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double timeout)
 {
     long long deadline = timeout < 0 ? -1 : now_ns() + (long long)(timeout * 1e9);
+    long long poll = POLL_NS;
     for (;;) {
         int result = -2;
         Py_BEGIN_ALLOW_THREADS
@@ -1480,7 +1498,8 @@ park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double
                 result = 1;
                 break;
             }
-            long long wait_ns = POLL_NS;
+            long long wait_ns = poll;
+            poll = poll * 2 < POLL_MAX_NS ? poll * 2 : POLL_MAX_NS;
             if (deadline >= 0) {
                 long long left = deadline - now_ns();
                 if (left <= 0) {
@@ -1628,6 +1647,8 @@ static PyMethodDef Arena_methods[] = {
     {"record_info", (PyCFunction)Arena_record_info, METH_VARARGS, "record_info(index) -> dict."},
     {"record_lock", (PyCFunction)Arena_record_lock, METH_O,
      "record_lock(index): take a record's lock and keep it (fault tests only)."},
+    {"record_half_set", (PyCFunction)Arena_record_half_set, METH_O,
+     "record_half_set(index): lock, publish the flag, wake nobody (fault tests only)."},
     {"record_bump", (PyCFunction)Arena_record_bump, METH_NOARGS,
      "Number of records ever initialised."},
     {"is_set", (PyCFunction)Arena_is_set, METH_O, "is_set(index) -> bool, lock-free."},

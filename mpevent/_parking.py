@@ -25,12 +25,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from . import _native
 from ._arena import Arena
 
 if TYPE_CHECKING:
     from ._record import Record
 
 _fork_epoch = 0
+_RECHECK = 1.0  # seconds a multi-wait sleeps before re-reading generations
 
 
 class _SlotLease:
@@ -123,16 +125,24 @@ def _park_once(records: Sequence[Record], deadline: float | None) -> list[int]:
     links = spare[: len(records)]
     native.reset(slot)
     queued: list[int] = []
+    generations: list[int] = []
     ready: list[int] = []
     try:
         for position, (record, link) in enumerate(zip(records, links, strict=True)):
-            if native.enqueue(record.index, link, slot) & 1:
+            state = native.enqueue(record.index, link, slot)
+            if state & 1:
                 ready.append(position)  # already set: nothing was queued
                 break
             queued.append(position)
-        if not ready:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            native.park(slot, remaining)
+            generations.append(state >> 1)
+        while not ready and not _woken_or_due(native, slot, deadline):
+            # A setter that died between publishing and waking leaves our
+            # link queued and our word down; the generation still moved.
+            ready.extend(
+                p
+                for p, generation in zip(queued, generations, strict=True)
+                if records[p].generation() != generation
+            )
     finally:
         # Dequeue everything so no later set() writes to this slot; a link
         # that fired meanwhile reports it, in queueing order.
@@ -140,6 +150,14 @@ def _park_once(records: Sequence[Record], deadline: float | None) -> list[int]:
             if native.dequeue(records[position].index, links[position]):
                 ready.append(position)
     return sorted(set(ready), key=ready.index)
+
+
+def _woken_or_due(native: _native.Arena, slot: int, deadline: float | None) -> bool:
+    """Park for at most _RECHECK seconds; True if woken or the deadline passed."""
+    if deadline is None:
+        return native.park(slot, _RECHECK)
+    remaining = deadline - time.monotonic()
+    return remaining <= 0 or native.park(slot, min(remaining, _RECHECK))
 
 
 def _poll_many_arenas(records: Sequence[Record], deadline: float | None) -> list[int]:

@@ -236,3 +236,56 @@ def test_references_of_dead_processes_are_given_back() -> None:
     assert arena.native.record_info(index)["refcount"] == 2  # only the dead hold it
     assert arena.reclaim_dead_processes() == 2
     assert arena.native.record_info(index)["kind"] == 0  # freed, value storage too
+
+
+def _half_set_and_die(event: mpevent.Event, go: mpevent.Event) -> None:
+    go.wait(30)
+    event._record.native.record_half_set(event._record.index)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("waiters", [("wait", "many", "hub"), ("many",), ("hub",)])
+def test_waiters_return_when_a_setter_dies_before_waking_them(
+    processes: ProcessRunner, waiters: tuple[str, ...]
+) -> None:
+    """Alone, each kind of waiter finds the published flag by itself.
+
+    (Together, the first to notice takes the dead setter's lock over and
+    finishes its wakeups for all.)
+    """
+    import threading
+
+    event, go, other = mpevent.Event(), mpevent.Event(), mpevent.Event()
+    outcomes: dict[str, object] = {}
+    called = threading.Event()
+
+    def single() -> None:
+        outcomes["wait"] = event.wait(10)
+
+    def many() -> None:
+        outcomes["many"] = mpevent.wait([other, event], timeout=10, count=1) == [event]
+
+    threads = []
+    if "hub" in waiters:
+        event.rawlink(lambda _obj: called.set())
+    if "wait" in waiters:
+        threads.append(threading.Thread(target=single))
+    if "many" in waiters:
+        threads.append(threading.Thread(target=many))
+    for thread in threads:
+        thread.start()
+    while event._record.info()["waiters"] < len(waiters):
+        time.sleep(0.001)
+    child = processes.start(_half_set_and_die, event, go)
+    begin = time.monotonic()
+    go.set()
+    for thread in threads:
+        thread.join(10)
+    if "hub" in waiters:
+        assert called.wait(10)
+    assert time.monotonic() - begin < 2.5
+    assert outcomes == {name: True for name in waiters if name != "hub"}
+    processes.join(child)
+    assert child.exitcode == -signal.SIGKILL
+    event.clear()  # the next locker takes the dead setter's lock over
+    assert not event.is_set()
