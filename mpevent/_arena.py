@@ -28,6 +28,7 @@ Who creates, who unlinks
 from __future__ import annotations
 
 import atexit
+import contextlib
 import multiprocessing.util
 import os
 import secrets
@@ -190,6 +191,25 @@ class Arena:
                 freed += 1
         return freed
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the arena lock around Python code (the attach table).
+
+        Python code may allocate, so the garbage collector may run in here
+        and finalize handles, whose releases take record locks and then
+        this very lock: done now they would deadlock this thread.  They are
+        deferred (run_or_defer) until the lock is released.
+        """
+        self.native.lock()
+        _section.depth = getattr(_section, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            _section.depth -= 1
+            self.native.unlock()
+        if _section.depth == 0:
+            _run_deferred()
+
     # --- attach table ---------------------------------------------------
 
     def _entries(self) -> Iterator[tuple[int, int, float]]:
@@ -210,8 +230,7 @@ class Arena:
         """Write this process into the attach table (after reclaiming dead entries)."""
         self.reclaim_dead_processes()
         me = this_process()
-        self.native.lock()
-        try:
+        with self.locked():
             free = None
             for entry in range(_native.ATTACH_ENTRIES):
                 pid, start = _ATTACH_ENTRY.unpack_from(self._mapping, _entry_offset(entry))
@@ -227,8 +246,6 @@ class Arena:
             self.native.held_wipe(free)
             self._write_entry(free, *me)
             self.entry = free
-        finally:
-            self.native.unlock()
 
     def reclaim_dead_processes(self) -> int:
         """Give back the references of processes that died attached; how many died.
@@ -239,8 +256,7 @@ class Arena:
         lock).  A reclaimer that dies midway leaves the entry marked: its
         remaining references leak, none is released twice.
         """
-        self.native.lock()
-        try:
+        with self.locked():
             dead = [
                 entry
                 for entry, pid, start in self._entries()
@@ -248,8 +264,6 @@ class Arena:
             ]
             for entry in dead:
                 self._write_entry(entry, _RECLAIMING, 0.0)
-        finally:
-            self.native.unlock()
         for entry in dead:
             for index in self.native.held_indices(entry):
                 payload = self.native.record_release(index)
@@ -257,11 +271,8 @@ class Arena:
                     for freed in RECORD_FREED:
                         freed(self, payload)
             self.native.held_wipe(entry)
-            self.native.lock()
-            try:
+            with self.locked():
                 self._write_entry(entry, 0, 0.0)
-            finally:
-                self.native.unlock()
         return len(dead)
 
     def leave(self) -> bool:
@@ -274,8 +285,7 @@ class Arena:
             return False
         self.detached = True
         me = this_process()
-        self.native.lock()
-        try:
+        with self.locked():
             alive = 0
             for entry, pid, start in list(self._entries()):
                 if (pid, start) == me:
@@ -285,14 +295,36 @@ class Arena:
             if alive == 0:
                 _unlink_values_of(self.name)
                 return _segment.unlink(self.name)
-        finally:
-            self.native.unlock()
         self.reclaim_dead_processes()
         return False
 
 
 def _entry_offset(entry: int) -> int:
     return _native.ATTACH_OFFSET + entry * _ATTACH_ENTRY.size
+
+
+# --- work that must wait for the arena lock to be released -----------------
+
+_section = threading.local()  # depth: arena-locked sections this thread is in; deferred
+
+
+def run_or_defer(action: Callable[[], object]) -> None:
+    """Run *action* now, or, inside this thread's arena-locked section, after it.
+
+    For finalizers (a handle or a thread's waiter slots being released):
+    they may run at any allocation, including one made while this thread
+    holds an arena lock.
+    """
+    if getattr(_section, "depth", 0):
+        _section.__dict__.setdefault("deferred", []).append(action)
+    else:
+        action()
+
+
+def _run_deferred() -> None:
+    deferred = _section.__dict__.pop("deferred", [])
+    for action in deferred:
+        action()
 
 
 # --- the process's arenas ----------------------------------------------

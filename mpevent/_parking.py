@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from . import _native
+from . import _arena, _native
 from ._arena import Arena
 
 if TYPE_CHECKING:
@@ -49,14 +49,18 @@ class _SlotLease:
     def __del__(self) -> None:
         if self.epoch != _fork_epoch:
             return  # inherited across fork: the parent's thread owns these
-        try:
-            for arena, links in self.links.items():
-                for link in links:
-                    arena.native.link_free(link)
-            for arena, slot in self.slots.items():
-                arena.native.slot_free(slot)
+        # No contextlib here: at interpreter shutdown module globals may be gone.
+        try:  # noqa: SIM105
+            _arena.run_or_defer(self._give_back)
         except Exception:  # interpreter shutdown
             pass
+
+    def _give_back(self) -> None:
+        for arena, links in self.links.items():
+            for link in links:
+                arena.native.link_free(link)
+        for arena, slot in self.slots.items():
+            arena.native.slot_free(slot)
 
 
 class _ThreadLocal(threading.local):

@@ -94,9 +94,15 @@ def _drop(arena: Arena, index: int, serial: int) -> None:
         if count:
             _holders[key] = count
             return
-        # Unmark first, uncount second: dying in between leaks, never double-frees.
-        arena.native.held_mark(arena.entry, index, False)
-        payload = arena.native.record_release(index)
+        # Deferred only inside an arena-locked section of this thread; then a
+        # concurrent _take may interleave, which can leak but never double-free.
+        _arena.run_or_defer(lambda: _give_back(arena, index))
+
+
+def _give_back(arena: Arena, index: int) -> None:
+    # Unmark first, uncount second: dying in between leaks, never double-frees.
+    arena.native.held_mark(arena.entry, index, False)
+    payload = arena.native.record_release(index)
     if payload is not None:  # freed: release what its value slots point to
         _storage.discard_payload(arena, payload)
 

@@ -137,3 +137,25 @@ def test_lock_of_a_killed_holder_is_recovered(processes: ProcessRunner) -> None:
     other.set()
     assert other.is_set()
     assert arena.native.statistics()["recoveries"] == recoveries + 1
+
+
+def test_handles_finalized_while_the_arena_lock_is_held_do_not_deadlock() -> None:
+    """The garbage collector may run inside the attach-table code."""
+    arena = mpevent.Event()._record.arena
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+            self.event = mpevent.Event()
+
+    gc.collect()
+    gc.disable()  # only the collection below may free the cycle
+    try:
+        Cycle()  # garbage only a collection can free
+        before = arena.native.statistics()["records_live"]
+        with arena.locked():
+            gc.collect()  # finalizes the Event: its release must wait
+            assert arena.native.statistics()["records_live"] == before
+        assert arena.native.statistics()["records_live"] == before - 1
+    finally:
+        gc.enable()
