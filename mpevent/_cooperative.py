@@ -17,9 +17,11 @@ if TYPE_CHECKING:
 
 def in_greenlet() -> bool:
     """True if a gevent hub runs in this thread and we are not that hub."""
-    from gevent import getcurrent
-    from gevent._hub_local import get_hub_if_exists
-
+    try:
+        from gevent import getcurrent
+        from gevent._hub_local import get_hub_if_exists  # gevent >= 20
+    except ImportError:  # an unknown gevent: block the thread as usual
+        return False
     hub = get_hub_if_exists()
     return hub is not None and getcurrent() is not hub
 
