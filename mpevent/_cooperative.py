@@ -1,14 +1,21 @@
-"""Waiting inside a gevent program without freezing the other greenlets.
+"""Living with gevent: waiting without freezing the other greenlets.
 
 A greenlet that parks its OS thread in the kernel stops every greenlet of
 that thread.  So when a gevent hub runs in the calling thread, waiting is
 done the hub's way: a rawlink() callback on mpevent's hub thread sends a
 gevent async watcher (thread-safe), which wakes the waiting greenlet on its
 own loop.  Only that greenlet blocks.
+
+And mpevent's own hub must stay a real OS thread with a real lock even
+when gevent has monkey-patched ``threading`` into greenlets.
 """
 
 from __future__ import annotations
 
+import _thread
+import sys
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -49,3 +56,27 @@ def wait_ready(linkable: Linkable, seconds: float | None) -> bool:
         linkable.unlink(on_set)
         watcher.stop()
         watcher.close()
+
+
+def _threading_patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
+def start_os_thread(run: Callable[[], None], name: str) -> None:
+    """Start *run* on a daemon OS thread, even under monkey-patching."""
+    if _threading_patched():
+        from gevent import monkey
+
+        monkey.get_original("_thread", "start_new_thread")(run, ())
+    else:
+        threading.Thread(target=run, name=name, daemon=True).start()
+
+
+def os_lock() -> Any:
+    """A lock of the OS threads, even under monkey-patching."""
+    if _threading_patched():
+        from gevent import monkey
+
+        return monkey.get_original("_thread", "allocate_lock")()
+    return _thread.allocate_lock()

@@ -25,13 +25,12 @@ futex word); nearly always that is one.
 
 from __future__ import annotations
 
-import _thread
 import os
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from . import _cooperative
 from ._arena import Arena
 
 Callback = Callable[[Any], object]
@@ -50,30 +49,6 @@ class _Entry:
         self.callbacks: list[Callback] = []
 
 
-def _start_os_thread(run: Callable[[], None]) -> None:
-    """Start *run* on a daemon OS thread.
-
-    Under gevent's monkey-patching, threading.Thread starts a greenlet; the
-    hub must be a real thread, since it sleeps in the kernel.
-    """
-    from gevent import monkey
-
-    monkey.get_original("_thread", "start_new_thread")(run, ())
-
-
-def _threading_patched() -> bool:
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and bool(monkey.is_module_patched("threading"))
-
-
-def _os_lock() -> Any:
-    if _threading_patched():
-        from gevent import monkey
-
-        return monkey.get_original("_thread", "allocate_lock")()
-    return _thread.allocate_lock()
-
-
 class Hub:
     """The callback thread of one arena in this process."""
 
@@ -81,14 +56,11 @@ class Hub:
         self.arena = arena
         self.native = arena.native
         self.slot = arena.allocate_slot()
-        self._lock = _os_lock()
+        self._lock = _cooperative.os_lock()
         self._entries: dict[int, _Entry] = {}  # id(handle) -> entry
         self._due: list[_Entry] = []  # set already when linked
         self._spare_links: list[int] = []
-        if _threading_patched():
-            _start_os_thread(self._run)
-        else:
-            threading.Thread(target=self._run, name="mpevent-hub", daemon=True).start()
+        _cooperative.start_os_thread(self._run, "mpevent-hub")
 
     def rawlink(self, handle: Any, callback: Callback) -> None:
         record = handle._record
