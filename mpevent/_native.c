@@ -255,6 +255,15 @@ check_slot(ArenaObject *a, unsigned long slot)
     return 0;
 }
 
+/* Convert a Python int argument to a slot index that is allocated. */
+static int
+parse_slot(ArenaObject *a, PyObject *arg, unsigned long *slot)
+{
+    *slot = PyLong_AsUnsignedLong(arg);
+    if (*slot == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    return check_slot(a, *slot);
+}
+
 static int
 check_link(ArenaObject *a, unsigned long link)
 {
@@ -612,6 +621,15 @@ check_entry(unsigned long entry)
     return 0;
 }
 
+/* Convert a Python int argument to an attach-table entry index. */
+static int
+parse_entry(ArenaObject *a, PyObject *arg, unsigned long *entry)
+{
+    *entry = PyLong_AsUnsignedLong(arg);
+    if (*entry == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    return check_entry(*entry);
+}
+
 /* held_mark(entry, index, held): set or clear the bit of record `index`. */
 static PyObject *
 Arena_held_mark(ArenaObject *self, PyObject *args)
@@ -634,9 +652,8 @@ Arena_held_mark(ArenaObject *self, PyObject *args)
 static PyObject *
 Arena_held_indices(ArenaObject *self, PyObject *arg)
 {
-    unsigned long entry = PyLong_AsUnsignedLong(arg);
-    if (entry == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (check_entry(entry) < 0) return NULL;
+    unsigned long entry;
+    if (parse_entry(self, arg, &entry) < 0) return NULL;
     PyObject *indices = PyList_New(0);
     if (indices == NULL) return NULL;
     uint64_t *words = held_words(self, entry);
@@ -662,9 +679,8 @@ Arena_held_indices(ArenaObject *self, PyObject *arg)
 static PyObject *
 Arena_held_wipe(ArenaObject *self, PyObject *arg)
 {
-    unsigned long entry = PyLong_AsUnsignedLong(arg);
-    if (entry == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (check_entry(entry) < 0) return NULL;
+    unsigned long entry;
+    if (parse_entry(self, arg, &entry) < 0) return NULL;
     void *start = held_words(self, entry);
     /* MADV_REMOVE punches the pages out of the tmpfs file: zeros, no memory. */
     if (madvise(start, self->header->held_stride, MADV_REMOVE) != 0)
@@ -1280,9 +1296,8 @@ Arena_slot_alloc(ArenaObject *self, PyObject *args)
 static PyObject *
 Arena_slot_free(ArenaObject *self, PyObject *arg)
 {
-    unsigned long slot = PyLong_AsUnsignedLong(arg);
-    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (check_slot(self, slot) < 0) return NULL;
+    unsigned long slot;
+    if (parse_slot(self, arg, &slot) < 0) return NULL;
     Header *h = self->header;
     if (lock_mutex(self, &h->lock, NULL) < 0) return NULL;
     Slot *s = &self->slots[slot];
@@ -1329,9 +1344,8 @@ Arena_slot_owners(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Arena_slot_reclaim(ArenaObject *self, PyObject *arg)
 {
-    unsigned long slot = PyLong_AsUnsignedLong(arg);
-    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (check_slot(self, slot) < 0) return NULL;
+    unsigned long slot;
+    if (parse_slot(self, arg, &slot) < 0) return NULL;
     Header *h = self->header;
     uint32_t bump = h->link_bump;
     for (uint32_t i = 0; i < bump; i++) {
@@ -1373,9 +1387,8 @@ Arena_slot_reclaim(ArenaObject *self, PyObject *arg)
 static PyObject *
 Arena_link_alloc(ArenaObject *self, PyObject *arg)
 {
-    unsigned long slot = PyLong_AsUnsignedLong(arg);
-    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (check_slot(self, slot) < 0) return NULL;
+    unsigned long slot;
+    if (parse_slot(self, arg, &slot) < 0) return NULL;
     Header *h = self->header;
     if (lock_mutex(self, &h->lock, NULL) < 0) return NULL;
     uint32_t link;
@@ -1546,9 +1559,8 @@ Arena_park(ArenaObject *self, PyObject *args)
 static PyObject *
 Arena_reset(ArenaObject *self, PyObject *arg)
 {
-    unsigned long slot = PyLong_AsUnsignedLong(arg);
-    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (check_slot(self, slot) < 0) return NULL;
+    unsigned long slot;
+    if (parse_slot(self, arg, &slot) < 0) return NULL;
     __atomic_store_n(&self->slots[slot].word, 0, __ATOMIC_RELEASE);
     Py_RETURN_NONE;
 }
@@ -1557,9 +1569,8 @@ Arena_reset(ArenaObject *self, PyObject *arg)
 static PyObject *
 Arena_wake(ArenaObject *self, PyObject *arg)
 {
-    unsigned long slot = PyLong_AsUnsignedLong(arg);
-    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (check_slot(self, slot) < 0) return NULL;
+    unsigned long slot;
+    if (parse_slot(self, arg, &slot) < 0) return NULL;
     __atomic_store_n(&self->slots[slot].word, 1, __ATOMIC_RELEASE);
     futex_wake_all(&self->slots[slot].word);
     Py_RETURN_NONE;
