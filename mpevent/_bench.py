@@ -18,32 +18,17 @@ from .event import Event
 CTX = mp.get_context("fork")
 
 
+def _turns(names: list[str], i: int) -> list[str]:
+    # Rotate who goes first, so no peer always follows the same one.
+    k = i % len(names)
+    return names[k:] + names[:k]
+
+
 def _event_peer(ping: Any, pong: Any, rounds: int) -> None:
     for _ in range(rounds):
         ping.wait()
         ping.clear()
         pong.set()
-
-
-def _event_round_trips(make: Callable[[], Any], rounds: int) -> float:
-    ping, pong = make(), make()
-    peer = CTX.Process(target=_event_peer, args=(ping, pong, rounds + 200))
-    peer.start()
-    try:
-        for _ in range(200):  # warm up both sides
-            ping.set()
-            pong.wait()
-            pong.clear()
-        start = time.perf_counter()
-        for _ in range(rounds):
-            ping.set()
-            pong.wait()
-            pong.clear()
-        return (time.perf_counter() - start) / rounds
-    finally:
-        peer.join(30)
-        if peer.is_alive():
-            peer.kill()
 
 
 def _semaphore_peer(ping: Any, pong: Any, rounds: int) -> None:
@@ -52,36 +37,68 @@ def _semaphore_peer(ping: Any, pong: Any, rounds: int) -> None:
         pong.release()
 
 
-def _semaphore_round_trips(rounds: int) -> float:
+def _event_pair(
+    make: Callable[[], Any],
+) -> tuple[Callable[..., None], Any, Any, Callable[[], None]]:
+    ping, pong = make(), make()
+
+    def round_trip() -> None:
+        ping.set()
+        pong.wait()
+        pong.clear()
+
+    return _event_peer, ping, pong, round_trip
+
+
+def _semaphore_pair() -> tuple[Callable[..., None], Any, Any, Callable[[], None]]:
     ping, pong = CTX.Semaphore(0), CTX.Semaphore(0)
-    peer = CTX.Process(target=_semaphore_peer, args=(ping, pong, rounds + 200))
-    peer.start()
-    try:
-        for _ in range(200):
-            ping.release()
-            pong.acquire()
-        start = time.perf_counter()
-        for _ in range(rounds):
-            ping.release()
-            pong.acquire()
-        return (time.perf_counter() - start) / rounds
-    finally:
-        peer.join(30)
-        if peer.is_alive():
-            peer.kill()
+
+    def round_trip() -> None:
+        ping.release()
+        pong.acquire()
+
+    return _semaphore_peer, ping, pong, round_trip
 
 
 def ping_pong(rounds: int, trials: int) -> dict[str, float]:
-    """Median seconds per round trip of each peer, trials interleaved."""
-    peers: dict[str, Callable[[], float]] = {
-        "raw semaphore pair": lambda: _semaphore_round_trips(rounds),
-        "mpevent.Event": lambda: _event_round_trips(Event, rounds),
-        "multiprocessing.Event": lambda: _event_round_trips(CTX.Event, rounds),
+    """Median seconds per round trip of each peer.
+
+    Every peer's partner process runs from start to end; the peers take
+    turns in chunks of rounds/20, so all see the same moments of a noisy
+    machine.  *trials* scales the number of chunks.
+    """
+    pairs = {
+        "raw semaphore pair": _semaphore_pair(),
+        "mpevent.Event": _event_pair(Event),
+        "multiprocessing.Event": _event_pair(CTX.Event),
     }
-    samples: dict[str, list[float]] = {name: [] for name in peers}
-    for _ in range(trials):
-        for name, run in peers.items():
-            samples[name].append(run())
+    chunk = max(rounds // 20, 10)
+    chunks = 20 * trials
+    warmup = 200
+    partners = [
+        CTX.Process(target=target, args=(ping, pong, warmup + chunk * chunks))
+        for target, ping, pong, _ in pairs.values()
+    ]
+    for partner in partners:
+        partner.start()
+    samples: dict[str, list[float]] = {name: [] for name in pairs}
+    try:
+        for _, _, _, round_trip in pairs.values():
+            for _ in range(warmup):
+                round_trip()
+        names = list(pairs)
+        for i in range(chunks):
+            for name in _turns(names, i):
+                round_trip = pairs[name][3]
+                start = time.perf_counter()
+                for _ in range(chunk):
+                    round_trip()
+                samples[name].append((time.perf_counter() - start) / chunk)
+    finally:
+        for partner in partners:
+            partner.join(30)
+            if partner.is_alive():
+                partner.kill()
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -98,7 +115,7 @@ def report_ping_pong(rounds: int, trials: int) -> dict[str, float]:
     """Run ping_pong() and print its rows with their ratios."""
     results = ping_pong(rounds, trials)
     base = results["raw semaphore pair"]
-    print(f"ping-pong round trip, median of {trials} x {rounds} (fork, 2 processes)")
+    print(f"ping-pong round trip, median of {20 * trials} interleaved chunks (fork)")
     for name, seconds in results.items():
         print(f"  {name:24s} {seconds * 1e6:8.1f} us   {seconds / base:5.2f}x raw semaphores")
     mp_ratio = results["multiprocessing.Event"] / results["mpevent.Event"]
@@ -118,12 +135,6 @@ VALUE_SIZES = {"100 B": 100, "1 MiB": 1 << 20, "32 MiB": 32 << 20}
 
 
 Channel = tuple[Callable[[int], Any], Callable[[int, bytes], None]]
-
-
-def _turns(names: list[str], i: int) -> list[str]:
-    # Rotate who goes first, so no peer always follows the same one.
-    k = i % len(names)
-    return names[k:] + names[:k]
 
 
 def _receive_all(

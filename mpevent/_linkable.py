@@ -113,7 +113,7 @@ class Linkable:
         Inside a gevent program only the calling greenlet blocks (see
         ``_cooperative``); elsewhere the thread parks.
         """
-        seconds = _checks.check_timeout(timeout)
+        seconds = None if timeout is None else _checks.check_timeout(timeout)
         if "gevent" in sys.modules and _cooperative.in_greenlet():
             return _cooperative.wait_ready(self, seconds)
         return self._record.wait(seconds)

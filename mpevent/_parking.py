@@ -79,10 +79,13 @@ def _lease() -> _SlotLease:
 
 def slot_for(arena: Arena) -> int:
     """This thread's waiter slot in *arena*, allocated on first use."""
+    lease = _local.lease
+    if lease is not None and lease.epoch == _fork_epoch:  # the hot path: no call
+        slot = lease.slots.get(arena)
+        if slot is not None:
+            return slot
     lease = _lease()
-    slot = lease.slots.get(arena)
-    if slot is None:
-        slot = lease.slots[arena] = arena.allocate_slot()
+    slot = lease.slots[arena] = arena.allocate_slot()
     return slot
 
 
