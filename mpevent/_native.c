@@ -760,34 +760,6 @@ heap_check(ArenaObject *a, uint64_t offset, uint64_t nbytes)
     return 0;
 }
 
-/* heap_alloc(nbytes) -> offset, or None if too big or the heap is full. */
-static PyObject *
-Arena_heap_alloc(ArenaObject *self, PyObject *arg)
-{
-    unsigned long nbytes = PyLong_AsUnsignedLong(arg);
-    if (nbytes == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (nbytes == 0 || nbytes > HEAP_MAX) Py_RETURN_NONE;
-    if (lock_mutex(self, &self->header->lock, NULL) < 0) return NULL;
-    uint64_t offset = heap_take(self, (uint32_t)nbytes);
-    unlock_mutex(&self->header->lock);
-    if (offset == 0) Py_RETURN_NONE;
-    return PyLong_FromUnsignedLongLong(offset);
-}
-
-/* heap_free(offset, nbytes): return a block that was never published. */
-static PyObject *
-Arena_heap_free(ArenaObject *self, PyObject *args)
-{
-    unsigned long long offset;
-    unsigned long nbytes;
-    if (!PyArg_ParseTuple(args, "Kk:heap_free", &offset, &nbytes)) return NULL;
-    if (heap_check(self, offset, nbytes) < 0) return NULL;
-    if (lock_mutex(self, &self->header->lock, NULL) < 0) return NULL;
-    heap_give(self, offset, (uint32_t)nbytes);
-    unlock_mutex(&self->header->lock);
-    Py_RETURN_NONE;
-}
-
 /*
  * Spare value segments: a large value's segment, once its value is gone,
  * is kept (up to SPARE_SEGMENTS and SPARE_BYTES_MAX) for the next large
@@ -1048,12 +1020,6 @@ Arena_record_half_set(ArenaObject *self, PyObject *arg)
     uint32_t state = r->state;
     __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
     Py_RETURN_NONE;
-}
-
-static PyObject *
-Arena_record_bump(ArenaObject *self, PyObject *Py_UNUSED(ignored))
-{
-    return PyLong_FromUnsignedLong(self->header->record_bump);
 }
 
 /* --- state -------------------------------------------------------- */
@@ -1678,8 +1644,6 @@ static PyMethodDef Arena_methods[] = {
      "record_lock(index): take a record's lock and keep it (fault tests only)."},
     {"record_half_set", (PyCFunction)Arena_record_half_set, METH_O,
      "record_half_set(index): lock, publish the flag, wake nobody (fault tests only)."},
-    {"record_bump", (PyCFunction)Arena_record_bump, METH_NOARGS,
-     "Number of records ever initialised."},
     {"is_set", (PyCFunction)Arena_is_set, METH_O, "is_set(index) -> bool, lock-free."},
     {"state", (PyCFunction)Arena_state, METH_O, "state(index) -> generation << 1 | flag."},
     {"set", (PyCFunction)Arena_set, METH_O, "set(index) -> True if this call raised the flag."},
@@ -1694,10 +1658,6 @@ static PyMethodDef Arena_methods[] = {
     {"spare_take", (PyCFunction)Arena_spare_take, METH_VARARGS,
      "spare_take(min_size, max_size) -> (id, size) or None."},
     {"holds", (PyCFunction)Arena_holds, METH_VARARGS, "holds(index, which) -> bool."},
-    {"heap_alloc", (PyCFunction)Arena_heap_alloc, METH_O,
-     "heap_alloc(nbytes) -> offset, or None."},
-    {"heap_free", (PyCFunction)Arena_heap_free, METH_VARARGS,
-     "heap_free(offset, nbytes): return an unpublished block."},
     {"clear", (PyCFunction)Arena_clear, METH_O, "clear(index): lower the flag."},
     {"slot_alloc", (PyCFunction)Arena_slot_alloc, METH_VARARGS, "slot_alloc(pid) -> slot."},
     {"slot_free", (PyCFunction)Arena_slot_free, METH_O, "slot_free(slot)."},
@@ -1753,19 +1713,10 @@ PyInit__native(void)
     if (m == NULL) return NULL;
     Py_INCREF(&ArenaType);
     if (PyModule_AddObject(m, "Arena", (PyObject *)&ArenaType) < 0 ||
-        PyModule_AddIntConstant(m, "RECORD_SIZE", RECORD_SIZE) < 0 ||
-        PyModule_AddIntConstant(m, "PAYLOAD_SIZE", PAYLOAD_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_OFFSET", ATTACH_OFFSET) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_ENTRIES", ATTACH_ENTRIES) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_ENTRY_SIZE", ATTACH_ENTRY_SIZE) < 0 ||
-        PyModule_AddIntConstant(m, "SLOT_SIZE", sizeof(Slot)) < 0 ||
-        PyModule_AddIntConstant(m, "LINK_SIZE", sizeof(Link)) < 0 ||
-        PyModule_AddIntConstant(m, "HEAP_MAX", HEAP_MAX) < 0 ||
-        PyModule_AddIntConstant(m, "VALUE_NONE", VALUE_NONE) < 0 ||
-        PyModule_AddIntConstant(m, "VALUE_INLINE", VALUE_INLINE) < 0 ||
-        PyModule_AddIntConstant(m, "VALUE_HEAP", VALUE_HEAP) < 0 ||
-        PyModule_AddIntConstant(m, "VALUE_SEGMENT", VALUE_SEGMENT) < 0 ||
-        PyModule_AddIntConstant(m, "VALUE_INLINE_MAX", VALUE_INLINE_MAX) < 0) {
+        PyModule_AddIntConstant(m, "VALUE_SEGMENT", VALUE_SEGMENT) < 0) {
         Py_DECREF(m);
         return NULL;
     }
