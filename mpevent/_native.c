@@ -747,19 +747,6 @@ heap_give(ArenaObject *a, uint64_t offset, uint32_t nbytes)
     h->heap_used -= (uint64_t)1 << (HEAP_MIN_SHIFT + cls);
 }
 
-static int
-heap_check(ArenaObject *a, uint64_t offset, uint64_t nbytes)
-{
-    Header *h = a->header;
-    if (nbytes == 0 || nbytes > HEAP_MAX || offset < h->heap_offset ||
-        offset + nbytes > h->heap_offset + h->heap_bump) {
-        PyErr_Format(PyExc_ValueError, "heap block at %llu of %llu bytes is outside the heap",
-                     (unsigned long long)offset, (unsigned long long)nbytes);
-        return -1;
-    }
-    return 0;
-}
-
 /*
  * Spare value segments: a large value's segment, once its value is gone,
  * is kept (up to SPARE_SEGMENTS and SPARE_BYTES_MAX) for the next large
@@ -1115,30 +1102,27 @@ check_which(int which)
     return 0;
 }
 
-/* publish(index, which, descriptor) -> old descriptor: see publish_slot. */
+/*
+ * publish_segment(index, which, id, length) -> old descriptor: point slot
+ * `which` at a value segment (written by Python) and publish it; see
+ * publish_slot.
+ */
 static PyObject *
-Arena_publish(ArenaObject *self, PyObject *args)
+Arena_publish_segment(ArenaObject *self, PyObject *args)
 {
     unsigned long index;
     int which;
-    Py_buffer descriptor;
-    if (!PyArg_ParseTuple(args, "kiy*:publish", &index, &which, &descriptor)) return NULL;
-    PyObject *result = NULL;
+    unsigned long long id;
+    unsigned int length;
+    if (!PyArg_ParseTuple(args, "kiKI:publish_segment", &index, &which, &id, &length))
+        return NULL;
+    if (check_record(self, index) < 0 || check_which(which) < 0) return NULL;
     ValueSlot incoming;
-    if (check_record(self, index) < 0 || check_which(which) < 0) goto done;
-    if (descriptor.len != sizeof(ValueSlot)) {
-        PyErr_Format(PyExc_ValueError, "a value descriptor is %zu bytes, not %zd",
-                     sizeof(ValueSlot), descriptor.len);
-        goto done;
-    }
-    memcpy(&incoming, descriptor.buf, sizeof incoming);
-    if (incoming.tag == VALUE_HEAP &&
-        heap_check(self, incoming.where.location, incoming.length) < 0)
-        goto done;
-    result = publish_slot(self, (uint32_t)index, which, &incoming);
-done:
-    PyBuffer_Release(&descriptor);
-    return result;
+    memset(&incoming, 0, sizeof incoming);
+    incoming.tag = VALUE_SEGMENT;
+    incoming.length = length;
+    incoming.where.location = id;
+    return publish_slot(self, (uint32_t)index, which, &incoming);
 }
 
 /*
@@ -1647,8 +1631,8 @@ static PyMethodDef Arena_methods[] = {
     {"is_set", (PyCFunction)Arena_is_set, METH_O, "is_set(index) -> bool, lock-free."},
     {"state", (PyCFunction)Arena_state, METH_O, "state(index) -> generation << 1 | flag."},
     {"set", (PyCFunction)Arena_set, METH_O, "set(index) -> True if this call raised the flag."},
-    {"publish", (PyCFunction)Arena_publish, METH_VARARGS,
-     "publish(index, which, descriptor) -> old descriptor; raises the flag."},
+    {"publish_segment", (PyCFunction)Arena_publish_segment, METH_VARARGS,
+     "publish_segment(index, which, id, length) -> old descriptor; raises the flag."},
     {"store", (PyCFunction)Arena_store, METH_VARARGS,
      "store(index, which, data) -> old descriptor, or None if too big; raises the flag."},
     {"read", (PyCFunction)Arena_read, METH_VARARGS,

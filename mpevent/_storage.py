@@ -55,9 +55,7 @@ def store(
     if ident is None:
         ident = secrets.randbits(63) | 1  # never 0, which means "no spare"
         _write_segment(segment_name(arena, ident), size, inband, buffers, new=True)
-    old = native.publish(
-        index, which, DESCRIPTOR.pack(_native.VALUE_SEGMENT, size, LOCATION.pack(ident))
-    )
+    old = native.publish_segment(index, which, ident, size)
     discard(arena, old)
 
 
