@@ -51,7 +51,9 @@ VALUE_MARK: Final = ".v"
 
 # One attach-table entry: pid, unused, process start time (psutil's create_time).
 _ATTACH_ENTRY: Final = struct.Struct("=I4xd")
-_RECLAIMING: Final = 0xFFFFFFFF  # the pid of an entry whose dead owner is being reclaimed
+# An entry whose dead owner is being reclaimed holds the *reclaimer's* pid
+# with this bit set (pids stay below 2**22) and the reclaimer's start time.
+_RECLAIMING: Final = 0x80000000
 
 # Called with a record's payload when reclaiming a dead process frees it
 # (_record registers the release of its value storage here).
@@ -224,7 +226,7 @@ class Arena:
 
     def attached_processes(self) -> list[tuple[int, float]]:
         """(pid, start time) of the processes that attached and did not leave."""
-        return [(pid, start) for _, pid, start in self._entries() if pid != _RECLAIMING]
+        return [(pid, start) for _, pid, start in self._entries() if not pid & _RECLAIMING]
 
     def join(self) -> None:
         """Write this process into the attach table (after reclaiming dead entries)."""
@@ -250,20 +252,28 @@ class Arena:
     def reclaim_dead_processes(self) -> int:
         """Give back the references of processes that died attached; how many died.
 
-        Each dead entry is marked under the arena lock, so exactly one
-        process reclaims it; the records it held are released outside the
-        lock (releasing takes record locks, which come before the arena
-        lock).  A reclaimer that dies midway leaves the entry marked: its
-        remaining references leak, none is released twice.
+        Each dead entry is marked with this process as its reclaimer under
+        the arena lock, so exactly one process reclaims it; the records it
+        held are released outside the lock (releasing takes record locks,
+        which come before the arena lock).  A reclaimer that dies midway
+        leaves its mark: whoever finds the mark of a dead reclaimer frees the
+        entry without releasing anything more, so the remaining references
+        leak and none is released twice.
         """
+        me_pid, me_start = this_process()
+        abandoned = []
         with self.locked():
-            dead = [
-                entry
-                for entry, pid, start in self._entries()
-                if pid != _RECLAIMING and not is_alive(pid, start)
-            ]
+            dead = []
+            for entry, pid, start in self._entries():
+                if pid & _RECLAIMING:
+                    if not is_alive(pid & ~_RECLAIMING, start):
+                        abandoned.append(entry)
+                elif not is_alive(pid, start):
+                    dead.append(entry)
             for entry in dead:
-                self._write_entry(entry, _RECLAIMING, 0.0)
+                self._write_entry(entry, _RECLAIMING | me_pid, me_start)
+            for entry in abandoned:  # join() wipes its bitmap when it reuses it
+                self._write_entry(entry, 0, 0.0)
         for entry in dead:
             for index in self.native.held_indices(entry):
                 payload = self.native.record_release(index)
@@ -290,7 +300,7 @@ class Arena:
             for entry, pid, start in list(self._entries()):
                 if (pid, start) == me:
                     self._write_entry(entry, 0, 0.0)
-                elif pid == _RECLAIMING or is_alive(pid, start):
+                elif is_alive(pid & ~_RECLAIMING, start):  # a live owner or reclaimer
                     alive += 1
             if alive == 0:
                 _unlink_values_of(self.name)

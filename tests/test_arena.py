@@ -159,3 +159,17 @@ def test_handles_finalized_while_the_arena_lock_is_held_do_not_deadlock() -> Non
         assert arena.native.statistics()["records_live"] == before - 1
     finally:
         gc.enable()
+
+
+def test_mark_of_a_reclaimer_that_died_is_cleared_and_does_not_pin_the_arena(
+    processes: ProcessRunner,
+) -> None:
+    arena = mpevent.Event()._record.arena
+    child = processes.start(os.getpid)  # any process that is gone afterwards
+    processes.join(child)
+    free = next(e for e in range(64) if e not in {entry for entry, _, _ in arena._entries()})
+    with arena.locked():  # what a reclaimer killed midway leaves behind
+        arena._write_entry(free, _arena._RECLAIMING | child.pid, 12345.0)
+    assert (child.pid, 12345.0) not in arena.attached_processes()
+    arena.reclaim_dead_processes()
+    assert free not in {entry for entry, _, _ in arena._entries()}
