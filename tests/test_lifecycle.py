@@ -63,3 +63,39 @@ def test_program_leaves_no_segments_and_no_warnings(tmp_path: Path) -> None:
     assert "resource_tracker" not in result.stderr
     assert result.stderr == ""
     assert set(_segment.list_names()) - before == set()
+
+
+KILLING_PROGRAM = textwrap.dedent(
+    """
+    import os, random, signal, time, mpevent
+
+    if __name__ == "__main__":
+        rng = random.Random(7)
+        event, result = mpevent.Event(), mpevent.AsyncResult()
+        result.set(b"v" * 100_000)  # a value segment of its own
+        for n in range(20):
+            pid = os.fork()
+            if pid == 0:  # a child that works until it is killed
+                mine = mpevent.AsyncResult()
+                mine.set(b"c" * 100_000)
+                while True:
+                    event.wait(0.001)
+                    result.get()
+            time.sleep(rng.uniform(0, 0.02))
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        print("ok")
+    """
+)
+
+
+def test_program_whose_children_are_killed_leaves_nothing(tmp_path: Path) -> None:
+    script = tmp_path / "killing.py"
+    script.write_text(KILLING_PROGRAM)
+    before = set(_segment.list_names())
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert set(_segment.list_names()) - before == set()
