@@ -55,7 +55,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         )
         print(
             f"  {name}: processes [{owners}], {stats['records_live']} objects, "
-            f"{stats['slots_live']} waiting threads, heap {stats['heap_used']} B, "
+            f"{stats['slots_live']} waiter slots in use, heap {stats['heap_used']} B, "
             f"{stats['recoveries']} locks recovered from dead holders"
         )
     print("named objects:")
