@@ -223,18 +223,23 @@ def test_references_of_dead_processes_are_given_back() -> None:
     record = result._record
     arena, index = record.arena, record.index
     children = []
+    gate_read, gate_write = os.pipe()
     for _ in range(2):  # each inherits a reference and dies without returning it
         pid = os.fork()
         if pid == 0:
+            os.close(gate_write)
+            os.read(gate_read, 1)  # all alive until both exist: nobody reclaims early
             os._exit(0)
         children.append(pid)
+    os.close(gate_read)
+    os.close(gate_write)
     for pid in children:
         os.waitpid(pid, 0)
     assert record.info()["refcount"] == 3
     del result, record
     gc.collect()
     assert arena.native.record_info(index)["refcount"] == 2  # only the dead hold it
-    assert arena.reclaim_dead_processes() == 2
+    assert arena.reclaim_dead_processes() >= 2  # ours, and any other dead entry
     assert arena.native.record_info(index)["kind"] == 0  # freed, value storage too
 
 
