@@ -621,6 +621,17 @@ Arena_statistics(ArenaObject *self, PyObject *Py_UNUSED(ignored))
         "heap_carved", (unsigned long long)h->heap_bump);
 }
 
+/* Append *item* (a new reference, or NULL after an error) to *list* and
+ * drop the reference.  Returns -1 with an exception set on failure. */
+static int
+append_new(PyObject *list, PyObject *item)
+{
+    if (item == NULL) return -1;
+    int rc = PyList_Append(list, item);
+    Py_DECREF(item);
+    return rc;
+}
+
 /* --- held bitmaps --------------------------------------------------- */
 
 static uint64_t *
@@ -681,13 +692,10 @@ Arena_held_indices(ArenaObject *self, PyObject *arg)
         while (bits) {
             int b = __builtin_ctzll(bits);
             bits &= bits - 1;
-            PyObject *index = PyLong_FromUnsignedLongLong(w * 64 + b);
-            if (index == NULL || PyList_Append(indices, index) < 0) {
-                Py_XDECREF(index);
+            if (append_new(indices, PyLong_FromUnsignedLongLong(w * 64 + b)) < 0) {
                 Py_DECREF(indices);
                 return NULL;
             }
-            Py_DECREF(index);
         }
     }
     return indices;
@@ -1291,13 +1299,10 @@ Arena_slot_owners(ArenaObject *self, PyObject *Py_UNUSED(ignored))
     for (uint32_t i = 0; i < bump; i++) {
         Slot *s = &self->slots[i];
         if (!__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE)) continue;
-        PyObject *item = Py_BuildValue("II", i, s->pid);
-        if (item == NULL || PyList_Append(owners, item) < 0) {
-            Py_XDECREF(item);
+        if (append_new(owners, Py_BuildValue("II", i, s->pid)) < 0) {
             Py_DECREF(owners);
             return NULL;
         }
-        Py_DECREF(item);
     }
     return owners;
 }

@@ -89,15 +89,6 @@ def slot_for(arena: Arena) -> int:
     return slot
 
 
-def park(record: Record, timeout: float | None) -> bool:
-    """Block until *record* is set or *timeout* passes; True if it was set.
-
-    True also when the record was set and cleared again while we slept:
-    a waiter never misses a set() that happened during its wait.
-    """
-    return record.native.wait(record.index, slot_for(record.arena), timeout)
-
-
 def park_on_many(records: Sequence[Record], timeout: float | None, count: int) -> list[int]:
     """Block until *count* of *records* are set; return their positions in order.
 

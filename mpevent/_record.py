@@ -183,10 +183,6 @@ class Record:
         except Exception:  # interpreter shutdown: nothing left to release into
             pass
 
-    @property
-    def address(self) -> str:
-        return f"{self.arena.name}#{self.index}"
-
     # --- the backend interface: all the public classes use -----------------
 
     def is_set(self) -> bool:
@@ -205,7 +201,12 @@ class Record:
         return self.native.state(self.index) >> 1
 
     def wait(self, timeout: float | None) -> bool:
-        """Block until set (or set meanwhile) or *timeout*; see _parking.park."""
+        """Block until set or *timeout* passes; True if it was set.
+
+        True also when the record was set and cleared again while we slept:
+        a waiter never misses a set() that happened during its wait.  The
+        thread sleeps on its own waiter slot (``_parking.slot_for``).
+        """
         return self.native.wait(self.index, _parking.slot_for(self.arena), timeout)
 
     @staticmethod
