@@ -6,7 +6,10 @@ setup(
     ext_modules=[
         Extension(
             "mpevent._native",
-            sources=["mpevent/_native.c"],
+            sources=[
+                f"src/native/{name}.c" for name in ("layout", "locks", "parking", "records", "heap")
+            ],
+            depends=["src/native/arena.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         )
     ]

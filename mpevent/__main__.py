@@ -36,12 +36,20 @@ def _open(name: str) -> object:
     raise TypeError(f"{name!r} is an object of unknown kind {kind}")
 
 
+def _size(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024  # type: ignore[assignment]
+    raise AssertionError  # pragma: no cover
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from . import _arena, _names, _segment
 
     print("arenas:")
     for name in _segment.list_names():
-        if name.startswith(_segment.NAME_PREFIX) or _arena.VALUE_MARK in name:
+        if name.startswith(_segment.NAME_PREFIX):
             continue
         try:
             arena = _arena.Arena.open_for_inspection(name)
@@ -49,14 +57,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(f"  {name}: unreadable ({exc})")
             continue
         stats = arena.native.statistics()
+        heap = arena.native.heap_statistics()
         owners = ", ".join(
             f"{pid}{'' if _arena.is_alive(pid, start) else ' (dead)'}"
             for pid, start in arena.attached_processes()
         )
+        cap = stats["shm_cap"]
         print(
             f"  {name}: processes [{owners}], {stats['records_live']} objects, "
-            f"{stats['slots_live']} waiter slots in use, heap {stats['heap_used']} B, "
-            f"{stats['recoveries']} locks recovered from dead holders"
+            f"{stats['slots_live']} waiter slots in use, "
+            f"{stats['recoveries']} locks recovered from dead holders\n"
+            f"    shared memory: {_size(stats['shm_reserved'])} reserved"
+            f" (cap {_size(cap) if cap else 'none: what /dev/shm holds'})\n"
+            f"    value heap: {_size(heap['small_used'] + heap['large_used'])} in use, "
+            f"{_size(heap['large_free_resident'])} free and kept "
+            f"(watermark {_size(heap['free_watermark'])}), "
+            f"{_size(heap['small_reserved'] + heap['large_resident'])} faulted in, "
+            f"{_size(heap['large_given_back'])} given back to the OS"
         )
     print("named objects:")
     for name in _names.names():

@@ -39,25 +39,29 @@ from typing import Final
 
 import psutil
 
-from . import _native, _segment
+from . import _checks, _native, _segment
 
 RECORDS_PER_ARENA: Final = int(os.environ.get("MPEVENT_ARENA_RECORDS", 4 * 1024 * 1024))
 SLOTS_PER_ARENA: Final = int(os.environ.get("MPEVENT_ARENA_SLOTS", 16384))
 LINKS_PER_ARENA: Final = SLOTS_PER_ARENA + 1024 * 1024
-HEAP_BYTES_PER_ARENA: Final = int(os.environ.get("MPEVENT_ARENA_HEAP", 512 * 1024 * 1024))
+# Address space, not memory: only reserved pages of these regions cost RAM.
+SMALL_HEAP_BYTES: Final = 512 * 1024 * 1024
+LARGE_HEAP_BYTES: Final = _checks.size_from_env("MPEVENT_ARENA_HEAP", 256 << 30)
+# Shared memory one arena may use (0: as much as /dev/shm holds).
+MAX_SHM: Final = _checks.size_from_env("MPEVENT_MAX_SHM", 0)
+# Free value blocks keep at most this many bytes resident; the rest goes back.
+HEAP_WATERMARK: Final = _checks.size_from_env("MPEVENT_HEAP_WATERMARK", 256 << 20)
 
-# Value segments of an arena are named <arena name><VALUE_MARK><id> (_storage).
-VALUE_MARK: Final = ".v"
-
-# One attach-table entry: pid, unused, process start time (psutil's create_time).
+# One attach-table entry: pid, bytes of its held bitmap reserved (written
+# by C only), process start time (psutil's create_time).
 _ATTACH_ENTRY: Final = struct.Struct("=I4xd")
+_ATTACH_PID: Final = struct.Struct("=I")
+_ATTACH_START: Final = struct.Struct("=d")
+_ATTACH_START_AT: Final = 8
 # An entry whose dead owner is being reclaimed holds the *reclaimer's* pid
 # with this bit set (pids stay below 2**22) and the reclaimer's start time.
 _RECLAIMING: Final = 0x80000000
 
-# Called with a record's payload when reclaiming a dead process frees it
-# (_record registers the release of its value storage here).
-RECORD_FREED: list[Callable[[Arena, bytes], None]] = []
 assert _ATTACH_ENTRY.size == _native.ATTACH_ENTRY_SIZE
 
 
@@ -93,7 +97,7 @@ def is_alive(pid: int, start_time: float | None = None) -> bool:
 
 def _segment_size() -> int:
     return _native.segment_size(
-        RECORDS_PER_ARENA, SLOTS_PER_ARENA, LINKS_PER_ARENA, HEAP_BYTES_PER_ARENA
+        RECORDS_PER_ARENA, SLOTS_PER_ARENA, LINKS_PER_ARENA, SMALL_HEAP_BYTES, LARGE_HEAP_BYTES
     )
 
 
@@ -107,7 +111,7 @@ class Arena:
     def __init__(self, name: str, native: _native.Arena) -> None:
         self.name = name
         self.native = native
-        self._mapping = memoryview(native)
+        self.view = memoryview(native)
         self.detached = False
         self.entry = -1  # this process's attach-table entry, once joined
 
@@ -122,7 +126,15 @@ class Arena:
         fd = _segment.create(name, size)
         try:
             native = _native.Arena(fd, size)
-            native.format(RECORDS_PER_ARENA, SLOTS_PER_ARENA, LINKS_PER_ARENA, HEAP_BYTES_PER_ARENA)
+            native.format(
+                RECORDS_PER_ARENA,
+                SLOTS_PER_ARENA,
+                LINKS_PER_ARENA,
+                SMALL_HEAP_BYTES,
+                LARGE_HEAP_BYTES,
+                MAX_SHM,
+                HEAP_WATERMARK,
+            )
         except BaseException:
             _segment.unlink(name)
             raise
@@ -217,12 +229,15 @@ class Arena:
     def _entries(self) -> Iterator[tuple[int, int, float]]:
         """(entry, pid, start time) of every used entry of the attach table."""
         for entry in range(_native.ATTACH_ENTRIES):
-            pid, start = _ATTACH_ENTRY.unpack_from(self._mapping, _entry_offset(entry))
+            pid, start = _ATTACH_ENTRY.unpack_from(self.view, _entry_offset(entry))
             if pid:
                 yield entry, pid, start
 
     def _write_entry(self, entry: int, pid: int, start: float) -> None:
-        _ATTACH_ENTRY.pack_into(self._mapping, _entry_offset(entry), pid, start)
+        # pid and start time only: the word between them belongs to C.
+        offset = _entry_offset(entry)
+        _ATTACH_START.pack_into(self.view, offset + _ATTACH_START_AT, start)
+        _ATTACH_PID.pack_into(self.view, offset, pid)
 
     def attached_processes(self) -> list[tuple[int, float]]:
         """(pid, start time) of the processes that attached and did not leave."""
@@ -235,9 +250,10 @@ class Arena:
         with self.locked():
             free = None
             for entry in range(_native.ATTACH_ENTRIES):
-                pid, start = _ATTACH_ENTRY.unpack_from(self._mapping, _entry_offset(entry))
+                pid, start = _ATTACH_ENTRY.unpack_from(self.view, _entry_offset(entry))
                 if (pid, start) == me:
                     self.entry = entry
+                    self.native.adopt_entry(entry)
                     return
                 if pid == 0 and free is None:
                     free = entry
@@ -248,6 +264,7 @@ class Arena:
             self.native.held_wipe(free)
             self._write_entry(free, *me)
             self.entry = free
+            self.native.adopt_entry(free)
 
     def reclaim_dead_processes(self) -> int:
         """Give back the references of processes that died attached; how many died.
@@ -276,10 +293,8 @@ class Arena:
                 self._write_entry(entry, 0, 0.0)
         for entry in dead:
             for index in self.native.held_indices(entry):
-                payload = self.native.record_release(index)
-                if payload is not None:
-                    for freed in RECORD_FREED:
-                        freed(self, payload)
+                self.native.record_release(index)
+            self.native.heap_forget(entry)  # its views and its unpublished values
             self.native.held_wipe(entry)
             with self.locked():
                 self._write_entry(entry, 0, 0.0)
@@ -295,6 +310,8 @@ class Arena:
             return False
         self.detached = True
         me = this_process()
+        if self.entry >= 0:
+            self.native.heap_forget(self.entry)  # before the entry can be reused
         with self.locked():
             alive = 0
             for entry, pid, start in list(self._entries()):
@@ -303,7 +320,6 @@ class Arena:
                 elif is_alive(pid & ~_RECLAIMING, start):  # a live owner or reclaimer
                     alive += 1
             if alive == 0:
-                _unlink_values_of(self.name)
                 return _segment.unlink(self.name)
         self.reclaim_dead_processes()
         return False
@@ -378,7 +394,7 @@ def allocate(kind: int) -> tuple[Arena, int, int]:
         _install_exit_hooks()
     got = arena.native.record_alloc(kind)
     if got is None:
-        raise MemoryError("a new mpevent arena has no room for a record")
+        raise MemoryError("a new mpevent arena has no room for a record")  # pragma: no cover
     return arena, got[0], got[1]
 
 
@@ -429,11 +445,17 @@ def _after_fork_in_child() -> None:
     for arena in _arenas.values():
         if not arena.detached:
             arena.join()
+            arena.native.after_fork_child(arena.entry)  # pin the views it inherited
     if _arenas:
         _install_exit_hooks()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+# Zero-copy views of values are held across the fork (see heap.c).
+os.register_at_fork(
+    before=_native.before_fork,
+    after_in_parent=_native.after_fork_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 def clean(dry_run: bool = False) -> list[str]:
@@ -444,15 +466,9 @@ def clean(dry_run: bool = False) -> list[str]:
     processes that died attached.
     """
     removed = []
-    names = _segment.list_names()
-    for name in names:
+    for name in _segment.list_names():
         if name.startswith(_segment.NAME_PREFIX):
             continue  # object names are cleaned by _names
-        arena_name, mark, _ = name.partition(VALUE_MARK)
-        if mark:  # a value segment: abandoned once its arena is gone
-            if arena_name not in names and (dry_run or _segment.unlink(name)):
-                removed.append(name)
-            continue
         if name in _arenas:
             continue
         try:
@@ -469,24 +485,22 @@ def clean(dry_run: bool = False) -> list[str]:
         if _is_abandoned(arena):
             if dry_run or _segment.unlink(name):
                 removed.append(name)
-                if not dry_run:
-                    removed.extend(_unlink_values_of(name))
-        elif not dry_run:
+        elif not dry_run and _is_valid(arena):
             arena.reclaim_dead_processes()  # live arena: give back what the dead held
     return removed
 
 
-def _unlink_values_of(arena_name: str) -> list[str]:
-    """Unlink the value segments of an arena that is being unlinked."""
-    names = _segment.list_names(arena_name + VALUE_MARK)
-    return [name for name in names if _segment.unlink(name)]
-
-
-def _is_abandoned(arena: Arena) -> bool:
+def _is_valid(arena: Arena) -> bool:
     try:
         arena.native.validate()
     except ValueError:
-        return False  # half-created by a live process, or not ours
+        return False  # half-created by a live process, or of another layout
+    return True
+
+
+def _is_abandoned(arena: Arena) -> bool:
+    if not _is_valid(arena):
+        return False  # its locks are not where this layout expects them
     owners = arena.attached_processes()
     if owners:
         return not any(is_alive(pid, start) for pid, start in owners)

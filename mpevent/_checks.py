@@ -1,4 +1,4 @@
-"""Validation of the arguments the public API shares: timeouts and counts.
+"""Validation of what users give us: timeouts, counts and sizes in the environment.
 
 Bad input raises a typed error that says what was wrong, before anything
 changes.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 
 def check_timeout(timeout: object) -> float | None:
@@ -40,3 +41,33 @@ def check_count(count: object, available: int) -> int:
             f"count must be between 0 and {available} (the objects given), not {count}"
         )
     return count
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str, variable: str) -> int:
+    """Bytes from ``"123"``, ``"64K"``, ``"512M"``, ``"2G"`` (binary units, optional ``B``).
+
+    Raises ValueError naming *variable* (where the text came from) when it
+    is not such a size.
+    """
+    cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = cleaned[-1:] if cleaned[-1:] in _SIZE_UNITS else ""
+    number = cleaned[: len(cleaned) - len(unit)]
+    try:
+        value = float(number)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"{variable}={text!r} is not a size: give bytes as a number with an optional "
+            "K, M, G or T suffix, such as 512M"
+        )
+    return int(value * _SIZE_UNITS[unit])
+
+
+def size_from_env(variable: str, default: int) -> int:
+    """The size in environment variable *variable*, or *default* if unset or empty."""
+    text = os.environ.get(variable, "")
+    return parse_size(text, variable) if text.strip() else default

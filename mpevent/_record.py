@@ -102,12 +102,7 @@ def _drop(arena: Arena, index: int, serial: int) -> None:
 def _give_back(arena: Arena, index: int) -> None:
     # Unmark first, uncount second: dying in between leaks, never double-frees.
     arena.native.held_mark(arena.entry, index, False)
-    payload = arena.native.record_release(index)
-    if payload is not None:  # freed: release what its value slots point to
-        _storage.discard_payload(arena, payload)
-
-
-_arena.RECORD_FREED.append(_storage.discard_payload)
+    arena.native.record_release(index)  # the last one frees its values too (in C)
 
 
 class Record:
@@ -222,9 +217,12 @@ class Record:
         """Store a pickled value in slot *which* and raise the flag."""
         _storage.store(self.arena, self.index, which, inband, buffers)
 
-    def load(self, which: int) -> tuple[bool, object]:
-        """(True, the unpickled object of slot *which*) or (False, None)."""
-        return _storage.load(self.arena, self.index, which)
+    def load(self, which: int, copy: bool = False) -> tuple[bool, object]:
+        """(True, the unpickled object of slot *which*) or (False, None).
+
+        Large buffers are zero-copy read-only views unless *copy*.
+        """
+        return _storage.load(self.arena, self.index, which, copy)
 
     def rawlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
         """Run callback(handle) once on this process's hub after the next set."""

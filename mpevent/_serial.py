@@ -133,8 +133,13 @@ def write_frame(target: memoryview, inband: bytes, buffers: Sequence[pickle.Pick
         offset += raw.nbytes
 
 
-def read_frame(source: memoryview) -> object:
-    """Rebuild the value in a frame; buffers are copied out of *source*."""
+def read_frame(source: memoryview, copy: bool = False) -> object:
+    """Rebuild the value in a frame.
+
+    Buffers are handed to their types as read-only views of *source*: NumPy
+    arrays keep using it (no copy), bytes and the like copy it once.  With
+    *copy*, each buffer is first copied into a private, writable bytearray.
+    """
     count, inband_length = FRAME_HEADER.unpack_from(source, 0)
     offset = FRAME_HEADER.size
     lengths = []
@@ -143,17 +148,14 @@ def read_frame(source: memoryview) -> object:
         offset += BUFFER_LENGTH.size
     inband = source[offset : offset + inband_length]
     offset += inband_length
-    views = []
+    buffers: list[memoryview | bytearray] = []
     for length in lengths:
         offset = _aligned(offset)
-        views.append(source[offset : offset + length])
+        view = source[offset : offset + length]
+        buffers.append(bytearray(view) if copy else view)
         offset += length
-    try:
-        return pickle.loads(inband, buffers=views)
-    finally:
-        inband.release()
-        for view in views:
-            view.release()
+    # Views are not released here: an array built on one keeps using it.
+    return pickle.loads(inband, buffers=buffers)
 
 
 def _aligned(offset: int) -> int:

@@ -22,9 +22,14 @@ class AsyncResult(Linkable):
 
     ``set()`` / ``set_exception()`` in any process wakes every thread of
     every process blocked in ``get()`` / ``wait()``.  Values are pickled
-    (protocol 5); large buffers go through shared memory out of band.  As in
-    gevent, setting again replaces what was stored and wakes the waiters
-    again, and a stored value wins over a stored exception in ``get()``.
+    (protocol 5) into the arena's shared-memory heap; large buffers (bytes,
+    NumPy arrays) are copied in once, out of band.  NumPy arrays come back
+    *without a copy*: read-only arrays on the shared pages, valid for as
+    long as the reader holds them, even after the result is set again,
+    dropped everywhere else, or its setter dies (``get(copy=True)`` gives a
+    private writable copy).  As in gevent, setting again replaces what was
+    stored and wakes the waiters again, and a stored value wins over a
+    stored exception in ``get()``.
     """
 
     __slots__ = ("_cache",)
@@ -38,8 +43,10 @@ class AsyncResult(Linkable):
     def set(self, value: Any = None) -> None:
         """Store *value* and wake every waiter.
 
-        Raises TypeError naming the type if *value* cannot be pickled; the
-        result is then left as it was.
+        Raises TypeError naming the type if *value* cannot be pickled, and
+        MemoryError (what ran out, how to fix it) if shared memory or the
+        ``MPEVENT_MAX_SHM`` cap has no room for it; the result is then left
+        as it was.
         """
         inband, buffers = _serial.dumps(value)
         self._record.store(_VALUE, inband, buffers)
@@ -112,12 +119,14 @@ class AsyncResult(Linkable):
         exception = self.exception
         return () if exception is None else (type(exception), exception, None)
 
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+    def get(self, block: bool = True, timeout: float | None = None, *, copy: bool = False) -> Any:
         """Return the stored value or raise the stored exception.
 
         If nothing is stored yet: with *block* false raise :class:`Timeout`
         at once, else wait up to *timeout* seconds (None: forever) and raise
-        :class:`Timeout` if nothing arrives.
+        :class:`Timeout` if nothing arrives.  Large NumPy arrays are
+        read-only views of shared memory; with *copy* true they (and every
+        other buffer of the value) are private, writable copies.
         """
         record = self._record
         if not record.is_set():
@@ -126,7 +135,7 @@ class AsyncResult(Linkable):
             if not self._wait_ready(timeout):
                 raise Timeout(f"AsyncResult.get() timed out after {timeout} s")
         if record.holds(_VALUE):
-            return self._load(_VALUE)
+            return self._load(_VALUE, copy)
         exception = self.exception
         assert exception is not None
         raise exception
@@ -166,18 +175,20 @@ class AsyncResult(Linkable):
     def cancelled(self) -> bool:
         return False
 
-    def _load(self, which: int) -> Any:
+    def _load(self, which: int, copy: bool = False) -> Any:
         # Rebuild once per stored generation: like gevent, repeated reads
         # return the same object, and a 32 MiB value is not copied again.
+        # A private copy is the caller's own, never cached.
         generation = self._record.generation()
         cached = self._cache.get(which)
-        if cached is not None and cached[0] == generation:
+        if not copy and cached is not None and cached[0] == generation:
             return cached[1]
-        found, loaded = self._record.load(which)
+        found, loaded = self._record.load(which, copy)
         if not found:
             return None
         value = _serial.as_exception(loaded) if which == _EXCEPTION else loaded
-        self._cache[which] = (generation, value)
+        if not copy:
+            self._cache[which] = (generation, value)
         return value
 
     def _state_text(self) -> str:

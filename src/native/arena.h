@@ -1,0 +1,354 @@
+/*
+ * mpevent._native: the shared-memory arena, its parking lot and its value heap.
+ *
+ * This header owns the layout; each .c file owns one idea:
+ *
+ *   layout.c   the Arena type: mapping, formatting, validating, reserving
+ *              pages before they are touched, statistics, the module
+ *   locks.c    robust process-shared mutexes
+ *   parking.c  waiter slots, links, futex sleeps and wakes, wait()
+ *   records.c  records: allocation, reference counts, held bitmaps, the
+ *              state word (set/clear/is_set) and value slots
+ *   heap.c     the value heap: small blocks, large blocks, zero-copy views
+ *
+ * Why C: the hot paths (wait on one record, set, clear) must cost about as
+ * much as a bare semaphore round trip.  Done from Python with ctypes they
+ * take ten foreign calls (~0.8 us each) per side; here they are one call
+ * each, and the GIL is released only around the sleep.
+ *
+ * Why these pieces:
+ *   - A record's guard is a robust, process-shared pthread mutex: the kernel
+ *     hands it to the next locker with EOWNERDEAD when its holder dies, so a
+ *     SIGKILLed process can never leave a record locked.
+ *   - Waiters sleep on a futex word of their own *slot* (one slot per
+ *     waiting thread, not per record), so a thread can wait on many records
+ *     at once (the hub, mpevent.wait) and records cost no kernel object.
+ *   - A record's state is one 32-bit word: bit 0 is the flag, bits 1..31 a
+ *     generation bumped by every set().  One aligned store publishes both,
+ *     so a crash leaves either the old or the new state, never half; a
+ *     waiter returns True when the generation moved, even if clear() has
+ *     already reset the flag (CPython's test_set_and_clear).
+ *   - set() dequeues every waiter it wakes (as trio's ParkingLot.unpark
+ *     does), so a waiter that died while parked costs the next set() one
+ *     futex wake and is then gone.
+ *   - Parked waiters re-read the generation after POLL_NS, then at doubling
+ *     intervals up to POLL_MAX_NS: if a setter was killed after publishing
+ *     the state but before waking everyone, the waiters still return within
+ *     about a second.
+ *   - Every page is *reserved* (MADV_POPULATE_WRITE, which fails with an
+ *     error where a plain store would raise SIGBUS) before it is first
+ *     touched: records, slots and links as their regions grow, held bitmaps
+ *     page by page, heap blocks before a value is copied in.  A full
+ *     /dev/shm (or the MPEVENT_MAX_SHM cap) is a MemoryError, never a bus
+ *     error, and a failed reservation gives back what it got.
+ *   - No Python object that the garbage collector tracks is created while
+ *     a lock is held: a collection could run a finalizer that releases a
+ *     record and needs that same lock.  Errors found under a lock are
+ *     raised after unlocking.
+ *
+ * Layout of a segment (all integers native-endian; offsets in bytes):
+ *
+ *   | offset         | size                | what                             |
+ *   |----------------|---------------------|----------------------------------|
+ *   | 0              | sizeof(Header)      | Header (below)                   |
+ *   | ATTACH_OFFSET  | ATTACH_ENTRIES*16   | attach table: pid u32, held      |
+ *   |                |                     | bitmap bytes reserved u32 (C),   |
+ *   |                |                     | start time f64                   |
+ *   | slots_offset   | slot_capacity*32    | Slot[]                           |
+ *   | links_offset   | link_capacity*32    | Link[]; link i < slot_capacity   |
+ *   |                |                     | is slot i's own link             |
+ *   | records_offset | record_capacity*128 | Record[]                         |
+ *   | small_offset   | small_capacity      | small value blocks, 64 B..64 KiB |
+ *   | held_offset    | ATTACH_ENTRIES *    | per attached process: a bit per  |
+ *   |                |   held_stride       | record it holds a reference to   |
+ *   | large_offset   | large_capacity      | large value blocks (LargeBlock), |
+ *   |                |                     | page aligned, sparse             |
+ *
+ * The file is sparse: only reserved pages cost memory.  Index fields that
+ * point into a list hold index+1 so that 0 means "none".
+ *
+ * Who holds a record: its refcount counts processes (plus pickles in flight
+ * and names), and each process also sets its bit in the held bitmap of its
+ * attach-table entry.  The count goes up before the bit is set and down
+ * after it is cleared, so a process dying in between can only leak a
+ * reference, never give one back twice.  When a process is found dead, the
+ * one that finds it releases every record whose bit it had set.
+ *
+ * A record's payload holds two ValueSlots (AsyncResult's value and its
+ * exception), each a descriptor of a pickled form that lives inline (up to
+ * 16 bytes), in a small block (a plain pickle up to 64 KiB), or in a large
+ * block (anything bigger, or with out-of-band buffers).  See heap.c.
+ */
+#ifndef MPEVENT_ARENA_H
+#define MPEVENT_ARENA_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <pthread.h>
+#include <stdint.h>
+
+#define MAGIC 0x31544e4556504d00ULL /* "\0MPEVNT1" */
+#define LAYOUT_VERSION 6u
+#define RECORD_SIZE 128u
+#define PAYLOAD_SIZE 48u
+#define ATTACH_OFFSET 4096u
+#define ATTACH_ENTRIES 1024u
+#define ATTACH_ENTRY_SIZE 16u
+#define PAGE 4096u
+#define RESERVE_CHUNK (64u * 1024u) /* regions grow by this much at a time */
+#define POLL_NS 250000000LL      /* first re-read of the generation: 0.25 s */
+#define POLL_MAX_NS 1000000000LL /* then doubling up to 1 s: at most ~1 wakeup/s idle */
+#define WAKE_BATCH 64
+#define LOCK_SPINS 200 /* trylock attempts before sleeping on a busy lock */
+
+#define SMALL_MIN_SHIFT 6
+#define SMALL_CLASSES 11
+#define SMALL_MAX (1u << (SMALL_MIN_SHIFT + SMALL_CLASSES - 1)) /* 64 KiB */
+
+/* Large classes: four per power of two from 64 KiB (at most 25% of the
+ * address range wasted; pages past the value are never reserved). */
+#define LARGE_MIN_SHIFT 16
+#define LARGE_STEPS 4
+#define LARGE_CLASSES (1 + LARGE_STEPS * (48 - LARGE_MIN_SHIFT))
+#define BLOCK_HEADER PAGE /* a large block's data starts one page in */
+
+#define VALUE_NONE 0u
+#define VALUE_INLINE 1u
+#define VALUE_SMALL 2u
+#define VALUE_LARGE 3u
+#define VALUE_INLINE_MAX 16u
+
+#define STATE_FLAG 1u
+#define GENERATION(state) ((state) >> 1)
+
+#define KIND_FREE 0u
+
+#define LINK_QUEUED 1u
+#define LINK_OWNED 2u /* an extra link, allocated by link_alloc for l->slot */
+
+typedef struct {
+    uint64_t magic;
+    uint32_t layout_version;
+    uint32_t record_size;
+    uint32_t record_capacity;
+    uint32_t slot_capacity;
+    uint32_t link_capacity;
+    uint32_t record_bump;  /* records [0, bump) have been initialised */
+    uint32_t record_free;  /* free list head, index+1 */
+    uint32_t records_live;
+    uint32_t slot_bump;
+    uint32_t slot_free;
+    uint32_t slots_live;
+    uint32_t link_bump;
+    uint32_t link_free;
+    uint32_t links_live;
+    uint32_t serial;       /* bumped by every record allocation */
+    uint32_t recoveries;   /* locks taken over from dead holders */
+    uint64_t slots_offset;
+    uint64_t links_offset;
+    uint64_t records_offset;
+    uint64_t small_offset;
+    uint64_t small_capacity;
+    uint64_t held_offset;
+    uint64_t held_stride;        /* bytes of one entry's bitmap, page aligned */
+    uint64_t large_offset;
+    uint64_t large_capacity;
+    uint64_t total_size;
+    /* reservations: bytes from the start of each region that are backed */
+    uint64_t records_reserved;
+    uint64_t slots_reserved;     /* covers the slots and their own links */
+    uint64_t links_reserved;     /* extra links, from link index slot_capacity */
+    uint64_t small_reserved;
+    uint64_t shm_reserved;       /* every reserved byte counted against shm_cap */
+    uint64_t shm_cap;            /* MPEVENT_MAX_SHM of the creator; 0 = none */
+    uint64_t free_watermark;     /* free large-block bytes kept resident */
+    /* small heap */
+    uint64_t small_bump;
+    uint64_t small_used;
+    uint64_t small_free[SMALL_CLASSES]; /* free block offsets, 0 = none */
+    /* large heap (heap.c) */
+    uint64_t large_bump;         /* bytes of the large region carved into blocks */
+    uint64_t large_used;         /* class bytes of blocks not free */
+    uint64_t large_resident;     /* reserved bytes of all large blocks */
+    uint64_t large_free_resident;/* reserved bytes of free large blocks */
+    uint64_t large_given_back;   /* bytes ever punched out of free blocks */
+    uint64_t large_free[LARGE_CLASSES];
+    pthread_mutex_t lock;  /* guards allocation and the attach table */
+} Header;
+
+typedef struct {
+    uint32_t word;      /* futex: 0 parked, 1 woken */
+    uint32_t in_use;
+    uint32_t pid;
+    uint32_t next_free; /* index+1 */
+    uint32_t pad[4];
+} Slot;
+
+typedef struct {
+    uint32_t next;      /* next link in the record's waiter list, index+1 */
+    uint32_t slot;
+    uint32_t record;
+    uint32_t flags;     /* LINK_QUEUED while in a waiter list, LINK_OWNED */
+    uint32_t fired;     /* set to 1 by the setter that dequeued it */
+    uint32_t next_free; /* index+1 */
+    uint32_t pad[2];
+} Link;
+
+typedef struct {
+    pthread_mutex_t lock;
+    uint32_t state;     /* generation << 1 | flag */
+    uint32_t waiters;   /* head of the waiter list, link index+1 */
+    uint32_t refcount;  /* processes holding it + pickles in flight */
+    uint32_t inflight;  /* pickles not yet unpickled */
+    uint32_t kind;      /* KIND_FREE or the kind given at allocation */
+    uint32_t serial;    /* allocation serial: stale handles do not match */
+    uint32_t next_free; /* index+1 */
+    uint32_t pad;
+    unsigned char payload[PAYLOAD_SIZE];
+} Record;
+
+typedef struct {
+    uint8_t tag;        /* VALUE_NONE, VALUE_INLINE, VALUE_SMALL, VALUE_LARGE */
+    uint8_t pad[3];
+    uint32_t length;    /* bytes of the stored form (large: see the block) */
+    union {
+        uint8_t bytes[VALUE_INLINE_MAX];
+        uint64_t location; /* block offset in the segment */
+    } where;
+} ValueSlot;
+
+#define BLOCK_FREE 0u
+#define BLOCK_WRITING 1u /* allocated, being written, not yet published */
+#define BLOCK_LIVE 2u    /* published in a value slot, or still viewed */
+#define BLOCK_FREEING 3u /* being freed by whoever won it */
+
+/* The header page of a large block (heap.c has the life of a block). */
+typedef struct {
+    uint32_t state;     /* BLOCK_FREE, BLOCK_WRITING, BLOCK_LIVE, BLOCK_FREEING */
+    uint32_t cls;
+    uint64_t size;      /* class bytes, header page included */
+    uint64_t resident;  /* bytes from the block's start that are reserved */
+    uint64_t next_free; /* next free block of the class, offset; 0 = none */
+    uint64_t length;    /* bytes of data */
+    uint32_t owner;     /* attach entry of the writer while BLOCK_WRITING */
+    uint32_t refs;      /* 1 for the value slot holding it + reader pins */
+    uint16_t pins[ATTACH_ENTRIES]; /* reader pins per attached process */
+} LargeBlock;
+
+_Static_assert(sizeof(ValueSlot) * 2 == PAYLOAD_SIZE, "ValueSlot layout");
+_Static_assert(sizeof(Slot) == 32, "Slot layout");
+_Static_assert(sizeof(Link) == 32, "Link layout");
+_Static_assert(sizeof(Record) <= RECORD_SIZE, "Record layout");
+_Static_assert(sizeof(Header) <= ATTACH_OFFSET, "Header layout");
+_Static_assert(sizeof(LargeBlock) <= BLOCK_HEADER, "LargeBlock layout");
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t size;
+    char *base;
+    Header *header;
+    Slot *slots;
+    Link *links;
+    char *records;
+    /* This process's view of its own held bitmap (see records.c). */
+    long held_entry;
+    uint64_t held_reserved;
+    /* Set once this process has left: its reader pins were given back. */
+    int pins_forgotten;
+} ArenaObject;
+
+/* --- shared by the files ------------------------------------------- */
+
+static inline Record *
+record_at(ArenaObject *a, uint32_t index)
+{
+    return (Record *)(a->records + (size_t)index * RECORD_SIZE);
+}
+
+static inline uint64_t
+page_align(uint64_t offset)
+{
+    return (offset + PAGE - 1) & ~(uint64_t)(PAGE - 1);
+}
+
+/* layout.c */
+extern PyTypeObject ArenaType;
+#define RESERVE_FULL 1 /* /dev/shm has no room */
+#define RESERVE_CAP 2  /* MPEVENT_MAX_SHM reached */
+int reserve_range(ArenaObject *a, uint64_t offset, uint64_t length);
+void unreserve_range(ArenaObject *a, uint64_t offset, uint64_t length);
+void raise_reserve_error(ArenaObject *a, int error, uint64_t length, const char *what);
+int grow_region(ArenaObject *a, uint64_t region, uint64_t *reserved, uint64_t needed,
+                uint64_t capacity);
+int append_new(PyObject *list, PyObject *item);
+
+/* locks.c */
+int mutex_init(pthread_mutex_t *m);
+int lock_mutex(ArenaObject *a, pthread_mutex_t *m, Record *repair);
+void unlock_mutex(pthread_mutex_t *m);
+int lock_or_error(ArenaObject *a, pthread_mutex_t *m, Record *repair);
+
+/* parking.c */
+void futex_wake_all(uint32_t *word);
+void wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake);
+void enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t slot);
+int remove_link(ArenaObject *a, Record *r, uint32_t link);
+int check_slot(ArenaObject *a, unsigned long slot);
+int parse_timeout(PyObject *arg, double *timeout);
+PyObject *Arena_slot_alloc(ArenaObject *self, PyObject *args);
+PyObject *Arena_slot_free(ArenaObject *self, PyObject *arg);
+PyObject *Arena_slot_owners(ArenaObject *self, PyObject *ignored);
+PyObject *Arena_slot_reclaim(ArenaObject *self, PyObject *arg);
+PyObject *Arena_link_alloc(ArenaObject *self, PyObject *arg);
+PyObject *Arena_link_free(ArenaObject *self, PyObject *arg);
+PyObject *Arena_enqueue(ArenaObject *self, PyObject *args);
+PyObject *Arena_dequeue(ArenaObject *self, PyObject *args);
+PyObject *Arena_fired(ArenaObject *self, PyObject *arg);
+PyObject *Arena_park(ArenaObject *self, PyObject *args);
+PyObject *Arena_reset(ArenaObject *self, PyObject *arg);
+PyObject *Arena_wake(ArenaObject *self, PyObject *arg);
+PyObject *Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+/* records.c */
+int check_record(ArenaObject *a, unsigned long index);
+Record *parse_record(ArenaObject *self, PyObject *arg);
+PyObject *Arena_held_mark(ArenaObject *self, PyObject *args);
+PyObject *Arena_held_indices(ArenaObject *self, PyObject *arg);
+PyObject *Arena_held_wipe(ArenaObject *self, PyObject *arg);
+PyObject *Arena_adopt_entry(ArenaObject *self, PyObject *arg);
+PyObject *Arena_record_alloc(ArenaObject *self, PyObject *args);
+PyObject *Arena_record_retain(ArenaObject *self, PyObject *args);
+PyObject *Arena_record_pin(ArenaObject *self, PyObject *args);
+PyObject *Arena_record_release(ArenaObject *self, PyObject *args);
+PyObject *Arena_record_info(ArenaObject *self, PyObject *args);
+PyObject *Arena_record_lock(ArenaObject *self, PyObject *arg);
+PyObject *Arena_record_half_set(ArenaObject *self, PyObject *arg);
+PyObject *Arena_is_set(ArenaObject *self, PyObject *arg);
+PyObject *Arena_state(ArenaObject *self, PyObject *arg);
+PyObject *Arena_set(ArenaObject *self, PyObject *arg);
+PyObject *Arena_clear(ArenaObject *self, PyObject *arg);
+PyObject *Arena_store(ArenaObject *self, PyObject *args);
+PyObject *Arena_publish_block(ArenaObject *self, PyObject *args);
+PyObject *Arena_read(ArenaObject *self, PyObject *args);
+PyObject *Arena_holds(ArenaObject *self, PyObject *args);
+
+/* heap.c */
+extern PyTypeObject BlockViewType;
+uint64_t small_take(ArenaObject *a, uint32_t nbytes, int *error);
+void small_give(ArenaObject *a, uint64_t offset, uint32_t nbytes);
+void large_unref(ArenaObject *a, uint64_t block, uint32_t count);
+int large_pin(ArenaObject *a, uint64_t block, uint32_t entry);
+PyObject *block_view_new(ArenaObject *a, uint64_t block, uint32_t entry);
+int large_adopt(ArenaObject *a, uint64_t offset);
+uint64_t large_length(ArenaObject *a, uint64_t offset);
+void release_values(ArenaObject *a, ValueSlot *slots, int count);
+PyObject *Arena_block_alloc(ArenaObject *self, PyObject *args);
+PyObject *Arena_block_abandon(ArenaObject *self, PyObject *args);
+PyObject *Arena_heap_forget(ArenaObject *self, PyObject *arg);
+PyObject *Arena_heap_statistics(ArenaObject *self, PyObject *ignored);
+PyObject *native_before_fork(PyObject *module, PyObject *ignored);
+PyObject *native_after_fork_parent(PyObject *module, PyObject *ignored);
+PyObject *Arena_after_fork_child(ArenaObject *self, PyObject *arg);
+
+#endif

@@ -1,0 +1,507 @@
+/*
+ * The value heap: where AsyncResult values live, in the arena's own mapping.
+ *
+ * Two allocators, chosen by size (measured in docs/design.md):
+ *
+ *   - Small blocks (64 B .. 64 KiB, powers of two) hold plain pickles up to
+ *     64 KiB; store() copies a pickle in and publishes it in one C call.
+ *     Per-class free lists; carved from a region reserved a chunk at a time.
+ *
+ *   - Large blocks hold everything else, written straight from the pickle's
+ *     out-of-band buffers (one copy) and read back without a copy: a
+ *     BlockView exports the block read-only, and NumPy arrays unpickled
+ *     from it keep it alive.  Sizes are classes of four per power of two,
+ *     page granular, with a header page each (LargeBlock: state, size,
+ *     refs, and a count of reader pins per attached process).  Free blocks
+ *     go on per-class LIFO lists, so the most recently used block, whose
+ *     pages are still reserved and mapped, is reused first: no file is
+ *     created, sized, mapped or unlinked per value, and no page is zeroed
+ *     again.  Only the pages a value needs are reserved, so a class's
+ *     rounding costs address space, not memory.  When the free blocks'
+ *     reserved bytes would pass the watermark (MPEVENT_HEAP_WATERMARK), a
+ *     freed block's data pages are punched out (MADV_REMOVE) instead.
+ *
+ * Life of a large block: FREE -> WRITING (block_alloc; owner = the writer's
+ * attach entry) -> LIVE (publish_block; refs = 1 for the value slot) ->
+ * FREE when refs drops to 0.  refs also counts reader pins: read() pins the
+ * block for the reading process under the record lock, so a view outlives a
+ * new set(), the record's release and the setter's death.  When a process
+ * dies or leaves, heap_forget() walks the blocks (they are carved in order,
+ * each header says its size) and drops its pins and its unpublished blocks:
+ * a writer killed mid-copy never publishes, and its block comes back.
+ *
+ * Freeing is lock-free (a CAS push), because a view may be released by the
+ * garbage collector at any allocation, also while this thread holds the
+ * arena lock.  Pops happen under the arena lock, so a popped head cannot be
+ * popped and pushed again meanwhile (no ABA).
+ */
+#include "arena.h"
+
+#include <string.h>
+
+/* --- small blocks ---------------------------------------------------- */
+
+static int
+small_class(uint32_t nbytes)
+{
+    int cls = 0;
+    while (((uint32_t)1 << (SMALL_MIN_SHIFT + cls)) < nbytes) cls++;
+    return cls;
+}
+
+/*
+ * Arena lock held.  Returns the block's offset in the segment, or 0 with
+ * *error set to a RESERVE_* code, or to 0 when the region is exhausted (the
+ * caller then uses a large block).
+ */
+uint64_t
+small_take(ArenaObject *a, uint32_t nbytes, int *error)
+{
+    Header *h = a->header;
+    int cls = small_class(nbytes);
+    uint64_t size = (uint64_t)1 << (SMALL_MIN_SHIFT + cls);
+    uint64_t offset = h->small_free[cls];
+    *error = 0;
+    if (offset != 0) {
+        h->small_free[cls] = *(uint64_t *)(a->base + offset);
+    } else if (h->small_bump + size <= h->small_capacity) {
+        *error = grow_region(a, h->small_offset, &h->small_reserved, h->small_bump + size,
+                             h->small_capacity);
+        if (*error) return 0;
+        offset = h->small_offset + h->small_bump;
+        h->small_bump += size;
+    } else {
+        return 0;
+    }
+    h->small_used += size;
+    return offset;
+}
+
+/* Arena lock held. */
+void
+small_give(ArenaObject *a, uint64_t offset, uint32_t nbytes)
+{
+    Header *h = a->header;
+    int cls = small_class(nbytes);
+    *(uint64_t *)(a->base + offset) = h->small_free[cls];
+    h->small_free[cls] = offset;
+    h->small_used -= (uint64_t)1 << (SMALL_MIN_SHIFT + cls);
+}
+
+/* --- large blocks ---------------------------------------------------- */
+
+static inline LargeBlock *
+block_at(ArenaObject *a, uint64_t offset)
+{
+    return (LargeBlock *)(a->base + offset);
+}
+
+/* The class of a block of `bytes` (header included) and its size. */
+static int
+large_class(uint64_t bytes, uint64_t *size)
+{
+    uint64_t floor_size = (uint64_t)1 << LARGE_MIN_SHIFT;
+    if (bytes <= floor_size) {
+        *size = floor_size;
+        return 0;
+    }
+    int p = 63 - __builtin_clzll(bytes - 1); /* 2^p < bytes <= 2^(p+1) */
+    uint64_t quarter = (uint64_t)1 << (p - 2);
+    uint64_t k = (bytes - ((uint64_t)1 << p) + quarter - 1) / quarter; /* 1..4 */
+    *size = ((uint64_t)1 << p) + k * quarter;
+    return (p - LARGE_MIN_SHIFT) * LARGE_STEPS + (int)k;
+}
+
+/* Put a block whose refs reached 0 (or an unpublished one) on its free list. */
+static void
+large_free(ArenaObject *a, uint64_t offset)
+{
+    Header *h = a->header;
+    LargeBlock *b = block_at(a, offset);
+    uint64_t data = b->resident - BLOCK_HEADER;
+    uint64_t kept = __atomic_load_n(&h->large_free_resident, __ATOMIC_RELAXED);
+    if (data > 0 && kept + data > h->free_watermark) {
+        /* Past the watermark: give the data pages back to the OS. */
+        unreserve_range(a, offset + BLOCK_HEADER, data);
+        b->resident = BLOCK_HEADER;
+        __atomic_sub_fetch(&h->large_resident, data, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&h->large_given_back, data, __ATOMIC_RELAXED);
+        data = 0;
+    }
+    __atomic_add_fetch(&h->large_free_resident, data, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&h->large_used, b->size, __ATOMIC_RELAXED);
+    b->refs = 0;
+    b->length = 0;
+    __atomic_store_n(&b->state, BLOCK_FREE, __ATOMIC_RELEASE);
+    uint64_t *head = &h->large_free[b->cls];
+    uint64_t old = __atomic_load_n(head, __ATOMIC_ACQUIRE);
+    do {
+        b->next_free = old;
+    } while (!__atomic_compare_exchange_n(head, &old, offset, 1, __ATOMIC_ACQ_REL,
+                                          __ATOMIC_ACQUIRE));
+}
+
+/* Arena lock held: pops are serialised, pushes may race (see the top). */
+static uint64_t
+large_pop(ArenaObject *a, int cls)
+{
+    uint64_t *head = &a->header->large_free[cls];
+    uint64_t old = __atomic_load_n(head, __ATOMIC_ACQUIRE);
+    while (old != 0) {
+        uint64_t next = block_at(a, old)->next_free;
+        if (__atomic_compare_exchange_n(head, &old, next, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            break;
+    }
+    return old;
+}
+
+/* Drop `count` references; the last one frees the block. */
+void
+large_unref(ArenaObject *a, uint64_t offset, uint32_t count)
+{
+    LargeBlock *b = block_at(a, offset);
+    if (__atomic_sub_fetch(&b->refs, count, __ATOMIC_ACQ_REL) == 0) {
+        __atomic_store_n(&b->state, BLOCK_FREEING, __ATOMIC_RELEASE);
+        large_free(a, offset);
+    }
+}
+
+/* Record lock held, block published there: pin it for process `entry`. */
+int
+large_pin(ArenaObject *a, uint64_t offset, uint32_t entry)
+{
+    LargeBlock *b = block_at(a, offset);
+    if (__atomic_load_n(&b->pins[entry], __ATOMIC_RELAXED) == UINT16_MAX) return -1;
+    __atomic_add_fetch(&b->refs, 1, __ATOMIC_ACQ_REL);
+    __atomic_add_fetch(&b->pins[entry], 1, __ATOMIC_ACQ_REL);
+    return 0;
+}
+
+static void
+large_unpin(ArenaObject *a, uint64_t offset, uint32_t entry)
+{
+    __atomic_sub_fetch(&block_at(a, offset)->pins[entry], 1, __ATOMIC_ACQ_REL);
+    large_unref(a, offset, 1);
+}
+
+/* Free what value slots point to.  Record lock held (small blocks are
+ * freed under it, so a reader copying one out never sees it reused). */
+void
+release_values(ArenaObject *a, ValueSlot *slots, int count)
+{
+    for (int i = 0; i < count; i++) {
+        ValueSlot *slot = &slots[i];
+        if (slot->tag == VALUE_SMALL) {
+            /* The record lock comes before the arena lock; taking it cannot
+             * fail but for a dead holder, which lock_mutex repairs. */
+            lock_mutex(a, &a->header->lock, NULL);
+            small_give(a, slot->where.location, slot->length);
+            unlock_mutex(&a->header->lock);
+        } else if (slot->tag == VALUE_LARGE) {
+            large_unref(a, slot->where.location, 1);
+        }
+        slot->tag = VALUE_NONE;
+    }
+}
+
+static int
+check_block(ArenaObject *a, uint64_t offset, uint32_t state)
+{
+    Header *h = a->header;
+    uint64_t bump = __atomic_load_n(&h->large_bump, __ATOMIC_ACQUIRE);
+    if (offset < h->large_offset || offset >= h->large_offset + bump ||
+        (offset - h->large_offset) % PAGE != 0 ||
+        __atomic_load_n(&block_at(a, offset)->state, __ATOMIC_ACQUIRE) != state) {
+        PyErr_Format(PyExc_ValueError, "offset %llu is not a large block in state %u",
+                     (unsigned long long)offset, state);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * block_alloc(length, entry) -> offset: a large block for `length` bytes
+ * of data (at offset + PAGE), reserved, owned by attach entry `entry`
+ * until published.  Raises MemoryError when shared memory, the cap or the
+ * heap's address range runs out; nothing is left allocated then.
+ */
+PyObject *
+Arena_block_alloc(ArenaObject *self, PyObject *args)
+{
+    unsigned long long length;
+    unsigned long entry;
+    if (!PyArg_ParseTuple(args, "Kk:block_alloc", &length, &entry)) return NULL;
+    if (entry >= ATTACH_ENTRIES) {
+        PyErr_Format(PyExc_ValueError, "attach entry %lu is outside the table", entry);
+        return NULL;
+    }
+    Header *h = self->header;
+    if (length > h->large_capacity) {
+        PyErr_Format(PyExc_MemoryError,
+                     "a value of %llu bytes does not fit the arena's value heap of %llu bytes; "
+                     "raise MPEVENT_ARENA_HEAP (address space only, not memory)",
+                     length, (unsigned long long)h->large_capacity);
+        return NULL;
+    }
+    uint64_t size;
+    int cls = large_class(BLOCK_HEADER + length, &size);
+    uint64_t need = page_align(BLOCK_HEADER + length);
+    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    uint64_t offset = large_pop(self, cls);
+    LargeBlock *b;
+    int error = 0;
+    if (offset != 0) {
+        b = block_at(self, offset);
+        __atomic_sub_fetch(&h->large_free_resident, b->resident - BLOCK_HEADER,
+                           __ATOMIC_RELAXED);
+    } else if (h->large_bump + size <= h->large_capacity) {
+        offset = h->large_offset + h->large_bump;
+        error = reserve_range(self, offset, BLOCK_HEADER);
+        if (error) {
+            unlock_mutex(&h->lock);
+            raise_reserve_error(self, error, need, "a value");
+            return NULL;
+        }
+        b = block_at(self, offset);
+        memset(b, 0, sizeof(LargeBlock));
+        b->size = size;
+        b->cls = (uint32_t)cls;
+        b->resident = BLOCK_HEADER;
+        __atomic_add_fetch(&h->large_resident, BLOCK_HEADER, __ATOMIC_RELAXED);
+        /* The header is whole before the bump makes it walkable. */
+        __atomic_store_n(&h->large_bump, h->large_bump + size, __ATOMIC_RELEASE);
+    } else {
+        unlock_mutex(&h->lock);
+        PyErr_Format(PyExc_MemoryError,
+                     "the arena's value heap (%llu bytes of address space) has no room for a "
+                     "value of %llu bytes; raise MPEVENT_ARENA_HEAP",
+                     (unsigned long long)h->large_capacity, length);
+        return NULL;
+    }
+    b->owner = (uint32_t)entry;
+    b->length = length;
+    b->refs = 0;
+    __atomic_store_n(&b->state, BLOCK_WRITING, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&h->large_used, size, __ATOMIC_RELAXED);
+    unlock_mutex(&h->lock);
+    if (b->resident < need) {
+        /* Outside the lock: reserving 32 MiB takes milliseconds. */
+        error = reserve_range(self, offset + b->resident, need - b->resident);
+        if (error) {
+            large_free(self, offset);
+            raise_reserve_error(self, error, need, "a value");
+            return NULL;
+        }
+        __atomic_add_fetch(&h->large_resident, need - b->resident, __ATOMIC_RELAXED);
+        b->resident = need;
+    }
+    return PyLong_FromUnsignedLongLong(offset);
+}
+
+/* block_abandon(offset): free a block that was allocated and never published. */
+PyObject *
+Arena_block_abandon(ArenaObject *self, PyObject *args)
+{
+    unsigned long long offset;
+    if (!PyArg_ParseTuple(args, "K:block_abandon", &offset)) return NULL;
+    if (check_block(self, offset, BLOCK_WRITING) < 0) return NULL;
+    uint32_t expected = BLOCK_WRITING;
+    if (__atomic_compare_exchange_n(&block_at(self, offset)->state, &expected, BLOCK_FREEING, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        large_free(self, offset);
+    Py_RETURN_NONE;
+}
+
+/* For records.c: check a block about to be published and take the slot's reference. */
+int
+large_adopt(ArenaObject *a, uint64_t offset)
+{
+    if (check_block(a, offset, BLOCK_WRITING) < 0) return -1;
+    LargeBlock *b = block_at(a, offset);
+    b->refs = 1;
+    __atomic_store_n(&b->state, BLOCK_LIVE, __ATOMIC_RELEASE);
+    return 0;
+}
+
+uint64_t
+large_length(ArenaObject *a, uint64_t offset)
+{
+    return block_at(a, offset)->length;
+}
+
+/*
+ * heap_forget(entry): the process of attach entry `entry` is gone (dead,
+ * or leaving): drop its reader pins and free the blocks it was writing.
+ */
+PyObject *
+Arena_heap_forget(ArenaObject *self, PyObject *arg)
+{
+    unsigned long entry = PyLong_AsUnsignedLong(arg);
+    if (entry == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (entry >= ATTACH_ENTRIES) {
+        PyErr_Format(PyExc_ValueError, "attach entry %lu is outside the table", entry);
+        return NULL;
+    }
+    Header *h = self->header;
+    if (self->held_entry == (long)entry) self->pins_forgotten = 1;
+    uint64_t bump = __atomic_load_n(&h->large_bump, __ATOMIC_ACQUIRE);
+    uint64_t position = 0;
+    while (position < bump) {
+        uint64_t offset = h->large_offset + position;
+        LargeBlock *b = block_at(self, offset);
+        uint64_t size = b->size;
+        if (size == 0) break; /* cannot happen: headers are written before the bump */
+        uint16_t pins = __atomic_exchange_n(&b->pins[entry], 0, __ATOMIC_ACQ_REL);
+        if (pins) large_unref(self, offset, pins);
+        uint32_t expected = BLOCK_WRITING;
+        if (b->owner == entry &&
+            __atomic_compare_exchange_n(&b->state, &expected, BLOCK_FREEING, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            large_free(self, offset);
+        position += size;
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *
+Arena_heap_statistics(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Header *h = self->header;
+#define LOAD(field) (unsigned long long)__atomic_load_n(&h->field, __ATOMIC_RELAXED)
+    return Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "small_used", LOAD(small_used),
+        "small_carved", LOAD(small_bump), "small_reserved", LOAD(small_reserved),
+        "large_used", LOAD(large_used), "large_carved", LOAD(large_bump), "large_resident",
+        LOAD(large_resident), "large_free_resident", LOAD(large_free_resident),
+        "large_given_back", LOAD(large_given_back), "free_watermark", LOAD(free_watermark),
+        "shm_reserved", LOAD(shm_reserved), "shm_cap", LOAD(shm_cap));
+#undef LOAD
+}
+
+/* --- zero-copy views ------------------------------------------------- */
+
+/*
+ * A BlockView exports a large block's data read-only and holds this
+ * process's pin on it while it lives.  Every live view is on a process-
+ * local list so that a fork can pin them for the child too.
+ */
+typedef struct BlockViewObject {
+    PyObject_HEAD
+    ArenaObject *arena;
+    uint64_t block;
+    uint64_t length;
+    uint32_t entry;
+    int pinned;
+    struct BlockViewObject *prev, *next;
+} BlockViewObject;
+
+static BlockViewObject *live_views;
+
+/* A view of a block pinned for `entry` (the pin passes to the view). */
+PyObject *
+block_view_new(ArenaObject *a, uint64_t block, uint32_t entry)
+{
+    BlockViewObject *view = PyObject_New(BlockViewObject, &BlockViewType);
+    if (view == NULL) {
+        large_unpin(a, block, entry);
+        return NULL;
+    }
+    Py_INCREF(a);
+    view->arena = a;
+    view->block = block;
+    view->length = block_at(a, block)->length;
+    view->entry = entry;
+    view->pinned = 1;
+    view->prev = NULL;
+    view->next = live_views;
+    if (live_views != NULL) live_views->prev = view;
+    live_views = view;
+    return (PyObject *)view;
+}
+
+static void
+BlockView_dealloc(BlockViewObject *view)
+{
+    if (view->prev != NULL) view->prev->next = view->next;
+    else live_views = view->next;
+    if (view->next != NULL) view->next->prev = view->prev;
+    if (view->pinned && !view->arena->pins_forgotten)
+        large_unpin(view->arena, view->block, view->entry);
+    Py_DECREF(view->arena);
+    PyObject_Free(view);
+}
+
+static int
+BlockView_getbuffer(BlockViewObject *view, Py_buffer *buffer, int flags)
+{
+    if (flags & PyBUF_WRITABLE) {
+        PyErr_SetString(PyExc_BufferError,
+                        "values read from shared memory are read-only; ask for a private "
+                        "writable copy with AsyncResult.get(copy=True)");
+        return -1;
+    }
+    char *data = view->arena->base + view->block + BLOCK_HEADER;
+    return PyBuffer_FillInfo(buffer, (PyObject *)view, data, (Py_ssize_t)view->length, 1, flags);
+}
+
+static PyBufferProcs BlockView_as_buffer = {(getbufferproc)BlockView_getbuffer, NULL};
+
+static PyObject *
+BlockView_repr(BlockViewObject *view)
+{
+    return PyUnicode_FromFormat("<mpevent value block at %llu: %llu bytes>",
+                                (unsigned long long)view->block,
+                                (unsigned long long)view->length);
+}
+
+PyTypeObject BlockViewType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mpevent._native.BlockView",
+    .tp_basicsize = sizeof(BlockViewObject),
+    .tp_dealloc = (destructor)BlockView_dealloc,
+    .tp_repr = (reprfunc)BlockView_repr,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A read-only view of a value in shared memory; keeps it alive while it lives.",
+    .tp_as_buffer = &BlockView_as_buffer,
+};
+
+/*
+ * Fork: the child inherits every view.  Before the fork each pinned view
+ * takes an extra reference on its block, so the parent dropping its view
+ * meanwhile cannot free it; the parent gives those back after the fork,
+ * and the child turns them into pins of its own attach entry.
+ */
+PyObject *
+native_before_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    for (BlockViewObject *v = live_views; v != NULL; v = v->next)
+        if (v->pinned && !v->arena->pins_forgotten)
+            __atomic_add_fetch(&block_at(v->arena, v->block)->refs, 1, __ATOMIC_ACQ_REL);
+    Py_RETURN_NONE;
+}
+
+PyObject *
+native_after_fork_parent(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    for (BlockViewObject *v = live_views; v != NULL; v = v->next)
+        if (v->pinned && !v->arena->pins_forgotten) large_unref(v->arena, v->block, 1);
+    Py_RETURN_NONE;
+}
+
+/* after_fork_child(entry): in the child, once it joined the arena as `entry`. */
+PyObject *
+Arena_after_fork_child(ArenaObject *self, PyObject *arg)
+{
+    unsigned long entry = PyLong_AsUnsignedLong(arg);
+    if (entry == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (entry >= ATTACH_ENTRIES) {
+        PyErr_Format(PyExc_ValueError, "attach entry %lu is outside the table", entry);
+        return NULL;
+    }
+    for (BlockViewObject *v = live_views; v != NULL; v = v->next) {
+        if (v->arena != self || !v->pinned || self->pins_forgotten) continue;
+        __atomic_add_fetch(&block_at(self, v->block)->pins[entry], 1, __ATOMIC_ACQ_REL);
+        v->entry = (uint32_t)entry;
+    }
+    Py_RETURN_NONE;
+}

@@ -1,0 +1,456 @@
+/*
+ * The Arena type: mapping a segment, laying it out, reserving its pages,
+ * and the module that exports it.  The layout table is in arena.h.
+ */
+#include "arena.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Populating this much or more releases the GIL meanwhile. */
+#define RESERVE_NOGIL (1u << 20)
+
+/*
+ * Arena(fd, size): map the segment behind fd.  The caller may close fd at
+ * once: unlike mmap.mmap, we keep no duplicate descriptor, so a process
+ * holds one mapping per arena and no descriptor.
+ */
+static int
+Arena_init(ArenaObject *self, PyObject *args, PyObject *kwds)
+{
+    int fd;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "in:Arena", &fd, &size)) return -1;
+    if (self->base != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Arena is already initialised");
+        return -1;
+    }
+    if ((size_t)size < ATTACH_OFFSET + ATTACH_ENTRIES * ATTACH_ENTRY_SIZE) {
+        PyErr_Format(PyExc_ValueError, "a segment of %zd bytes is too small to hold an arena",
+                     size);
+        return -1;
+    }
+    void *base;
+    Py_BEGIN_ALLOW_THREADS
+    /* MAP_NORESERVE: the segment is mostly holes; we reserve pages ourselves. */
+    base = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    Py_END_ALLOW_THREADS
+    if (base == MAP_FAILED) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->base = base;
+    self->size = size;
+    self->header = (Header *)self->base;
+    self->held_entry = -1;
+    self->held_reserved = 0;
+    self->pins_forgotten = 0;
+    return 0;
+}
+
+static int
+Arena_getbuffer(ArenaObject *self, Py_buffer *view, int flags)
+{
+    if (self->base == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Arena is not mapped");
+        return -1;
+    }
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->base, self->size, 0, flags);
+}
+
+static PyBufferProcs Arena_as_buffer = {(getbufferproc)Arena_getbuffer, NULL};
+
+static void
+Arena_bind(ArenaObject *self)
+{
+    Header *h = self->header;
+    self->slots = (Slot *)(self->base + h->slots_offset);
+    self->links = (Link *)(self->base + h->links_offset);
+    self->records = self->base + h->records_offset;
+}
+
+static void
+Arena_dealloc(ArenaObject *self)
+{
+    /* Buffers and block views hold a reference to us: none is left. */
+    if (self->base != NULL) munmap(self->base, (size_t)self->size);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* --- reserving pages ------------------------------------------------ */
+
+static int populate_supported = 1;
+
+/*
+ * Back [offset, offset + length) (page aligned, not yet backed) with
+ * memory, counting it against the cap.  Returns 0 or RESERVE_FULL /
+ * RESERVE_CAP, having given back any page it got.  Never raises: callers
+ * may hold a lock (raise_reserve_error() after unlocking).
+ */
+int
+reserve_range(ArenaObject *a, uint64_t offset, uint64_t length)
+{
+    Header *h = a->header;
+    if (length == 0) return 0;
+    uint64_t after = __atomic_add_fetch(&h->shm_reserved, length, __ATOMIC_RELAXED);
+    if (h->shm_cap != 0 && after > h->shm_cap) {
+        __atomic_sub_fetch(&h->shm_reserved, length, __ATOMIC_RELAXED);
+        return RESERVE_CAP;
+    }
+    if (!populate_supported) return 0;
+    int rc, error = 0;
+    if (length >= RESERVE_NOGIL) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = madvise(a->base + offset, length, MADV_POPULATE_WRITE);
+        if (rc != 0) error = errno;
+        Py_END_ALLOW_THREADS
+    } else {
+        rc = madvise(a->base + offset, length, MADV_POPULATE_WRITE);
+        if (rc != 0) error = errno;
+    }
+    if (rc == 0) return 0;
+    if (error == EINVAL) {
+        /* Linux < 5.14: no way to reserve without touching; pages fault in
+         * on first use as before (a full /dev/shm is then a SIGBUS). */
+        populate_supported = 0;
+        return 0;
+    }
+    unreserve_range(a, offset, length);
+    return RESERVE_FULL;
+}
+
+/* Give back reserved pages: the file gets holes, the cap gets the bytes. */
+void
+unreserve_range(ArenaObject *a, uint64_t offset, uint64_t length)
+{
+    if (length == 0) return;
+    madvise(a->base + offset, length, MADV_REMOVE);
+    __atomic_sub_fetch(&a->header->shm_reserved, length, __ATOMIC_RELAXED);
+}
+
+/*
+ * Grow the reserved prefix *reserved of a region (at `region`, `capacity`
+ * bytes) to cover `needed` bytes, a chunk at a time.  Arena lock held.
+ */
+int
+grow_region(ArenaObject *a, uint64_t region, uint64_t *reserved, uint64_t needed,
+            uint64_t capacity)
+{
+    if (needed <= *reserved) return 0;
+    uint64_t target = (needed + RESERVE_CHUNK - 1) / RESERVE_CHUNK * RESERVE_CHUNK;
+    uint64_t limit = page_align(capacity);
+    if (target > limit) target = limit;
+    int error = reserve_range(a, region + *reserved, target - *reserved);
+    if (error == 0) *reserved = target;
+    return error;
+}
+
+static void
+raise_memory_error(int error, uint64_t length, unsigned long long used, uint64_t cap,
+                   const char *what)
+{
+    if (error == RESERVE_CAP) {
+        PyErr_Format(PyExc_MemoryError,
+                     "mpevent's shared-memory cap is reached: %s needs %llu more bytes and the "
+                     "arena already uses %llu of MPEVENT_MAX_SHM=%llu bytes; raise "
+                     "MPEVENT_MAX_SHM (bytes, or with a K/M/G suffix) in the environment of the "
+                     "process that creates the arena, or drop results you no longer need",
+                     what, (unsigned long long)length, used, (unsigned long long)cap);
+    } else {
+        PyErr_Format(PyExc_MemoryError,
+                     "/dev/shm is full: %s needs %llu more bytes of shared memory (mpevent uses "
+                     "%llu); give /dev/shm more room (in a container: docker run "
+                     "--shm-size=1g, or a larger tmpfs), free what other programs keep there, "
+                     "or bound mpevent with MPEVENT_MAX_SHM",
+                     what, (unsigned long long)length, used);
+    }
+}
+
+void
+raise_reserve_error(ArenaObject *a, int error, uint64_t length, const char *what)
+{
+    Header *h = a->header;
+    raise_memory_error(error, length, __atomic_load_n(&h->shm_reserved, __ATOMIC_RELAXED),
+                       h->shm_cap, what);
+}
+
+/* --- layout --------------------------------------------------------- */
+
+typedef struct {
+    uint64_t slots_offset, links_offset, records_offset, small_offset, held_offset;
+    uint64_t held_stride, large_offset, total;
+} Layout;
+
+/* The one place the offsets of a segment are computed. */
+static Layout
+compute_layout(uint64_t records, uint64_t slots, uint64_t links, uint64_t small, uint64_t large)
+{
+    Layout l;
+    l.slots_offset = ATTACH_OFFSET + ATTACH_ENTRIES * ATTACH_ENTRY_SIZE;
+    l.links_offset = page_align(l.slots_offset + slots * sizeof(Slot));
+    l.records_offset = page_align(l.links_offset + links * sizeof(Link));
+    l.small_offset = page_align(l.records_offset + records * RECORD_SIZE);
+    l.held_offset = page_align(l.small_offset + small);
+    l.held_stride = page_align((records + 63) / 64 * 8);
+    l.large_offset = l.held_offset + (uint64_t)ATTACH_ENTRIES * l.held_stride;
+    l.total = l.large_offset + page_align(large);
+    return l;
+}
+
+typedef struct {
+    unsigned int records, slots, links;
+    unsigned long long small, large, cap, watermark;
+} Capacities;
+
+static int
+parse_capacities(PyObject *args, const char *format, Capacities *c)
+{
+    c->cap = c->watermark = 0;
+    if (!PyArg_ParseTuple(args, format, &c->records, &c->slots, &c->links, &c->small, &c->large,
+                          &c->cap, &c->watermark))
+        return -1;
+    if (c->slots == 0 || c->records == 0 || c->links < c->slots) {
+        PyErr_SetString(PyExc_ValueError, "arena capacities must be positive and links >= slots");
+        return -1;
+    }
+    return 0;
+}
+
+/* segment_size(records, slots, links, small, large) -> bytes an arena needs. */
+static PyObject *
+native_segment_size(PyObject *module, PyObject *args)
+{
+    Capacities c;
+    if (parse_capacities(args, "IIIKK|KK:segment_size", &c) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(
+        compute_layout(c.records, c.slots, c.links, c.small, c.large).total);
+}
+
+static PyObject *
+Arena_format(ArenaObject *self, PyObject *args)
+{
+    Capacities c;
+    if (parse_capacities(args, "IIIKKKK:format", &c) < 0) return NULL;
+    Layout layout = compute_layout(c.records, c.slots, c.links, c.small, c.large);
+    if (layout.total > (uint64_t)self->size) {
+        PyErr_Format(PyExc_ValueError, "arena needs %llu bytes, buffer has %zd",
+                     (unsigned long long)layout.total, self->size);
+        return NULL;
+    }
+    /* The header and the attach table are the only pages reserved up front. */
+    if (c.cap != 0 && layout.slots_offset > c.cap) {
+        PyErr_Format(PyExc_MemoryError,
+                     "MPEVENT_MAX_SHM=%llu bytes cannot hold an mpevent arena's header "
+                     "(%llu bytes); raise it", c.cap, (unsigned long long)layout.slots_offset);
+        return NULL;
+    }
+    if (populate_supported && madvise(self->base, layout.slots_offset, MADV_POPULATE_WRITE) != 0 &&
+        errno != EINVAL) {
+        madvise(self->base, layout.slots_offset, MADV_REMOVE);
+        raise_memory_error(RESERVE_FULL, layout.slots_offset, 0, 0, "a new arena");
+        return NULL;
+    }
+    Header *h = self->header;
+    memset(h, 0, sizeof(Header));
+    h->layout_version = LAYOUT_VERSION;
+    h->record_size = RECORD_SIZE;
+    h->record_capacity = c.records;
+    h->slot_capacity = c.slots;
+    h->link_capacity = c.links;
+    h->link_bump = c.slots; /* links below slot_capacity belong to their slot */
+    h->slots_offset = layout.slots_offset;
+    h->links_offset = layout.links_offset;
+    h->records_offset = layout.records_offset;
+    h->small_offset = layout.small_offset;
+    h->small_capacity = c.small;
+    h->held_offset = layout.held_offset;
+    h->held_stride = layout.held_stride;
+    h->large_offset = layout.large_offset;
+    h->large_capacity = page_align(c.large);
+    h->total_size = layout.total;
+    h->shm_reserved = layout.slots_offset;
+    h->shm_cap = c.cap;
+    h->free_watermark = c.watermark;
+    int rc = mutex_init(&h->lock);
+    if (rc != 0) {
+        errno = rc;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    /* The magic goes last: an attacher that sees it sees a whole header. */
+    __atomic_store_n(&h->magic, MAGIC, __ATOMIC_RELEASE);
+    Arena_bind(self);
+    return PyLong_FromUnsignedLongLong(layout.total);
+}
+
+static PyObject *
+Arena_validate(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Header *h = self->header;
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != MAGIC) {
+        PyErr_SetString(PyExc_ValueError, "segment is not an mpevent arena (bad magic)");
+        return NULL;
+    }
+    if (h->layout_version != LAYOUT_VERSION || h->record_size != RECORD_SIZE) {
+        PyErr_Format(PyExc_ValueError, "arena layout %u is not the layout %u of this mpevent",
+                     h->layout_version, LAYOUT_VERSION);
+        return NULL;
+    }
+    if (h->total_size > (uint64_t)self->size) {
+        PyErr_SetString(PyExc_ValueError, "arena segment is shorter than its header says");
+        return NULL;
+    }
+    Arena_bind(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Arena_lock(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (lock_or_error(self, &self->header->lock, NULL) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Arena_unlock(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    unlock_mutex(&self->header->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Arena_statistics(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Header *h = self->header;
+    return Py_BuildValue(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:K,s:K,s:K}", "records_live", h->records_live,
+        "record_capacity", h->record_capacity, "slots_live", h->slots_live, "slot_capacity",
+        h->slot_capacity, "links_live", h->links_live, "link_capacity", h->link_capacity,
+        "recoveries", h->recoveries, "total_size", (unsigned long long)h->total_size,
+        "shm_reserved", (unsigned long long)__atomic_load_n(&h->shm_reserved, __ATOMIC_RELAXED),
+        "shm_cap", (unsigned long long)h->shm_cap);
+}
+
+/* Append *item* (a new reference, or NULL after an error) to *list* and
+ * drop the reference.  Returns -1 with an exception set on failure. */
+int
+append_new(PyObject *list, PyObject *item)
+{
+    if (item == NULL) return -1;
+    int rc = PyList_Append(list, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+/* --- the module ----------------------------------------------------- */
+
+#define METHOD(name, flags, doc) {#name, (PyCFunction)(void (*)(void))Arena_##name, flags, doc}
+
+static PyMethodDef Arena_methods[] = {
+    METHOD(format, METH_VARARGS,
+           "format(records, slots, links, small, large, cap, watermark) -> size: lay out a "
+           "new segment."),
+    METHOD(validate, METH_NOARGS, "validate(): check an existing segment's header."),
+    METHOD(lock, METH_NOARGS, "Take the arena lock (allocation, attach table)."),
+    METHOD(unlock, METH_NOARGS, "Release the arena lock."),
+    METHOD(statistics, METH_NOARGS, "Counters of the arena."),
+    METHOD(heap_statistics, METH_NOARGS, "Counters of the value heap."),
+    METHOD(held_mark, METH_VARARGS, "held_mark(entry, index, held): set or clear a held bit."),
+    METHOD(held_indices, METH_O, "held_indices(entry) -> [index] of the records it holds."),
+    METHOD(held_wipe, METH_O, "held_wipe(entry): clear an entry's bitmap."),
+    METHOD(adopt_entry, METH_O, "adopt_entry(entry): this process joined as attach entry."),
+    METHOD(record_alloc, METH_VARARGS, "record_alloc(kind) -> (index, serial) or None if full."),
+    METHOD(record_retain, METH_VARARGS,
+           "record_retain(index, serial, adopt) -> kind: take a reference."),
+    METHOD(record_pin, METH_VARARGS, "record_pin(index): a reference for a pickle in flight."),
+    METHOD(record_release, METH_VARARGS, "record_release(index) -> True if freed."),
+    METHOD(record_info, METH_VARARGS, "record_info(index) -> dict."),
+    METHOD(record_lock, METH_O, "record_lock(index): lock and keep it (fault tests only)."),
+    METHOD(record_half_set, METH_O,
+           "record_half_set(index): lock, publish the flag, wake nobody (fault tests only)."),
+    METHOD(is_set, METH_O, "is_set(index) -> bool, lock-free."),
+    METHOD(state, METH_O, "state(index) -> generation << 1 | flag."),
+    METHOD(set, METH_O, "set(index) -> True if this call raised the flag."),
+    METHOD(clear, METH_O, "clear(index): lower the flag."),
+    METHOD(store, METH_VARARGS,
+           "store(index, which, data) -> True, or False if too big for a small block."),
+    METHOD(block_alloc, METH_VARARGS,
+           "block_alloc(length, entry) -> offset: a large block to write a value into."),
+    METHOD(block_abandon, METH_VARARGS, "block_abandon(offset): free an unpublished block."),
+    METHOD(publish_block, METH_VARARGS,
+           "publish_block(index, which, offset): store a written block and raise the flag."),
+    METHOD(read, METH_VARARGS, "read(index, which, entry) -> None, bytes or a BlockView."),
+    METHOD(holds, METH_VARARGS, "holds(index, which) -> bool."),
+    METHOD(heap_forget, METH_O,
+           "heap_forget(entry): give back the reader pins and unpublished blocks of a process."),
+    METHOD(after_fork_child, METH_O,
+           "after_fork_child(entry): pin the inherited block views for this new process."),
+    METHOD(slot_alloc, METH_VARARGS, "slot_alloc(pid) -> slot."),
+    METHOD(slot_free, METH_O, "slot_free(slot)."),
+    METHOD(slot_owners, METH_NOARGS, "slot_owners() -> [(slot, pid)] of the slots in use."),
+    METHOD(slot_reclaim, METH_O, "slot_reclaim(slot): free a dead process's slot and links."),
+    METHOD(link_alloc, METH_O, "link_alloc(slot) -> link."),
+    METHOD(link_free, METH_O, "link_free(link)."),
+    METHOD(enqueue, METH_VARARGS, "enqueue(record, link, slot) -> state read under the lock."),
+    METHOD(dequeue, METH_VARARGS, "dequeue(record, link) -> True if the link had fired."),
+    METHOD(fired, METH_O, "fired(link) -> bool."),
+    METHOD(park, METH_VARARGS, "park(slot, timeout) -> woken."),
+    METHOD(reset, METH_O, "reset(slot): arm the slot's word."),
+    METHOD(wake, METH_O, "wake(slot): wake the slot directly."),
+    METHOD(wait, METH_FASTCALL, "wait(record, slot, timeout) -> bool."),
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject ArenaType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mpevent._native.Arena",
+    .tp_basicsize = sizeof(ArenaObject),
+    .tp_dealloc = (destructor)Arena_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Arena(fd, size): map a segment holding records, slots, links and values.",
+    .tp_methods = Arena_methods,
+    .tp_as_buffer = &Arena_as_buffer,
+    .tp_init = (initproc)Arena_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static PyMethodDef native_functions[] = {
+    {"segment_size", native_segment_size, METH_VARARGS,
+     "segment_size(records, slots, links, small, large) -> bytes such an arena spans."},
+    {"before_fork", native_before_fork, METH_NOARGS,
+     "before_fork(): hold every block this process views across a fork."},
+    {"after_fork_parent", native_after_fork_parent, METH_NOARGS,
+     "after_fork_parent(): drop what before_fork() held."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT, "mpevent._native",
+    "Shared-memory records, waiter slots, futex parking and the value heap of mpevent.", -1,
+    native_functions, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    if (PyType_Ready(&ArenaType) < 0 || PyType_Ready(&BlockViewType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&native_module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&ArenaType);
+    Py_INCREF(&BlockViewType);
+    if (PyModule_AddObject(m, "Arena", (PyObject *)&ArenaType) < 0 ||
+        PyModule_AddObject(m, "BlockView", (PyObject *)&BlockViewType) < 0 ||
+        PyModule_AddIntConstant(m, "ATTACH_OFFSET", ATTACH_OFFSET) < 0 ||
+        PyModule_AddIntConstant(m, "ATTACH_ENTRIES", ATTACH_ENTRIES) < 0 ||
+        PyModule_AddIntConstant(m, "ATTACH_ENTRY_SIZE", ATTACH_ENTRY_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "SMALL_MAX", SMALL_MAX) < 0 ||
+        PyModule_AddIntConstant(m, "PAGE", PAGE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,89 @@
+/*
+ * Robust process-shared mutexes: every record's guard and the arena lock.
+ *
+ * PTHREAD_MUTEX_ROBUST: when a holder dies, the next locker gets EOWNERDEAD
+ * and takes over; for a record whose flag is up it then finishes the dead
+ * setter's wakeups.  Critical sections are a few hundred nanoseconds, so a
+ * busy lock is spun on briefly before sleeping (the robust type never spins
+ * by itself).
+ */
+#include "arena.h"
+
+#include <errno.h>
+
+int
+mutex_init(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t attr;
+    int rc = pthread_mutexattr_init(&attr);
+    if (rc == 0) rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    if (rc == 0) rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    if (rc == 0) rc = pthread_mutex_init(m, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return rc;
+}
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/*
+ * Lock without holding the GIL while blocked: the holder may be another
+ * thread of this process that needs the GIL to finish.  Returns 0 or an
+ * errno value (no exception is set: the caller may hold another lock).  A
+ * lock taken over from a dead holder is made consistent; `repair` (may be
+ * NULL) is a record whose interrupted set() is finished.
+ */
+int
+lock_mutex(ArenaObject *a, pthread_mutex_t *m, Record *repair)
+{
+    int rc = pthread_mutex_trylock(m);
+    for (int spin = 0; rc == EBUSY && spin < LOCK_SPINS; spin++) {
+        cpu_relax();
+        rc = pthread_mutex_trylock(m);
+    }
+    if (rc == EBUSY) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = pthread_mutex_lock(m);
+        Py_END_ALLOW_THREADS
+    }
+    if (rc == EOWNERDEAD) {
+        pthread_mutex_consistent(m);
+        __atomic_add_fetch(&a->header->recoveries, 1, __ATOMIC_RELAXED);
+        if (repair != NULL && (repair->state & STATE_FLAG)) {
+            /* The dead holder published the flag but may not have woken
+             * everyone: finish its set(). Waking under the lock is fine here. */
+            uint32_t wake[WAKE_BATCH];
+            int n = 0;
+            wake_fired(a, repair, wake, &n);
+            for (int i = 0; i < n; i++) futex_wake_all(&a->slots[wake[i]].word);
+        }
+        rc = 0;
+    }
+    return rc;
+}
+
+/* lock_mutex, raising OSError on failure: for callers holding no other lock. */
+int
+lock_or_error(ArenaObject *a, pthread_mutex_t *m, Record *repair)
+{
+    int rc = lock_mutex(a, m, repair);
+    if (rc != 0) {
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+void
+unlock_mutex(pthread_mutex_t *m)
+{
+    pthread_mutex_unlock(m);
+}

@@ -1,0 +1,546 @@
+/*
+ * The parking lot: waiter slots, links, futex sleeps and wakes.
+ *
+ * A waiting thread owns one slot per arena; its first word is the futex it
+ * sleeps on.  Waiting on a record queues a link (slot -> record) on the
+ * record's waiter list; set() dequeues every link, marks it fired and wakes
+ * its slot.  A slot can be linked to many records at once (the hub,
+ * mpevent.wait).  Slot i owns link i; waiting on many records takes extra
+ * links.  Slots and links are reserved (arena.h) as their regions grow.
+ */
+#include "arena.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ */
+/* futex and time                                                      */
+
+static long
+futex_wait(uint32_t *word, uint32_t expected, long long timeout_ns)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)(timeout_ns / 1000000000LL);
+    ts.tv_nsec = (long)(timeout_ns % 1000000000LL);
+    return syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
+}
+
+void
+futex_wake_all(uint32_t *word)
+{
+    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+static long long
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int
+check_slot(ArenaObject *a, unsigned long slot)
+{
+    if (slot >= a->header->slot_bump || !a->slots[slot].in_use) {
+        PyErr_Format(PyExc_ValueError, "slot %lu is not allocated", slot);
+        return -1;
+    }
+    return 0;
+}
+
+/* Convert a Python int argument to a slot index that is allocated. */
+static int
+parse_slot(ArenaObject *a, PyObject *arg, unsigned long *slot)
+{
+    *slot = PyLong_AsUnsignedLong(arg);
+    if (*slot == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    return check_slot(a, *slot);
+}
+
+static int
+check_link(ArenaObject *a, unsigned long link)
+{
+    if (link >= a->header->link_bump && link >= a->header->slot_capacity) {
+        PyErr_Format(PyExc_ValueError, "link %lu is not allocated", link);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* waiter lists (record lock held)                                     */
+
+void
+enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t slot)
+{
+    Link *l = &a->links[link];
+    l->slot = slot;
+    l->record = record;
+    l->fired = 0;
+    l->flags = (l->flags & LINK_OWNED) | LINK_QUEUED;
+    l->next = r->waiters;
+    /* Publishing the head is the single store that puts the link in. */
+    __atomic_store_n(&r->waiters, link + 1, __ATOMIC_RELEASE);
+}
+
+/* Returns 1 if the link was queued and is now removed. */
+int
+remove_link(ArenaObject *a, Record *r, uint32_t link)
+{
+    Link *l = &a->links[link];
+    if (!(l->flags & LINK_QUEUED)) return 0;
+    uint32_t *prev = &r->waiters;
+    uint32_t guard = a->header->link_capacity;
+    while (*prev != 0 && guard--) {
+        if (*prev == link + 1) {
+            __atomic_store_n(prev, l->next, __ATOMIC_RELEASE);
+            l->flags &= ~LINK_QUEUED;
+            return 1;
+        }
+        prev = &a->links[*prev - 1].next;
+    }
+    l->flags &= ~LINK_QUEUED;
+    return 0;
+}
+
+/*
+ * Dequeue every waiter, mark it fired and set its slot's word; collect the
+ * slots to wake after unlocking.  The word is written under the lock so a
+ * waiter that finds itself dequeued knows no later write to its slot from
+ * this record can arrive (its next wait may reuse the slot at once).
+ */
+void
+wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake)
+{
+    uint32_t next = r->waiters;
+    uint32_t guard = a->header->link_capacity;
+    __atomic_store_n(&r->waiters, 0, __ATOMIC_RELEASE);
+    while (next != 0 && guard--) {
+        Link *l = &a->links[next - 1];
+        next = l->next;
+        l->flags &= ~LINK_QUEUED;
+        __atomic_store_n(&l->fired, 1, __ATOMIC_RELEASE);
+        Slot *s = &a->slots[l->slot];
+        __atomic_store_n(&s->word, 1, __ATOMIC_RELEASE);
+        if (*nwake < WAKE_BATCH) {
+            wake[(*nwake)++] = l->slot;
+        } else {
+            futex_wake_all(&s->word);
+        }
+    }
+}
+
+/* --- slots and links ---------------------------------------------- */
+
+/*
+ * Reserve the pages of slot `slot` and of its own link (arena lock held):
+ * the two regions grow together, chunk by chunk.  Returns 0 or a
+ * RESERVE_* error, having given back what it reserved.
+ */
+static int
+reserve_slot_pages(ArenaObject *a, uint32_t slot)
+{
+    Header *h = a->header;
+    uint64_t needed = (uint64_t)(slot + 1) * sizeof(Slot);
+    if (needed <= h->slots_reserved) return 0;
+    uint64_t capacity = (uint64_t)h->slot_capacity * sizeof(Slot);
+    uint64_t slots_done = h->slots_reserved, links_done = h->slots_reserved;
+    int error = grow_region(a, h->slots_offset, &slots_done, needed, capacity);
+    if (error) return error;
+    error = grow_region(a, h->links_offset, &links_done, needed, capacity);
+    if (error) {
+        unreserve_range(a, h->slots_offset + h->slots_reserved, slots_done - h->slots_reserved);
+        return error;
+    }
+    h->slots_reserved = slots_done;
+    return 0;
+}
+
+PyObject *
+Arena_slot_alloc(ArenaObject *self, PyObject *args)
+{
+    unsigned int pid;
+    if (!PyArg_ParseTuple(args, "I:slot_alloc", &pid)) return NULL;
+    Header *h = self->header;
+    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    uint32_t slot;
+    if (h->slot_free != 0) {
+        slot = h->slot_free - 1;
+        h->slot_free = self->slots[slot].next_free;
+    } else if (h->slot_bump < h->slot_capacity) {
+        int error = reserve_slot_pages(self, h->slot_bump);
+        if (error) {
+            unlock_mutex(&h->lock);
+            raise_reserve_error(self, error, RESERVE_CHUNK, "a waiter slot");
+            return NULL;
+        }
+        slot = h->slot_bump++;
+    } else {
+        unlock_mutex(&h->lock);
+        PyErr_Format(PyExc_RuntimeError,
+                     "all %u waiter slots of the arena are in use (one per waiting thread)",
+                     h->slot_capacity);
+        return NULL;
+    }
+    Slot *s = &self->slots[slot];
+    s->word = 0;
+    s->pid = pid;
+    s->next_free = 0;
+    s->in_use = 1;
+    self->links[slot].flags = 0;
+    h->slots_live++;
+    unlock_mutex(&h->lock);
+    return PyLong_FromUnsignedLong(slot);
+}
+
+PyObject *
+Arena_slot_free(ArenaObject *self, PyObject *arg)
+{
+    unsigned long slot;
+    if (parse_slot(self, arg, &slot) < 0) return NULL;
+    Header *h = self->header;
+    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    Slot *s = &self->slots[slot];
+    s->in_use = 0;
+    s->pid = 0;
+    s->next_free = h->slot_free;
+    h->slot_free = (uint32_t)slot + 1;
+    h->slots_live--;
+    unlock_mutex(&h->lock);
+    Py_RETURN_NONE;
+}
+
+/*
+ * slot_owners() -> [(slot, pid)]: the slots in use and who holds them, so
+ * Python can tell which belong to dead processes.
+ */
+PyObject *
+Arena_slot_owners(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *owners = PyList_New(0);
+    if (owners == NULL) return NULL;
+    uint32_t bump = self->header->slot_bump;
+    for (uint32_t i = 0; i < bump; i++) {
+        Slot *s = &self->slots[i];
+        if (!__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE)) continue;
+        if (append_new(owners, Py_BuildValue("II", i, s->pid)) < 0) {
+            Py_DECREF(owners);
+            return NULL;
+        }
+    }
+    return owners;
+}
+
+/*
+ * slot_reclaim(slot): free the slot of a process that died, and every link
+ * it left: queued links are taken out of their records' lists (under each
+ * record's lock, so no setter can still write to the slot afterwards), its
+ * extra links go back to the free list.  The caller must know the owner is
+ * dead.
+ */
+PyObject *
+Arena_slot_reclaim(ArenaObject *self, PyObject *arg)
+{
+    unsigned long slot;
+    if (parse_slot(self, arg, &slot) < 0) return NULL;
+    Header *h = self->header;
+    uint32_t bump = h->link_bump;
+    for (uint32_t i = 0; i < bump; i++) {
+        Link *l = &self->links[i];
+        int mine = i < h->slot_capacity ? i == slot
+                                        : (l->flags & LINK_OWNED) && l->slot == slot;
+        if (!mine) continue;
+        if (__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_QUEUED) {
+            uint32_t index = l->record;
+            if (index < h->record_bump) {
+                Record *r = record_at(self, index);
+                if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+                remove_link(self, r, i);
+                unlock_mutex(&r->lock);
+            }
+        }
+        if (i >= h->slot_capacity) {
+            if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+            l->flags = 0;
+            l->next_free = h->link_free;
+            h->link_free = i + 1;
+            h->links_live--;
+            unlock_mutex(&h->lock);
+        }
+    }
+    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    Slot *s = &self->slots[slot];
+    if (s->in_use) {
+        s->in_use = 0;
+        s->pid = 0;
+        s->next_free = h->slot_free;
+        h->slot_free = (uint32_t)slot + 1;
+        h->slots_live--;
+    }
+    unlock_mutex(&h->lock);
+    Py_RETURN_NONE;
+}
+
+PyObject *
+Arena_link_alloc(ArenaObject *self, PyObject *arg)
+{
+    unsigned long slot;
+    if (parse_slot(self, arg, &slot) < 0) return NULL;
+    Header *h = self->header;
+    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    uint32_t link;
+    if (h->link_free != 0) {
+        link = h->link_free - 1;
+        h->link_free = self->links[link].next_free;
+    } else if (h->link_bump < h->link_capacity) {
+        uint64_t extra = (uint64_t)h->link_capacity - h->slot_capacity;
+        uint64_t needed = (uint64_t)(h->link_bump + 1 - h->slot_capacity) * sizeof(Link);
+        int error = grow_region(self, h->links_offset + (uint64_t)h->slot_capacity * sizeof(Link),
+                                &h->links_reserved, needed, extra * sizeof(Link));
+        if (error) {
+            unlock_mutex(&h->lock);
+            raise_reserve_error(self, error, RESERVE_CHUNK, "a waiter link");
+            return NULL;
+        }
+        link = h->link_bump++;
+    } else {
+        unlock_mutex(&h->lock);
+        PyErr_Format(PyExc_RuntimeError, "all %u waiter links of the arena are in use",
+                     h->link_capacity);
+        return NULL;
+    }
+    memset(&self->links[link], 0, sizeof(Link));
+    self->links[link].slot = (uint32_t)slot;
+    self->links[link].flags = LINK_OWNED;
+    h->links_live++;
+    unlock_mutex(&h->lock);
+    return PyLong_FromUnsignedLong(link);
+}
+
+PyObject *
+Arena_link_free(ArenaObject *self, PyObject *arg)
+{
+    unsigned long link = PyLong_AsUnsignedLong(arg);
+    if (link == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    Header *h = self->header;
+    if (link < h->slot_capacity || link >= h->link_bump) {
+        PyErr_Format(PyExc_ValueError, "link %lu was not allocated with link_alloc", link);
+        return NULL;
+    }
+    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    self->links[link].flags = 0;
+    self->links[link].next_free = h->link_free;
+    h->link_free = (uint32_t)link + 1;
+    h->links_live--;
+    unlock_mutex(&h->lock);
+    Py_RETURN_NONE;
+}
+
+/*
+ * enqueue(record, link, slot) -> state.  If the flag is down, queue the
+ * link so the next set() fires it and wakes the slot; returns the state
+ * word read under the lock either way (flag up: nothing was queued).
+ */
+PyObject *
+Arena_enqueue(ArenaObject *self, PyObject *args)
+{
+    unsigned long index, link, slot;
+    if (!PyArg_ParseTuple(args, "kkk:enqueue", &index, &link, &slot)) return NULL;
+    if (check_record(self, index) < 0 || check_link(self, link) < 0 ||
+        check_slot(self, slot) < 0)
+        return NULL;
+    Record *r = record_at(self, (uint32_t)index);
+    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    uint32_t state = r->state;
+    if (!(state & STATE_FLAG)) {
+        if (self->links[link].flags & LINK_QUEUED) {
+            unlock_mutex(&r->lock);
+            PyErr_Format(PyExc_RuntimeError, "link %lu is already queued", link);
+            return NULL;
+        }
+        enqueue_link(self, r, (uint32_t)index, (uint32_t)link, (uint32_t)slot);
+    }
+    unlock_mutex(&r->lock);
+    return PyLong_FromUnsignedLong(state);
+}
+
+/* dequeue(record, link) -> fired: take the link out if still queued. */
+PyObject *
+Arena_dequeue(ArenaObject *self, PyObject *args)
+{
+    unsigned long index, link;
+    if (!PyArg_ParseTuple(args, "kk:dequeue", &index, &link)) return NULL;
+    if (check_record(self, index) < 0 || check_link(self, link) < 0) return NULL;
+    Record *r = record_at(self, (uint32_t)index);
+    Link *l = &self->links[link];
+    if (!(__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_QUEUED) &&
+        __atomic_load_n(&l->fired, __ATOMIC_ACQUIRE))
+        Py_RETURN_TRUE;
+    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    remove_link(self, r, (uint32_t)link);
+    int fired = l->fired;
+    unlock_mutex(&r->lock);
+    return PyBool_FromLong(fired);
+}
+
+PyObject *
+Arena_fired(ArenaObject *self, PyObject *arg)
+{
+    unsigned long link = PyLong_AsUnsignedLong(arg);
+    if (link == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_link(self, link) < 0) return NULL;
+    return PyBool_FromLong(__atomic_load_n(&self->links[link].fired, __ATOMIC_ACQUIRE));
+}
+
+/*
+ * Sleep on a slot's word until it is set, the deadline passes, or a signal
+ * needs handling.  Returns 1 woken, 0 timed out, -1 error (exception set).
+ * `watch`, if not NULL, is a record whose generation is re-read against
+ * `generation` at growing intervals (see the top comment).  Without one,
+ * the caller does that itself after a bounded park (multi-waits).
+ */
+static int
+park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double timeout)
+{
+    long long deadline = timeout < 0 ? -1 : now_ns() + (long long)(timeout * 1e9);
+    long long poll = POLL_NS;
+    for (;;) {
+        int result = -2;
+        Py_BEGIN_ALLOW_THREADS
+        for (;;) {
+            if (__atomic_load_n(&s->word, __ATOMIC_ACQUIRE)) {
+                result = 1;
+                break;
+            }
+            if (watch != NULL &&
+                GENERATION(__atomic_load_n(&watch->state, __ATOMIC_ACQUIRE)) != generation) {
+                result = 1;
+                break;
+            }
+            long long wait_ns = poll;
+            poll = poll * 2 < POLL_MAX_NS ? poll * 2 : POLL_MAX_NS;
+            if (deadline >= 0) {
+                long long left = deadline - now_ns();
+                if (left <= 0) {
+                    result = 0;
+                    break;
+                }
+                if (left < wait_ns) wait_ns = left;
+            }
+            if (futex_wait(&s->word, 0, wait_ns) < 0 && errno == EINTR) break;
+        }
+        Py_END_ALLOW_THREADS
+        if (result != -2) return result;
+        if (PyErr_CheckSignals() < 0) return -1;
+    }
+}
+
+int
+parse_timeout(PyObject *arg, double *timeout)
+{
+    if (arg == Py_None) {
+        *timeout = -1.0;
+        return 0;
+    }
+    *timeout = PyFloat_AsDouble(arg);
+    if (*timeout == -1.0 && PyErr_Occurred()) return -1;
+    return 0;
+}
+
+/* park(slot, timeout) -> bool: sleep until the slot is woken (multi-wait). */
+PyObject *
+Arena_park(ArenaObject *self, PyObject *args)
+{
+    unsigned long slot;
+    PyObject *timeout_arg;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "kO:park", &slot, &timeout_arg)) return NULL;
+    if (check_slot(self, slot) < 0 || parse_timeout(timeout_arg, &timeout) < 0) return NULL;
+    int woken = park_slot(self, &self->slots[slot], NULL, 0, timeout);
+    if (woken < 0) return NULL;
+    return PyBool_FromLong(woken);
+}
+
+/* reset(slot): arm the slot's word before queueing it anywhere. */
+PyObject *
+Arena_reset(ArenaObject *self, PyObject *arg)
+{
+    unsigned long slot;
+    if (parse_slot(self, arg, &slot) < 0) return NULL;
+    __atomic_store_n(&self->slots[slot].word, 0, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
+/* wake(slot): wake a slot from outside any record (e.g. to stop the hub). */
+PyObject *
+Arena_wake(ArenaObject *self, PyObject *arg)
+{
+    unsigned long slot;
+    if (parse_slot(self, arg, &slot) < 0) return NULL;
+    __atomic_store_n(&self->slots[slot].word, 1, __ATOMIC_RELEASE);
+    futex_wake_all(&self->slots[slot].word);
+    Py_RETURN_NONE;
+}
+
+/*
+ * wait(record, slot, timeout) -> bool: the whole single-record wait in one
+ * call.  True when the flag is up on entry or a set() happened while
+ * waiting; False on timeout.  timeout: None forever, <= 0 no wait.
+ */
+PyObject *
+Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "wait(record, slot, timeout)");
+        return NULL;
+    }
+    Record *r = parse_record(self, args[0]);
+    if (r == NULL) return NULL;
+    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) Py_RETURN_TRUE;
+    double timeout;
+    if (parse_timeout(args[2], &timeout) < 0) return NULL;
+    if (timeout == 0.0 || (timeout < 0 && args[2] != Py_None)) Py_RETURN_FALSE;
+    unsigned long slot = PyLong_AsUnsignedLong(args[1]);
+    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_slot(self, slot) < 0) return NULL;
+    Slot *s = &self->slots[slot];
+    uint32_t index = (uint32_t)(((char *)r - self->records) / RECORD_SIZE);
+
+    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    uint32_t state = r->state;
+    if (state & STATE_FLAG) {
+        unlock_mutex(&r->lock);
+        Py_RETURN_TRUE;
+    }
+    __atomic_store_n(&s->word, 0, __ATOMIC_RELAXED);
+    enqueue_link(self, r, index, (uint32_t)slot, (uint32_t)slot);
+    unlock_mutex(&r->lock);
+
+    int woken = park_slot(self, s, r, GENERATION(state), timeout);
+    if (woken == 1 && __atomic_load_n(&s->word, __ATOMIC_ACQUIRE)) {
+        Py_RETURN_TRUE; /* a setter dequeued us: nothing left to undo */
+    }
+    /* Timed out, interrupted, or saw the generation move without being
+     * dequeued (its setter died): take our link out ourselves. */
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    if (lock_or_error(self, &r->lock, r) < 0) {
+        Py_XDECREF(exc_type);
+        Py_XDECREF(exc_value);
+        Py_XDECREF(exc_tb);
+        return NULL;
+    }
+    remove_link(self, r, (uint32_t)slot);
+    int fired = GENERATION(r->state) != GENERATION(state);
+    unlock_mutex(&r->lock);
+    if (exc_type != NULL) {
+        PyErr_Restore(exc_type, exc_value, exc_tb);
+        return NULL;
+    }
+    return PyBool_FromLong(fired);
+}

@@ -1,0 +1,566 @@
+/*
+ * Records: allocation, cross-process reference counts, held bitmaps, the
+ * state word (set / clear / is_set) and the two value slots.
+ *
+ * The state word is generation << 1 | flag, published in one store; see
+ * arena.h for why.  Value slots point into the heap (heap.c).
+ */
+#include "arena.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+int
+check_record(ArenaObject *a, unsigned long index)
+{
+    if (index >= a->header->record_bump) {
+        PyErr_Format(PyExc_ValueError, "record index %lu is outside the arena", index);
+        return -1;
+    }
+    return 0;
+}
+
+Record *
+parse_record(ArenaObject *self, PyObject *arg)
+{
+    unsigned long index = PyLong_AsUnsignedLong(arg);
+    if (index == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_record(self, index) < 0) return NULL;
+    return record_at(self, (uint32_t)index);
+}
+
+/* --- held bitmaps ---------------------------------------------------- */
+
+static uint64_t *
+held_words(ArenaObject *a, unsigned long entry)
+{
+    return (uint64_t *)(a->base + a->header->held_offset + entry * a->header->held_stride);
+}
+
+/* Bytes of an entry's bitmap that are reserved: the u32 after its pid. */
+static uint32_t *
+held_reserved_of(ArenaObject *a, unsigned long entry)
+{
+    return (uint32_t *)(a->base + ATTACH_OFFSET + entry * ATTACH_ENTRY_SIZE + 4);
+}
+
+static int
+check_entry(unsigned long entry)
+{
+    if (entry >= ATTACH_ENTRIES) {
+        PyErr_Format(PyExc_ValueError, "attach entry %lu is outside the table", entry);
+        return -1;
+    }
+    return 0;
+}
+
+/* Convert a Python int argument to an attach-table entry index. */
+static int
+parse_entry(PyObject *arg, unsigned long *entry)
+{
+    *entry = PyLong_AsUnsignedLong(arg);
+    if (*entry == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    return check_entry(*entry);
+}
+
+/* adopt_entry(entry): this process now owns attach entry `entry`. */
+PyObject *
+Arena_adopt_entry(ArenaObject *self, PyObject *arg)
+{
+    unsigned long entry;
+    if (parse_entry(arg, &entry) < 0) return NULL;
+    self->held_entry = (long)entry;
+    self->pins_forgotten = 0;
+    Py_RETURN_NONE;
+}
+
+/* Reserve the bitmap page holding record `index`'s bit (own entry only). */
+static int
+reserve_held(ArenaObject *a, unsigned long entry, unsigned long index)
+{
+    uint32_t *reserved = held_reserved_of(a, entry);
+    uint64_t needed = page_align((index / 64 + 1) * 8);
+    if (needed <= __atomic_load_n(reserved, __ATOMIC_ACQUIRE)) return 0;
+    Header *h = a->header;
+    if (lock_or_error(a, &h->lock, NULL) < 0) return -1;
+    uint64_t done = *reserved;
+    int error = grow_region(a, h->held_offset + entry * h->held_stride, &done, needed,
+                            h->held_stride);
+    if (error == 0) __atomic_store_n(reserved, (uint32_t)done, __ATOMIC_RELEASE);
+    unlock_mutex(&h->lock);
+    if (error) {
+        raise_reserve_error(a, error, RESERVE_CHUNK, "a new object");
+        return -1;
+    }
+    return 0;
+}
+
+/* held_mark(entry, index, held): set or clear the bit of record `index`. */
+PyObject *
+Arena_held_mark(ArenaObject *self, PyObject *args)
+{
+    unsigned long entry, index;
+    int held;
+    if (!PyArg_ParseTuple(args, "kkp:held_mark", &entry, &index, &held)) return NULL;
+    if (check_entry(entry) < 0 || check_record(self, index) < 0) return NULL;
+    if (held && reserve_held(self, entry, index) < 0) return NULL;
+    if (!held && (index / 64 + 1) * 8 > *held_reserved_of(self, entry)) Py_RETURN_NONE;
+    uint64_t *word = held_words(self, entry) + index / 64;
+    uint64_t bit = (uint64_t)1 << (index % 64);
+    /* Atomic: threads of the process mark records sharing a word. */
+    if (held)
+        __atomic_fetch_or(word, bit, __ATOMIC_RELEASE);
+    else
+        __atomic_fetch_and(word, ~bit, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
+/* held_indices(entry) -> [index]: the records an entry's process holds. */
+PyObject *
+Arena_held_indices(ArenaObject *self, PyObject *arg)
+{
+    unsigned long entry;
+    if (parse_entry(arg, &entry) < 0) return NULL;
+    PyObject *indices = PyList_New(0);
+    if (indices == NULL) return NULL;
+    uint64_t *words = held_words(self, entry);
+    /* Only reserved pages are read: reading a hole could need memory too. */
+    uint64_t count = (self->header->record_bump + 63) / 64;
+    uint64_t reserved = __atomic_load_n(held_reserved_of(self, entry), __ATOMIC_ACQUIRE) / 8;
+    if (count > reserved) count = reserved;
+    for (uint64_t w = 0; w < count; w++) {
+        uint64_t bits = __atomic_load_n(&words[w], __ATOMIC_ACQUIRE);
+        while (bits) {
+            int b = __builtin_ctzll(bits);
+            bits &= bits - 1;
+            if (append_new(indices, PyLong_FromUnsignedLongLong(w * 64 + b)) < 0) {
+                Py_DECREF(indices);
+                return NULL;
+            }
+        }
+    }
+    return indices;
+}
+
+/* held_wipe(entry): clear an entry's bitmap and give its pages back.  The
+ * entry must be nobody's: its process is dead, or it is being claimed
+ * under the arena lock (join). */
+PyObject *
+Arena_held_wipe(ArenaObject *self, PyObject *arg)
+{
+    unsigned long entry;
+    if (parse_entry(arg, &entry) < 0) return NULL;
+    uint32_t *reserved = held_reserved_of(self, entry);
+    Header *h = self->header;
+    unreserve_range(self, h->held_offset + entry * h->held_stride,
+                    __atomic_exchange_n(reserved, 0, __ATOMIC_ACQ_REL));
+    Py_RETURN_NONE;
+}
+
+/* --- records ------------------------------------------------------- */
+
+PyObject *
+Arena_record_alloc(ArenaObject *self, PyObject *args)
+{
+    unsigned int kind;
+    if (!PyArg_ParseTuple(args, "I:record_alloc", &kind)) return NULL;
+    if (kind == KIND_FREE) {
+        PyErr_SetString(PyExc_ValueError, "kind 0 means free");
+        return NULL;
+    }
+    Header *h = self->header;
+    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    uint32_t index;
+    Record *r;
+    if (h->record_free != 0) {
+        index = h->record_free - 1;
+        r = record_at(self, index);
+        h->record_free = r->next_free;
+    } else if (h->record_bump < h->record_capacity) {
+        index = h->record_bump;
+        int error = grow_region(self, h->records_offset, &h->records_reserved,
+                                (uint64_t)(index + 1) * RECORD_SIZE,
+                                (uint64_t)h->record_capacity * RECORD_SIZE);
+        if (error) {
+            unlock_mutex(&h->lock);
+            raise_reserve_error(self, error, RESERVE_CHUNK, "a new object");
+            return NULL;
+        }
+        r = record_at(self, index);
+        memset(r, 0, RECORD_SIZE);
+        int rc = mutex_init(&r->lock);
+        if (rc != 0) {
+            unlock_mutex(&h->lock);
+            errno = rc;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        h->record_bump = index + 1;
+    } else {
+        unlock_mutex(&h->lock);
+        Py_RETURN_NONE; /* full: the caller opens another arena */
+    }
+    r->state = 0;
+    r->waiters = 0;
+    r->refcount = 1;
+    r->inflight = 0;
+    r->next_free = 0;
+    memset(r->payload, 0, PAYLOAD_SIZE);
+    r->serial = ++h->serial;
+    r->kind = kind;
+    h->records_live++;
+    unsigned int serial = r->serial;
+    unlock_mutex(&h->lock);
+    return Py_BuildValue("II", index, serial);
+}
+
+/* Take a reference for a handle.  adopt=1: take over a pickle's reference. */
+PyObject *
+Arena_record_retain(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    unsigned int serial;
+    int adopt;
+    if (!PyArg_ParseTuple(args, "kIp:record_retain", &index, &serial, &adopt)) return NULL;
+    if (check_record(self, index) < 0) return NULL;
+    Record *r = record_at(self, (uint32_t)index);
+    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    if (r->kind == KIND_FREE || r->serial != serial) {
+        unlock_mutex(&r->lock);
+        PyErr_Format(PyExc_LookupError,
+                     "record %lu (serial %u) no longer exists: every process holding it has "
+                     "dropped it", index, serial);
+        return NULL;
+    }
+    if (adopt && r->inflight > 0) {
+        r->inflight--;
+    } else {
+        r->refcount++;
+    }
+    unsigned int kind = r->kind;
+    unlock_mutex(&r->lock);
+    return PyLong_FromUnsignedLong(kind);
+}
+
+/* A pickle of a handle holds a reference until it is unpickled. */
+PyObject *
+Arena_record_pin(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    if (!PyArg_ParseTuple(args, "k:record_pin", &index)) return NULL;
+    if (check_record(self, index) < 0) return NULL;
+    Record *r = record_at(self, (uint32_t)index);
+    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    r->refcount++;
+    r->inflight++;
+    unlock_mutex(&r->lock);
+    Py_RETURN_NONE;
+}
+
+/* Drop a reference; True if that freed the record (and its values). */
+PyObject *
+Arena_record_release(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    if (!PyArg_ParseTuple(args, "k:record_release", &index)) return NULL;
+    if (check_record(self, index) < 0) return NULL;
+    Header *h = self->header;
+    Record *r = record_at(self, (uint32_t)index);
+    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    if (r->kind == KIND_FREE || r->refcount == 0) {
+        unlock_mutex(&r->lock);
+        PyErr_Format(PyExc_RuntimeError, "record %lu released more often than retained", index);
+        return NULL;
+    }
+    if (--r->refcount > 0) {
+        unlock_mutex(&r->lock);
+        Py_RETURN_FALSE;
+    }
+    release_values(self, (ValueSlot *)r->payload, 2);
+    r->kind = KIND_FREE;
+    unlock_mutex(&r->lock);
+    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    r->next_free = h->record_free;
+    h->record_free = (uint32_t)index + 1;
+    h->records_live--;
+    unlock_mutex(&h->lock);
+    Py_RETURN_TRUE;
+}
+
+PyObject *
+Arena_record_info(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    if (!PyArg_ParseTuple(args, "k:record_info", &index)) return NULL;
+    if (check_record(self, index) < 0) return NULL;
+    Record *r = record_at(self, (uint32_t)index);
+    unsigned int waiters = 0;
+    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    uint32_t next = r->waiters;
+    uint32_t guard = self->header->link_capacity;
+    while (next != 0 && guard--) {
+        waiters++;
+        next = self->links[next - 1].next;
+    }
+    Record copy = *r;
+    unlock_mutex(&r->lock);
+    /* Built after unlocking: creating a dict may run the garbage collector,
+     * whose finalizers may need this very lock. */
+    return Py_BuildValue(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "kind", copy.kind, "serial", copy.serial,
+        "flag", copy.state & STATE_FLAG, "generation", GENERATION(copy.state),
+        "refcount", copy.refcount, "inflight", copy.inflight, "waiters", waiters);
+}
+
+/* record_lock(index): take a record's lock and keep it.  Fault tests and
+ * debugging only: nothing else may hold a record lock across calls. */
+PyObject *
+Arena_record_lock(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* record_half_set(index): what a setter killed mid-set() leaves behind: the
+ * lock taken and the new state published, nobody dequeued or woken.  Fault
+ * tests only; the caller is meant to die right after. */
+PyObject *
+Arena_record_half_set(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    uint32_t state = r->state;
+    __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
+/* --- state -------------------------------------------------------- */
+
+PyObject *
+Arena_is_set(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    /* A plain load: no lock, no system call. */
+    return PyBool_FromLong(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG);
+}
+
+PyObject *
+Arena_state(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    return PyLong_FromUnsignedLong(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE));
+}
+
+/*
+ * set(index): raise the flag and wake every waiter.  Returns True if this
+ * call raised it.  Never blocks on the waiters: it only writes their words
+ * and issues futex wakes.
+ */
+PyObject *
+Arena_set(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) Py_RETURN_FALSE;
+    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    uint32_t state = r->state;
+    if (state & STATE_FLAG) {
+        unlock_mutex(&r->lock);
+        Py_RETURN_FALSE;
+    }
+    /* New generation and the flag in one store, before anyone wakes. */
+    __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
+    uint32_t wake[WAKE_BATCH];
+    int n = 0;
+    wake_fired(self, r, wake, &n);
+    unlock_mutex(&r->lock);
+    for (int i = 0; i < n; i++) futex_wake_all(&self->slots[wake[i]].word);
+    Py_RETURN_TRUE;
+}
+
+PyObject *
+Arena_clear(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    /* No lock: one atomic AND.  set() writes the state (under the lock)
+     * only when it read the flag down, when this AND changes nothing; and
+     * a waiter that read the flag up before it returns True, as it may. */
+    __atomic_fetch_and(&r->state, ~STATE_FLAG, __ATOMIC_ACQ_REL);
+    Py_RETURN_NONE;
+}
+
+/* --- value slots --------------------------------------------------- */
+
+static int
+check_which(int which)
+{
+    if (which != 0 && which != 1) {
+        PyErr_SetString(PyExc_ValueError, "which must be 0 (value) or 1 (exception)");
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Store `incoming` in slot `which` of a record, raise the flag with a new
+ * generation and wake every waiter.  What the slot held before is freed
+ * (a large block lives on while readers still view it).
+ */
+static int
+publish_slot(ArenaObject *self, uint32_t index, int which, const ValueSlot *incoming)
+{
+    Record *r = record_at(self, index);
+    if (lock_or_error(self, &r->lock, r) < 0) return -1;
+    ValueSlot *slot = (ValueSlot *)r->payload + which;
+    ValueSlot old = *slot;
+    *slot = *incoming;
+    /* The descriptor is complete before the state store makes it visible. */
+    uint32_t state = r->state;
+    __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
+    uint32_t wake[WAKE_BATCH];
+    int n = 0;
+    wake_fired(self, r, wake, &n);
+    release_values(self, &old, 1);
+    unlock_mutex(&r->lock);
+    for (int i = 0; i < n; i++) futex_wake_all(&self->slots[wake[i]].word);
+    return 0;
+}
+
+/*
+ * store(index, which, data) -> bool: copy a plain pickle inline or into a
+ * small block and publish it, the whole small-value path in one call.
+ * False if it does not fit (the caller then writes a large block).
+ */
+PyObject *
+Arena_store(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    int which;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "kiy*:store", &index, &which, &data)) return NULL;
+    PyObject *result = NULL;
+    ValueSlot incoming;
+    memset(&incoming, 0, sizeof incoming);
+    if (check_record(self, index) < 0 || check_which(which) < 0) goto done;
+    incoming.length = (uint32_t)data.len;
+    if (data.len <= VALUE_INLINE_MAX) {
+        incoming.tag = VALUE_INLINE;
+        memcpy(incoming.where.bytes, data.buf, data.len);
+    } else if (data.len <= SMALL_MAX) {
+        int error;
+        if (lock_or_error(self, &self->header->lock, NULL) < 0) goto done;
+        uint64_t offset = small_take(self, (uint32_t)data.len, &error);
+        unlock_mutex(&self->header->lock);
+        if (error) {
+            raise_reserve_error(self, error, SMALL_MAX, "a value");
+            goto done;
+        }
+        if (offset == 0) {
+            result = Py_NewRef(Py_False);
+            goto done;
+        }
+        memcpy(self->base + offset, data.buf, data.len);
+        incoming.tag = VALUE_SMALL;
+        incoming.where.location = offset;
+    } else {
+        result = Py_NewRef(Py_False);
+        goto done;
+    }
+    if (publish_slot(self, (uint32_t)index, which, &incoming) == 0) result = Py_NewRef(Py_True);
+done:
+    PyBuffer_Release(&data);
+    return result;
+}
+
+/* publish_block(index, which, offset): publish a large block written by Python. */
+PyObject *
+Arena_publish_block(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    int which;
+    unsigned long long offset;
+    if (!PyArg_ParseTuple(args, "kiK:publish_block", &index, &which, &offset)) return NULL;
+    if (check_record(self, index) < 0 || check_which(which) < 0) return NULL;
+    if (large_adopt(self, offset) < 0) return NULL;
+    ValueSlot incoming;
+    memset(&incoming, 0, sizeof incoming);
+    incoming.tag = VALUE_LARGE;
+    uint64_t length = large_length(self, offset);
+    incoming.length = length > UINT32_MAX ? UINT32_MAX : (uint32_t)length;
+    incoming.where.location = offset;
+    if (publish_slot(self, (uint32_t)index, which, &incoming) < 0) {
+        large_unref(self, offset, 1);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* holds(index, which) -> bool: slot `which` has a value.  No lock: a
+ * slot only goes from empty to full while its record lives. */
+PyObject *
+Arena_holds(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    int which;
+    if (!PyArg_ParseTuple(args, "ki:holds", &index, &which)) return NULL;
+    if (check_record(self, index) < 0 || check_which(which) < 0) return NULL;
+    ValueSlot *slot = (ValueSlot *)record_at(self, (uint32_t)index)->payload + which;
+    return PyBool_FromLong(__atomic_load_n(&slot->tag, __ATOMIC_ACQUIRE) != VALUE_NONE);
+}
+
+/*
+ * read(index, which, entry) -> None | (tag, bytes | BlockView): the stored
+ * form of slot `which`: a plain pickle (bytes, copied under the lock) for
+ * inline and small values; for a large value its frame, as a BlockView
+ * pinning the block for this process (attach entry `entry`), or as bytes
+ * once the process has left the arena; None if the slot is empty.
+ */
+PyObject *
+Arena_read(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    int which;
+    unsigned long entry;
+    if (!PyArg_ParseTuple(args, "kik:read", &index, &which, &entry)) return NULL;
+    if (check_record(self, index) < 0 || check_which(which) < 0 || check_entry(entry) < 0)
+        return NULL;
+    Record *r = record_at(self, (uint32_t)index);
+    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    ValueSlot slot = ((ValueSlot *)r->payload)[which];
+    PyObject *data;
+    switch (slot.tag) {
+    case VALUE_INLINE:
+        unlock_mutex(&r->lock);
+        data = PyBytes_FromStringAndSize((const char *)slot.where.bytes,
+                                         slot.length <= VALUE_INLINE_MAX ? slot.length : 0);
+        break;
+    case VALUE_SMALL:
+        /* Copied under the lock: the block is freed under it.  A bytes
+         * object is not tracked by the garbage collector. */
+        data = PyBytes_FromStringAndSize(self->base + slot.where.location, slot.length);
+        unlock_mutex(&r->lock);
+        break;
+    case VALUE_LARGE:
+        if (!self->pins_forgotten && large_pin(self, slot.where.location, entry) == 0) {
+            unlock_mutex(&r->lock);
+            data = block_view_new(self, slot.where.location, (uint32_t)entry);
+            break;
+        }
+        /* Left the arena (exiting), or 65535 views of it here: a copy. */
+        data = PyBytes_FromStringAndSize(self->base + slot.where.location + BLOCK_HEADER,
+                                         (Py_ssize_t)large_length(self, slot.where.location));
+        unlock_mutex(&r->lock);
+        break;
+    default:
+        unlock_mutex(&r->lock);
+        Py_RETURN_NONE;
+    }
+    if (data == NULL) return NULL;
+    return Py_BuildValue("(IN)", (unsigned int)slot.tag, data);
+}
