@@ -407,10 +407,12 @@ def leave_all() -> None:
     """Drop this process's references and leave every arena it joined (at exit)."""
     if _exit_hooks_pid != os.getpid():
         return
-    for hook in BEFORE_LEAVING:
-        hook()
-    for arena in list(_arenas.values()):
-        arena.leave()
+    try:
+        for hook in BEFORE_LEAVING:
+            hook()
+    finally:  # leave in any case: a joined entry must not outlive the process
+        for arena in list(_arenas.values()):
+            arena.leave()
 
 
 def _install_exit_hooks() -> None:
@@ -451,11 +453,7 @@ def _after_fork_in_child() -> None:
 
 
 # Zero-copy views of values are held across the fork (see heap.c).
-os.register_at_fork(
-    before=_native.before_fork,
-    after_in_parent=_native.after_fork_parent,
-    after_in_child=_after_fork_in_child,
-)
+os.register_at_fork(before=_native.before_fork, after_in_child=_after_fork_in_child)
 
 
 def clean(dry_run: bool = False) -> list[str]:

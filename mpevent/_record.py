@@ -10,8 +10,9 @@ A record lives as long as some process references it.  Its reference count
   unpickling *adopts* that reference instead of taking a new one;
 * one per name (``_names``).
 
-A forked child inherits its parent's Record objects; it takes a reference
-for each record right after the fork so either side can drop its own.  A
+A forked child inherits its parent's Record objects; the parent takes a
+reference for the child on each record just before the fork, so either
+side can drop its own at once.  A
 process that dies without running its finalizers (SIGKILL, ``os._exit``)
 leaves its references behind; the next process to join or leave the arena
 finds it dead and releases them from its held bitmap.
@@ -79,11 +80,24 @@ def _take(arena: Arena, index: int, serial: int, adopt: bool) -> None:
         if count == 0:
             # Count first, mark second: dying in between leaks, never double-frees.
             arena.native.record_retain(index, serial, adopt)
-            arena.native.held_mark(arena.entry, index, True)
+            _mark_or_release(arena, index)
         elif adopt:
             arena.native.record_retain(index, serial, True)
             arena.native.record_release(index)  # we hold one already: drop the pin
         _holders[key] = count + 1
+
+
+def _mark_or_release(arena: Arena, index: int) -> None:
+    """Set this process's held bit, or give the reference just taken back.
+
+    Marking may need a new page of the bitmap: when shared memory is full
+    that is a MemoryError, and the reference must not stay behind.
+    """
+    try:
+        arena.native.held_mark(arena.entry, index, True)
+    except BaseException:
+        arena.native.record_release(index)
+        raise
 
 
 def _drop(arena: Arena, index: int, serial: int) -> None:
@@ -124,7 +138,7 @@ class Record:
         """A new record of *kind* (flag down, no waiters)."""
         arena, index, serial = _arena.allocate(kind)  # with one reference: ours
         with _holders_lock:
-            arena.native.held_mark(arena.entry, index, True)
+            _mark_or_release(arena, index)
             _holders[(arena, index, serial)] = 1
         return cls(arena, index, serial, kind)
 
@@ -252,13 +266,30 @@ def _release_all() -> None:
 _arena.BEFORE_LEAVING.append(_release_all)
 
 
+def _before_fork() -> None:
+    # The child's references are taken here, in the parent, while the
+    # parent still holds every record: taken in the child, they would race
+    # with the parent dropping a record right after the fork.  A child
+    # killed before it marks them leaks them (never gives one back twice).
+    _holders_lock.acquire()
+    for arena, index, serial in _holders:
+        if not arena.detached:
+            arena.native.record_retain(index, serial, False)
+
+
+def _after_fork_in_parent() -> None:
+    _holders_lock.release()
+
+
 def _after_fork_in_child() -> None:
     global _holders_lock
     _holders_lock = threading.RLock()
-    for arena, index, serial in _holders:
-        arena.native.record_retain(index, serial, False)
-        arena.native.held_mark(arena.entry, index, True)
+    for arena, index, _ in _holders:
+        if not arena.detached:
+            arena.native.held_mark(arena.entry, index, True)
 
 
-# Registered after _arena's own handler, so the arenas are joined first.
-os.register_at_fork(after_in_child=_after_fork_in_child)
+# Registered after _arena's own handlers, so the arenas are joined first.
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)

@@ -11,7 +11,7 @@ from conftest import ProcessRunner
 
 import mpevent
 
-SIZES = [0, 1, 100, 4095, 65_536, 1 << 20, 32 << 20]
+SIZES = [0, 1, 100, 4095, 65_536, 1 << 20, 64 << 20]
 
 
 def _set_value(result: mpevent.AsyncResult, kind: str, size: int) -> None:

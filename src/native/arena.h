@@ -348,7 +348,6 @@ PyObject *Arena_block_abandon(ArenaObject *self, PyObject *args);
 PyObject *Arena_heap_forget(ArenaObject *self, PyObject *arg);
 PyObject *Arena_heap_statistics(ArenaObject *self, PyObject *ignored);
 PyObject *native_before_fork(PyObject *module, PyObject *ignored);
-PyObject *native_after_fork_parent(PyObject *module, PyObject *ignored);
 PyObject *Arena_after_fork_child(ArenaObject *self, PyObject *arg);
 
 #endif

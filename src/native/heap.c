@@ -468,8 +468,10 @@ PyTypeObject BlockViewType = {
 /*
  * Fork: the child inherits every view.  Before the fork each pinned view
  * takes an extra reference on its block, so the parent dropping its view
- * meanwhile cannot free it; the parent gives those back after the fork,
- * and the child turns them into pins of its own attach entry.
+ * meanwhile cannot free it; the child turns that reference into a pin of
+ * its own attach entry once it has joined.  A child that dies before
+ * joining (or a fork that fails) leaks those references: a block is never
+ * freed under a view, at worst kept too long.
  */
 PyObject *
 native_before_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
@@ -477,14 +479,6 @@ native_before_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
     for (BlockViewObject *v = live_views; v != NULL; v = v->next)
         if (v->pinned && !v->arena->pins_forgotten)
             __atomic_add_fetch(&block_at(v->arena, v->block)->refs, 1, __ATOMIC_ACQ_REL);
-    Py_RETURN_NONE;
-}
-
-PyObject *
-native_after_fork_parent(PyObject *module, PyObject *Py_UNUSED(ignored))
-{
-    for (BlockViewObject *v = live_views; v != NULL; v = v->next)
-        if (v->pinned && !v->arena->pins_forgotten) large_unref(v->arena, v->block, 1);
     Py_RETURN_NONE;
 }
 

@@ -423,8 +423,6 @@ static PyMethodDef native_functions[] = {
      "segment_size(records, slots, links, small, large) -> bytes such an arena spans."},
     {"before_fork", native_before_fork, METH_NOARGS,
      "before_fork(): hold every block this process views across a fork."},
-    {"after_fork_parent", native_after_fork_parent, METH_NOARGS,
-     "after_fork_parent(): drop what before_fork() held."},
     {NULL, NULL, 0, NULL},
 };
 
