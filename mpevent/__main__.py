@@ -125,11 +125,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from . import _bench
 
     scale = 0.2 if args.quick else 1.0
+    sizes = _bench.QUICK_VALUE_SIZES if args.quick else _bench.VALUE_SIZES
     results = {
         "ping_pong": _bench.report_ping_pong(int(5000 * scale), 3 if args.quick else 7),
-        "values": _bench.report_value_handoff(int(200 * scale), 1 if args.quick else 3),
+        "values": _bench.report_value_handoff(int(100 * scale), 1 if args.quick else 3, sizes),
         "wakeups": _bench.report_wakeup_latency(int(300 * scale), 1 if args.quick else 3),
     }
+    _bench.report_ray_handoff(5 if args.quick else 20, [1 << 20, 32 << 20])
     _bench.report_creation(100_000 if args.quick else 1_000_000)
     if args.plot:
         from . import _plot

@@ -131,10 +131,21 @@ def report_creation(count: int) -> float:
 
 # --- value handoff -----------------------------------------------------------
 
-VALUE_SIZES = {"100 B": 100, "1 MiB": 1 << 20, "32 MiB": 32 << 20}
+KiB, MiB = 1 << 10, 1 << 20
+# Powers of four from 64 KiB, and the sizes the targets name.
+VALUE_SIZES = [100, 4 * KiB, 64 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB, 32 * MiB, 64 * MiB]
+QUICK_VALUE_SIZES = [100, 64 * KiB, MiB, 32 * MiB]
 
 
-Channel = tuple[Callable[[int], Any], Callable[[int, bytes], None]]
+def size_label(size: int) -> str:
+    if size >= MiB:
+        return f"{size // MiB} MiB"
+    return f"{size // KiB} KiB" if size >= KiB else f"{size} B"
+
+
+# (receive in the child, send in the parent); a channel may add a third
+# callable that the parent runs, untimed, before each handoff.
+Channel = tuple[Callable[..., Any], ...]
 
 
 def _receive_all(
@@ -152,7 +163,7 @@ def _receive_all(
 
 
 def _handoffs(
-    makers: Mapping[str, Callable[[int], Channel]], value: bytes, count: int
+    makers: Mapping[str, Callable[[int], Channel]], value: Any, count: int
 ) -> dict[str, float]:
     """Median seconds from send/set in the parent to the blocked child holding the value.
 
@@ -169,16 +180,21 @@ def _handoffs(
     try:
         for i in range(count):
             for name in _turns(list(channels), i):
+                channel = channels[name]
+                if len(channel) > 2:
+                    channel[2](i)  # untimed preparation (hand over a fresh handle)
                 ready.wait(30)
                 ready.clear()
                 time.sleep(0.002)  # let the child block in receive
                 starts[name].append(time.perf_counter())
-                channels[name][1](i, value)
+                channel[1](i, value)
         arrivals = stamps_in.recv()
     finally:
         child.join(60)
         if child.is_alive():
             child.kill()
+        stamps_in.close()
+        stamps_out.close()
     return {
         name: statistics.median(b - a for a, b in zip(starts[name], arrivals[name], strict=True))
         for name in channels
@@ -190,65 +206,196 @@ def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
     return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
 
 
-def _async_result_channel(count: int) -> Channel:
-    from .asyncresult import AsyncResult
+def _async_result_channel(keep: bool) -> Callable[[int], Channel]:
+    """A fresh AsyncResult per value, made in the parent and pickled to the child
+    before the handoff (as a Pool task receives it); *keep*: both sides keep
+    every result and value, else each drops them after use."""
 
-    results: list[AsyncResult | None] = [AsyncResult() for _ in range(count)]
+    def make(count: int) -> Channel:
+        import pickle
 
-    # Each side drops a result once done with it, as a program would: its
-    # memory is then reclaimed and reused (the other peers free theirs too).
-    def receive(i: int) -> float:
-        result, results[i] = results[i], None
-        assert result is not None
-        result.get()
-        return time.perf_counter()  # before the result is dropped, on return
+        from .asyncresult import AsyncResult
 
-    def send(i: int, value: bytes) -> None:
-        result, results[i] = results[i], None
-        assert result is not None
-        result.set(value)
+        handles_in, handles_out = CTX.Pipe(duplex=False)
+        current: list[AsyncResult] = []
+        kept: list[Any] = []
 
-    return receive, send
+        def prepare(i: int) -> None:
+            result = AsyncResult()
+            handles_out.send_bytes(pickle.dumps(result))
+            if not keep:
+                current.clear()
+            current.append(result)
+
+        def receive(i: int) -> float:
+            result = pickle.loads(handles_in.recv_bytes())
+            value = result.get()
+            stamp = time.perf_counter()
+            if keep:
+                kept.append((result, value))
+            return stamp
+
+        def send(i: int, value: Any) -> None:
+            current[-1].set(value)
+
+        return receive, send, prepare
+
+    return make
 
 
-def _pipe_channel(count: int) -> Channel:
-    receiver, sender = CTX.Pipe(duplex=False)
-    return (lambda i: receiver.recv()), (lambda i, value: sender.send(value))
+def _pipe_channel(keep: bool) -> Callable[[int], Channel]:
+    def make(count: int) -> Channel:
+        receiver, sender = CTX.Pipe(duplex=False)
+        kept: list[Any] = []
+
+        def receive(i: int) -> float:
+            value = receiver.recv()
+            stamp = time.perf_counter()
+            if keep:
+                kept.append(value)
+            return stamp
+
+        return receive, (lambda i, value: sender.send(value))
+
+    return make
 
 
-def _queue_channel(count: int) -> Channel:
-    queue = CTX.Queue()
-    return (lambda i: queue.get()), (lambda i, value: queue.put(value))
+def _queue_channel(keep: bool) -> Callable[[int], Channel]:
+    def make(count: int) -> Channel:
+        queue = CTX.Queue()
+        kept: list[Any] = []
+
+        def receive(i: int) -> float:
+            value = queue.get()
+            stamp = time.perf_counter()
+            if keep:
+                kept.append(value)
+            return stamp
+
+        return receive, (lambda i, value: queue.put(value))
+
+    return make
 
 
-def value_handoff(count: int, trials: int = 3) -> dict[str, dict[str, float]]:
-    """Median handoff seconds per size and peer (fork: the channels are inherited).
+def _make_value(kind: str, size: int) -> Any:
+    if kind == "numpy":
+        import numpy
 
-    The peers take turns handoff by handoff, so all see the same machine.
+        return numpy.ones(size, dtype=numpy.uint8)
+    return bytes(size)
+
+
+def value_handoff(
+    count: int,
+    trials: int = 3,
+    sizes: list[int] | None = None,
+    kinds: tuple[str, ...] = ("bytes", "numpy"),
+    modes: tuple[str, ...] = ("dropped",),
+) -> dict[str, dict[str, float]]:
+    """Median handoff seconds per (size, kind, mode) row and peer.
+
+    Rows are labelled like ``"1 MiB bytes dropped"``.  Every peer gets a
+    fresh channel per row; the peers take turns handoff by handoff.
     """
-    peers = {
-        "mpevent.AsyncResult": _async_result_channel,
-        "multiprocessing.Pipe": _pipe_channel,
-        "multiprocessing.Queue": _queue_channel,
-    }
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        kinds = tuple(kind for kind in kinds if kind != "numpy")
     table: dict[str, dict[str, float]] = {}
-    for label, size in VALUE_SIZES.items():
-        value = bytes(size)
-        reps = count if size < (1 << 20) else max(3, count // 20)
-        table[label] = _medians([_handoffs(peers, value, reps) for _ in range(trials)])
+    for size in sizes or VALUE_SIZES:
+        reps = count if size < MiB else max(3, count // (10 if size < 16 * MiB else 40))
+        for kind in kinds:
+            value = _make_value(kind, size)
+            for mode in modes:
+                keep = mode == "kept"
+                peers = {
+                    "mpevent.AsyncResult": _async_result_channel(keep),
+                    "multiprocessing.Pipe": _pipe_channel(keep),
+                    "multiprocessing.Queue": _queue_channel(keep),
+                }
+                runs = [_handoffs(peers, value, reps) for _ in range(trials)]
+                table[f"{size_label(size)} {kind} {mode}"] = _medians(runs)
     return table
 
 
-def report_value_handoff(count: int, trials: int = 3) -> dict[str, dict[str, float]]:
-    table = value_handoff(count, trials)
+def report_value_handoff(
+    count: int, trials: int = 3, sizes: list[int] | None = None, **options: Any
+) -> dict[str, dict[str, float]]:
+    table = value_handoff(count, trials, sizes, **options)
     print("value handoff to a process blocked in get()/recv(), median (fork)")
     for label, row in table.items():
         base = row["multiprocessing.Pipe"]
         cells = "  ".join(
-            f"{name} {seconds * 1e6:9.1f} us ({seconds / base:4.2f}x Pipe)"
+            f"{name.split('.')[-1]} {seconds * 1e6:9.1f} us ({seconds / base:4.2f}x)"
             for name, seconds in row.items()
         )
-        print(f"  {label:>6}: {cells}")
+        print(f"  {label:>22}: {cells}")
+    return table
+
+
+class _RayTaker:
+    """A Ray actor that takes an array out of the object store."""
+
+    def take(self, refs: list[Any]) -> float:
+        import ray
+
+        value = ray.get(refs[0])  # in a list, so Ray does not resolve it for us
+        stamp = time.perf_counter()
+        del value
+        return stamp
+
+
+def ray_handoff(count: int, sizes: list[int]) -> dict[str, dict[str, float]] | None:
+    """NumPy arrays: ray.put() then an idle actor takes the array, beside mpevent.
+
+    None if Ray is not installed.  mpevent's rows are measured before Ray
+    starts (its threads make forking unsafe), Ray's after: blocks of one run.
+    """
+    try:
+        import ray
+    except ImportError:
+        return None
+    ours = {
+        size: _handoffs(
+            {"mpevent.AsyncResult": _async_result_channel(False)}, _make_value("numpy", size), count
+        )["mpevent.AsyncResult"]
+        for size in sizes
+    }
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        taker = ray.remote(_RayTaker).remote()
+        table = {}
+        for size in sizes:
+            value = _make_value("numpy", size)
+            ray.get(taker.take.remote([ray.put(value)]))  # warm the actor
+            samples = []
+            for _ in range(count):
+                time.sleep(0.002)
+                start = time.perf_counter()
+                ref = ray.put(value)
+                samples.append(ray.get(taker.take.remote([ref])) - start)
+                del ref
+            table[f"{size_label(size)} numpy"] = {
+                "mpevent.AsyncResult": ours[size],
+                "ray.put + actor get": statistics.median(samples),
+            }
+        return table
+    finally:
+        ray.shutdown()
+
+
+def report_ray_handoff(count: int, sizes: list[int]) -> dict[str, dict[str, float]] | None:
+    table = ray_handoff(count, sizes)
+    if table is None:
+        print("Ray's object store: not installed (pip install ray), skipped")
+        return None
+    print("NumPy array handoff vs Ray's object store, median")
+    for label, row in table.items():
+        ours, theirs = row["mpevent.AsyncResult"], row["ray.put + actor get"]
+        print(
+            f"  {label:>14}: mpevent {ours * 1e6:9.1f} us, Ray {theirs * 1e6:9.1f} us "
+            f"({ours / theirs:4.2f}x Ray)"
+        )
     return table
 
 

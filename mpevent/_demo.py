@@ -60,7 +60,7 @@ def run(workers: int = 4, rounds: int = 2000, trials: int = 3) -> int:
     print(f"parent: workers exited with {codes}\n")
     _bench.report_ping_pong(rounds, trials)
     print()
-    _bench.report_value_handoff(count=40, trials=1)
+    _bench.report_value_handoff(count=40, trials=1, sizes=_bench.QUICK_VALUE_SIZES)
     print()
     _bench.report_wakeup_latency(count=100, trials=1)
     print()

@@ -18,10 +18,13 @@ def plot(results: dict[str, Any], path: str) -> None:
         ("two-process ping-pong round trip", results["ping_pong"]),
         ("set() to waiter in another process", results["wakeups"]),
     ]
-    for size, row in results["values"].items():
-        panels.append((f"{size} value handoff", row))
-    figure, axes = plt.subplots(len(panels), 1, figsize=(8, 2.2 * len(panels)))
-    for axis, (title, row) in zip(axes, panels, strict=True):
+    kinds = sorted({label.split()[2] for label in results["values"]})
+    figure, axes = plt.subplots(
+        len(panels) + len(kinds), 1, figsize=(8, 2.4 * len(panels) + 3.2 * len(kinds))
+    )
+    for axis, kind in zip(axes[len(panels) :], kinds, strict=True):
+        _plot_sizes(axis, results["values"], kind)
+    for axis, (title, row) in zip(axes, panels, strict=False):
         names = list(row)
         micros = [row[name] * 1e6 for name in names]
         colors = ["tab:green" if name.startswith("mpevent") else "tab:gray" for name in names]
@@ -34,3 +37,26 @@ def plot(results: dict[str, Any], path: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _plot_sizes(axis: Any, table: dict[str, dict[str, float]], kind: str) -> None:
+    """Latency against value size, log-log, one line per peer."""
+    rows = [(label, row) for label, row in table.items() if label.split()[2] == kind]
+    sizes = [_bytes_of(label) for label, _ in rows]
+    for peer in rows[0][1]:
+        style = "-o" if peer.startswith("mpevent") else "--."
+        axis.plot(sizes, [row[peer] * 1e6 for _, row in rows], style, label=peer)
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    axis.set_title(
+        f"{kind} value handoff to a blocked reader (fresh result per value)", fontsize=10
+    )
+    axis.set_xlabel("value size (bytes)")
+    axis.set_ylabel("microseconds")
+    axis.legend(fontsize=8)
+    axis.grid(True, which="both", alpha=0.3)
+
+
+def _bytes_of(label: str) -> int:
+    number, unit = label.split()[:2]
+    return int(number) * {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20}[unit]

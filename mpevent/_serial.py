@@ -26,15 +26,20 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Final, SupportsIndex
 
+from . import _native
+
 FRAME_HEADER: Final = struct.Struct("=II")
 BUFFER_LENGTH: Final = struct.Struct("=Q")
-IN_BAND_MAX: Final = 64 * 1024  # values up to this size are pickled whole, in band
+IN_BAND_MAX: Final = 8 * 1024  # buffers up to this size are pickled whole, in band
 _BUFFER_TYPES: Final = (bytes, bytearray, memoryview, array.array)
+# Types whose pickles have no out-of-band buffers: no second look needed.
+_PLAIN_TYPES: Final = frozenset({type(None), bool, int, float, str, tuple, list, dict})
 _ALIGN: Final = 64
 
 
 def _bytes_from_buffer(buffer: pickle.PickleBuffer) -> bytes:
-    return bytes(buffer)
+    # One copy, into pages faulted in at once (see copy_bytes in heap.c).
+    return _native.copy_bytes(buffer)
 
 
 def _bytearray_from_buffer(buffer: pickle.PickleBuffer) -> bytearray:
@@ -80,15 +85,18 @@ class _OutOfBand:
 def dumps(obj: object) -> tuple[bytes, list[pickle.PickleBuffer]]:
     """Pickle *obj*: (in-band stream, out-of-band buffers).
 
-    A value of at most IN_BAND_MAX bytes comes back whole in band (no
+    A value whose buffers total at most IN_BAND_MAX bytes comes back whole in band (no
     buffers).  Larger buffers go out of band when the value itself is a
     bytes-like or array, or offers PickleBuffers (NumPy); bytes nested
     inside containers stay in band.  Raises TypeError naming the type that
     could not be pickled.
     """
     buffers: list[pickle.PickleBuffer] = []
+    # An array that says it is small (NumPy's nbytes) is pickled once, in band.
+    nbytes = getattr(obj, "nbytes", None) if type(obj) not in _PLAIN_TYPES else 0
+    callback = buffers.append if not (type(nbytes) is int and nbytes <= IN_BAND_MAX) else None
     try:
-        inband = _dump(obj, buffers.append)
+        inband = _dump(obj, callback)
         if buffers and len(inband) + sum(b.raw().nbytes for b in buffers) <= IN_BAND_MAX:
             inband, buffers = _dump(obj, None), []
     except Exception as exc:

@@ -348,6 +348,7 @@ PyObject *Arena_block_abandon(ArenaObject *self, PyObject *args);
 PyObject *Arena_heap_forget(ArenaObject *self, PyObject *arg);
 PyObject *Arena_heap_statistics(ArenaObject *self, PyObject *ignored);
 PyObject *native_before_fork(PyObject *module, PyObject *ignored);
+PyObject *native_copy_bytes(PyObject *module, PyObject *arg);
 PyObject *Arena_after_fork_child(ArenaObject *self, PyObject *arg);
 
 #endif

@@ -421,6 +421,8 @@ PyTypeObject ArenaType = {
 static PyMethodDef native_functions[] = {
     {"segment_size", native_segment_size, METH_VARARGS,
      "segment_size(records, slots, links, small, large) -> bytes such an arena spans."},
+    {"copy_bytes", native_copy_bytes, METH_O,
+     "copy_bytes(buffer) -> bytes: a private copy, its pages faulted in at once."},
     {"before_fork", native_before_fork, METH_NOARGS,
      "before_fork(): hold every block this process views across a fork."},
     {NULL, NULL, 0, NULL},
