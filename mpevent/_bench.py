@@ -363,7 +363,7 @@ def ray_handoff(count: int, sizes: list[int]) -> dict[str, dict[str, float]] | N
     }
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        taker = ray.remote(_RayTaker).remote()
+        taker: Any = ray.remote(_RayTaker).remote()
         table = {}
         for size in sizes:
             value = _make_value("numpy", size)
