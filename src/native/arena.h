@@ -31,10 +31,10 @@
  *   - set() dequeues every waiter it wakes (as trio's ParkingLot.unpark
  *     does), so a waiter that died while parked costs the next set() one
  *     futex wake and is then gone.
- *   - Parked waiters re-read the generation after POLL_NS, then at doubling
- *     intervals up to POLL_MAX_NS: if a setter was killed after publishing
- *     the state but before waking everyone, the waiters still return within
- *     about a second.
+ *   - A parked waiter sleeps with no timer unless its caller gave a
+ *     timeout.  One parked thread per process keeps a one-second watch for
+ *     waiters whose setter was killed after publishing the state but before
+ *     waking them (parking.c), so they still return within about a second.
  *   - Every page is *reserved* (MADV_POPULATE_WRITE, which fails with an
  *     error where a plain store would raise SIGBUS) before it is first
  *     touched: records, slots and links as their regions grow, held bitmaps
@@ -97,8 +97,6 @@
 #define ATTACH_ENTRY_SIZE 16u
 #define PAGE 4096u
 #define RESERVE_CHUNK (64u * 1024u) /* regions grow by this much at a time */
-#define POLL_NS 250000000LL      /* first re-read of the generation: 0.25 s */
-#define POLL_MAX_NS 1000000000LL /* then doubling up to 1 s: at most ~1 wakeup/s idle */
 #define WAKE_BATCH 64
 #define LOCK_SPINS 200 /* trylock attempts before sleeping on a busy lock */
 
@@ -291,6 +289,7 @@ int lock_or_error(ArenaObject *a, pthread_mutex_t *m, Record *repair);
 
 /* parking.c */
 void futex_wake_all(uint32_t *word);
+void watch_init(void);
 void wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake);
 void enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t slot);
 int remove_link(ArenaObject *a, Record *r, uint32_t link);

@@ -438,6 +438,7 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     if (PyType_Ready(&ArenaType) < 0 || PyType_Ready(&BlockViewType) < 0) return NULL;
+    watch_init();
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL) return NULL;
     Py_INCREF(&ArenaType);

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -20,13 +21,14 @@
 /* ------------------------------------------------------------------ */
 /* futex and time                                                      */
 
+/* Sleep while *word == expected; timeout_ns < 0 sleeps with no timer. */
 static long
 futex_wait(uint32_t *word, uint32_t expected, long long timeout_ns)
 {
     struct timespec ts;
     ts.tv_sec = (time_t)(timeout_ns / 1000000000LL);
     ts.tv_nsec = (long)(timeout_ns % 1000000000LL);
-    return syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
+    return syscall(SYS_futex, word, FUTEX_WAIT, expected, timeout_ns < 0 ? NULL : &ts, NULL, 0);
 }
 
 void
@@ -398,19 +400,130 @@ Arena_fired(ArenaObject *self, PyObject *arg)
 }
 
 /*
+ * The watch: recovering from a setter killed mid-set() without a timer in
+ * every sleep.
+ *
+ * A setter that dies after publishing a new generation but before waking
+ * everyone leaves waiters asleep.  Rather than each waiter re-reading its
+ * record on a timer (one wakeup a second per waiting thread), the threads
+ * of a process that park on a record register on a process-local list,
+ * and one of them, the *watcher*, sleeps with a WATCH_NS timeout; the
+ * others sleep with no timeout at all (unless their caller gave one).
+ * Each time its timeout passes, the watcher looks at every registered
+ * waiter: one whose record's generation moved while its slot word is
+ * still 0, or whose word is 1 while it still sleeps, lost its wakeup, and
+ * gets a futex wake (the word is left alone: the waiter sees the moved
+ * generation and takes its link out itself, taking the dead setter's lock
+ * over and finishing its wakeups for everyone).  When the watcher leaves,
+ * it wakes another registered waiter to take over.  So an idle process
+ * wakes about once a second in all, however many threads wait, and no
+ * extra thread exists (one would make every later fork warn on 3.12+).
+ */
+#define WATCH_NS 1000000000LL
+
+typedef struct Parked {
+    Slot *slot;
+    Record *record;
+    uint32_t generation;
+    struct Parked *prev, *next;
+} Parked;
+
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static Parked *parked_head;
+static Parked *watcher; /* the registered waiter holding the watch, or NULL */
+
+static void
+watch_prepare_fork(void)
+{
+    pthread_mutex_lock(&watch_lock);
+}
+
+static void
+watch_after_fork_parent(void)
+{
+    pthread_mutex_unlock(&watch_lock);
+}
+
+static void
+watch_after_fork_child(void)
+{
+    /* Only the forking thread lives on, and it was not parked. */
+    pthread_mutex_init(&watch_lock, NULL);
+    parked_head = NULL;
+    watcher = NULL;
+}
+
+void
+watch_init(void)
+{
+    pthread_atfork(watch_prepare_fork, watch_after_fork_parent, watch_after_fork_child);
+}
+
+static void
+watch_register(Parked *p)
+{
+    pthread_mutex_lock(&watch_lock);
+    p->prev = NULL;
+    p->next = parked_head;
+    if (parked_head != NULL) parked_head->prev = p;
+    parked_head = p;
+    pthread_mutex_unlock(&watch_lock);
+}
+
+static void
+watch_unregister(Parked *p)
+{
+    pthread_mutex_lock(&watch_lock);
+    if (p->prev != NULL) p->prev->next = p->next;
+    else parked_head = p->next;
+    if (p->next != NULL) p->next->prev = p->prev;
+    if (watcher == p) {
+        watcher = NULL;
+        /* Hand the watch over: the woken thread finds it free and takes it. */
+        if (parked_head != NULL) futex_wake_all(&parked_head->slot->word);
+    }
+    pthread_mutex_unlock(&watch_lock);
+}
+
+/* Take the watch if nobody holds it; returns whether `p` holds it. */
+static int
+watch_claim(Parked *p)
+{
+    pthread_mutex_lock(&watch_lock);
+    if (watcher == NULL) watcher = p;
+    int mine = watcher == p;
+    pthread_mutex_unlock(&watch_lock);
+    return mine;
+}
+
+/* The watcher's round: wake every registered waiter that lost its wakeup. */
+static void
+watch_round(void)
+{
+    pthread_mutex_lock(&watch_lock);
+    for (Parked *p = parked_head; p != NULL; p = p->next) {
+        uint32_t word = __atomic_load_n(&p->slot->word, __ATOMIC_ACQUIRE);
+        uint32_t state = __atomic_load_n(&p->record->state, __ATOMIC_ACQUIRE);
+        if (word != 0 || GENERATION(state) != p->generation) futex_wake_all(&p->slot->word);
+    }
+    pthread_mutex_unlock(&watch_lock);
+}
+
+/*
  * Sleep on a slot's word until it is set, the deadline passes, or a signal
  * needs handling.  Returns 1 woken, 0 timed out, -1 error (exception set).
- * `watch`, if not NULL, is a record whose generation is re-read against
- * `generation` at growing intervals (see the top comment).  Without one,
- * the caller does that itself after a bounded park (multi-waits).
+ * `watch`, if not NULL, is the record waited on: the waiter registers for
+ * the watch (above) and returns 1 when its generation moves.  Without one,
+ * the caller bounds the park and re-checks itself (multi-waits).
  */
 static int
 park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double timeout)
 {
     long long deadline = timeout < 0 ? -1 : now_ns() + (long long)(timeout * 1e9);
-    long long poll = POLL_NS;
+    Parked parked = {.slot = s, .record = watch, .generation = generation};
+    if (watch != NULL) watch_register(&parked);
+    int result = -2;
     for (;;) {
-        int result = -2;
         Py_BEGIN_ALLOW_THREADS
         for (;;) {
             if (__atomic_load_n(&s->word, __ATOMIC_ACQUIRE)) {
@@ -422,22 +535,29 @@ park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double
                 result = 1;
                 break;
             }
-            long long wait_ns = poll;
-            poll = poll * 2 < POLL_MAX_NS ? poll * 2 : POLL_MAX_NS;
+            int watching = watch != NULL && watch_claim(&parked);
+            long long wait_ns = watching ? WATCH_NS : -1;
             if (deadline >= 0) {
                 long long left = deadline - now_ns();
                 if (left <= 0) {
                     result = 0;
                     break;
                 }
-                if (left < wait_ns) wait_ns = left;
+                if (wait_ns < 0 || left < wait_ns) wait_ns = left;
             }
-            if (futex_wait(&s->word, 0, wait_ns) < 0 && errno == EINTR) break;
+            long rc = futex_wait(&s->word, 0, wait_ns);
+            if (rc < 0 && errno == EINTR) break;
+            if (rc < 0 && errno == ETIMEDOUT && watching) watch_round();
         }
         Py_END_ALLOW_THREADS
-        if (result != -2) return result;
-        if (PyErr_CheckSignals() < 0) return -1;
+        if (result != -2) break;
+        if (PyErr_CheckSignals() < 0) {
+            result = -1;
+            break;
+        }
     }
+    if (watch != NULL) watch_unregister(&parked);
+    return result;
 }
 
 int
