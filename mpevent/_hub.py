@@ -18,6 +18,11 @@ Contract (gevent's, across processes):
   ignored.
 * The hub starts lazily, is a daemon (interpreter exit never waits for
   it), and a forked child starts with none of its parent's registrations.
+* A hub with nothing linked for a second ends its thread (and gives its
+  waiter slot back); the next rawlink() starts a new one.  So a process
+  that used callbacks a while ago has no extra thread when it forks
+  (Python 3.12+ warns about forking a multi-threaded process, because
+  a thread holding a lock at that moment leaves it locked in the child).
 
 There is one hub thread per arena in use (a thread sleeps on one arena's
 futex word); nearly always that is one.
@@ -60,11 +65,15 @@ class Hub:
         self._entries: dict[int, _Entry] = {}  # id(handle) -> entry
         self._due: list[_Entry] = []  # set already when linked
         self._spare_links: list[int] = []
+        self.retired = False
         _cooperative.start_os_thread(self._run, "mpevent-hub")
 
-    def rawlink(self, handle: Any, callback: Callback) -> None:
+    def rawlink(self, handle: Any, callback: Callback) -> bool:
+        """Link *callback*; False if this hub has retired (use a new one)."""
         record = handle._record
         with self._lock:
+            if self.retired:
+                return False
             entry = self._entries.get(id(handle))
             if entry is None:
                 link = (
@@ -79,6 +88,7 @@ class Hub:
                     self._due.append(entry)  # set already: nothing was queued
                     self.native.wake(self.slot)
             entry.callbacks.append(callback)
+        return True
 
     def unlink(self, handle: Any, callback: Callback) -> None:
         record = handle._record
@@ -139,6 +149,22 @@ class Hub:
             for entry in self._take_fired(recheck=not woken):
                 for callback in entry.callbacks:
                     _call(callback, entry.handle)
+            if not woken and self._retire_if_idle():
+                return
+
+    def _retire_if_idle(self) -> bool:
+        """End the hub after a second with nothing linked; True if it ended."""
+        with self._lock:
+            if self._entries or self._due:
+                return False
+            self.retired = True  # rawlink() now goes to a new hub
+        with _hubs_lock:
+            if _hubs.get(self.arena) is self:
+                del _hubs[self.arena]
+        for link in self._spare_links:
+            self.native.link_free(link)
+        self.native.slot_free(self.slot)
+        return True
 
 
 def _call(callback: Callback, handle: Any) -> None:
@@ -159,12 +185,18 @@ _hubs_lock = threading.Lock()
 def hub_for(arena: Arena) -> Hub:
     """This process's hub for *arena*, started on first use."""
     hub = _hubs.get(arena)
-    if hub is None:
+    if hub is None or hub.retired:
         with _hubs_lock:
             hub = _hubs.get(arena)
-            if hub is None:
+            if hub is None or hub.retired:
                 hub = _hubs[arena] = Hub(arena)
     return hub
+
+
+def rawlink(arena: Arena, handle: Any, callback: Callback) -> None:
+    """Link *callback* on this process's hub for *arena* (see the contract above)."""
+    while not hub_for(arena).rawlink(handle, callback):
+        pass  # it retired just now: the next hub_for() starts a new one
 
 
 def existing_hub(arena: Arena) -> Hub | None:

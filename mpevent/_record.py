@@ -240,7 +240,7 @@ class Record:
 
     def rawlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
         """Run callback(handle) once on this process's hub after the next set."""
-        _hub.hub_for(self.arena).rawlink(handle, callback)
+        _hub.rawlink(self.arena, handle, callback)
 
     def unlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
         hub = _hub.existing_hub(self.arena)

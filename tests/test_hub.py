@@ -201,3 +201,44 @@ def test_hub_statistics_count_linked_objects() -> None:
     for event in events:
         event.unlink(print)
     assert hub.linked() == linked - 10
+
+
+def test_an_idle_hub_ends_its_thread_so_a_later_fork_does_not_warn() -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import os, threading, time, warnings
+        import mpevent
+
+        event = mpevent.Event()
+        called = threading.Event()
+        event.rawlink(lambda _: called.set())
+        event.set()
+        assert called.wait(10)
+        deadline = time.monotonic() + 10
+        while threading.active_count() > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the hub ends after a second with nothing linked
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+        print(threading.active_count(), len(caught))
+        event.clear()
+        event.rawlink(lambda _: called.clear())  # a new hub starts when needed
+        event.set()
+        deadline = time.monotonic() + 10
+        while called.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print(called.is_set())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "0", "False"]
