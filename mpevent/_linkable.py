@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-from . import _checks, _cooperative, _names
+from . import _checks, _cooperative, _names, _native, _parking
 from ._record import Record, Reference
 
 
@@ -28,9 +27,22 @@ def _resolve(future: asyncio.Future[None]) -> None:
 def _rebuild(cls: type[Linkable], reference: Reference) -> Linkable:
     linkable = cls.__new__(cls)
     linkable._record = Record.from_reference(reference, cls._KIND)
+    linkable._bind(linkable._record.native, linkable._record.index)
     linkable._name = None
     linkable._init_local()
     return linkable
+
+
+def _cooperative_wait(linkable: Linkable, seconds: float | None) -> object:
+    """Handle._wait's way out for gevent programs: NotImplemented outside a greenlet."""
+    if _cooperative.in_greenlet():
+        return _cooperative.wait_ready(linkable, seconds)
+    return NotImplemented
+
+
+# What the C fast path (_native.Handle) asks of Python: this thread's waiter
+# slot, gevent's way of waiting, and the rules for unusual timeout types.
+_native.set_hooks(_parking.slot_for_native, _cooperative_wait, _checks.check_timeout)
 
 
 class _Closed:
@@ -45,8 +57,12 @@ class _Closed:
         raise ValueError(f"operation on a closed {self._description} handle")
 
 
-class Linkable:
-    """Base of the shared objects: one record, waited on through the parking lot."""
+class Linkable(_native.Handle):
+    """Base of the shared objects: one record, waited on through the parking lot.
+
+    The hot path (is_set, set, clear, wait) is :class:`mpevent._native.Handle`'s,
+    in C; a subclass binds those methods under its public names.
+    """
 
     __slots__ = ("__weakref__", "_name", "_record")
     _KIND: ClassVar[int]
@@ -67,6 +83,7 @@ class Linkable:
             self._record = Record.allocate(self._KIND)
             if name is not None:
                 _names.publish(name, self._record)
+        self._bind(self._record.native, self._record.index)
         self._init_local()
 
     @classmethod
@@ -91,6 +108,7 @@ class Linkable:
         record = self._record
         if isinstance(record, Record):
             record.unlink_all(self)  # its callbacks could never run any more
+            self._unbind()
             self._record = _Closed(f"mpevent.{type(self).__qualname__}")  # type: ignore[assignment]
             record.release()
 
@@ -103,20 +121,12 @@ class Linkable:
     def _init_local(self) -> None:
         """Set up this process's own state of a new or unpickled handle."""
 
-    def ready(self) -> bool:
-        """Return true if the record's flag is up (a plain shared-memory read)."""
-        return self._record.is_set()
+    # Return true if the record's flag is up: a plain shared-memory read.
+    ready = _native.Handle._is_set
 
-    def _wait_ready(self, timeout: object) -> bool:
-        """Block until the flag is up (or was raised meanwhile) or *timeout* passes.
-
-        Inside a gevent program only the calling greenlet blocks (see
-        ``_cooperative``); elsewhere the thread parks.
-        """
-        seconds = None if timeout is None else _checks.check_timeout(timeout)
-        if "gevent" in sys.modules and _cooperative.in_greenlet():
-            return _cooperative.wait_ready(self, seconds)
-        return self._record.wait(seconds)
+    # Block until the flag is up (or was raised meanwhile) or *timeout*
+    # passes.  Inside a gevent program only the calling greenlet blocks.
+    _wait_ready = _native.Handle._wait
 
     async def _wait_ready_async(self, timeout: object) -> bool:
         """Like _wait_ready(), without blocking the running event loop.

@@ -89,6 +89,14 @@ def slot_for(arena: Arena) -> int:
     return slot
 
 
+def slot_for_native(native: _native.Arena) -> int:
+    """slot_for() the arena mapped by *native* (for the C fast path's cache misses)."""
+    for arena in _arena.attached():
+        if arena.native is native:
+            return slot_for(arena)
+    raise LookupError("this mpevent arena is not mapped by this process")
+
+
 def park_on_many(records: Sequence[Record], timeout: float | None, count: int) -> list[int]:
     """Block until *count* of *records* are set; return their positions in order.
 

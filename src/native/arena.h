@@ -270,6 +270,15 @@ page_align(uint64_t offset)
     return (offset + PAGE - 1) & ~(uint64_t)(PAGE - 1);
 }
 
+/* No lock: one atomic AND.  set() writes the state (under the lock) only
+ * when it read the flag down, when this AND changes nothing; and a waiter
+ * that read the flag up before it returns True, as it may. */
+static inline void
+record_clear(Record *r)
+{
+    __atomic_fetch_and(&r->state, ~STATE_FLAG, __ATOMIC_ACQ_REL);
+}
+
 /* layout.c */
 extern PyTypeObject ArenaType;
 #define RESERVE_FULL 1 /* /dev/shm has no room */
@@ -308,6 +317,7 @@ PyObject *Arena_park(ArenaObject *self, PyObject *args);
 PyObject *Arena_reset(ArenaObject *self, PyObject *arg);
 PyObject *Arena_wake(ArenaObject *self, PyObject *arg);
 PyObject *Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout);
 
 /* records.c */
 int check_record(ArenaObject *a, unsigned long index);
@@ -326,11 +336,16 @@ PyObject *Arena_record_half_set(ArenaObject *self, PyObject *arg);
 PyObject *Arena_is_set(ArenaObject *self, PyObject *arg);
 PyObject *Arena_state(ArenaObject *self, PyObject *arg);
 PyObject *Arena_set(ArenaObject *self, PyObject *arg);
+int record_set(ArenaObject *self, Record *r);
 PyObject *Arena_clear(ArenaObject *self, PyObject *arg);
 PyObject *Arena_store(ArenaObject *self, PyObject *args);
 PyObject *Arena_publish_block(ArenaObject *self, PyObject *args);
 PyObject *Arena_read(ArenaObject *self, PyObject *args);
 PyObject *Arena_holds(ArenaObject *self, PyObject *args);
+
+/* handle.c */
+extern PyTypeObject HandleType;
+PyObject *native_set_hooks(PyObject *module, PyObject *args);
 
 /* heap.c */
 extern PyTypeObject BlockViewType;

@@ -421,6 +421,8 @@ PyTypeObject ArenaType = {
 static PyMethodDef native_functions[] = {
     {"segment_size", native_segment_size, METH_VARARGS,
      "segment_size(records, slots, links, small, large) -> bytes such an arena spans."},
+    {"set_hooks", native_set_hooks, METH_VARARGS,
+     "set_hooks(slot_for, cooperative_wait, check_timeout): what Handle asks of Python."},
     {"copy_bytes", native_copy_bytes, METH_O,
      "copy_bytes(buffer) -> bytes: a private copy, its pages faulted in at once."},
     {"before_fork", native_before_fork, METH_NOARGS,
@@ -437,13 +439,17 @@ static struct PyModuleDef native_module = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    if (PyType_Ready(&ArenaType) < 0 || PyType_Ready(&BlockViewType) < 0) return NULL;
+    if (PyType_Ready(&ArenaType) < 0 || PyType_Ready(&BlockViewType) < 0 ||
+        PyType_Ready(&HandleType) < 0)
+        return NULL;
     watch_init();
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL) return NULL;
     Py_INCREF(&ArenaType);
     Py_INCREF(&BlockViewType);
+    Py_INCREF(&HandleType);
     if (PyModule_AddObject(m, "Arena", (PyObject *)&ArenaType) < 0 ||
+        PyModule_AddObject(m, "Handle", (PyObject *)&HandleType) < 0 ||
         PyModule_AddObject(m, "BlockView", (PyObject *)&BlockViewType) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_OFFSET", ATTACH_OFFSET) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_ENTRIES", ATTACH_ENTRIES) < 0 ||

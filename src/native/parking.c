@@ -608,26 +608,13 @@ Arena_wake(ArenaObject *self, PyObject *arg)
 }
 
 /*
- * wait(record, slot, timeout) -> bool: the whole single-record wait in one
- * call.  True when the flag is up on entry or a set() happened while
- * waiting; False on timeout.  timeout: None forever, <= 0 no wait.
+ * The whole single-record wait: True when the flag is up on entry or a
+ * set() happened while waiting; False on timeout.  timeout < 0: forever.
+ * The caller has checked the flag and the zero timeout already.
  */
 PyObject *
-Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "wait(record, slot, timeout)");
-        return NULL;
-    }
-    Record *r = parse_record(self, args[0]);
-    if (r == NULL) return NULL;
-    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) Py_RETURN_TRUE;
-    double timeout;
-    if (parse_timeout(args[2], &timeout) < 0) return NULL;
-    if (timeout == 0.0 || (timeout < 0 && args[2] != Py_None)) Py_RETURN_FALSE;
-    unsigned long slot = PyLong_AsUnsignedLong(args[1]);
-    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (check_slot(self, slot) < 0) return NULL;
     Slot *s = &self->slots[slot];
     uint32_t index = (uint32_t)(((char *)r - self->records) / RECORD_SIZE);
 
@@ -663,4 +650,28 @@ Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     return PyBool_FromLong(fired);
+}
+
+/*
+ * wait(record, slot, timeout) -> bool: the whole single-record wait in one
+ * call.  True when the flag is up on entry or a set() happened while
+ * waiting; False on timeout.  timeout: None forever, <= 0 no wait.
+ */
+PyObject *
+Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "wait(record, slot, timeout)");
+        return NULL;
+    }
+    Record *r = parse_record(self, args[0]);
+    if (r == NULL) return NULL;
+    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) Py_RETURN_TRUE;
+    double timeout;
+    if (parse_timeout(args[2], &timeout) < 0) return NULL;
+    if (timeout == 0.0 || (timeout < 0 && args[2] != Py_None)) Py_RETURN_FALSE;
+    unsigned long slot = PyLong_AsUnsignedLong(args[1]);
+    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_slot(self, slot) < 0) return NULL;
+    return wait_record(self, r, slot, timeout);
 }

@@ -357,21 +357,19 @@ Arena_state(ArenaObject *self, PyObject *arg)
 }
 
 /*
- * set(index): raise the flag and wake every waiter.  Returns True if this
- * call raised it.  Never blocks on the waiters: it only writes their words
- * and issues futex wakes.
+ * Raise the flag and wake every waiter: 1 if this call raised it, 0 if it
+ * was up, -1 with an exception.  Never blocks on the waiters: it only
+ * writes their words and issues futex wakes.
  */
-PyObject *
-Arena_set(ArenaObject *self, PyObject *arg)
+int
+record_set(ArenaObject *self, Record *r)
 {
-    Record *r = parse_record(self, arg);
-    if (r == NULL) return NULL;
-    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) Py_RETURN_FALSE;
-    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) return 0;
+    if (lock_or_error(self, &r->lock, r) < 0) return -1;
     uint32_t state = r->state;
     if (state & STATE_FLAG) {
         unlock_mutex(&r->lock);
-        Py_RETURN_FALSE;
+        return 0;
     }
     /* New generation and the flag in one store, before anyone wakes. */
     __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
@@ -380,7 +378,18 @@ Arena_set(ArenaObject *self, PyObject *arg)
     wake_fired(self, r, wake, &n);
     unlock_mutex(&r->lock);
     for (int i = 0; i < n; i++) futex_wake_all(&self->slots[wake[i]].word);
-    Py_RETURN_TRUE;
+    return 1;
+}
+
+/* set(index) -> True if this call raised the flag. */
+PyObject *
+Arena_set(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    int raised = record_set(self, r);
+    if (raised < 0) return NULL;
+    return PyBool_FromLong(raised);
 }
 
 PyObject *
@@ -388,10 +397,7 @@ Arena_clear(ArenaObject *self, PyObject *arg)
 {
     Record *r = parse_record(self, arg);
     if (r == NULL) return NULL;
-    /* No lock: one atomic AND.  set() writes the state (under the lock)
-     * only when it read the flag down, when this AND changes nothing; and
-     * a waiter that read the flag up before it returns True, as it may. */
-    __atomic_fetch_and(&r->state, ~STATE_FLAG, __ATOMIC_ACQ_REL);
+    record_clear(r);
     Py_RETURN_NONE;
 }
 

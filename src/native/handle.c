@@ -1,0 +1,268 @@
+/*
+ * Handle: the hot path of a public object, one C call from its method.
+ *
+ * Event and AsyncResult derive from Handle (through Linkable), which holds
+ * the arena and record index of the object.  Event.is_set / set / clear /
+ * wait and AsyncResult.ready are Handle's methods themselves (_is_set,
+ * _set, _clear, _wait, bound under the public names by each class), so
+ * each is a single C call: no Python frame, no argument passed through
+ * layers.  The
+ * reference counting, pickling and names of a handle stay in Python
+ * (mpevent._record); Linkable binds a Handle to its record once and unbinds
+ * it on close(), after which every method raises ValueError.
+ *
+ * wait() needs this thread's waiter slot in the arena: it is cached per
+ * thread (one arena, the common case) and asked of Python on a miss or
+ * after a fork.  Inside a gevent program, wait() hands over to Python
+ * (mpevent._cooperative) so that only the calling greenlet blocks.
+ */
+#include "arena.h"
+
+#include <math.h>
+
+typedef struct {
+    PyObject_HEAD
+    ArenaObject *arena; /* NULL: not bound yet, or closed */
+    uint32_t index;
+} HandleObject;
+
+/* Set by mpevent._parking and mpevent._cooperative (set_hooks). */
+static PyObject *slot_provider;    /* slot_for(native arena) -> int */
+static PyObject *cooperative_wait; /* (handle, timeout) -> bool or NotImplemented */
+static PyObject *timeout_checker;  /* check_timeout(obj) -> float | None, for odd types */
+
+/* This thread's slot in one arena; fork_epoch invalidates a child's copy. */
+static unsigned long fork_epoch = 1;
+static __thread ArenaObject *cached_arena;
+static __thread unsigned long cached_slot;
+static __thread unsigned long cached_epoch;
+
+static void
+handle_after_fork_child(void)
+{
+    fork_epoch++;
+}
+
+static int
+closed_error(HandleObject *self)
+{
+    PyErr_Format(PyExc_ValueError, "operation on a closed mpevent.%s handle",
+                 Py_TYPE(self)->tp_name);
+    return -1;
+}
+
+static inline Record *
+handle_record(HandleObject *self)
+{
+    if (self->arena == NULL) {
+        closed_error(self);
+        return NULL;
+    }
+    return record_at(self->arena, self->index);
+}
+
+/* _bind(arena, index): point this handle at a record (Linkable does it). */
+static PyObject *
+Handle_bind(HandleObject *self, PyObject *args)
+{
+    PyObject *arena;
+    unsigned long index;
+    if (!PyArg_ParseTuple(args, "O!k:_bind", &ArenaType, &arena, &index)) return NULL;
+    if (check_record((ArenaObject *)arena, index) < 0) return NULL;
+    Py_INCREF(arena);
+    Py_XSETREF(self->arena, (ArenaObject *)arena);
+    self->index = (uint32_t)index;
+    Py_RETURN_NONE;
+}
+
+/* _unbind(): forget the record; later calls raise ValueError. */
+static PyObject *
+Handle_unbind(HandleObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_CLEAR(self->arena);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Handle_is_set(HandleObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Record *r = handle_record(self);
+    if (r == NULL) return NULL;
+    return PyBool_FromLong(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG);
+}
+
+static PyObject *
+Handle_set(HandleObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Record *r = handle_record(self);
+    if (r == NULL || record_set(self->arena, r) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Handle_clear(HandleObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Record *r = handle_record(self);
+    if (r == NULL) return NULL;
+    record_clear(r);
+    Py_RETURN_NONE;
+}
+
+/* Seconds from a timeout argument: -1 forever (None); raises like
+ * mpevent._checks.check_timeout for anything else. */
+static int
+timeout_seconds(PyObject *arg, double *seconds)
+{
+    if (arg == Py_None) {
+        *seconds = -1.0;
+        return 0;
+    }
+    if (PyFloat_CheckExact(arg)) {
+        *seconds = PyFloat_AS_DOUBLE(arg);
+    } else if (PyLong_CheckExact(arg)) {
+        *seconds = PyLong_AsDouble(arg);
+        if (*seconds == -1.0 && PyErr_Occurred()) return -1;
+    } else {
+        /* Other numbers (bool, Fraction, numpy floats) and the errors: Python's rules. */
+        PyObject *checked = PyObject_CallOneArg(timeout_checker, arg);
+        if (checked == NULL) return -1;
+        *seconds = checked == Py_None ? -1.0 : PyFloat_AsDouble(checked);
+        Py_DECREF(checked);
+        if (*seconds == -1.0 && PyErr_Occurred()) return -1;
+        if (checked == Py_None) return 0;
+    }
+    if (isnan(*seconds)) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be a number of seconds or None, not NaN");
+        return -1;
+    }
+    if (*seconds < 0) *seconds = 0.0; /* negative: do not wait, as in threading */
+    return 0;
+}
+
+/* This thread's waiter slot in `arena`, or (unsigned long)-1 with an error. */
+static unsigned long
+thread_slot(ArenaObject *arena)
+{
+    if (cached_arena == arena && cached_epoch == fork_epoch) return cached_slot;
+    PyObject *got = PyObject_CallOneArg(slot_provider, (PyObject *)arena);
+    if (got == NULL) return (unsigned long)-1;
+    unsigned long slot = PyLong_AsUnsignedLong(got);
+    Py_DECREF(got);
+    if (slot == (unsigned long)-1 && PyErr_Occurred()) return slot;
+    cached_arena = arena; /* the arena lives as long as the process maps it */
+    cached_slot = slot;
+    cached_epoch = fork_epoch;
+    return slot;
+}
+
+/* True if a gevent program is running: its waits must only block a greenlet. */
+static int
+gevent_loaded(void)
+{
+    static PyObject *name;
+    if (name == NULL && (name = PyUnicode_InternFromString("gevent")) == NULL) return -1;
+    return PyDict_Contains(PyImport_GetModuleDict(), name);
+}
+
+static PyObject *
+Handle_wait(HandleObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout", NULL};
+    PyObject *timeout_arg = Py_None;
+    Py_ssize_t given = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    if (given > 1 || (kwnames && (PyTuple_GET_SIZE(kwnames) != 1 ||
+                                  !PyUnicode_Check(PyTuple_GET_ITEM(kwnames, 0)) ||
+                                  PyUnicode_CompareWithASCIIString(
+                                      PyTuple_GET_ITEM(kwnames, 0), names[0]) != 0))) {
+        PyErr_SetString(PyExc_TypeError, "wait() takes one optional argument, timeout");
+        return NULL;
+    }
+    if (given == 1) timeout_arg = args[0];
+    Record *r = handle_record(self);
+    if (r == NULL) return NULL;
+    double seconds;
+    if (timeout_seconds(timeout_arg, &seconds) < 0) return NULL;
+    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) Py_RETURN_TRUE;
+    if (seconds == 0.0) Py_RETURN_FALSE;
+    int cooperative = gevent_loaded();
+    if (cooperative < 0) return NULL;
+    if (cooperative) {
+        PyObject *seconds_obj = seconds < 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble(seconds);
+        if (seconds_obj == NULL) return NULL;
+        PyObject *stack[] = {(PyObject *)self, seconds_obj};
+        PyObject *result = PyObject_Vectorcall(cooperative_wait, stack, 2, NULL);
+        Py_DECREF(seconds_obj);
+        if (result != Py_NotImplemented) return result; /* a greenlet waited */
+        Py_DECREF(result);
+    }
+    ArenaObject *arena = self->arena;
+    Py_INCREF(arena); /* close() from another thread must not unmap it under us */
+    unsigned long slot = thread_slot(arena);
+    PyObject *result = slot == (unsigned long)-1 ? NULL : wait_record(arena, r, slot, seconds);
+    Py_DECREF(arena);
+    return result;
+}
+
+static void
+Handle_dealloc(HandleObject *self)
+{
+    /* A Python subclass's dealloc has untracked it and cleared its slots. */
+    Py_CLEAR(self->arena);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Handle_methods[] = {
+    {"_bind", (PyCFunction)Handle_bind, METH_VARARGS, "_bind(arena, index): use this record."},
+    {"_unbind", (PyCFunction)Handle_unbind, METH_NOARGS, "_unbind(): the handle is closed."},
+    {"_is_set", (PyCFunction)Handle_is_set, METH_NOARGS,
+     "is_set($self, /)\n--\n\n"
+     "Return true if and only if the flag is set.\n\n"
+     "Reads shared memory: no lock, no system call."},
+    {"_set", (PyCFunction)Handle_set, METH_NOARGS,
+     "set($self, /)\n--\n\n"
+     "Set the flag and wake every waiter, in every process.\n\n"
+     "Never blocks on the waiters: it writes their wake-up words and returns."},
+    {"_clear", (PyCFunction)Handle_clear, METH_NOARGS,
+     "clear($self, /)\n--\n\n"
+     "Reset the flag; later wait() calls block until the next set()."},
+    {"_wait", (PyCFunction)(void (*)(void))Handle_wait, METH_FASTCALL | METH_KEYWORDS,
+     "wait($self, /, timeout=None)\n--\n\n"
+     "Block until the flag is set or *timeout* seconds pass; return the flag.\n\n"
+     "Returns True at once if the flag is set.  A waiter that was blocked\n"
+     "when set() ran returns True even if clear() followed at once.\n"
+     "*timeout* None waits forever; zero or negative does not wait.\n"
+     "Raises TypeError for a non-number timeout, ValueError for NaN.\n"
+     "Inside a gevent program only the calling greenlet blocks."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject HandleType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mpevent._native.Handle",
+    .tp_basicsize = sizeof(HandleObject),
+    .tp_dealloc = (destructor)Handle_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The shared-memory record behind a public object, and its hot path.",
+    .tp_methods = Handle_methods,
+    .tp_new = PyType_GenericNew,
+};
+
+/* set_hooks(slot_for, cooperative_wait, check_timeout): the Python side. */
+PyObject *
+native_set_hooks(PyObject *module, PyObject *args)
+{
+    PyObject *slots, *cooperative, *checker;
+    if (!PyArg_ParseTuple(args, "OOO:set_hooks", &slots, &cooperative, &checker)) return NULL;
+    Py_INCREF(slots);
+    Py_INCREF(cooperative);
+    Py_INCREF(checker);
+    Py_XSETREF(slot_provider, slots);
+    Py_XSETREF(cooperative_wait, cooperative);
+    Py_XSETREF(timeout_checker, checker);
+    static int registered;
+    if (!registered) {
+        pthread_atfork(NULL, NULL, handle_after_fork_child);
+        registered = 1;
+    }
+    Py_RETURN_NONE;
+}
