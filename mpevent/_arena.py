@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import multiprocessing.util
 import os
 import secrets
@@ -66,6 +67,7 @@ assert _ATTACH_ENTRY.size == _native.ATTACH_ENTRY_SIZE
 
 
 _this_process: tuple[int, float] | None = None
+_numbers = itertools.count()
 
 
 def this_process() -> tuple[int, float]:
@@ -110,6 +112,7 @@ class Arena:
 
     def __init__(self, name: str, native: _native.Arena) -> None:
         self.name = name
+        self.number = next(_numbers)  # small and unique in this process (_record's keys)
         self.native = native
         self.view = memoryview(native)
         self.detached = False

@@ -30,6 +30,7 @@ def _rebuild(cls: type[Linkable], reference: Reference) -> Linkable:
     linkable._bind(linkable._record.native, linkable._record.index)
     linkable._name = None
     linkable._init_local()
+    linkable._untrack_if_acyclic()
     return linkable
 
 
@@ -85,6 +86,7 @@ class Linkable(_native.Handle):
                 _names.publish(name, self._record)
         self._bind(self._record.native, self._record.index)
         self._init_local()
+        self._untrack_if_acyclic()
 
     @classmethod
     def open(cls, name: str) -> Self:
@@ -120,6 +122,14 @@ class Linkable(_native.Handle):
 
     def _init_local(self) -> None:
         """Set up this process's own state of a new or unpickled handle."""
+
+    # Set by a class whose instances cannot be part of a reference cycle.
+    _ACYCLIC: ClassVar[bool] = False
+
+    def _untrack_if_acyclic(self) -> None:
+        # Only the class that declares it: a subclass may add a __dict__.
+        if type(self).__dict__.get("_ACYCLIC", False):
+            _native.untrack(self)
 
     # Return true if the record's flag is up: a plain shared-memory read.
     ready = _native.Handle._is_set

@@ -28,11 +28,10 @@ from __future__ import annotations
 import os
 import pickle
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
-from . import _arena, _hub, _parking, _storage
+from . import _arena, _hub, _native, _parking, _storage
 from ._arena import Arena
 
 
@@ -58,13 +57,25 @@ class Reference(NamedTuple):
     uid: int
 
 
-_live: weakref.WeakSet[Record] = weakref.WeakSet()
-
 # Record objects of this process per record: the process holds one shared
-# reference (and one held bit) while this is above zero.  Reentrant: a
-# garbage collection inside _take may finalize a Record and call _drop.
-_holders: dict[tuple[Arena, int, int], int] = {}
+# reference (and one held bit) while this is above zero.  Keys and values
+# are plain ints (no tuple for the garbage collector to track per object):
+# key = arena number << 32 | index, value = serial << 32 | count.
+# Reentrant: a garbage collection inside _take may finalize a Record and
+# call _drop.
+_holders: dict[int, int] = {}
 _holders_lock = threading.RLock()
+_COUNT = 0xFFFFFFFF
+
+
+def _key(arena: Arena, index: int) -> int:
+    return arena.number << 32 | index
+
+
+def _held() -> list[tuple[Arena, int, int]]:
+    """(arena, index, serial) of every record this process holds."""
+    arenas = {arena.number: arena for arena in _arena.attached()}
+    return [(arenas[key >> 32], key & _COUNT, value >> 32) for key, value in _holders.items()]
 
 
 def _take(arena: Arena, index: int, serial: int, adopt: bool) -> None:
@@ -74,9 +85,9 @@ def _take(arena: Arena, index: int, serial: int, adopt: bool) -> None:
     over, later ones give it back.  Raises LookupError (from C) if the
     record was freed meanwhile.
     """
-    key = (arena, index, serial)
+    key = _key(arena, index)
     with _holders_lock:
-        count = _holders.get(key, 0)
+        count = _holders.get(key, 0) & _COUNT
         if count == 0:
             # Count first, mark second: dying in between leaks, never double-frees.
             arena.native.record_retain(index, serial, adopt)
@@ -84,7 +95,7 @@ def _take(arena: Arena, index: int, serial: int, adopt: bool) -> None:
         elif adopt:
             arena.native.record_retain(index, serial, True)
             arena.native.record_release(index)  # we hold one already: drop the pin
-        _holders[key] = count + 1
+        _holders[key] = serial << 32 | (count + 1)
 
 
 def _mark_or_release(arena: Arena, index: int) -> None:
@@ -102,11 +113,13 @@ def _mark_or_release(arena: Arena, index: int) -> None:
 
 def _drop(arena: Arena, index: int, serial: int) -> None:
     """Count one Record object fewer; the last one releases the reference."""
-    key = (arena, index, serial)
+    key = _key(arena, index)
     with _holders_lock:
-        count = _holders.pop(key) - 1
+        count = (_holders.pop(key, 0) & _COUNT) - 1
+        if count < 0:
+            return  # given back already, by _release_all() at exit
         if count:
-            _holders[key] = count
+            _holders[key] = serial << 32 | count
             return
         # Deferred only inside an arena-locked section of this thread; then a
         # concurrent _take may interleave, which can leak but never double-free.
@@ -131,7 +144,9 @@ class Record:
         self.serial = serial
         self.kind = kind
         self.held = True
-        _live.add(self)
+        # A Record refers only to its arena and ints: it is never in a cycle,
+        # and a million of them must not keep the garbage collector busy.
+        _native.untrack(self)
 
     @classmethod
     def allocate(cls, kind: int) -> Record:
@@ -139,7 +154,7 @@ class Record:
         arena, index, serial = _arena.allocate(kind)  # with one reference: ours
         with _holders_lock:
             _mark_or_release(arena, index)
-            _holders[(arena, index, serial)] = 1
+            _holders[_key(arena, index)] = serial << 32 | 1
         return cls(arena, index, serial, kind)
 
     @classmethod
@@ -259,8 +274,12 @@ class Record:
 
 
 def _release_all() -> None:
-    for record in list(_live):
-        record.release()
+    """Give back every reference this process holds (at exit)."""
+    with _holders_lock:
+        held = _held()
+        _holders.clear()  # Record objects finalized later find nothing to drop
+    for arena, index, _ in held:
+        _give_back(arena, index)
 
 
 _arena.BEFORE_LEAVING.append(_release_all)
@@ -272,7 +291,7 @@ def _before_fork() -> None:
     # with the parent dropping a record right after the fork.  A child
     # killed before it marks them leaks them (never gives one back twice).
     _holders_lock.acquire()
-    for arena, index, serial in _holders:
+    for arena, index, serial in _held():
         if not arena.detached:
             arena.native.record_retain(index, serial, False)
 
@@ -284,7 +303,7 @@ def _after_fork_in_parent() -> None:
 def _after_fork_in_child() -> None:
     global _holders_lock
     _holders_lock = threading.RLock()
-    for arena, index, _ in _holders:
+    for arena, index, _ in _held():
         if not arena.detached:
             arena.native.held_mark(arena.entry, index, True)
 

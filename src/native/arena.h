@@ -346,6 +346,7 @@ PyObject *Arena_holds(ArenaObject *self, PyObject *args);
 /* handle.c */
 extern PyTypeObject HandleType;
 PyObject *native_set_hooks(PyObject *module, PyObject *args);
+PyObject *native_untrack(PyObject *module, PyObject *obj);
 
 /* heap.c */
 extern PyTypeObject BlockViewType;

@@ -421,6 +421,8 @@ PyTypeObject ArenaType = {
 static PyMethodDef native_functions[] = {
     {"segment_size", native_segment_size, METH_VARARGS,
      "segment_size(records, slots, links, small, large) -> bytes such an arena spans."},
+    {"untrack", native_untrack, METH_O,
+     "untrack(obj): leave the cyclic garbage collector out of an acyclic object."},
     {"set_hooks", native_set_hooks, METH_VARARGS,
      "set_hooks(slot_for, cooperative_wait, check_timeout): what Handle asks of Python."},
     {"copy_bytes", native_copy_bytes, METH_O,
