@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Final, SupportsIndex
 
-from . import _native
+from ._native import copy_bytes
 
 FRAME_HEADER: Final = struct.Struct("=II")
 BUFFER_LENGTH: Final = struct.Struct("=Q")
@@ -39,7 +39,7 @@ _ALIGN: Final = 64
 
 def _bytes_from_buffer(buffer: pickle.PickleBuffer) -> bytes:
     # One copy, into pages faulted in at once (see copy_bytes in heap.c).
-    return _native.copy_bytes(buffer)
+    return copy_bytes(buffer)
 
 
 def _bytearray_from_buffer(buffer: pickle.PickleBuffer) -> bytearray:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Final
 
-from . import _native
 from ._linkable import Linkable
+from ._native import EventHandle
 
 KIND_EVENT: Final = 1
 
 
-class Event(Linkable):
+class Event(Linkable, EventHandle):
     """A flag shared by processes, with the :class:`threading.Event` API.
 
     ``set()`` wakes every thread of every process blocked in ``wait()``;
@@ -27,12 +27,8 @@ class Event(Linkable):
     # no cycle, so the garbage collector need not track a million Events.
     _ACYCLIC = True
 
-    # One C call each (mpevent._native.Handle); their docstrings are there.
-    is_set = _native.Handle._is_set
-    isSet = is_set
-    set = _native.Handle._set
-    clear = _native.Handle._clear
-    wait = _native.Handle._wait
+    # is_set(), set(), clear() and wait() are EventHandle's: one C call each.
+    isSet = EventHandle.is_set
 
     async def wait_async(self, timeout: float | None = None) -> bool:
         """Await the flag without blocking the event loop; same result as wait()."""

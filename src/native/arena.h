@@ -344,7 +344,7 @@ PyObject *Arena_read(ArenaObject *self, PyObject *args);
 PyObject *Arena_holds(ArenaObject *self, PyObject *args);
 
 /* handle.c */
-extern PyTypeObject HandleType;
+extern PyTypeObject HandleType, EventHandleType;
 PyObject *native_set_hooks(PyObject *module, PyObject *args);
 PyObject *native_untrack(PyObject *module, PyObject *obj);
 

@@ -215,17 +215,27 @@ static PyMethodDef Handle_methods[] = {
     {"_bind", (PyCFunction)Handle_bind, METH_VARARGS, "_bind(arena, index): use this record."},
     {"_unbind", (PyCFunction)Handle_unbind, METH_NOARGS, "_unbind(): the handle is closed."},
     {"_is_set", (PyCFunction)Handle_is_set, METH_NOARGS,
+     "_is_set($self, /)\n--\n\nReturn true if the record's flag is up: a shared-memory read."},
+    {"_wait", (PyCFunction)(void (*)(void))Handle_wait, METH_FASTCALL | METH_KEYWORDS,
+     "_wait($self, /, timeout=None)\n--\n\n"
+     "Block until the flag is up (or was raised meanwhile) or *timeout* passes."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* Event's public methods: the same calls under their public names. */
+static PyMethodDef EventHandle_methods[] = {
+    {"is_set", (PyCFunction)Handle_is_set, METH_NOARGS,
      "is_set($self, /)\n--\n\n"
      "Return true if and only if the flag is set.\n\n"
      "Reads shared memory: no lock, no system call."},
-    {"_set", (PyCFunction)Handle_set, METH_NOARGS,
+    {"set", (PyCFunction)Handle_set, METH_NOARGS,
      "set($self, /)\n--\n\n"
      "Set the flag and wake every waiter, in every process.\n\n"
      "Never blocks on the waiters: it writes their wake-up words and returns."},
-    {"_clear", (PyCFunction)Handle_clear, METH_NOARGS,
+    {"clear", (PyCFunction)Handle_clear, METH_NOARGS,
      "clear($self, /)\n--\n\n"
      "Reset the flag; later wait() calls block until the next set()."},
-    {"_wait", (PyCFunction)(void (*)(void))Handle_wait, METH_FASTCALL | METH_KEYWORDS,
+    {"wait", (PyCFunction)(void (*)(void))Handle_wait, METH_FASTCALL | METH_KEYWORDS,
      "wait($self, /, timeout=None)\n--\n\n"
      "Block until the flag is set or *timeout* seconds pass; return the flag.\n\n"
      "Returns True at once if the flag is set.  A waiter that was blocked\n"
@@ -234,6 +244,16 @@ static PyMethodDef Handle_methods[] = {
      "Raises TypeError for a non-number timeout, ValueError for NaN.\n"
      "Inside a gevent program only the calling greenlet blocks."},
     {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject EventHandleType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mpevent._native.EventHandle",
+    .tp_basicsize = sizeof(HandleObject), /* no fields of its own: a mixin */
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Event's hot path: is_set, set, clear and wait, one C call each.",
+    .tp_methods = EventHandle_methods,
+    .tp_base = &HandleType,
 };
 
 PyTypeObject HandleType = {

@@ -442,7 +442,7 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     if (PyType_Ready(&ArenaType) < 0 || PyType_Ready(&BlockViewType) < 0 ||
-        PyType_Ready(&HandleType) < 0)
+        PyType_Ready(&HandleType) < 0 || PyType_Ready(&EventHandleType) < 0)
         return NULL;
     watch_init();
     PyObject *m = PyModule_Create(&native_module);
@@ -450,8 +450,10 @@ PyInit__native(void)
     Py_INCREF(&ArenaType);
     Py_INCREF(&BlockViewType);
     Py_INCREF(&HandleType);
+    Py_INCREF(&EventHandleType);
     if (PyModule_AddObject(m, "Arena", (PyObject *)&ArenaType) < 0 ||
         PyModule_AddObject(m, "Handle", (PyObject *)&HandleType) < 0 ||
+        PyModule_AddObject(m, "EventHandle", (PyObject *)&EventHandleType) < 0 ||
         PyModule_AddObject(m, "BlockView", (PyObject *)&BlockViewType) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_OFFSET", ATTACH_OFFSET) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_ENTRIES", ATTACH_ENTRIES) < 0 ||
