@@ -131,8 +131,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         "values": _bench.report_value_handoff(int(100 * scale), 1 if args.quick else 3, sizes),
         "wakeups": _bench.report_wakeup_latency(int(300 * scale), 1 if args.quick else 3),
     }
-    _bench.report_ray_handoff(5 if args.quick else 20, [1 << 20, 32 << 20])
-    _bench.report_creation(100_000 if args.quick else 1_000_000)
+    results["ray"] = _bench.report_ray_handoff(5 if args.quick else 20, [1 << 20, 32 << 20])
+    results["idle"] = _bench.report_idle_cost(4, 50, 3.0 if args.quick else 10.0)
+    results["creation"] = {"seconds": _bench.report_creation(1_000_000)}
+    if args.json:
+        import json
+
+        with open(args.json, "w") as file:
+            json.dump(results, file, indent=1)
+        print(f"results written to {args.json}")
     if args.plot:
         from . import _plot
 
@@ -171,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     clean = command("clean", _cmd_clean, "remove segments and names of dead processes")
     clean.add_argument("--dry-run", action="store_true", help="only say what would go")
     bench = command("bench", _cmd_bench, "every benchmark against its peers, with a plot")
-    bench.add_argument("--quick", action="store_true", help="fewer rounds (about 20 s)")
+    bench.add_argument("--quick", action="store_true", help="fewer rounds (about 30 s)")
     bench.add_argument("--plot", metavar="FILE", help="write a PNG plot (needs matplotlib)")
+    bench.add_argument("--json", metavar="FILE", help="write every figure as JSON")
     demo = command("demo", _cmd_demo, "processes waiting on one Event, then a benchmark")
     demo.add_argument("--workers", type=int, default=4)
     args = parser.parse_args(argv)

@@ -60,13 +60,38 @@ def _semaphore_pair() -> tuple[Callable[..., None], Any, Any, Callable[[], None]
     return _semaphore_peer, ping, pong, round_trip
 
 
-def ping_pong(rounds: int, trials: int) -> dict[str, float]:
+def _spin() -> None:
+    import os
+
+    os.nice(19)
+    while True:
+        pass
+
+
+def ping_pong(rounds: int, trials: int, loaded: bool = False) -> dict[str, float]:
     """Median seconds per round trip of each peer.
 
     Every peer's partner process runs from start to end; the peers take
     turns in chunks of rounds/20, so all see the same moments of a noisy
-    machine.  *trials* scales the number of chunks.
+    machine.  *trials* scales the number of chunks.  *loaded*: a
+    lowest-priority spinner runs on every CPU meanwhile, as on a busy host.
     """
+    import os
+
+    spinners = [CTX.Process(target=_spin, daemon=True) for _ in range(os.cpu_count() or 1)]
+    if loaded:
+        for spinner in spinners:
+            spinner.start()
+    try:
+        return _ping_pong(rounds, trials)
+    finally:
+        for spinner in spinners:
+            if spinner.pid is not None:
+                spinner.kill()
+                spinner.join(10)
+
+
+def _ping_pong(rounds: int, trials: int) -> dict[str, float]:
     pairs = {
         "raw semaphore pair": _semaphore_pair(),
         "mpevent.Event": _event_pair(Event),
@@ -112,14 +137,19 @@ def creation(count: int) -> float:
 
 
 def report_ping_pong(rounds: int, trials: int) -> dict[str, float]:
-    """Run ping_pong() and print its rows with their ratios."""
-    results = ping_pong(rounds, trials)
-    base = results["raw semaphore pair"]
-    print(f"ping-pong round trip, median of {20 * trials} interleaved chunks (fork)")
-    for name, seconds in results.items():
-        print(f"  {name:24s} {seconds * 1e6:8.1f} us   {seconds / base:5.2f}x raw semaphores")
-    mp_ratio = results["multiprocessing.Event"] / results["mpevent.Event"]
-    print(f"  mpevent.Event is {mp_ratio:.1f}x faster than multiprocessing.Event")
+    """Run ping_pong() on an idle and on a loaded machine; print both with ratios."""
+    results: dict[str, float] = {}
+    for loaded in (False, True):
+        regime = "loaded (a nice-19 spinner per CPU)" if loaded else "idle"
+        table = ping_pong(rounds, trials, loaded)
+        base = table["raw semaphore pair"]
+        print(f"ping-pong round trip, {regime}, median of {20 * trials} interleaved chunks (fork)")
+        for name, seconds in table.items():
+            print(f"  {name:24s} {seconds * 1e6:8.1f} us   {seconds / base:5.2f}x raw semaphores")
+        mp_ratio = table["multiprocessing.Event"] / table["mpevent.Event"]
+        print(f"  mpevent.Event is {mp_ratio:.1f}x faster than multiprocessing.Event")
+        suffix = " (loaded)" if loaded else ""
+        results.update({name + suffix: seconds for name, seconds in table.items()})
     return results
 
 
