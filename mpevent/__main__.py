@@ -121,19 +121,34 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+BENCH_ROWS = ("ping_pong", "broadcast", "values", "wakeups", "ray", "idle", "creation")
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from . import _bench
 
-    scale = 0.2 if args.quick else 1.0
-    sizes = _bench.QUICK_VALUE_SIZES if args.quick else _bench.VALUE_SIZES
-    results = {
-        "ping_pong": _bench.report_ping_pong(int(5000 * scale), 3 if args.quick else 7),
-        "values": _bench.report_value_handoff(int(100 * scale), 1 if args.quick else 3, sizes),
-        "wakeups": _bench.report_wakeup_latency(int(300 * scale), 1 if args.quick else 3),
+    quick = args.quick
+    scale = 0.2 if quick else 1.0
+    rows: dict[str, Callable[[], object]] = {
+        "ping_pong": lambda: _bench.report_ping_pong(int(5000 * scale), 3 if quick else 7),
+        "broadcast": lambda: _bench.report_broadcast(
+            _bench.QUICK_BROADCAST_SIZES if quick else _bench.BROADCAST_SIZES, 6 if quick else 20
+        ),
+        "values": lambda: _bench.report_value_handoff(
+            int(100 * scale),
+            1 if quick else 3,
+            _bench.QUICK_VALUE_SIZES if quick else _bench.VALUE_SIZES,
+        ),
+        "wakeups": lambda: _bench.report_wakeup_latency(int(300 * scale), 1 if quick else 3),
+        "ray": lambda: _bench.report_ray_handoff(5 if quick else 20, [1 << 20, 32 << 20]),
+        "idle": lambda: _bench.report_idle_cost(4, 50, 3.0 if quick else 10.0),
+        "creation": lambda: {"seconds": _bench.report_creation(1_000_000)},
     }
-    results["ray"] = _bench.report_ray_handoff(5 if args.quick else 20, [1 << 20, 32 << 20])
-    results["idle"] = _bench.report_idle_cost(4, 50, 3.0 if args.quick else 10.0)
-    results["creation"] = {"seconds": _bench.report_creation(1_000_000)}
+    chosen = args.only or list(rows)
+    results = {}
+    for name in chosen:
+        results[name] = rows[name]()
+        print()
     if args.json:
         import json
 
@@ -181,6 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--quick", action="store_true", help="fewer rounds (about 30 s)")
     bench.add_argument("--plot", metavar="FILE", help="write a PNG plot (needs matplotlib)")
     bench.add_argument("--json", metavar="FILE", help="write every figure as JSON")
+    bench.add_argument(
+        "--only",
+        action="append",
+        choices=BENCH_ROWS,
+        metavar="ROW",
+        help=f"run only this row (repeatable): {', '.join(BENCH_ROWS)}",
+    )
     demo = command("demo", _cmd_demo, "processes waiting on one Event, then a benchmark")
     demo.add_argument("--workers", type=int, default=4)
     args = parser.parse_args(argv)

@@ -91,11 +91,38 @@ def ping_pong(rounds: int, trials: int, loaded: bool = False) -> dict[str, float
                 spinner.join(10)
 
 
+def _pipe_peer(ping: Any, pong: Any, rounds: int) -> None:
+    for _ in range(rounds):
+        ping.recv_bytes()
+        pong.send_bytes(b"")
+
+
+def _pipe_pair() -> tuple[Callable[..., None], Any, Any, Callable[[], None]]:
+    ping_in, ping_out = CTX.Pipe(duplex=False)
+    pong_in, pong_out = CTX.Pipe(duplex=False)
+
+    def round_trip() -> None:
+        ping_out.send_bytes(b"")
+        pong_in.recv_bytes()
+
+    return _pipe_peer, ping_in, pong_out, round_trip
+
+
 def _ping_pong(rounds: int, trials: int) -> dict[str, float]:
+    manager = CTX.Manager()  # a server process: its Event is a proxy
+    try:
+        return _ping_pong_peers(rounds, trials, manager)
+    finally:
+        manager.shutdown()
+
+
+def _ping_pong_peers(rounds: int, trials: int, manager: Any) -> dict[str, float]:
     pairs = {
         "raw semaphore pair": _semaphore_pair(),
         "mpevent.Event": _event_pair(Event),
         "multiprocessing.Event": _event_pair(CTX.Event),
+        "Manager().Event()": _event_pair(manager.Event),
+        "multiprocessing.Pipe pair": _pipe_pair(),
     }
     chunk = max(rounds // 20, 10)
     chunks = 20 * trials
@@ -157,6 +184,88 @@ def report_creation(count: int) -> float:
     seconds = creation(count)
     print(f"create {count:,} Events: {seconds:.2f} s ({seconds / count * 1e6:.2f} us each)")
     return seconds
+
+
+# --- broadcast -----------------------------------------------------------------
+
+
+def _broadcast_waiter(
+    go: tuple[Any, Any], ready: Any, done: Any, stamps: Any, me: int, rounds: int
+) -> None:
+    for r in range(rounds):
+        event = go[r % 2]
+        ready.set()
+        event.wait()
+        stamps[me] = time.perf_counter()
+        done.set()
+
+
+def _broadcast(make: Callable[[], Any], waiters: int, rounds: int) -> float:
+    """Median seconds from one set() to the last of *waiters* processes running."""
+    go = (make(), make())  # rounds alternate, so a round never sees the last one's set
+    ready = [CTX.Event() for _ in range(waiters)]
+    done = [CTX.Event() for _ in range(waiters)]
+    stamps = CTX.Array("d", waiters, lock=False)
+    children = [
+        CTX.Process(target=_broadcast_waiter, args=(go, ready[i], done[i], stamps, i, rounds))
+        for i in range(waiters)
+    ]
+    for child in children:
+        child.start()
+    samples: list[float] = []
+    try:
+        for r in range(rounds):
+            for flag in ready:
+                flag.wait(60)
+                flag.clear()
+            time.sleep(0.002 + 0.0002 * waiters)  # let every waiter block
+            start = time.perf_counter()
+            go[r % 2].set()
+            for flag in done:
+                flag.wait(60)
+                flag.clear()
+            go[r % 2].clear()
+            samples.append(float(max(stamps)) - start)
+    finally:
+        for child in children:
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+    return statistics.median(samples[1:] or samples)
+
+
+BROADCAST_SIZES = [1, 2, 4, 8, 16, 32, 64]
+QUICK_BROADCAST_SIZES = [1, 4, 16]
+
+
+def broadcast(sizes: list[int], rounds: int) -> dict[str, dict[str, float]]:
+    """Per N: median seconds until the last of N blocked processes runs, per peer."""
+    peers: dict[str, Callable[[], Any]] = {
+        "mpevent.Event": Event,
+        "multiprocessing.Event": CTX.Event,
+    }
+    table: dict[str, dict[str, float]] = {}
+    for waiters in sizes:
+        row: dict[str, float] = {}
+        for trial in range(2):  # peers alternate within the row
+            order = list(peers) if trial % 2 == 0 else list(reversed(peers))
+            for name in order:
+                seconds = _broadcast(peers[name], waiters, max(3, rounds // 2))
+                row[name] = min(row.get(name, seconds), seconds) if trial else seconds
+        table[f"{waiters} waiters"] = row
+    return table
+
+
+def report_broadcast(sizes: list[int], rounds: int) -> dict[str, dict[str, float]]:
+    table = broadcast(sizes, rounds)
+    print("broadcast: one set() to the last of N blocked processes running, median (fork)")
+    for label, row in table.items():
+        ours, theirs = row["mpevent.Event"], row["multiprocessing.Event"]
+        print(
+            f"  {label:>11}: mpevent {ours * 1e6:9.1f} us, multiprocessing.Event "
+            f"{theirs * 1e6:9.1f} us ({ours / theirs:4.2f}x)"
+        )
+    return table
 
 
 # --- value handoff -----------------------------------------------------------
@@ -307,6 +416,53 @@ def _queue_channel(keep: bool) -> Callable[[int], Channel]:
     return make
 
 
+def _shared_memory_channel(keep: bool) -> Callable[[int], Channel]:
+    """SharedMemory by hand: create, copy in, send the name, attach, copy out, unlink."""
+
+    def make(count: int) -> Channel:
+        from multiprocessing import resource_tracker, shared_memory
+
+        # The forked receiver must report its unlinks to our tracker, not its own.
+        resource_tracker.ensure_running()
+        names_in, names_out = CTX.Pipe(duplex=False)
+        kept: list[Any] = []
+
+        def receive(i: int) -> float:
+            name, size, dtype = names_in.recv()
+            segment = shared_memory.SharedMemory(name)
+            buffer: Any = segment.buf
+            if dtype is None:
+                value: Any = bytes(buffer[:size])
+            else:
+                import numpy
+
+                value = numpy.frombuffer(buffer, dtype, size // numpy.dtype(dtype).itemsize)
+                value = value.copy()
+            del buffer
+            segment.close()
+            segment.unlink()  # the receiver is the last user
+            stamp = time.perf_counter()
+            if keep:
+                kept.append(value)
+            return stamp
+
+        def send(i: int, value: Any) -> None:
+            data = memoryview(value).cast("B")
+            segment = shared_memory.SharedMemory(create=True, size=max(1, data.nbytes))
+            target: Any = segment.buf
+            target[: data.nbytes] = data
+            del target
+            dtype = getattr(value, "dtype", None)
+            # The receiver unlinks it, which also tells the resource tracker
+            # (one per process tree, since the receiver is forked).
+            names_out.send((segment.name, data.nbytes, None if dtype is None else dtype.str))
+            segment.close()
+
+        return receive, send
+
+    return make
+
+
 def _make_value(kind: str, size: int) -> Any:
     if kind == "numpy":
         import numpy
@@ -342,6 +498,7 @@ def value_handoff(
                     "mpevent.AsyncResult": _async_result_channel(keep),
                     "multiprocessing.Pipe": _pipe_channel(keep),
                     "multiprocessing.Queue": _queue_channel(keep),
+                    "SharedMemory by hand": _shared_memory_channel(keep),
                 }
                 runs = [_handoffs(peers, value, reps) for _ in range(trials)]
                 table[f"{size_label(size)} {kind} {mode}"] = _medians(runs)

@@ -15,15 +15,29 @@ def plot(results: dict[str, Any], path: str) -> None:
     except ImportError:
         raise SystemExit("plotting needs matplotlib: pip install 'mpevent[bench]'") from None
     panels: list[tuple[str, dict[str, float]]] = [
-        ("two-process ping-pong round trip", results["ping_pong"]),
-        ("set() to waiter in another process", results["wakeups"]),
+        (title, results[key])
+        for key, title in (
+            ("ping_pong", "two-process ping-pong round trip"),
+            ("wakeups", "set() to waiter in another process"),
+        )
+        if key in results
     ]
-    kinds = sorted({label.split()[2] for label in results["values"]})
-    figure, axes = plt.subplots(
-        len(panels) + len(kinds), 1, figsize=(8, 2.4 * len(panels) + 3.2 * len(kinds))
+    curves: list[tuple[str, Any]] = []
+    for kind in sorted({label.split()[2] for label in results.get("values", {})}):
+        curves.append((kind, lambda axis, kind=kind: _plot_sizes(axis, results["values"], kind)))
+    if "broadcast" in results:
+        curves.append(("broadcast", lambda axis: _plot_broadcast(axis, results["broadcast"])))
+    if not panels and not curves:
+        raise SystemExit("nothing to plot: run a row with bars or curves")
+    figure, grid = plt.subplots(
+        len(panels) + len(curves),
+        1,
+        figsize=(8, 2.6 * len(panels) + 3.2 * len(curves)),
+        squeeze=False,
     )
-    for axis, kind in zip(axes[len(panels) :], kinds, strict=True):
-        _plot_sizes(axis, results["values"], kind)
+    axes = [row[0] for row in grid]
+    for axis, (_, draw) in zip(axes[len(panels) :], curves, strict=True):
+        draw(axis)
     for axis, (title, row) in zip(axes, panels, strict=False):
         names = list(row)
         micros = [row[name] * 1e6 for name in names]
@@ -60,3 +74,18 @@ def _plot_sizes(axis: Any, table: dict[str, dict[str, float]], kind: str) -> Non
 def _bytes_of(label: str) -> int:
     number, unit = label.split()[:2]
     return int(number) * {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20}[unit]
+
+
+def _plot_broadcast(axis: Any, table: dict[str, dict[str, float]]) -> None:
+    """Time to the last woken process against the number of waiters, log-log."""
+    counts = [int(label.split()[0]) for label in table]
+    for peer in next(iter(table.values())):
+        style = "-o" if peer.startswith("mpevent") else "--."
+        axis.plot(counts, [row[peer] * 1e6 for row in table.values()], style, label=peer)
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    axis.set_title("broadcast: one set() until the last of N blocked processes runs", fontsize=10)
+    axis.set_xlabel("waiting processes")
+    axis.set_ylabel("microseconds")
+    axis.legend(fontsize=8)
+    axis.grid(True, which="both", alpha=0.3)

@@ -74,8 +74,11 @@ def _key(arena: Arena, index: int) -> int:
 
 def _held() -> list[tuple[Arena, int, int]]:
     """(arena, index, serial) of every record this process holds."""
+    # A copy first (one allocation, made in C): the collector may run during
+    # the loop and finalize a Record, whose _drop changes _holders.
+    holders = _holders.copy()
     arenas = {arena.number: arena for arena in _arena.attached()}
-    return [(arenas[key >> 32], key & _COUNT, value >> 32) for key, value in _holders.items()]
+    return [(arenas[key >> 32], key & _COUNT, value >> 32) for key, value in holders.items()]
 
 
 def _take(arena: Arena, index: int, serial: int, adopt: bool) -> None:

@@ -139,16 +139,21 @@ timeout_seconds(PyObject *arg, double *seconds)
     return 0;
 }
 
-/* This thread's waiter slot in `arena`, or (unsigned long)-1 with an error. */
+/*
+ * This thread's waiter slot in `arena`, or (unsigned long)-1 with an error.
+ * Not cached under gevent: monkey-patching makes Python's thread-locals
+ * greenlet-locals, whose slots go back when their greenlet ends.
+ */
 static unsigned long
-thread_slot(ArenaObject *arena)
+thread_slot(ArenaObject *arena, int cache)
 {
-    if (cached_arena == arena && cached_epoch == fork_epoch) return cached_slot;
+    if (cache && cached_arena == arena && cached_epoch == fork_epoch) return cached_slot;
     PyObject *got = PyObject_CallOneArg(slot_provider, (PyObject *)arena);
     if (got == NULL) return (unsigned long)-1;
     unsigned long slot = PyLong_AsUnsignedLong(got);
     Py_DECREF(got);
     if (slot == (unsigned long)-1 && PyErr_Occurred()) return slot;
+    if (!cache) return slot;
     cached_arena = arena; /* the arena lives as long as the process maps it */
     cached_slot = slot;
     cached_epoch = fork_epoch;
@@ -197,7 +202,7 @@ Handle_wait(HandleObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     }
     ArenaObject *arena = self->arena;
     Py_INCREF(arena); /* close() from another thread must not unmap it under us */
-    unsigned long slot = thread_slot(arena);
+    unsigned long slot = thread_slot(arena, !cooperative);
     PyObject *result = slot == (unsigned long)-1 ? NULL : wait_record(arena, r, slot, seconds);
     Py_DECREF(arena);
     return result;
