@@ -220,7 +220,10 @@ static PyMethodDef Handle_methods[] = {
     {"_bind", (PyCFunction)Handle_bind, METH_VARARGS, "_bind(arena, index): use this record."},
     {"_unbind", (PyCFunction)Handle_unbind, METH_NOARGS, "_unbind(): the handle is closed."},
     {"_is_set", (PyCFunction)Handle_is_set, METH_NOARGS,
-     "_is_set($self, /)\n--\n\nReturn true if the record's flag is up: a shared-memory read."},
+     "_is_set($self, /)\n--\n\n"
+     "Return true if and only if the object is set.\n\n"
+     "For an AsyncResult: it holds a value or an exception.  A shared-memory\n"
+     "read: no lock, no system call."},
     {"_wait", (PyCFunction)(void (*)(void))Handle_wait, METH_FASTCALL | METH_KEYWORDS,
      "_wait($self, /, timeout=None)\n--\n\n"
      "Block until the flag is up (or was raised meanwhile) or *timeout* passes."},
