@@ -5,6 +5,8 @@ process park on them (``_parking``) and are woken by whichever process sets
 them.
 """
 
+from ._backend import BackendUnavailable
+from ._connect import connect
 from ._select import iwait, wait
 from ._serial import RemoteException, RemoteTraceback
 from ._version import __version__
@@ -13,11 +15,13 @@ from .event import Event
 
 __all__ = [
     "AsyncResult",
+    "BackendUnavailable",
     "Event",
     "RemoteException",
     "RemoteTraceback",
     "Timeout",
     "__version__",
+    "connect",
     "iwait",
     "wait",
 ]

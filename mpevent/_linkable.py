@@ -108,7 +108,7 @@ class Linkable(_native.Handle):
     def close(self) -> None:
         """Drop this handle's reference now; using the handle later raises ValueError."""
         record = self._record
-        if isinstance(record, Record):
+        if not isinstance(record, _Closed):
             record.unlink_all(self)  # its callbacks could never run any more
             self._unbind()
             self._record = _Closed(f"mpevent.{type(self).__qualname__}")  # type: ignore[assignment]
@@ -189,7 +189,7 @@ class Linkable(_native.Handle):
         return "set" if self.ready() else "unset"
 
     def _describe_state(self) -> str:
-        if not isinstance(self._record, Record):
+        if isinstance(self._record, _Closed):
             return "closed"
         return self._state_text()
 

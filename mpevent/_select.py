@@ -13,8 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from . import _checks
-from ._linkable import Linkable
-from ._record import Record
+from ._linkable import Linkable, _Closed
 
 L = TypeVar("L", bound=Linkable)
 
@@ -26,6 +25,13 @@ def _check_objects(objects: Iterable[L]) -> list[L]:
             raise TypeError(
                 f"can only wait on mpevent Events and AsyncResults, not {type(obj).__qualname__!r}"
             )
+        if isinstance(obj._record, _Closed):
+            raise ValueError(f"operation on a closed mpevent.{type(obj).__qualname__} handle")
+    if len({type(obj._record) for obj in listed}) > 1:
+        raise TypeError(
+            "cannot wait at once on objects of different backends (shared memory, Redis): "
+            "wait on each backend's objects separately"
+        )
     return listed
 
 
@@ -45,7 +51,8 @@ def iwait(
     yielded = 0
     while pending and yielded < wanted:
         remaining = None if deadline is None else deadline - time.monotonic()
-        positions = Record.wait_many([obj._record for obj in pending], remaining, 1)
+        records = [obj._record for obj in pending]
+        positions = type(records[0]).wait_many(records, remaining, 1)
         if not positions:
             return
         for position in positions:

@@ -1,0 +1,95 @@
+"""Backends: where objects live, and mpevent.connect() to choose one.
+
+The public classes (``event.py``, ``asyncresult.py``, ``_linkable.py``),
+``_select`` and the asyncio and gevent waiting call their record only
+through :class:`RecordBackend`, the one interface both backends implement:
+``_record.Record`` (shared memory, this machine) and
+``redis._record.RedisRecord`` (a Redis server or cluster, any machine).
+
+A backend object (``LocalBackend`` here, ``redis.RedisBackend``) has
+``Event(...)``, ``AsyncResult(...)``, ``wait(...)``, ``iwait(...)`` and
+``close()``; ``mpevent.connect()`` (``_connect``) picks one by URL.
+"""
+
+from __future__ import annotations
+
+import pickle
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
+
+L = TypeVar("L")
+
+
+class BackendUnavailable(ConnectionError):
+    """The server holding a backend's objects cannot be reached (after retrying)."""
+
+
+def public_url(url: str) -> str:
+    """*url* without its password (and user), for reprs, errors and pickles."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+class RecordBackend(Protocol):
+    """One shared object's state, wherever it lives."""
+
+    def is_set(self) -> bool: ...
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def generation(self) -> int: ...
+    def wait(self, timeout: float | None) -> bool: ...
+    @staticmethod
+    def wait_many(records: Sequence[Any], timeout: float | None, count: int) -> list[int]: ...
+    def holds(self, which: int) -> bool: ...
+    def store(self, which: int, inband: bytes, buffers: Sequence[pickle.PickleBuffer]) -> None: ...
+    def load(self, which: int, copy: bool = False) -> tuple[bool, object]: ...
+    def rawlink(self, handle: Any, callback: Callable[[Any], object]) -> None: ...
+    def unlink(self, handle: Any, callback: Callable[[Any], object]) -> None: ...
+    def unlink_all(self, handle: Any) -> None: ...
+    def reference(self) -> Any: ...
+    def release(self) -> None: ...
+    def info(self) -> dict[str, int]: ...
+
+
+class LocalBackend:
+    """Shared memory on this machine: mpevent.Event and mpevent.AsyncResult themselves."""
+
+    def __init__(self) -> None:
+        from .asyncresult import AsyncResult
+        from .event import Event
+
+        self.Event = Event
+        self.AsyncResult = AsyncResult
+
+    def __repr__(self) -> str:
+        return "<mpevent shared-memory backend>"
+
+    def wait(
+        self, objects: Iterable[L], timeout: float | None = None, count: int | None = None
+    ) -> list[L]:
+        from . import _select
+
+        return _select.wait(objects, timeout, count)  # type: ignore[type-var]
+
+    def iwait(
+        self, objects: Iterable[L], timeout: float | None = None, count: int | None = None
+    ) -> Iterator[L]:
+        from . import _select
+
+        return _select.iwait(objects, timeout, count)  # type: ignore[type-var]
+
+    def close(self) -> None:
+        """Nothing to close: objects live while handles remain."""
+
+    def __enter__(self) -> LocalBackend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

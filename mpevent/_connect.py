@@ -1,0 +1,40 @@
+"""mpevent.connect(): choose a backend by URL, from configuration by default."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._backend import LocalBackend, public_url
+
+
+def connect(url: str | None = None, *, authkey: bytes | str | None = None) -> Any:
+    """A backend for *url* (default: ``MPEVENT_URL``, else shared memory).
+
+    ``local://`` or ``shm://``: this machine's shared memory.
+    ``redis://[:password@]host:port/db``, ``rediss://`` (TLS),
+    ``unix:///path``: a Redis server, or any node of a Redis Cluster;
+    query options ``prefix`` (default ``mpevent``) and ``ttl`` (seconds an
+    unused object lives, default 86400).  Values stored in Redis are
+    signed with *authkey* (default ``MPEVENT_AUTHKEY``), the same secret
+    on every host.  Raises ValueError for an unknown scheme or a missing
+    key, :class:`mpevent.BackendUnavailable` if the server cannot be reached.
+    """
+    url = url if url is not None else os.environ.get("MPEVENT_URL", "local://")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in ("local", "shm"):
+        return LocalBackend()
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            from .redis import RedisBackend
+            from .redis._registry import register
+        except ImportError as exc:
+            raise ImportError(
+                "the Redis backend needs redis-py: pip install 'mpevent[redis]'"
+            ) from exc
+        backend = RedisBackend(url, authkey)
+        register(backend)
+        return backend
+    raise ValueError(
+        f"{public_url(url)!r}: mpevent knows local://, shm://, redis://, rediss:// and unix:// URLs"
+    )

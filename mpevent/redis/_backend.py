@@ -1,0 +1,96 @@
+"""RedisBackend: mpevent.connect("redis://...") -- objects on a Redis server or cluster."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+from .. import _select
+from . import _registry
+from ._connection import Connection, Settings
+from ._listener import close_listeners
+from ._objects import RedisAsyncResult, RedisEvent
+from ._record import RedisRecord
+
+L = TypeVar("L")
+
+
+class _Factory:
+    """``backend.Event(...)`` / ``backend.Event.open(name)``, like the local classes."""
+
+    def __init__(self, backend: RedisBackend, cls: type[Any]) -> None:
+        self._backend = backend
+        self._cls = cls
+
+    def __call__(self, name: str | None = None, create: bool = False) -> Any:
+        return self._cls(self._backend, name, create)
+
+    def open(self, name: str) -> Any:
+        return self._cls(self._backend, name)
+
+    def __repr__(self) -> str:
+        return f"<{self._cls.__name__} factory of {self._backend!r}>"
+
+
+class RedisBackend:
+    """Event and AsyncResult on one Redis server or cluster."""
+
+    def __init__(self, url: str, authkey: bytes | str | None = None) -> None:
+        self.settings = Settings.parse(url, authkey)
+        self.connection = Connection(self.settings)
+        self._scripts: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.Event = _Factory(self, RedisEvent)
+        self.AsyncResult = _Factory(self, RedisAsyncResult)
+
+    def __repr__(self) -> str:
+        kind = "cluster" if self.connection.cluster else "server"
+        return f"<mpevent Redis {kind} {self.settings.public}>"
+
+    def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Run one of ``_scripts`` on the node of *keys*, retrying a lost connection."""
+        compiled = self._scripts.get(script)
+        if compiled is None:
+            with self._lock:
+                compiled = self._scripts.setdefault(
+                    script, self.connection.client.register_script(script)
+                )
+        return self.connection.call(lambda: compiled(keys=keys, args=args))
+
+    def delete(self, record: RedisRecord) -> None:
+        self.connection.call(lambda: self.connection.client.delete(record.key))
+
+    def wait(
+        self, objects: Iterable[L], timeout: float | None = None, count: int | None = None
+    ) -> list[L]:
+        """mpevent.wait() for this backend's objects."""
+        return _select.wait(objects, timeout, count)  # type: ignore[type-var]
+
+    def iwait(
+        self, objects: Iterable[L], timeout: float | None = None, count: int | None = None
+    ) -> Iterator[L]:
+        """mpevent.iwait() for this backend's objects."""
+        return _select.iwait(objects, timeout, count)  # type: ignore[type-var]
+
+    def names(self) -> list[str]:
+        """Names of the objects under this backend's prefix (for `list` and `clean`)."""
+        pattern = f"{self.settings.prefix}:{{*}}"
+        client = self.connection.client
+        keys = self.connection.call(lambda: list(client.scan_iter(match=pattern, count=1000)))
+        return sorted(key.decode().split("{", 1)[1].rsplit("}", 1)[0] for key in keys)
+
+    def close(self) -> None:
+        """Close the connections and stop this process's listeners for the server."""
+        _registry.forget(self)
+        close_listeners(self.connection.node_urls())
+        self.connection.close()
+
+    def __enter__(self) -> RedisBackend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+_registry.make = RedisBackend

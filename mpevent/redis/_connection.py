@@ -1,0 +1,164 @@
+"""Where the objects live: a Redis server or cluster, its URL, credentials and retries.
+
+A URL names the server (``redis://``, ``rediss://`` for TLS, ``unix://``);
+its query may set ``prefix`` (key prefix, default ``mpevent``) and ``ttl``
+(seconds an unused object lives, default one day).  The same URL works for
+a single server and for any node of a Redis Cluster: which one it is, is
+asked of the server at connect time.
+
+Secrets never leave this module: :func:`public_url` drops the password,
+and every repr, error message and pickle uses it.  A process that
+unpickles a handle takes the credentials from its own configuration
+(``MPEVENT_URL``), and the HMAC key that signs values from
+``MPEVENT_AUTHKEY`` (or ``connect(..., authkey=...)``).
+
+Calls that cannot reach the server are retried ``RETRIES`` times over
+about a second, then raise :class:`BackendUnavailable`, a
+:class:`ConnectionError`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import redis
+import redis.cluster
+
+from .._backend import BackendUnavailable, public_url
+
+RETRIES: Final = 4
+RETRY_BACKOFF: Final = (0.05, 0.15, 0.3, 0.5)  # seconds between attempts: ~1 s in all
+DEFAULT_PREFIX: Final = "mpevent"
+DEFAULT_TTL: Final = 24 * 3600
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a URL and the environment say about a server."""
+
+    url: str  # with credentials: never printed
+    public: str
+    prefix: str
+    ttl_ms: int
+    authkey: bytes
+
+    @classmethod
+    def parse(cls, url: str, authkey: bytes | str | None = None) -> Settings:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"{public_url(url)!r} is not a Redis URL: use redis://host:port/db, "
+                "rediss:// (TLS) or unix:///path/to/socket"
+            )
+        query = urllib.parse.parse_qs(parts.query)
+        prefix = query.pop("prefix", [DEFAULT_PREFIX])[0]
+        ttl = query.pop("ttl", [str(DEFAULT_TTL)])[0]
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError(f"prefix {prefix!r} must be non-empty, without braces")
+        try:
+            ttl_ms = int(float(ttl) * 1000)
+        except ValueError:
+            ttl_ms = 0
+        if ttl_ms <= 0:
+            raise ValueError(f"ttl={ttl!r} must be a positive number of seconds")
+        rest = urllib.parse.urlencode({key: value[0] for key, value in query.items()})
+        client_url = urllib.parse.urlunsplit(parts._replace(query=rest))
+        key = authkey if authkey is not None else os.environ.get("MPEVENT_AUTHKEY")
+        if not key:
+            raise ValueError(
+                "values stored in Redis are signed, and no key was given: set "
+                "MPEVENT_AUTHKEY (the same secret on every host) or pass authkey= to connect()"
+            )
+        return cls(
+            url=client_url,
+            public=public_url(url),
+            prefix=prefix,
+            ttl_ms=ttl_ms,
+            authkey=key.encode() if isinstance(key, str) else key,
+        )
+
+
+def with_credentials(url: str) -> str:
+    """*url*, with the password of ``MPEVENT_URL`` if that names the same server."""
+    configured = os.environ.get("MPEVENT_URL", "")
+    if configured and public_url(configured).split("?")[0] == public_url(url).split("?")[0]:
+        query = urllib.parse.urlsplit(url).query
+        base = urllib.parse.urlsplit(configured)
+        return urllib.parse.urlunsplit(base._replace(query=query))
+    return url
+
+
+class Connection:
+    """A client for one server or cluster, and the retry rule of every call."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        probe = redis.Redis.from_url(settings.url, socket_connect_timeout=2)
+        try:
+            cluster = self.call(lambda: probe.info("cluster").get("cluster_enabled") == 1)
+        finally:
+            probe.close()
+        self.cluster = bool(cluster)
+        self.client: Any
+        if self.cluster:
+            self.client = redis.cluster.RedisCluster.from_url(
+                settings.url, socket_connect_timeout=2
+            )
+        else:
+            self.client = redis.Redis.from_url(settings.url, socket_connect_timeout=2)
+
+    def node_url(self, channel: str) -> str:
+        """The URL of the server that owns *channel*'s slot (itself, unless a cluster)."""
+        if not self.cluster:
+            return self.settings.url
+        slot = self.client.keyslot(channel)
+        node = self.client.nodes_manager.get_node_from_slot(slot)
+        parts = urllib.parse.urlsplit(self.settings.url)
+        auth = parts.netloc.rpartition("@")[0]
+        netloc = (auth + "@" if auth else "") + f"{node.host}:{node.port}"
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, path=""))
+
+    def call(self, action: Callable[[], T]) -> T:
+        """Run *action*, retrying a lost connection; BackendUnavailable at the end."""
+        for attempt in range(RETRIES + 1):
+            try:
+                return action()
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                if attempt == RETRIES:
+                    raise BackendUnavailable(
+                        f"the Redis server at {self.settings.public} cannot be reached "
+                        f"(tried {RETRIES + 1} times over about a second): "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from None
+                time.sleep(RETRY_BACKOFF[attempt])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def node_urls(self) -> list[str]:
+        """The URL of every node (one, unless a cluster)."""
+        if not self.cluster:
+            return [self.settings.url]
+        parts = urllib.parse.urlsplit(self.settings.url)
+        auth = parts.netloc.rpartition("@")[0]
+        return [
+            urllib.parse.urlunsplit(
+                parts._replace(
+                    netloc=(auth + "@" if auth else "") + f"{node.host}:{node.port}", path=""
+                )
+            )
+            for node in self.client.get_nodes()
+        ]
+
+    def close(self) -> None:
+        if self.cluster:
+            # RedisCluster.close() leaves the nodes' pooled connections open.
+            for node in self.client.get_nodes():
+                if node.redis_connection is not None:
+                    node.redis_connection.connection_pool.disconnect()
+        self.client.close()

@@ -1,0 +1,194 @@
+"""Notifications: one pub/sub connection and thread per server node, per process.
+
+A blocked waiter costs nothing: it sleeps on a local ``threading.Event``
+registered under its object's channel, and the listener thread, blocked in
+a socket read on the node's pub/sub connection (no timeout, no polling),
+wakes it when a ``set()`` anywhere publishes on that channel.  The waiter
+then re-reads the object's state: the message says only "look again".
+
+No lost wakeup: a waiter subscribes, and waits for the server to confirm
+the subscription, *before* it reads the state; a set() after that read
+publishes after the subscription, so its message arrives.
+
+rawlink() callbacks are registered the same way and run on the listener
+thread, which is this backend's hub.  When the connection drops (server
+restart), redis-py reconnects and subscribes again; every local waiter is
+woken to re-read its state, since a message sent meanwhile is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+Wakeup = Callable[[], object]
+
+
+class Listener:
+    """The pub/sub connection of one node, its thread and its subscribers."""
+
+    def __init__(self, node_url: str) -> None:
+        client: Any = redis.Redis.from_url(node_url, socket_connect_timeout=2)
+        self.pubsub = client.pubsub()
+        self._lock = threading.Lock()
+        self._wakeups: dict[str, list[Wakeup]] = {}  # channel -> registered wakeups
+        self._confirmed: dict[str, threading.Event] = {}  # channel -> subscription acked
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def subscribe(self, channel: str, wakeup: Wakeup, timeout: float = 10.0) -> None:
+        """Call *wakeup* (on the listener thread) at every publication on *channel*.
+
+        Returns once the server has confirmed the subscription.  Raises
+        redis.ConnectionError if it cannot be sent.
+        """
+        with self._lock:
+            listeners = self._wakeups.setdefault(channel, [])
+            listeners.append(wakeup)
+            confirmed = self._confirmed.get(channel)
+            first = confirmed is None
+            if first:
+                confirmed = self._confirmed[channel] = threading.Event()
+        if first:
+            try:
+                self.pubsub.ssubscribe(channel)
+            except BaseException:
+                self.unsubscribe(channel, wakeup)
+                raise
+            self._start()
+        assert confirmed is not None
+        if not confirmed.wait(timeout):
+            self.unsubscribe(channel, wakeup)
+            raise redis.ConnectionError(f"no confirmation of the subscription within {timeout} s")
+
+    def unsubscribe(self, channel: str, wakeup: Wakeup) -> None:
+        """Forget *wakeup*; the last one of a channel unsubscribes from it."""
+        with self._lock:
+            listeners = self._wakeups.get(channel, [])
+            if wakeup in listeners:
+                listeners.remove(wakeup)
+            if listeners:
+                return
+            self._wakeups.pop(channel, None)
+            self._confirmed.pop(channel, None)
+        with contextlib.suppress(redis.ConnectionError, OSError):  # gone with it anyway
+            self.pubsub.sunsubscribe(channel)
+
+    def subscribers(self) -> int:
+        """How many wakeups are registered (for statistics and tests)."""
+        with self._lock:
+            return sum(len(listeners) for listeners in self._wakeups.values())
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="mpevent-redis", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        backoff = 0.05
+        while os.getpid() == pid and not self._closed:
+            try:
+                # Blocking read with no timeout: an idle listener never wakes.
+                message = self.pubsub.handle_message(self.pubsub.parse_response(block=True))
+            except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError):
+                if self._closed:
+                    return
+                self._wake_all()  # a publication may have been lost: everyone looks again
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                self._resubscribe()
+                continue
+            backoff = 0.05
+            if message is not None:
+                self._dispatch(message)
+
+    def close(self) -> None:
+        """Stop the thread and drop the connection; waiters look again and fail."""
+        self._closed = True
+        thread = self._thread
+        with contextlib.suppress(Exception):
+            connection = self.pubsub.connection
+            if connection is not None and connection._sock is not None:
+                import socket
+
+                connection._sock.shutdown(socket.SHUT_RDWR)  # ends the blocked read
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
+        self.pubsub.close()
+        self._wake_all()
+
+    def _resubscribe(self) -> None:
+        with self._lock:
+            channels = list(self._wakeups)
+            for channel in channels:
+                self._confirmed[channel] = threading.Event()
+        try:
+            if channels:
+                self.pubsub.ssubscribe(*channels)
+        except (redis.ConnectionError, OSError):
+            return  # the next read fails too and brings us back here
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        channel = message["channel"]
+        if isinstance(channel, bytes):
+            channel = channel.decode()
+        with self._lock:
+            if kind == "ssubscribe":
+                confirmed = self._confirmed.get(channel)
+                if confirmed is not None:
+                    confirmed.set()
+                wakeups = list(self._wakeups.get(channel, []))  # look again: maybe missed
+            elif kind == "smessage":
+                wakeups = list(self._wakeups.get(channel, []))
+            else:
+                return
+        for wakeup in wakeups:
+            wakeup()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            wakeups = [wakeup for listeners in self._wakeups.values() for wakeup in listeners]
+        for wakeup in wakeups:
+            wakeup()
+
+
+_listeners: dict[str, Listener] = {}
+_listeners_lock = threading.Lock()
+
+
+def listener_for(node_url: str) -> Listener:
+    """This process's listener for the node at *node_url*, started on first use."""
+    with _listeners_lock:
+        listener = _listeners.get(node_url)
+        if listener is None:
+            listener = _listeners[node_url] = Listener(node_url)
+        return listener
+
+
+def close_listeners(node_urls: list[str]) -> None:
+    """Close this process's listeners for *node_urls* (their backend is closing)."""
+    with _listeners_lock:
+        closing = [_listeners.pop(url) for url in node_urls if url in _listeners]
+    for listener in closing:
+        listener.close()
+
+
+def _after_fork_in_child() -> None:
+    global _listeners_lock
+    # The parent's listener threads do not exist here, and its connections
+    # are its own: this process subscribes afresh when it first waits.
+    _listeners.clear()
+    _listeners_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

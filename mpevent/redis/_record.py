@@ -1,0 +1,265 @@
+"""RedisRecord: one object on a Redis server, behind the interface the public classes use.
+
+Every operation is one script (``_scripts``), so one round trip to the one
+node that holds the object.  Waiting subscribes to the object's channel
+first and reads the state second (``_listener``), so no set() is missed;
+a waiter returns True when the generation moved, as in shared memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import pickle
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .. import _serial
+from .._backend import BackendUnavailable
+from . import _scripts
+from ._listener import listener_for
+
+if TYPE_CHECKING:
+    from ._backend import RedisBackend
+
+
+class State(NamedTuple):
+    kind: int
+    generation: int
+    flag: bool
+    holds: tuple[bool, bool]
+
+
+class RedisReference(NamedTuple):
+    """What a pickled handle carries: where and what, never a secret."""
+
+    url: str  # without the password
+    name: str
+    kind: int
+
+
+class RedisRecord:
+    """One object on the server; the same methods as the shared-memory Record."""
+
+    def __init__(self, backend: RedisBackend, name: str, kind: int) -> None:
+        self.backend = backend
+        self.name = name
+        self.kind = kind
+        prefix = backend.settings.prefix
+        self.key = f"{prefix}:{{{name}}}"  # the braces: one cluster slot per object
+        self.channel = f"{self.key}:set"
+        # (handle, callback, wakeup) per rawlink(); callbacks compare by ==, as
+        # bound methods are new objects at each attribute access.
+        self._links: list[tuple[Any, Callable[[Any], object], Callable[[], object]]] = []
+        self._links_lock = threading.Lock()
+
+    # --- lifecycle -------------------------------------------------------
+
+    def create(self) -> bool:
+        """Create the object on the server; False if the name is taken."""
+        return bool(
+            self._run(_scripts.CREATE, [self.key], [self.backend.settings.ttl_ms, self.kind])
+        )
+
+    def state(self) -> State:
+        got = self._run(_scripts.STATE, [self.key], [self.backend.settings.ttl_ms])
+        if got is None:
+            raise LookupError(
+                f"mpevent object {self.name!r} no longer exists on {self.backend.settings.public}: "
+                "it was removed, or expired after being unused for its TTL"
+            )
+        kind, generation, flag, h0, h1 = got
+        return State(
+            int(kind or 0), int(generation or 0), flag == b"1", (h0 is not None, h1 is not None)
+        )
+
+    def reference(self) -> RedisReference:
+        return RedisReference(self.backend.settings.public, self.name, self.kind)
+
+    def release(self) -> None:
+        """Nothing to give back: the server expires objects nobody uses."""
+
+    # --- the backend interface ---------------------------------------------
+
+    def is_set(self) -> bool:
+        return self.state().flag
+
+    def set(self) -> None:
+        self._expect(
+            self._run(_scripts.SET, [self.key, self.channel], [self.backend.settings.ttl_ms])
+        )
+
+    def clear(self) -> None:
+        self._expect(self._run(_scripts.CLEAR, [self.key], [self.backend.settings.ttl_ms]))
+
+    def generation(self) -> int:
+        return self.state().generation
+
+    def holds(self, which: int) -> bool:
+        return self.state().holds[which]
+
+    def store(self, which: int, inband: bytes, buffers: Sequence[pickle.PickleBuffer]) -> None:
+        frame = bytearray(_serial.frame_size(inband, buffers))
+        _serial.write_frame(memoryview(frame), inband, buffers)
+        signature = self._sign(which, frame)
+        ttl = self.backend.settings.ttl_ms
+        self._expect(
+            self._run(
+                _scripts.STORE, [self.key, self.channel], [ttl, which, bytes(frame), signature]
+            )
+        )
+
+    def load(self, which: int, copy: bool = False) -> tuple[bool, object]:
+        got = self._run(_scripts.LOAD, [self.key], [self.backend.settings.ttl_ms, which])
+        if got is None:
+            self._expect(-1)
+        frame, signature = got
+        if frame is None:
+            return False, None
+        if signature is None or not hmac.compare_digest(signature, self._sign(which, frame)):
+            raise PermissionError(
+                f"the value of mpevent object {self.name!r} on {self.backend.settings.public} "
+                "does not carry a valid signature: it was not stored with this MPEVENT_AUTHKEY "
+                "(or was altered on the server); it was not unpickled"
+            )
+        return True, _serial.read_frame(memoryview(frame), copy)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until set or *timeout* passes; True if set (or set and cleared meanwhile)."""
+        return bool(self.wait_many([self], timeout, 1))
+
+    @staticmethod
+    def wait_many(records: Sequence[RedisRecord], timeout: float | None, count: int) -> list[int]:
+        """Positions of records seen set, in order; fewer if *timeout* passes first."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        woken = threading.Event()
+        subscribed: list[RedisRecord] = []
+        warned = False
+        try:
+            while True:
+                try:
+                    for record in records[len(subscribed) :]:
+                        record._subscribe(woken.set)
+                        subscribed.append(record)
+                    starts = [record.state() for record in records]
+                    break
+                except BackendUnavailable:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+                    warned = _warn_retrying(records[0], warned)
+            ready = [i for i, state in enumerate(starts) if state.flag]
+            while len(ready) < count:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                woken.wait(left)
+                woken.clear()
+                for i, record in enumerate(records):
+                    if i in ready:
+                        continue
+                    try:
+                        now = record.state()
+                    except BackendUnavailable:
+                        if deadline is None:
+                            warned = _warn_retrying(record, warned)
+                            woken.set()  # look again after the pause
+                            continue
+                        raise
+                    if now.flag or now.generation != starts[i].generation:
+                        ready.append(i)
+            return ready[:count]
+        finally:
+            for record in subscribed:
+                record._unsubscribe(woken.set)
+
+    def rawlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
+        """Run callback(handle) once, on this process's listener thread, after the next set."""
+        start = [-1]
+        fired = threading.Lock()
+
+        def wakeup() -> None:
+            try:
+                state = self.state()
+            except (LookupError, BackendUnavailable):
+                return
+            if (state.flag or state.generation != start[0] != -1) and fired.acquire(False):
+                self._forget_link(lambda link: link[2] is wakeup)
+                _call(callback, handle)
+
+        with self._links_lock:
+            self._links.append((handle, callback, wakeup))
+        self._subscribe(wakeup)
+        start[0] = self.state().generation
+        wakeup()  # set already: at once
+
+    def unlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
+        self._forget_link(lambda link: link[0] is handle and link[1] == callback, first=True)
+
+    def unlink_all(self, handle: Any) -> None:
+        self._forget_link(lambda link: link[0] is handle)
+
+    def _forget_link(
+        self, matches: Callable[[tuple[Any, Any, Callable[[], object]]], bool], first: bool = False
+    ) -> None:
+        with self._links_lock:
+            found = [link for link in self._links if matches(link)]
+            if first:
+                found = found[:1]
+            for link in found:
+                self._links.remove(link)
+        for link in found:
+            self._unsubscribe(link[2])
+
+    def info(self) -> dict[str, int]:
+        state = self.state()
+        return {"kind": state.kind, "flag": int(state.flag), "generation": state.generation}
+
+    # --- plumbing --------------------------------------------------------
+
+    def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        return self.backend.run(script, keys, args)
+
+    def _sign(self, which: int, frame: bytes | bytearray) -> bytes:
+        mac = hmac.new(self.backend.settings.authkey, digestmod=hashlib.sha256)
+        mac.update(f"{self.key}\0{which}\0".encode())
+        mac.update(frame)
+        return mac.digest()
+
+    def _expect(self, result: int) -> None:
+        if result == -1:
+            self.state()  # raises LookupError, saying why
+
+    def _subscribe(self, wakeup: Callable[[], object]) -> None:
+        connection = self.backend.connection
+        listener = listener_for(connection.node_url(self.channel))
+        connection.call(lambda: listener.subscribe(self.channel, wakeup))
+
+    def _unsubscribe(self, wakeup: Callable[[], object]) -> None:
+        connection = self.backend.connection
+        listener_for(connection.node_url(self.channel)).unsubscribe(self.channel, wakeup)
+
+
+def _warn_retrying(record: RedisRecord, warned: bool) -> bool:
+    if not warned:
+        warnings.warn(
+            f"the Redis server at {record.backend.settings.public} cannot be reached; "
+            "wait(timeout=None) keeps retrying",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    time.sleep(0.5)
+    return True
+
+
+def _call(callback: Callable[[Any], object], handle: Any) -> None:
+    try:
+        callback(handle)
+    except BaseException as exc:
+        threading.excepthook(
+            threading.ExceptHookArgs(
+                (type(exc), exc, exc.__traceback__, threading.current_thread())
+            )
+        )

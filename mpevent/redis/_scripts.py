@@ -1,0 +1,63 @@
+"""The server side: every operation on an object is one Lua script, one round trip.
+
+An object is one hash, ``<prefix>:{<name>}``, with the fields ``kind``,
+``gen`` (bumped by every set), ``flag``, and per value slot *w* (0 value,
+1 exception) ``v<w>`` (the pickled frame), ``s<w>`` (its HMAC) and ``h<w>``
+(present once filled).  Its channel is ``<prefix>:{<name>}:set``: the hash
+tag ``{<name>}`` puts both in one slot of a cluster, so every script runs
+on one node, and SPUBLISH (sharded pub/sub) reaches that node's
+subscribers only.  A script is atomic: a value is stored, flagged and
+announced at once, never half.  Every script refreshes the TTL, so an
+object expires only once unused.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# KEYS[1] hash, ARGV[1] ttl ms, ARGV[2] kind -> 1 created, 0 name taken
+CREATE: Final = """
+if redis.call('HSETNX', KEYS[1], 'kind', ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'gen', 0, 'flag', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS[1] hash, ARGV[1] ttl ms -> {kind, gen, flag, h0, h1} or nil if gone
+STATE: Final = """
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return nil end
+return redis.call('HMGET', KEYS[1], 'kind', 'gen', 'flag', 'h0', 'h1')
+"""
+
+# KEYS[1] hash, KEYS[2] channel, ARGV[1] ttl ms -> 1 raised, 0 was up, -1 gone
+SET: Final = """
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return -1 end
+if redis.call('HGET', KEYS[1], 'flag') == '1' then return 0 end
+local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('HSET', KEYS[1], 'flag', 1)
+redis.call('SPUBLISH', KEYS[2], gen)
+return 1
+"""
+
+# KEYS[1] hash, ARGV[1] ttl ms -> 1, or -1 gone
+CLEAR: Final = """
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return -1 end
+redis.call('HSET', KEYS[1], 'flag', 0)
+return 1
+"""
+
+# KEYS[1] hash, KEYS[2] channel, ARGV: ttl ms, slot, frame, signature -> 1, or -1 gone
+STORE: Final = """
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return -1 end
+local w = ARGV[2]
+redis.call('HSET', KEYS[1], 'v' .. w, ARGV[3], 's' .. w, ARGV[4], 'h' .. w, 1, 'flag', 1)
+local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('SPUBLISH', KEYS[2], gen)
+return 1
+"""
+
+# KEYS[1] hash, ARGV: ttl ms, slot -> {frame, signature} (nil fields if empty), nil if gone
+LOAD: Final = """
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return nil end
+return redis.call('HMGET', KEYS[1], 'v' .. ARGV[2], 's' .. ARGV[2])
+"""

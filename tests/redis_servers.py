@@ -1,0 +1,127 @@
+"""Real Redis servers for the tests: one server, or a 3-master cluster, on free ports.
+
+They are started daemonized (so they are not children of the test process,
+which the leak checks watch) in temporary directories, and shut down at
+the end of the module that asked for them.  A missing redis-server skips
+the Redis tests, except where MPEVENT_REQUIRE_REDIS=1 (CI), where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+
+def require_redis() -> None:
+    if shutil.which("redis-server") and shutil.which("redis-cli"):
+        return
+    message = "redis-server / redis-cli not installed (apt-get install redis-server)"
+    if os.environ.get("MPEVENT_REQUIRE_REDIS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    # Cluster nodes also use port + 10000 for their bus: keep both free.
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port < 55000:
+            with socket.socket() as bus:
+                try:
+                    bus.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+
+
+def _cli(port: int, *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
+    auth = ["-a", password, "--no-auth-warning"] if password else []
+    return subprocess.run(
+        ["redis-cli", "-p", str(port), *auth, *args], capture_output=True, text=True, timeout=30
+    )
+
+
+def start_server(directory: Path, port: int, *extra: str, password: str | None = None) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)]
+    args += ["--daemonize", "yes", "--pidfile", str(directory / "redis.pid"), "--save", ""]
+    args += ["--appendonly", "yes", "--appendfsync", "always", *extra]
+    if password:
+        args += ["--requirepass", password]
+    subprocess.run(args, check=True, timeout=30, capture_output=True)
+    deadline = time.monotonic() + 15
+    while _cli(port, "ping", password=password).stdout.strip() != "PONG":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server on port {port} did not start")
+        time.sleep(0.05)
+
+
+def stop_server(port: int, password: str | None = None) -> None:
+    _cli(port, "shutdown", "nosave", password=password)
+    deadline = time.monotonic() + 10
+    while _cli(port, "ping", password=password).returncode == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@contextmanager
+def single_server(directory: Path, password: str | None = None) -> Iterator[int]:
+    require_redis()
+    port = free_port()
+    start_server(directory, port, password=password)
+    try:
+        yield port
+    finally:
+        stop_server(port, password=password)
+
+
+@contextmanager
+def cluster(directory: Path) -> Iterator[list[int]]:
+    require_redis()
+    ports: list[int] = []
+    try:
+        for n in range(3):
+            port = free_port()
+            ports.append(port)
+            start_server(
+                directory / str(n),
+                port,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(directory / str(n) / "nodes.conf"),
+            )
+        nodes = [f"127.0.0.1:{port}" for port in ports]
+        created = subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *nodes,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert created.returncode == 0, created.stdout + created.stderr
+        deadline = time.monotonic() + 30
+        while "cluster_state:ok" not in _cli(ports[0], "cluster", "info").stdout:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis cluster did not become ready")
+            time.sleep(0.1)
+        yield ports
+    finally:
+        for port in ports:
+            stop_server(port)
