@@ -42,7 +42,7 @@ class Listener:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def subscribe(self, channel: str, wakeup: Wakeup, timeout: float = 10.0) -> None:
+    def subscribe(self, channel: str, wakeup: Wakeup, timeout: float = 2.0) -> None:
         """Call *wakeup* (on the listener thread) at every publication on *channel*.
 
         Returns once the server has confirmed the subscription.  Raises

@@ -79,10 +79,8 @@ class _RedisLinkable:
 
     def _wait_ready(self, timeout: object = None) -> bool:
         seconds = _checks.check_timeout(timeout)
-        if self._record.is_set():
-            return True
         if seconds is not None and seconds <= 0:
-            return False
+            return bool(self._record.is_set())
         if "gevent" in sys.modules and _cooperative.in_greenlet():
             return _cooperative.wait_ready(self, seconds)  # type: ignore[arg-type]
         return bool(self._record.wait(seconds))

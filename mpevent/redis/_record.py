@@ -133,11 +133,15 @@ class RedisRecord:
 
     @staticmethod
     def wait_many(records: Sequence[RedisRecord], timeout: float | None, count: int) -> list[int]:
-        """Positions of records seen set, in order; fewer if *timeout* passes first."""
+        """Positions of records seen set, in order; fewer if *timeout* passes first.
+
+        While the server cannot be reached, keeps trying until the deadline
+        (then BackendUnavailable); with no timeout, keeps trying and warns once.
+        """
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         woken = threading.Event()
         subscribed: list[RedisRecord] = []
-        warned = False
+        outage = _Outage(records[0], deadline)
         try:
             while True:
                 try:
@@ -147,9 +151,7 @@ class RedisRecord:
                     starts = [record.state() for record in records]
                     break
                 except BackendUnavailable:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise
-                    warned = _warn_retrying(records[0], warned)
+                    outage.pause()
             ready = [i for i, state in enumerate(starts) if state.flag]
             while len(ready) < count:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -157,18 +159,16 @@ class RedisRecord:
                     break
                 woken.wait(left)
                 woken.clear()
-                for i, record in enumerate(records):
-                    if i in ready:
-                        continue
-                    try:
-                        now = record.state()
-                    except BackendUnavailable:
-                        if deadline is None:
-                            warned = _warn_retrying(record, warned)
-                            woken.set()  # look again after the pause
-                            continue
-                        raise
-                    if now.flag or now.generation != starts[i].generation:
+                try:
+                    states = [
+                        None if i in ready else record.state() for i, record in enumerate(records)
+                    ]
+                except BackendUnavailable:
+                    outage.pause()
+                    woken.set()  # look again once it is back
+                    continue
+                for i, now in enumerate(states):
+                    if now is not None and (now.flag or now.generation != starts[i].generation):
                         ready.append(i)
             return ready[:count]
         finally:
@@ -242,16 +242,29 @@ class RedisRecord:
         listener_for(connection.node_url(self.channel)).unsubscribe(self.channel, wakeup)
 
 
-def _warn_retrying(record: RedisRecord, warned: bool) -> bool:
-    if not warned:
-        warnings.warn(
-            f"the Redis server at {record.backend.settings.public} cannot be reached; "
-            "wait(timeout=None) keeps retrying",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-    time.sleep(0.5)
-    return True
+class _Outage:
+    """How a wait rides out a server it cannot reach: retry until its deadline."""
+
+    PAUSE = 0.25
+
+    def __init__(self, record: RedisRecord, deadline: float | None) -> None:
+        self.record = record
+        self.deadline = deadline
+        self.warned = False
+
+    def pause(self) -> None:
+        """Sleep before the next try; re-raise BackendUnavailable past the deadline."""
+        if self.deadline is not None and time.monotonic() + self.PAUSE >= self.deadline:
+            raise
+        if self.deadline is None and not self.warned:
+            self.warned = True
+            warnings.warn(
+                f"the Redis server at {self.record.backend.settings.public} cannot be "
+                "reached; wait(timeout=None) keeps retrying until it is back",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        time.sleep(self.PAUSE)
 
 
 def _call(callback: Callable[[Any], object], handle: Any) -> None:

@@ -1,0 +1,154 @@
+"""What only the Redis backend has: secrets, signatures, expiry, a server that goes away."""
+
+from __future__ import annotations
+
+import gc
+import pickle
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis_servers
+
+import mpevent
+
+PASSWORD = "s3cret-Pa55word"
+AUTHKEY = "redis-test-key"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[int]:
+    with redis_servers.single_server(tmp_path / "redis") as port:
+        yield port
+    from mpevent.redis import _registry
+
+    _registry.close_all()
+    gc.collect()
+
+
+class _TouchesAFile:
+    """A value whose unpickling has a visible effect: it creates a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.path,))
+
+
+def test_no_password_in_repr_pickle_or_errors(tmp_path: Path) -> None:
+    with redis_servers.single_server(tmp_path / "auth", password=PASSWORD) as port:
+        url = f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
+        with mpevent.connect(url, authkey=AUTHKEY) as backend:
+            event = backend.Event()
+            texts = [repr(backend), repr(event), pickle.dumps(event).decode("latin-1")]
+            with pytest.raises(FileNotFoundError) as missing:
+                backend.Event("nobody-made-this")
+            texts.append(str(missing.value))
+            redis_servers.stop_server(port, password=PASSWORD)
+            with pytest.raises(mpevent.BackendUnavailable) as down:
+                event.is_set()
+            texts.append(str(down.value))
+        from mpevent.redis import _registry
+
+        _registry.close_all()
+    assert isinstance(down.value, ConnectionError)
+    assert all(PASSWORD not in text for text in texts), texts
+    assert f"127.0.0.1:{port}" in texts[0]
+
+
+def test_a_value_with_a_wrong_signature_is_refused_unread(server: int, tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{server}/0"
+    marker = tmp_path / "unpickled"
+    with mpevent.connect(url, authkey="the-real-key") as writer:
+        result = writer.AsyncResult("signed", create=True)
+        result.set(_TouchesAFile(marker))
+    with mpevent.connect(url, authkey="an-attackers-key") as reader:
+        with pytest.raises(PermissionError, match="valid signature"):
+            reader.AsyncResult("signed").get()
+    assert not marker.exists()  # nothing was unpickled
+    with mpevent.connect(url, authkey="the-real-key") as honest:
+        honest.AsyncResult("signed").get()
+    assert marker.exists()  # the same value does unpickle with the right key
+
+
+def test_a_missing_authkey_is_a_clear_error(server: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MPEVENT_AUTHKEY", raising=False)
+    with pytest.raises(ValueError, match="MPEVENT_AUTHKEY"):
+        mpevent.connect(f"redis://127.0.0.1:{server}/0")
+
+
+def test_unknown_schemes_and_bad_options_are_refused(server: int) -> None:
+    with pytest.raises(ValueError, match="knows local://"):
+        mpevent.connect("mqtt://:pw@host/0")
+    with pytest.raises(ValueError, match="ttl"):
+        mpevent.connect(f"redis://127.0.0.1:{server}/0?ttl=never", authkey=AUTHKEY)
+
+
+def test_objects_expire_only_when_unused_for_their_ttl(server: int) -> None:
+    with mpevent.connect(f"redis://127.0.0.1:{server}/0?ttl=1", authkey=AUTHKEY) as backend:
+        event = backend.Event()
+        for _ in range(5):  # 1.5 s in all, each use refreshing the TTL
+            time.sleep(0.3)
+            event.set()
+            event.clear()
+        time.sleep(1.5)  # unused for longer than its TTL
+        with pytest.raises(LookupError, match="expired"):
+            event.is_set()
+
+
+def test_remove_name_deletes_the_object_for_everyone(server: int) -> None:
+    """The one place Redis differs: the name is the object, with no references counted."""
+    with mpevent.connect(f"redis://127.0.0.1:{server}/0", authkey=AUTHKEY) as backend:
+        created = backend.Event("short-lived", create=True)
+        opened = backend.Event.open("short-lived")
+        created.remove_name()
+        with pytest.raises(LookupError):
+            opened.is_set()
+
+
+def test_a_dead_server_fails_calls_after_a_bounded_retry(server: int) -> None:
+    with mpevent.connect(f"redis://127.0.0.1:{server}/0", authkey=AUTHKEY) as backend:
+        event = backend.Event()
+        redis_servers.stop_server(server)
+        begin = time.monotonic()
+        with pytest.raises(mpevent.BackendUnavailable, match="cannot be reached"):
+            event.set()
+        assert time.monotonic() - begin < 10
+        begin = time.monotonic()
+        with pytest.raises(mpevent.BackendUnavailable):
+            event.wait(1)
+        assert time.monotonic() - begin < 15
+
+
+def test_waiters_ride_out_a_server_restart(server: int, tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{server}/0"
+    with mpevent.connect(url, authkey=AUTHKEY) as backend:
+        event = backend.Event("survives", create=True)
+        outcome: list[bool] = []
+        waiter = threading.Thread(target=lambda: outcome.append(event.wait(60)))
+        waiter.start()
+        time.sleep(0.3)  # parked, subscribed
+        redis_servers.stop_server(server)
+        redis_servers.start_server(tmp_path / "redis", server)  # same data directory (AOF)
+        with mpevent.connect(url, authkey=AUTHKEY) as other:
+            other.Event("survives").set()  # the object came back with the server
+        waiter.join(60)
+        assert outcome == [True]
+
+
+def test_wait_without_timeout_warns_while_the_server_is_away(server: int, tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{server}/0"
+    with mpevent.connect(url, authkey=AUTHKEY) as backend:
+        event = backend.Event("patient", create=True)
+        redis_servers.stop_server(server)
+        threading.Timer(2.0, redis_servers.start_server, (tmp_path / "redis", server)).start()
+        threading.Timer(4.0, lambda: backend.Event("patient").set()).start()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert event.wait() is True
+        assert any("keeps retrying" in str(warning.message) for warning in caught)
