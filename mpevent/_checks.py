@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 
 
 def check_timeout(timeout: object) -> float | None:
@@ -41,6 +42,23 @@ def check_count(count: object, available: int) -> int:
             f"count must be between 0 and {available} (the objects given), not {count}"
         )
     return count
+
+
+NAME_MAX = 187  # what a /dev/shm file name of ours (200) leaves after its prefix
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def check_name(name: object) -> str:
+    """Return *name* if it can name an object on every backend, else raise TypeError/ValueError."""
+    if not isinstance(name, str):
+        raise TypeError(f"an object name must be a str, not {type(name).__qualname__!r}")
+    if not name or len(name) > NAME_MAX:
+        raise ValueError(f"an object name must be 1 to {NAME_MAX} characters, got {len(name)}")
+    if not _NAME.fullmatch(name):
+        raise ValueError(
+            f"object name {name!r} may only hold letters, digits, '.', '_' and '-' (no '/')"
+        )
+    return name
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

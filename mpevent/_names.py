@@ -14,26 +14,14 @@ import json
 import os
 import secrets
 
-from . import _segment
+from . import _checks, _segment
 from ._record import Record, Reference
 
 PREFIX = _segment.NAME_PREFIX
-_MAX = _segment.NAME_MAX - len(PREFIX)
+assert len(PREFIX) + _checks.NAME_MAX <= _segment.NAME_MAX
 
 
-def check(name: object) -> str:
-    """Return *name* if it is a valid object name, else raise TypeError/ValueError."""
-    if not isinstance(name, str):
-        raise TypeError(f"an object name must be a str, not {type(name).__qualname__!r}")
-    if not name or len(name) > _MAX:
-        raise ValueError(f"an object name must be 1 to {_MAX} characters, got {len(name)}")
-    try:
-        _segment.check_name(name)
-    except ValueError:
-        raise ValueError(
-            f"object name {name!r} may only hold letters, digits, '.', '_' and '-' (no '/')"
-        ) from None
-    return name
+check = _checks.check_name
 
 
 def _path(name: str) -> str:

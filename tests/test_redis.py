@@ -67,9 +67,11 @@ def test_a_value_with_a_wrong_signature_is_refused_unread(server: int, tmp_path:
     with mpevent.connect(url, authkey="the-real-key") as writer:
         result = writer.AsyncResult("signed", create=True)
         result.set(_TouchesAFile(marker))
-    with mpevent.connect(url, authkey="an-attackers-key") as reader:
-        with pytest.raises(PermissionError, match="valid signature"):
-            reader.AsyncResult("signed").get()
+    with (
+        mpevent.connect(url, authkey="an-attackers-key") as reader,
+        pytest.raises(PermissionError, match="valid signature"),
+    ):
+        reader.AsyncResult("signed").get()
     assert not marker.exists()  # nothing was unpickled
     with mpevent.connect(url, authkey="the-real-key") as honest:
         honest.AsyncResult("signed").get()

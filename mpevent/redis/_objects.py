@@ -13,7 +13,6 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from .. import _checks, _cooperative
-from .._names import check as check_name
 from ..asyncresult import AsyncResult
 from ..event import Event
 from . import _registry
@@ -38,7 +37,7 @@ class _RedisLinkable:
     _name: str | None
 
     def _setup(self, backend: RedisBackend, name: str | None, create: bool) -> None:
-        checked = None if name is None else check_name(name)
+        checked = None if name is None else _checks.check_name(name)
         record = RedisRecord(backend, checked or f"anonymous-{uuid.uuid4().hex}", self._KIND)
         if checked is None or create:
             if not record.create():
