@@ -1,7 +1,8 @@
 """python -m mpevent: look at and drive mpevent objects from the shell.
 
 Commands:
-  list                 arenas (attached processes, records, waiters) and named objects
+  list [--url URL]     arenas (attached processes, records, waiters) and named
+                       objects; with --url, the objects on that Redis server
   set NAME             set the Event called NAME
   clear NAME           clear the Event called NAME
   wait NAME [--timeout S]
@@ -20,11 +21,28 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import Any
 
 EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE = 0, 1, 2
 
 
-def _open(name: str) -> object:
+def _remote(args: argparse.Namespace) -> Any:
+    """The backend named by --url, or None for this machine's shared memory."""
+    url = getattr(args, "url", None)
+    if url is None or url.split("://", 1)[0] in ("local", "shm"):
+        return None
+    from ._connect import connect
+
+    return connect(url)
+
+
+def _open(name: str, args: argparse.Namespace | None = None) -> Any:
+    remote = _remote(args) if args is not None else None
+    if remote is not None:
+        try:
+            return remote.Event.open(name)
+        except TypeError:
+            return remote.AsyncResult.open(name)
     from . import _names
     from .asyncresult import AsyncResult
     from .event import Event
@@ -44,7 +62,22 @@ def _size(count: int) -> str:
     raise AssertionError  # pragma: no cover
 
 
+def _list_remote(remote: Any) -> int:
+    print(f"objects on {remote.settings.public} (prefix {remote.settings.prefix!r}):")
+    for name in remote.names():
+        try:
+            obj = _open(name, argparse.Namespace(url=remote.settings.url))
+        except (LookupError, TypeError, ValueError, PermissionError) as exc:
+            print(f"  {name}: unavailable ({exc})")
+            continue
+        print(f"  {name}: {type(obj).__name__}, {obj._describe_state()}")
+    return EXIT_OK
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
+    remote = _remote(args)
+    if remote is not None:
+        return _list_remote(remote)
     from . import _arena, _names, _segment
 
     print("arenas:")
@@ -82,35 +115,48 @@ def _cmd_list(args: argparse.Namespace) -> int:
         except (OSError, LookupError, ValueError, TypeError) as exc:
             print(f"  {name}: unavailable ({exc})")
             continue
-        record = obj._record  # type: ignore[attr-defined]
+        record = obj._record
         info = record.info()
         print(
-            f"  {name}: {type(obj).__name__}, {obj._describe_state()}, "  # type: ignore[attr-defined]
+            f"  {name}: {type(obj).__name__}, {obj._describe_state()}, "
             f"{info['waiters']} waiters, arena {record.arena.name}"
         )
     return EXIT_OK
 
 
 def _cmd_set(args: argparse.Namespace) -> int:
-    from .event import Event
-
-    Event.open(args.name).set()
+    _open_event(args).set()
     return EXIT_OK
 
 
 def _cmd_clear(args: argparse.Namespace) -> int:
-    from .event import Event
-
-    Event.open(args.name).clear()
+    _open_event(args).clear()
     return EXIT_OK
 
 
+def _open_event(args: argparse.Namespace) -> Any:
+    remote = _remote(args)
+    if remote is not None:
+        return remote.Event.open(args.name)
+    from .event import Event
+
+    return Event.open(args.name)
+
+
 def _cmd_wait(args: argparse.Namespace) -> int:
-    obj = _open(args.name)
-    return EXIT_OK if obj._wait_ready(args.timeout) else EXIT_TIMEOUT  # type: ignore[attr-defined]
+    obj = _open(args.name, args)
+    return EXIT_OK if obj._wait_ready(args.timeout) else EXIT_TIMEOUT
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
+    remote = _remote(args)
+    if remote is not None:
+        ttl = remote.settings.ttl_ms / 1000
+        print(
+            f"objects on {remote.settings.public} expire after {ttl:g} s unused: "
+            "nothing is left behind to clean; remove_name() deletes one at once"
+        )
+        return EXIT_OK
     from . import _arena, _names
 
     removed = _arena.clean(dry_run=args.dry_run) + _names.clean(dry_run=args.dry_run)
@@ -121,7 +167,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-BENCH_ROWS = ("ping_pong", "broadcast", "values", "wakeups", "ray", "idle", "creation")
+BENCH_ROWS = ("ping_pong", "broadcast", "values", "wakeups", "ray", "idle", "creation", "redis")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -144,6 +190,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         "idle": lambda: _bench.report_idle_cost(4, 50, 3.0 if quick else 10.0),
         "creation": lambda: {"seconds": _bench.report_creation(1_000_000)},
     }
+    if args.url:
+        from . import _bench_redis
+
+        rows["redis"] = lambda: _bench_redis.report(
+            args.url, 50 if quick else 200, 1 if quick else 3
+        )
     chosen = args.only or list(rows)
     results = {}
     for name in chosen:
@@ -184,18 +236,24 @@ def main(argv: list[str] | None = None) -> int:
         handlers[name] = handler
         return commands.add_parser(name, help=help, description=help)
 
-    command("list", _cmd_list, "list arenas and named objects")
-    command("set", _cmd_set, "set the Event called NAME").add_argument("name")
-    command("clear", _cmd_clear, "clear the Event called NAME").add_argument("name")
+    url_help = "a backend URL (redis://...; default: this machine's shared memory)"
+    listing = command("list", _cmd_list, "list arenas and named objects")
+    setting = command("set", _cmd_set, "set the Event called NAME")
+    setting.add_argument("name")
+    clearing = command("clear", _cmd_clear, "clear the Event called NAME")
+    clearing.add_argument("name")
     wait = command("wait", _cmd_wait, "wait for the object called NAME (exit 1 on timeout)")
     wait.add_argument("name")
     wait.add_argument("--timeout", type=float, default=None, help="seconds (default: forever)")
     clean = command("clean", _cmd_clean, "remove segments and names of dead processes")
     clean.add_argument("--dry-run", action="store_true", help="only say what would go")
+    for sub in (listing, setting, clearing, wait, clean):
+        sub.add_argument("--url", help=url_help)
     bench = command("bench", _cmd_bench, "every benchmark against its peers, with a plot")
     bench.add_argument("--quick", action="store_true", help="fewer rounds (about 30 s)")
     bench.add_argument("--plot", metavar="FILE", help="write a PNG plot (needs matplotlib)")
     bench.add_argument("--json", metavar="FILE", help="write every figure as JSON")
+    bench.add_argument("--url", help="also compare across this Redis server (redis://...)")
     bench.add_argument(
         "--only",
         action="append",
@@ -209,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (FileNotFoundError, LookupError, TypeError, ValueError, PermissionError) as exc:
+        print(f"mpevent {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConnectionError as exc:
         print(f"mpevent {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -345,22 +345,24 @@ def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
     return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
 
 
-def _async_result_channel(keep: bool) -> Callable[[int], Channel]:
+def _async_result_channel(keep: bool, url: str | None = None) -> Callable[[int], Channel]:
     """A fresh AsyncResult per value, made in the parent and pickled to the child
     before the handoff (as a Pool task receives it); *keep*: both sides keep
-    every result and value, else each drops them after use."""
+    every result and value, else each drops them after use.  *url*: on that
+    backend (see mpevent.connect), else in shared memory."""
 
     def make(count: int) -> Channel:
         import pickle
 
-        from .asyncresult import AsyncResult
+        from ._connect import connect
 
+        make_result: Any = connect(url or "local://").AsyncResult
         handles_in, handles_out = CTX.Pipe(duplex=False)
-        current: list[AsyncResult] = []
+        current: list[Any] = []
         kept: list[Any] = []
 
         def prepare(i: int) -> None:
-            result = AsyncResult()
+            result = make_result()
             handles_out.send_bytes(pickle.dumps(result))
             if not keep:
                 current.clear()

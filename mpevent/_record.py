@@ -25,6 +25,7 @@ below; they know nothing of arenas, slots or segments.  A second backend
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import threading
@@ -288,11 +289,21 @@ def _release_all() -> None:
 _arena.BEFORE_LEAVING.append(_release_all)
 
 
+_gc_was_enabled = False
+
+
 def _before_fork() -> None:
     # The child's references are taken here, in the parent, while the
     # parent still holds every record: taken in the child, they would race
     # with the parent dropping a record right after the fork.  A child
     # killed before it marks them leaks them (never gives one back twice).
+    # The lock keeps other threads' drops out; the collector is paused so
+    # that no finalizer of this thread drops a record between our taking
+    # the child's references and the fork (seen on 3.13: a Record freed
+    # mid-loop).
+    global _gc_was_enabled
+    _gc_was_enabled = gc.isenabled()
+    gc.disable()
     _holders_lock.acquire()
     for arena, index, serial in _held():
         if not arena.detached:
@@ -301,6 +312,8 @@ def _before_fork() -> None:
 
 def _after_fork_in_parent() -> None:
     _holders_lock.release()
+    if _gc_was_enabled:
+        gc.enable()
 
 
 def _after_fork_in_child() -> None:
@@ -309,6 +322,8 @@ def _after_fork_in_child() -> None:
     for arena, index, _ in _held():
         if not arena.detached:
             arena.native.held_mark(arena.entry, index, True)
+    if _gc_was_enabled:
+        gc.enable()
 
 
 # Registered after _arena's own handlers, so the arenas are joined first.

@@ -154,3 +154,32 @@ def test_wait_without_timeout_warns_while_the_server_is_away(server: int, tmp_pa
             warnings.simplefilter("always")
             assert event.wait() is True
         assert any("keeps retrying" in str(warning.message) for warning in caught)
+
+
+def test_the_command_line_drives_named_objects_on_redis(server: int) -> None:
+    import os
+    import subprocess
+    import sys
+
+    url = f"redis://127.0.0.1:{server}/0"
+    env = {**os.environ, "MPEVENT_AUTHKEY": AUTHKEY}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mpevent", *args, "--url", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+
+    with mpevent.connect(url, authkey=AUTHKEY) as backend:
+        backend.Event("from-the-shell", create=True)
+        assert cli("wait", "from-the-shell", "--timeout", "0.1").returncode == 1
+        assert cli("set", "from-the-shell").returncode == 0
+        assert backend.Event("from-the-shell").is_set()
+        assert cli("wait", "from-the-shell", "--timeout", "5").returncode == 0
+        listed = cli("list")
+        assert "from-the-shell: RedisEvent, set" in listed.stdout, listed.stderr
+        assert cli("set", "nobody-made-this").returncode == 2
+        assert "expire after" in cli("clean").stdout

@@ -18,6 +18,7 @@ woken to re-read its state, since a message sent meanwhile is lost.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import threading
@@ -28,6 +29,7 @@ from typing import Any
 import redis
 
 Wakeup = Callable[[], object]
+IDLE_KEPT = 256  # channels kept subscribed with nobody waiting, most recent first
 
 
 class Listener:
@@ -39,6 +41,7 @@ class Listener:
         self._lock = threading.Lock()
         self._wakeups: dict[str, list[Wakeup]] = {}  # channel -> registered wakeups
         self._confirmed: dict[str, threading.Event] = {}  # channel -> subscription acked
+        self._idle: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -51,6 +54,7 @@ class Listener:
         with self._lock:
             listeners = self._wakeups.setdefault(channel, [])
             listeners.append(wakeup)
+            self._idle.pop(channel, None)
             confirmed = self._confirmed.get(channel)
             first = confirmed is None
             if first:
@@ -68,17 +72,30 @@ class Listener:
             raise redis.ConnectionError(f"no confirmation of the subscription within {timeout} s")
 
     def unsubscribe(self, channel: str, wakeup: Wakeup) -> None:
-        """Forget *wakeup*; the last one of a channel unsubscribes from it."""
+        """Forget *wakeup*.
+
+        A channel nobody waits on stays subscribed, among the IDLE_KEPT most
+        recently used, so the next wait on it costs no round trip; older
+        ones are unsubscribed.
+        """
+        evicted = []
         with self._lock:
             listeners = self._wakeups.get(channel, [])
             if wakeup in listeners:
                 listeners.remove(wakeup)
             if listeners:
                 return
-            self._wakeups.pop(channel, None)
-            self._confirmed.pop(channel, None)
-        with contextlib.suppress(redis.ConnectionError, OSError):  # gone with it anyway
-            self.pubsub.sunsubscribe(channel)
+            self._idle[channel] = None
+            self._idle.move_to_end(channel)
+            while len(self._idle) > IDLE_KEPT:
+                old, _ = self._idle.popitem(last=False)
+                if not self._wakeups.get(old):
+                    self._wakeups.pop(old, None)
+                    self._confirmed.pop(old, None)
+                    evicted.append(old)
+        if evicted:
+            with contextlib.suppress(redis.ConnectionError, OSError):  # gone with it anyway
+                self.pubsub.sunsubscribe(*evicted)
 
     def subscribers(self) -> int:
         """How many wakeups are registered (for statistics and tests)."""

@@ -1,0 +1,26 @@
+"""Across machines: mpevent on Redis beside a raw RPUSH/BLPOP pair and shared memory.
+
+Ping-pong between two processes and value handoff (100 B, 1 MiB, 32 MiB)
+through one Redis server or cluster.  Needs MPEVENT_AUTHKEY.  Run from the
+repository root:
+
+    MPEVENT_AUTHKEY=bench python benchmarks/redis.py redis://127.0.0.1:6379/0
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mpevent import _bench_redis
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("url", help="redis://host:port/db of a server or cluster node")
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--trials", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("MPEVENT_AUTHKEY", "bench")
+    _bench_redis.report(args.url, args.rounds, args.trials)
+    sys.exit(0)

@@ -1,0 +1,271 @@
+"""Across machines: the Redis backend beside a raw Redis pair, Dask and shared memory.
+
+Ping-pong and value handoff between two processes through one Redis server
+(or cluster), for ``python -m mpevent bench --url URL`` and
+``benchmarks/redis.py``.  The floor is a raw pair: two processes doing
+RPUSH / BLPOP on two lists, which is what the Redis round trips themselves
+cost.  Peers run interleaved, chunk by chunk, in one run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+CTX = mp.get_context("spawn")  # the partner shares nothing but the URL
+
+
+def _raw_partner(url: str, rounds: int, ping: str, pong: str) -> None:
+    import redis
+
+    client: Any = redis.Redis.from_url(url)
+    for _ in range(rounds):
+        client.blpop([ping])
+        client.rpush(pong, b"")
+
+
+def _event_partner(url: str, rounds: int, ping: Any, pong: Any) -> None:
+    for _ in range(rounds):
+        ping.wait()
+        ping.clear()
+        pong.set()
+
+
+def ping_pong(url: str, rounds: int, trials: int) -> dict[str, float]:
+    """Median seconds per round trip: mpevent on *url*, the raw pair, shared memory."""
+    import uuid
+
+    import redis
+
+    import mpevent
+
+    backend = mpevent.connect(url)
+    client: Any = redis.Redis.from_url(url) if not backend.connection.cluster else None
+    tag = uuid.uuid4().hex
+    ping_key, pong_key = f"bench:{{{tag}}}:ping", f"bench:{{{tag}}}:pong"
+    peers: dict[str, tuple[Callable[..., None], tuple[Any, ...], Callable[[], None]]] = {}
+    if client is not None:
+
+        def raw_round() -> None:
+            client.rpush(ping_key, b"")
+            client.blpop([pong_key])
+
+        peers["raw RPUSH/BLPOP pair"] = (_raw_partner, (ping_key, pong_key), raw_round)
+    remote = (backend.Event(), backend.Event())
+    local = (mpevent.Event(), mpevent.Event())
+    for name, (ping, pong) in (("mpevent.Event on Redis", remote), ("mpevent.Event (shm)", local)):
+
+        def event_round(ping: Any = ping, pong: Any = pong) -> None:
+            ping.set()
+            pong.wait()
+            pong.clear()
+
+        peers[name] = (_event_partner, (ping, pong), event_round)
+    chunk = max(rounds // 10, 5)
+    chunks = 10 * trials
+    partners = [
+        CTX.Process(target=target, args=(url, chunk * chunks + 20, *args))
+        for target, args, _ in peers.values()
+    ]
+    for partner in partners:
+        partner.start()
+    samples: dict[str, list[float]] = {name: [] for name in peers}
+    try:
+        for _, _, round_trip in peers.values():
+            for _ in range(20):
+                round_trip()
+        for i in range(chunks):
+            names = list(peers)
+            names = names[i % len(names) :] + names[: i % len(names)]
+            for name in names:
+                round_trip = peers[name][2]
+                start = time.perf_counter()
+                for _ in range(chunk):
+                    round_trip()
+                samples[name].append((time.perf_counter() - start) / chunk)
+    finally:
+        for partner in partners:
+            partner.join(60)
+            if partner.is_alive():
+                partner.kill()
+        backend.close()
+        if client is not None:
+            client.close()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _redis_result_channel(url: str) -> Callable[[int], Any]:
+    """A fresh AsyncResult on the server per value, pickled to the reader beforehand."""
+    from ._bench import _async_result_channel
+
+    return _async_result_channel(False, url)
+
+
+def _raw_list_channel(url: str) -> Callable[[int], Any]:
+    """The floor: RPUSH the value, BLPOP it in the reader."""
+
+    def make(count: int) -> Any:
+        import uuid
+
+        import redis
+
+        key = f"bench:{{{uuid.uuid4().hex}}}:values"
+        client: Any = redis.Redis.from_url(url)
+
+        def receive(i: int) -> float:
+            reader: Any = redis.Redis.from_url(url)
+            value = reader.blpop([key])
+            stamp = time.perf_counter()
+            reader.close()
+            del value
+            return stamp
+
+        return receive, (lambda i, value: client.rpush(key, bytes(value)))
+
+    return make
+
+
+VALUE_SIZES = [100, 1 << 20, 32 << 20]
+
+
+# --- Dask, against a real scheduler process --------------------------------------
+
+
+def _dask_partner(address: str, rounds: int, ping_name: str, pong_name: str) -> None:
+    from distributed import Client, Event
+
+    with Client(address) as client:
+        ping, pong = Event(ping_name, client), Event(pong_name, client)
+        for _ in range(rounds):
+            ping.wait()
+            ping.clear()
+            pong.set()
+
+
+def _dask_reader(address: str, names: list[str], stamps: Any) -> None:
+    from distributed import Client, Variable
+
+    with Client(address) as client:
+        arrivals = []
+        for name in names:
+            Variable(name, client).get()  # blocks until set
+            arrivals.append(time.perf_counter())
+        stamps.send(arrivals)
+
+
+def dask_peers(rounds: int, count: int) -> dict[str, float] | None:
+    """Dask's distributed.Event ping-pong and a 100 B Variable handoff; None without Dask."""
+    try:
+        from distributed import Client, Event, Variable
+    except ImportError:
+        return None
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import uuid
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dask = shutil.which("dask") or sys.executable
+    command = (
+        [dask]
+        if dask != sys.executable
+        else [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    )
+    scheduler = subprocess.Popen(
+        [*command, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
+        if dask != sys.executable
+        else [*command, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    address = f"tcp://127.0.0.1:{port}"
+    try:
+        with Client(address, timeout=30) as client:
+            tag = uuid.uuid4().hex
+            ping, pong = Event(f"ping-{tag}", client), Event(f"pong-{tag}", client)
+            partner = CTX.Process(
+                target=_dask_partner, args=(address, rounds + 5, f"ping-{tag}", f"pong-{tag}")
+            )
+            partner.start()
+            samples = []
+            for i in range(rounds + 5):
+                start = time.perf_counter()
+                ping.set()
+                pong.wait()
+                pong.clear()
+                if i >= 5:
+                    samples.append(time.perf_counter() - start)
+            partner.join(60)
+            names = [f"value-{tag}-{i}" for i in range(count)]
+            stamps_in, stamps_out = CTX.Pipe(duplex=False)
+            reader = CTX.Process(target=_dask_reader, args=(address, names, stamps_out))
+            reader.start()
+            time.sleep(3)  # the reader connects and blocks in get()
+            starts = []
+            for name in names:
+                time.sleep(0.01)
+                starts.append(time.perf_counter())
+                Variable(name, client).set(b"x" * 100)
+            arrivals = stamps_in.recv()
+            reader.join(60)
+        handoffs = [b - a for a, b in zip(starts, arrivals, strict=True)]
+        return {
+            "Dask distributed.Event ping-pong": statistics.median(samples),
+            "Dask Variable 100 B handoff": statistics.median(handoffs),
+        }
+    finally:
+        scheduler.terminate()
+        scheduler.wait(30)
+
+
+def value_handoff(url: str, count: int) -> dict[str, dict[str, float]]:
+    """Median handoff seconds per size: mpevent on Redis, the raw pair, shared memory."""
+    from ._bench import _async_result_channel, _handoffs, size_label
+
+    table = {}
+    for size in VALUE_SIZES:
+        peers = {
+            "mpevent.AsyncResult on Redis": _redis_result_channel(url),
+            "raw RPUSH/BLPOP pair": _raw_list_channel(url),
+            "mpevent.AsyncResult (shm)": _async_result_channel(False),
+        }
+        reps = count if size < (1 << 20) else max(3, count // 10)
+        table[size_label(size)] = _handoffs(peers, bytes(size), reps)
+    return table
+
+
+def report(url: str, rounds: int = 200, trials: int = 3) -> dict[str, Any]:
+    from ._backend import public_url
+
+    table = ping_pong(url, rounds, trials)
+    print(f"ping-pong round trip across a Redis server ({public_url(url)}), median")
+    base = table.get("raw RPUSH/BLPOP pair")
+    for name, seconds in table.items():
+        ratio = f"   {seconds / base:5.2f}x the raw pair" if base else ""
+        print(f"  {name:30s} {seconds * 1e6:9.1f} us{ratio}")
+    values = value_handoff(url, max(10, rounds // 4))
+    print("value handoff across the Redis server to a process blocked in get()/BLPOP, median")
+    for label, row in values.items():
+        raw = row["raw RPUSH/BLPOP pair"]
+        cells = "  ".join(
+            f"{name} {seconds * 1e6:9.1f} us ({seconds / raw:4.2f}x)"
+            for name, seconds in row.items()
+        )
+        print(f"  {label:>7}: {cells}")
+    dask = dask_peers(max(20, rounds // 10), 20)
+    if dask is None:
+        print("Dask: not installed (pip install 'dask[distributed]'), skipped")
+    else:
+        ours_pp = table["mpevent.Event on Redis"]
+        ours_value = values["100 B"]["mpevent.AsyncResult on Redis"]
+        print("beside Dask (a real `dask scheduler` process), median")
+        for name, seconds in dask.items():
+            ours = ours_pp if "ping-pong" in name else ours_value
+            print(f"  {name:34s} {seconds * 1e6:9.1f} us   mpevent on Redis {ours / seconds:4.2f}x")
+    return {"ping_pong": table, "values": values, "dask": dask}
