@@ -28,7 +28,9 @@ from typing import Any
 
 import redis
 
-Wakeup = Callable[[], object]
+# Called with the generation a set() published, or None for "look again"
+# (a new subscription, or a reconnect after which messages may be lost).
+Wakeup = Callable[[int | None], object]
 IDLE_KEPT = 256  # channels kept subscribed with nobody waiting, most recent first
 
 
@@ -63,13 +65,24 @@ class Listener:
             try:
                 self.pubsub.ssubscribe(channel)
             except BaseException:
-                self.unsubscribe(channel, wakeup)
+                self._abandon(channel, wakeup)
                 raise
             self._start()
         assert confirmed is not None
         if not confirmed.wait(timeout):
-            self.unsubscribe(channel, wakeup)
+            self._abandon(channel, wakeup)
             raise redis.ConnectionError(f"no confirmation of the subscription within {timeout} s")
+
+    def _abandon(self, channel: str, wakeup: Wakeup) -> None:
+        """A subscription that failed: forget it wholly, so the next try sends it again."""
+        with self._lock:
+            listeners = self._wakeups.get(channel, [])
+            if wakeup in listeners:
+                listeners.remove(wakeup)
+            if not listeners:
+                self._wakeups.pop(channel, None)
+                self._confirmed.pop(channel, None)
+                self._idle.pop(channel, None)
 
     def unsubscribe(self, channel: str, wakeup: Wakeup) -> None:
         """Forget *wakeup*.
@@ -165,18 +178,20 @@ class Listener:
                 if confirmed is not None:
                     confirmed.set()
                 wakeups = list(self._wakeups.get(channel, []))  # look again: maybe missed
+                generation = None
             elif kind == "smessage":
                 wakeups = list(self._wakeups.get(channel, []))
+                generation = int(message["data"])
             else:
                 return
         for wakeup in wakeups:
-            wakeup()
+            wakeup(generation)
 
     def _wake_all(self) -> None:
         with self._lock:
             wakeups = [wakeup for listeners in self._wakeups.values() for wakeup in listeners]
         for wakeup in wakeups:
-            wakeup()
+            wakeup(None)
 
 
 _listeners: dict[str, Listener] = {}

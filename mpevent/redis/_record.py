@@ -53,7 +53,7 @@ class RedisRecord:
         self.channel = f"{self.key}:set"
         # (handle, callback, wakeup) per rawlink(); callbacks compare by ==, as
         # bound methods are new objects at each attribute access.
-        self._links: list[tuple[Any, Callable[[Any], object], Callable[[], object]]] = []
+        self._links: list[tuple[Any, Callable[[Any], object], Callable[[int | None], object]]] = []
         self._links_lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------
@@ -140,18 +140,36 @@ class RedisRecord:
         """
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         woken = threading.Event()
-        subscribed: list[RedisRecord] = []
+        lock = threading.Lock()
+        heard = [-1] * len(records)  # the highest generation a message announced
+        unsure: set[int] = set()  # records to read again (no message, or maybe lost)
+
+        def wakeup_for(i: int) -> Callable[[int | None], None]:
+            def wakeup(generation: int | None) -> None:
+                with lock:
+                    if generation is None:
+                        unsure.add(i)
+                    else:
+                        heard[i] = max(heard[i], generation)
+                woken.set()
+
+            return wakeup
+
+        wakeups = [wakeup_for(i) for i in range(len(records))]
+        subscribed = 0
         outage = _Outage(records[0], deadline)
         try:
             while True:
                 try:
-                    for record in records[len(subscribed) :]:
-                        record._subscribe(woken.set)
-                        subscribed.append(record)
+                    while subscribed < len(records):
+                        records[subscribed]._subscribe(wakeups[subscribed])
+                        subscribed += 1
                     starts = [record.state() for record in records]
                     break
                 except BackendUnavailable:
                     outage.pause()
+            with lock:
+                unsure.clear()  # the state was read after every subscription
             ready = [i for i, state in enumerate(starts) if state.flag]
             while len(ready) < count:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -159,33 +177,44 @@ class RedisRecord:
                     break
                 woken.wait(left)
                 woken.clear()
+                with lock:
+                    # A set() after our read announces a newer generation: no read needed.
+                    moved = [i for i in range(len(records)) if heard[i] > starts[i].generation]
+                    to_read = [i for i in unsure if i not in moved]
+                    unsure.clear()
+                for i in moved:
+                    if i not in ready:
+                        ready.append(i)
                 try:
-                    states = [
-                        None if i in ready else record.state() for i, record in enumerate(records)
-                    ]
+                    for i in to_read:
+                        now = records[i].state()
+                        if i not in ready and (now.flag or now.generation != starts[i].generation):
+                            ready.append(i)
                 except BackendUnavailable:
+                    with lock:
+                        unsure.update(to_read)
                     outage.pause()
                     woken.set()  # look again once it is back
-                    continue
-                for i, now in enumerate(states):
-                    if now is not None and (now.flag or now.generation != starts[i].generation):
-                        ready.append(i)
             return ready[:count]
         finally:
-            for record in subscribed:
-                record._unsubscribe(woken.set)
+            for record, wakeup in zip(records[:subscribed], wakeups, strict=False):
+                record._unsubscribe(wakeup)
 
     def rawlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
         """Run callback(handle) once, on this process's listener thread, after the next set."""
         start = [-1]
         fired = threading.Lock()
 
-        def wakeup() -> None:
-            try:
-                state = self.state()
-            except (LookupError, BackendUnavailable):
-                return
-            if (state.flag or state.generation != start[0] != -1) and fired.acquire(False):
+        def wakeup(generation: int | None) -> None:
+            if generation is not None and start[0] != -1 and generation > start[0]:
+                moved = True  # a set() after we looked: no read needed
+            else:
+                try:
+                    state = self.state()
+                except (LookupError, BackendUnavailable):
+                    return
+                moved = state.flag or state.generation != start[0] != -1
+            if moved and fired.acquire(False):
                 self._forget_link(lambda link: link[2] is wakeup)
                 _call(callback, handle)
 
@@ -193,7 +222,7 @@ class RedisRecord:
             self._links.append((handle, callback, wakeup))
         self._subscribe(wakeup)
         start[0] = self.state().generation
-        wakeup()  # set already: at once
+        wakeup(None)  # set already: at once
 
     def unlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
         self._forget_link(lambda link: link[0] is handle and link[1] == callback, first=True)
@@ -202,7 +231,9 @@ class RedisRecord:
         self._forget_link(lambda link: link[0] is handle)
 
     def _forget_link(
-        self, matches: Callable[[tuple[Any, Any, Callable[[], object]]], bool], first: bool = False
+        self,
+        matches: Callable[[tuple[Any, Any, Callable[[int | None], object]]], bool],
+        first: bool = False,
     ) -> None:
         with self._links_lock:
             found = [link for link in self._links if matches(link)]
@@ -232,12 +263,12 @@ class RedisRecord:
         if result == -1:
             self.state()  # raises LookupError, saying why
 
-    def _subscribe(self, wakeup: Callable[[], object]) -> None:
+    def _subscribe(self, wakeup: Callable[[int | None], object]) -> None:
         connection = self.backend.connection
         listener = listener_for(connection.node_url(self.channel))
         connection.call(lambda: listener.subscribe(self.channel, wakeup))
 
-    def _unsubscribe(self, wakeup: Callable[[], object]) -> None:
+    def _unsubscribe(self, wakeup: Callable[[int | None], object]) -> None:
         connection = self.backend.connection
         listener_for(connection.node_url(self.channel)).unsubscribe(self.channel, wakeup)
 

@@ -4,7 +4,7 @@ Ping-pong between two processes and value handoff (100 B, 1 MiB, 32 MiB)
 through one Redis server or cluster.  Needs MPEVENT_AUTHKEY.  Run from the
 repository root:
 
-    MPEVENT_AUTHKEY=bench python benchmarks/redis.py redis://127.0.0.1:6379/0
+    MPEVENT_AUTHKEY=bench python benchmarks/across_machines.py redis://127.0.0.1:6379/0
 """
 
 from __future__ import annotations
