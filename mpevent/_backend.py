@@ -16,7 +16,10 @@ from __future__ import annotations
 import pickle
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 L = TypeVar("L")
 
@@ -58,7 +61,36 @@ class RecordBackend(Protocol):
     def info(self) -> dict[str, int]: ...
 
 
-class LocalBackend:
+class Backend:
+    """What every backend offers beside its ``Event`` and ``AsyncResult``."""
+
+    def wait(
+        self, objects: Iterable[L], timeout: float | None = None, count: int | None = None
+    ) -> list[L]:
+        """mpevent.wait() for this backend's objects."""
+        from . import _select
+
+        return _select.wait(objects, timeout, count)  # type: ignore[type-var]
+
+    def iwait(
+        self, objects: Iterable[L], timeout: float | None = None, count: int | None = None
+    ) -> Iterator[L]:
+        """mpevent.iwait() for this backend's objects."""
+        from . import _select
+
+        return _select.iwait(objects, timeout, count)  # type: ignore[type-var]
+
+    def close(self) -> None:
+        """Let go of the backend's connections (nothing, for shared memory)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class LocalBackend(Backend):
     """Shared memory on this machine: mpevent.Event and mpevent.AsyncResult themselves."""
 
     def __init__(self) -> None:
@@ -70,26 +102,3 @@ class LocalBackend:
 
     def __repr__(self) -> str:
         return "<mpevent shared-memory backend>"
-
-    def wait(
-        self, objects: Iterable[L], timeout: float | None = None, count: int | None = None
-    ) -> list[L]:
-        from . import _select
-
-        return _select.wait(objects, timeout, count)  # type: ignore[type-var]
-
-    def iwait(
-        self, objects: Iterable[L], timeout: float | None = None, count: int | None = None
-    ) -> Iterator[L]:
-        from . import _select
-
-        return _select.iwait(objects, timeout, count)  # type: ignore[type-var]
-
-    def close(self) -> None:
-        """Nothing to close: objects live while handles remain."""
-
-    def __enter__(self) -> LocalBackend:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

@@ -133,24 +133,33 @@ def _ping_pong_peers(rounds: int, trials: int, manager: Any) -> dict[str, float]
     ]
     for partner in partners:
         partner.start()
-    samples: dict[str, list[float]] = {name: [] for name in pairs}
     try:
-        for _, _, _, round_trip in pairs.values():
-            for _ in range(warmup):
-                round_trip()
-        names = list(pairs)
-        for i in range(chunks):
-            for name in _turns(names, i):
-                round_trip = pairs[name][3]
-                start = time.perf_counter()
-                for _ in range(chunk):
-                    round_trip()
-                samples[name].append((time.perf_counter() - start) / chunk)
+        return interleaved_rounds(
+            {name: pair[3] for name, pair in pairs.items()}, warmup, chunk, chunks
+        )
     finally:
         for partner in partners:
             partner.join(30)
             if partner.is_alive():
                 partner.kill()
+
+
+def interleaved_rounds(
+    round_trips: Mapping[str, Callable[[], None]], warmup: int, chunk: int, chunks: int
+) -> dict[str, float]:
+    """Median seconds per round trip of each peer, the peers taking turns chunk by chunk."""
+    samples: dict[str, list[float]] = {name: [] for name in round_trips}
+    for round_trip in round_trips.values():
+        for _ in range(warmup):
+            round_trip()
+    names = list(round_trips)
+    for i in range(chunks):
+        for name in _turns(names, i):
+            round_trip = round_trips[name]
+            start = time.perf_counter()
+            for _ in range(chunk):
+                round_trip()
+            samples[name].append((time.perf_counter() - start) / chunk)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

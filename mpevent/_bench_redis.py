@@ -42,6 +42,8 @@ def ping_pong(url: str, rounds: int, trials: int) -> dict[str, float]:
 
     import mpevent
 
+    from ._bench import interleaved_rounds
+
     backend = mpevent.connect(url)
     client: Any = redis.Redis.from_url(url) if not backend.connection.cluster else None
     tag = uuid.uuid4().hex
@@ -72,20 +74,10 @@ def ping_pong(url: str, rounds: int, trials: int) -> dict[str, float]:
     ]
     for partner in partners:
         partner.start()
-    samples: dict[str, list[float]] = {name: [] for name in peers}
     try:
-        for _, _, round_trip in peers.values():
-            for _ in range(20):
-                round_trip()
-        for i in range(chunks):
-            names = list(peers)
-            names = names[i % len(names) :] + names[: i % len(names)]
-            for name in names:
-                round_trip = peers[name][2]
-                start = time.perf_counter()
-                for _ in range(chunk):
-                    round_trip()
-                samples[name].append((time.perf_counter() - start) / chunk)
+        return interleaved_rounds(
+            {name: peer[2] for name, peer in peers.items()}, 20, chunk, chunks
+        )
     finally:
         for partner in partners:
             partner.join(60)
@@ -94,7 +86,6 @@ def ping_pong(url: str, rounds: int, trials: int) -> dict[str, float]:
         backend.close()
         if client is not None:
             client.close()
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def _redis_result_channel(url: str) -> Callable[[int], Any]:

@@ -48,15 +48,20 @@ NAME_MAX = 187  # what a /dev/shm file name of ours (200) leaves after its prefi
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
-def check_name(name: object) -> str:
-    """Return *name* if it can name an object on every backend, else raise TypeError/ValueError."""
+def check_name(name: object, limit: int = NAME_MAX, what: str = "an object name") -> str:
+    """Return *name* if it is a valid *what* (every backend's rules), else raise.
+
+    TypeError for a non-string; ValueError for an empty or too long name, or
+    one with characters other than letters, digits, '.', '_' and '-'.
+    """
     if not isinstance(name, str):
-        raise TypeError(f"an object name must be a str, not {type(name).__qualname__!r}")
-    if not name or len(name) > NAME_MAX:
-        raise ValueError(f"an object name must be 1 to {NAME_MAX} characters, got {len(name)}")
+        raise TypeError(f"{what} must be a str, not {type(name).__qualname__!r}")
+    if not name or len(name) > limit:
+        raise ValueError(f"{what} must be 1 to {limit} characters, got {len(name)}")
     if not _NAME.fullmatch(name):
         raise ValueError(
-            f"object name {name!r} may only hold letters, digits, '.', '_' and '-' (no '/')"
+            f"{what.split(' ', 1)[1]} {name!r} may only hold letters, digits, '.', '_' and '-'"
+            " (no '/')"
         )
     return name
 

@@ -14,26 +14,18 @@ process holds one mapping per segment and no descriptor at all.
 from __future__ import annotations
 
 import os
-import re
+
+from . import _checks
 
 SHM_DIR = "/dev/shm"
 PREFIX = "mpevent-"
 NAME_PREFIX = PREFIX + "name."  # object names (_names), not segments
 NAME_MAX = 200
-_VALID_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def check_name(name: object) -> str:
     """Return *name* if it can name a segment, else raise TypeError/ValueError."""
-    if not isinstance(name, str):
-        raise TypeError(f"a segment name must be a str, not {type(name).__name__!r}")
-    if not name or len(name) > NAME_MAX:
-        raise ValueError(f"a segment name must be 1 to {NAME_MAX} characters, got {len(name)}")
-    if not _VALID_NAME.fullmatch(name):
-        raise ValueError(
-            f"segment name {name!r} may only hold letters, digits, '.', '_' and '-' (no '/')"
-        )
-    return name
+    return _checks.check_name(name, NAME_MAX, "a segment name")
 
 
 def path_of(name: str) -> str:

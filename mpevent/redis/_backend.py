@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
-from .. import _select
+from .._backend import Backend
 from . import _registry
 from ._connection import Connection, Settings
 from ._listener import close_listeners
 from ._objects import RedisAsyncResult, RedisEvent
 from ._record import RedisRecord
-
-L = TypeVar("L")
 
 
 class _Factory:
@@ -33,7 +30,7 @@ class _Factory:
         return f"<{self._cls.__name__} factory of {self._backend!r}>"
 
 
-class RedisBackend:
+class RedisBackend(Backend):
     """Event and AsyncResult on one Redis server or cluster."""
 
     def __init__(self, url: str, authkey: bytes | str | None = None) -> None:
@@ -61,18 +58,6 @@ class RedisBackend:
     def delete(self, record: RedisRecord) -> None:
         self.connection.call(lambda: self.connection.client.delete(record.key))
 
-    def wait(
-        self, objects: Iterable[L], timeout: float | None = None, count: int | None = None
-    ) -> list[L]:
-        """mpevent.wait() for this backend's objects."""
-        return _select.wait(objects, timeout, count)  # type: ignore[type-var]
-
-    def iwait(
-        self, objects: Iterable[L], timeout: float | None = None, count: int | None = None
-    ) -> Iterator[L]:
-        """mpevent.iwait() for this backend's objects."""
-        return _select.iwait(objects, timeout, count)  # type: ignore[type-var]
-
     def names(self) -> list[str]:
         """Names of the objects under this backend's prefix (for `list` and `clean`)."""
         pattern = f"{self.settings.prefix}:{{*}}"
@@ -85,12 +70,6 @@ class RedisBackend:
         _registry.forget(self)
         close_listeners(self.connection.node_urls())
         self.connection.close()
-
-    def __enter__(self) -> RedisBackend:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 _registry.make = RedisBackend
