@@ -11,7 +11,7 @@ from mpevent import _segment
 
 PROGRAM = textwrap.dedent(
     """
-    import concurrent.futures, multiprocessing as mp, os, mpevent
+    import concurrent.futures, multiprocessing as mp, os, threading, time, mpevent
 
     def child(event, done):
         event.wait(30)
@@ -37,6 +37,12 @@ PROGRAM = textwrap.dedent(
                 pool.apply(worker, (mpevent.Event(),))
             with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as ex:
                 assert ex.submit(worker, mpevent.Event()).result(30).is_set()
+        # The pools' helper threads may take a moment to end (seen on 3.12);
+        # a thread of ours would stay, and fail below.
+        deadline = time.monotonic() + 10
+        while threading.active_count() > 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert threading.active_count() == 1, threading.enumerate()
         pid = os.fork()
         if pid == 0:
             mpevent.Event().set()
