@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -25,13 +26,11 @@ def connect(url: str | None = None, *, authkey: bytes | str | None = None) -> An
     if scheme in ("local", "shm"):
         return LocalBackend()
     if scheme in ("redis", "rediss", "unix"):
-        try:
-            from .redis import RedisBackend
-            from .redis._registry import register
-        except ImportError as exc:
-            raise ImportError(
-                "the Redis backend needs redis-py: pip install 'mpevent[redis]'"
-            ) from exc
+        if importlib.util.find_spec("redis") is None:
+            raise ImportError("the Redis backend needs redis-py: pip install 'mpevent[redis]'")
+        from .redis import RedisBackend
+        from .redis._registry import register
+
         backend = RedisBackend(url, authkey)
         register(backend)
         return backend
