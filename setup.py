@@ -5,7 +5,7 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "mpevent._native",
+            "mpevent.shm._native",
             sources=[
                 f"src/native/{name}.c" for name in ("layout", "locks", "parking", "records", "heap", "handle")
             ],

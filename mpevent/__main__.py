@@ -43,9 +43,9 @@ def _open(name: str, args: argparse.Namespace | None = None) -> Any:
             return remote.Event.open(name)
         except TypeError:
             return remote.AsyncResult.open(name)
-    from . import _names
     from .asyncresult import AsyncResult
     from .event import Event
+    from .shm import _names
 
     kind = _names.lookup(name).kind
     for cls in (Event, AsyncResult):
@@ -78,7 +78,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     remote = _remote(args)
     if remote is not None:
         return _list_remote(remote)
-    from . import _arena, _names, _segment
+    from .shm import _arena, _names, _segment
 
     print("arenas:")
     for name in _segment.list_names():
@@ -157,7 +157,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
             "nothing is left behind to clean; remove_name() deletes one at once"
         )
         return EXIT_OK
-    from . import _arena, _names
+    from .shm import _arena, _names
 
     removed = _arena.clean(dry_run=args.dry_run) + _names.clean(dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-from . import _checks, _cooperative, _names, _native, _parking
-from ._record import Record, Reference
+from . import _checks, _cooperative
+from .shm import _names, _native, _parking
+from .shm._record import Record, Reference
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -61,7 +62,7 @@ class _Closed:
 class Linkable(_native.Handle):
     """Base of the shared objects: one record, waited on through the parking lot.
 
-    The hot path (is_set, set, clear, wait) is :class:`mpevent._native.Handle`'s,
+    The hot path (is_set, set, clear, wait) is :class:`mpevent.shm._native.Handle`'s,
     in C; a subclass binds those methods under its public names.
     """
 

@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Final, SupportsIndex
 
-from ._native import copy_bytes
+from .shm._native import copy_bytes
 
 FRAME_HEADER: Final = struct.Struct("=II")
 BUFFER_LENGTH: Final = struct.Struct("=Q")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from ._linkable import Linkable
-from ._native import EventHandle
+from .shm._native import EventHandle
 
 KIND_EVENT: Final = 1
 

@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 import pytest
 
-from mpevent import _arena, _segment
+from mpevent.shm import _arena, _segment
 
 START_METHODS = ["fork", "spawn", "forkserver"]
 

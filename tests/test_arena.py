@@ -12,7 +12,7 @@ import pytest
 from conftest import ProcessRunner
 
 import mpevent
-from mpevent import _arena, _record, _segment
+from mpevent.shm import _arena, _record, _segment
 
 
 def test_a_million_events_cost_constant_fds_and_mappings() -> None:

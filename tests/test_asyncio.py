@@ -8,7 +8,7 @@ import pytest
 from conftest import ProcessRunner
 
 import mpevent
-from mpevent import _hub
+from mpevent.shm import _hub
 
 
 def _set_later(event: mpevent.Event, go: mpevent.Event) -> None:

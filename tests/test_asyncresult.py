@@ -11,7 +11,7 @@ import threading
 import pytest
 
 import mpevent
-from mpevent import _arena
+from mpevent.shm import _arena
 
 
 def test_seed_example_value() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import mpevent
-from mpevent import _arena, _segment
+from mpevent.shm import _arena, _segment
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ import pytest
 from conftest import ProcessRunner
 
 import mpevent
-from mpevent import _arena, _segment
+from mpevent.shm import _arena, _segment
 
 MiB = 1 << 20
 

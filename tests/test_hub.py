@@ -11,7 +11,7 @@ import pytest
 from conftest import ProcessRunner
 
 import mpevent
-from mpevent import _hub
+from mpevent.shm import _hub
 
 
 def _set_all(objects: list[Any]) -> None:

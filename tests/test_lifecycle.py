@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from mpevent import _segment
+from mpevent.shm import _segment
 
 PROGRAM = textwrap.dedent(
     """

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 import mpevent
-from mpevent import _names, _segment
+from mpevent.shm import _names, _segment
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_context_manager_closes() -> None:
 
 
 def test_closing_drops_pending_callbacks() -> None:
-    from mpevent import _hub
+    from mpevent.shm import _hub
 
     event = mpevent.Event()
     event.rawlink(print)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import mpevent
-from mpevent import _parking
+from mpevent.shm import _parking
 
 
 def test_a_thread_keeps_one_slot_and_returns_it_when_it_ends() -> None:

@@ -1,5 +1,5 @@
 /*
- * mpevent._native: the shared-memory arena, its parking lot and its value heap.
+ * mpevent.shm._native: the shared-memory arena, its parking lot and its value heap.
  *
  * This header owns the layout; each .c file owns one idea:
  *

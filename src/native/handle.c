@@ -256,7 +256,7 @@ static PyMethodDef EventHandle_methods[] = {
 
 PyTypeObject EventHandleType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mpevent._native.EventHandle",
+    .tp_name = "mpevent.shm._native.EventHandle",
     .tp_basicsize = sizeof(HandleObject), /* no fields of its own: a mixin */
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "Event's hot path: is_set, set, clear and wait, one C call each.",
@@ -266,7 +266,7 @@ PyTypeObject EventHandleType = {
 
 PyTypeObject HandleType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mpevent._native.Handle",
+    .tp_name = "mpevent.shm._native.Handle",
     .tp_basicsize = sizeof(HandleObject),
     .tp_dealloc = (destructor)Handle_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,

@@ -461,7 +461,7 @@ BlockView_repr(BlockViewObject *view)
 
 PyTypeObject BlockViewType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mpevent._native.BlockView",
+    .tp_name = "mpevent.shm._native.BlockView",
     .tp_basicsize = sizeof(BlockViewObject),
     .tp_dealloc = (destructor)BlockView_dealloc,
     .tp_repr = (reprfunc)BlockView_repr,

@@ -407,7 +407,7 @@ static PyMethodDef Arena_methods[] = {
 
 PyTypeObject ArenaType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mpevent._native.Arena",
+    .tp_name = "mpevent.shm._native.Arena",
     .tp_basicsize = sizeof(ArenaObject),
     .tp_dealloc = (destructor)Arena_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -433,7 +433,7 @@ static PyMethodDef native_functions[] = {
 };
 
 static struct PyModuleDef native_module = {
-    PyModuleDef_HEAD_INIT, "mpevent._native",
+    PyModuleDef_HEAD_INIT, "mpevent.shm._native",
     "Shared-memory records, waiter slots, futex parking and the value heap of mpevent.", -1,
     native_functions, NULL, NULL, NULL, NULL,
 };

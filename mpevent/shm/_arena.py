@@ -40,7 +40,8 @@ from typing import Final
 
 import psutil
 
-from . import _checks, _native, _segment
+from .. import _checks
+from . import _native, _segment
 
 RECORDS_PER_ARENA: Final = int(os.environ.get("MPEVENT_ARENA_RECORDS", 4 * 1024 * 1024))
 SLOTS_PER_ARENA: Final = int(os.environ.get("MPEVENT_ARENA_SLOTS", 16384))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from . import _checks
+from .. import _checks
 
 SHM_DIR = "/dev/shm"
 PREFIX = "mpevent-"

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import _cooperative
+from .. import _cooperative
 from ._arena import Arena
 
 Callback = Callable[[Any], object]

@@ -8,7 +8,7 @@ A value (pickled by ``_serial``) is placed by its pickled form:
 * anything larger, or with out-of-band buffers (bytes, NumPy arrays...):
   a *frame* written into a large heap block, each buffer copied once,
   straight from the value.  Readers see the block through a
-  :class:`~mpevent._native.BlockView`: NumPy arrays unpickle as read-only
+  :class:`~mpevent.shm._native.BlockView`: NumPy arrays unpickle as read-only
   arrays on the shared pages (no copy), everything else is copied out once.
 
 The heap (``src/native/heap.c``) is part of the arena's one mapping: no
@@ -27,7 +27,8 @@ import pickle
 from collections.abc import Sequence
 from typing import Final
 
-from . import _native, _serial
+from .. import _serial
+from . import _native
 from ._arena import Arena
 
 VALUE_LARGE: Final = 3  # the tag read() gives with a frame (see arena.h)

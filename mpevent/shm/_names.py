@@ -14,7 +14,8 @@ import json
 import os
 import secrets
 
-from . import _checks, _segment
+from .. import _checks
+from . import _segment
 from ._record import Record, Reference
 
 PREFIX = _segment.NAME_PREFIX
