@@ -183,3 +183,23 @@ def test_the_command_line_drives_named_objects_on_redis(server: int) -> None:
         assert "from-the-shell: RedisEvent, set" in listed.stdout, listed.stderr
         assert cli("set", "nobody-made-this").returncode == 2
         assert "expire after" in cli("clean").stdout
+
+
+def test_the_backends_example_runs_on_redis_by_configuration(server: int) -> None:
+    import os
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "backends.py"
+    env = {
+        **os.environ,
+        "MPEVENT_URL": f"redis://127.0.0.1:{server}/0",
+        "MPEVENT_AUTHKEY": AUTHKEY,
+    }
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "answer from another process: True" in done.stdout
+    with mpevent.connect(env["MPEVENT_URL"], authkey=AUTHKEY) as backend:
+        assert backend.names(), "the example's objects live on the server"
