@@ -393,19 +393,24 @@ def _async_result_channel(keep: bool, url: str | None = None) -> Callable[[int],
     return make
 
 
+def _receiver(get: Callable[[], Any], keep: bool) -> Callable[[int], float]:
+    """A channel's receive(): take a value, stamp its arrival, keep it if asked."""
+    kept: list[Any] = []
+
+    def receive(i: int) -> float:
+        value = get()
+        stamp = time.perf_counter()
+        if keep:
+            kept.append(value)
+        return stamp
+
+    return receive
+
+
 def _pipe_channel(keep: bool) -> Callable[[int], Channel]:
     def make(count: int) -> Channel:
         receiver, sender = CTX.Pipe(duplex=False)
-        kept: list[Any] = []
-
-        def receive(i: int) -> float:
-            value = receiver.recv()
-            stamp = time.perf_counter()
-            if keep:
-                kept.append(value)
-            return stamp
-
-        return receive, (lambda i, value: sender.send(value))
+        return _receiver(receiver.recv, keep), (lambda i, value: sender.send(value))
 
     return make
 
@@ -413,16 +418,7 @@ def _pipe_channel(keep: bool) -> Callable[[int], Channel]:
 def _queue_channel(keep: bool) -> Callable[[int], Channel]:
     def make(count: int) -> Channel:
         queue = CTX.Queue()
-        kept: list[Any] = []
-
-        def receive(i: int) -> float:
-            value = queue.get()
-            stamp = time.perf_counter()
-            if keep:
-                kept.append(value)
-            return stamp
-
-        return receive, (lambda i, value: queue.put(value))
+        return _receiver(queue.get, keep), (lambda i, value: queue.put(value))
 
     return make
 

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .. import _serial
+from .. import _callbacks, _serial
 from .._backend import BackendUnavailable
 from . import _scripts
 from ._listener import listener_for
@@ -216,7 +216,7 @@ class RedisRecord:
                 moved = state.flag or state.generation != start[0] != -1
             if moved and fired.acquire(False):
                 self._forget_link(lambda link: link[2] is wakeup)
-                _call(callback, handle)
+                _callbacks.run(callback, handle)
 
         with self._links_lock:
             self._links.append((handle, callback, wakeup))
@@ -296,14 +296,3 @@ class _Outage:
                 stacklevel=4,
             )
         time.sleep(self.PAUSE)
-
-
-def _call(callback: Callable[[Any], object], handle: Any) -> None:
-    try:
-        callback(handle)
-    except BaseException as exc:
-        threading.excepthook(
-            threading.ExceptHookArgs(
-                (type(exc), exc, exc.__traceback__, threading.current_thread())
-            )
-        )

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .. import _cooperative
+from .. import _callbacks, _cooperative
 from ._arena import Arena
 
 Callback = Callable[[Any], object]
@@ -148,7 +148,7 @@ class Hub:
             self.native.reset(self.slot)
             for entry in self._take_fired(recheck=not woken):
                 for callback in entry.callbacks:
-                    _call(callback, entry.handle)
+                    _callbacks.run(callback, entry.handle)
             if not woken and self._retire_if_idle():
                 return
 
@@ -165,17 +165,6 @@ class Hub:
             self.native.link_free(link)
         self.native.slot_free(self.slot)
         return True
-
-
-def _call(callback: Callback, handle: Any) -> None:
-    try:
-        callback(handle)
-    except BaseException as exc:
-        threading.excepthook(
-            threading.ExceptHookArgs(
-                (type(exc), exc, exc.__traceback__, threading.current_thread())
-            )
-        )
 
 
 _hubs: dict[Arena, Hub] = {}

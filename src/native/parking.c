@@ -163,6 +163,30 @@ reserve_slot_pages(ArenaObject *a, uint32_t slot)
     return 0;
 }
 
+/* Put a slot back on the free list.  Arena lock held. */
+static void
+slot_give_back(ArenaObject *a, uint32_t slot)
+{
+    Header *h = a->header;
+    Slot *s = &a->slots[slot];
+    s->in_use = 0;
+    s->pid = 0;
+    s->next_free = h->slot_free;
+    h->slot_free = slot + 1;
+    h->slots_live--;
+}
+
+/* Put an extra link back on the free list.  Arena lock held. */
+static void
+link_give_back(ArenaObject *a, uint32_t link)
+{
+    Header *h = a->header;
+    a->links[link].flags = 0;
+    a->links[link].next_free = h->link_free;
+    h->link_free = link + 1;
+    h->links_live--;
+}
+
 PyObject *
 Arena_slot_alloc(ArenaObject *self, PyObject *args)
 {
@@ -207,12 +231,7 @@ Arena_slot_free(ArenaObject *self, PyObject *arg)
     if (parse_slot(self, arg, &slot) < 0) return NULL;
     Header *h = self->header;
     if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
-    Slot *s = &self->slots[slot];
-    s->in_use = 0;
-    s->pid = 0;
-    s->next_free = h->slot_free;
-    h->slot_free = (uint32_t)slot + 1;
-    h->slots_live--;
+    slot_give_back(self, (uint32_t)slot);
     unlock_mutex(&h->lock);
     Py_RETURN_NONE;
 }
@@ -268,22 +287,12 @@ Arena_slot_reclaim(ArenaObject *self, PyObject *arg)
         }
         if (i >= h->slot_capacity) {
             if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
-            l->flags = 0;
-            l->next_free = h->link_free;
-            h->link_free = i + 1;
-            h->links_live--;
+            link_give_back(self, i);
             unlock_mutex(&h->lock);
         }
     }
     if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
-    Slot *s = &self->slots[slot];
-    if (s->in_use) {
-        s->in_use = 0;
-        s->pid = 0;
-        s->next_free = h->slot_free;
-        h->slot_free = (uint32_t)slot + 1;
-        h->slots_live--;
-    }
+    if (self->slots[slot].in_use) slot_give_back(self, (uint32_t)slot);
     unlock_mutex(&h->lock);
     Py_RETURN_NONE;
 }
@@ -335,10 +344,7 @@ Arena_link_free(ArenaObject *self, PyObject *arg)
         return NULL;
     }
     if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
-    self->links[link].flags = 0;
-    self->links[link].next_free = h->link_free;
-    h->link_free = (uint32_t)link + 1;
-    h->links_live--;
+    link_give_back(self, (uint32_t)link);
     unlock_mutex(&h->lock);
     Py_RETURN_NONE;
 }
