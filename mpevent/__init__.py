@@ -1,10 +1,12 @@
 """gevent.event's Event and AsyncResult, shared across processes.
 
-Objects live in shared memory (see ``_arena``); waiting threads of any
-process park on them (``_parking``) and are woken by whichever process sets
-them.
+The public classes and the backend-neutral machinery live here; the
+objects themselves live in a backend below: ``shm`` (this machine's
+shared memory, the default) or ``redis`` (a Redis server or cluster,
+through :func:`connect`).  This module wires the default.
 """
 
+from . import _backend, shm
 from ._backend import BackendUnavailable
 from ._connect import connect
 from ._select import iwait, wait
@@ -12,6 +14,8 @@ from ._serial import RemoteException, RemoteTraceback
 from ._version import __version__
 from .asyncresult import AsyncResult, Timeout
 from .event import Event
+
+_backend.install_default(shm.LocalBackend())
 
 __all__ = [
     "AsyncResult",

@@ -70,7 +70,7 @@ def _list_remote(remote: Any) -> int:
         except (LookupError, TypeError, ValueError, PermissionError) as exc:
             print(f"  {name}: unavailable ({exc})")
             continue
-        print(f"  {name}: {type(obj).__name__}, {obj._describe_state()}")
+        print(f"  {name}: {obj._PUBLIC}, {obj._describe_state()}")
     return EXIT_OK
 
 
@@ -118,7 +118,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         record = obj._record
         info = record.info()
         print(
-            f"  {name}: {type(obj).__name__}, {obj._describe_state()}, "
+            f"  {name}: {obj._PUBLIC}, {obj._describe_state()}, "
             f"{info['waiters']} waiters, arena {record.arena.name}"
         )
     return EXIT_OK

@@ -1,14 +1,17 @@
-"""Backends: where objects live, and mpevent.connect() to choose one.
+"""The interface between the public layer and the backends.
 
 The public classes (``event.py``, ``asyncresult.py``, ``_linkable.py``),
 ``_select`` and the asyncio and gevent waiting call their record only
 through :class:`RecordBackend`, the one interface both backends implement:
-``_record.Record`` (shared memory, this machine) and
+``shm._record.Record`` (shared memory, this machine) and
 ``redis._record.RedisRecord`` (a Redis server or cluster, any machine).
+They import this module and no backend.
 
-A backend object (``LocalBackend`` here, ``redis.RedisBackend``) has
-``Event(...)``, ``AsyncResult(...)``, ``wait(...)``, ``iwait(...)`` and
-``close()``; ``mpevent.connect()`` (``_connect``) picks one by URL.
+A backend object (``shm.LocalBackend``, ``redis.RedisBackend``) derives
+from :class:`Backend`: ``Event(...)``, ``AsyncResult(...)``, ``wait(...)``,
+``iwait(...)`` and ``close()``; ``mpevent.connect()`` (``_connect``) picks
+one by URL, and the package root installs the shared-memory one as the
+default (:func:`install_default`).
 """
 
 from __future__ import annotations
@@ -90,15 +93,21 @@ class Backend:
         self.close()
 
 
-class LocalBackend(Backend):
-    """Shared memory on this machine: mpevent.Event and mpevent.AsyncResult themselves."""
+_default: Backend | None = None
 
-    def __init__(self) -> None:
-        from .asyncresult import AsyncResult
-        from .event import Event
 
-        self.Event = Event
-        self.AsyncResult = AsyncResult
+def install_default(backend: Backend) -> None:
+    """Make *backend* the one ``mpevent.Event()`` and ``mpevent.AsyncResult()`` use.
 
-    def __repr__(self) -> str:
-        return "<mpevent shared-memory backend>"
+    The package root installs the shared-memory backend on import; this
+    module never imports a backend itself.
+    """
+    global _default
+    _default = backend
+
+
+def default() -> Any:
+    """The backend of ``mpevent.Event()``: shared memory (see install_default)."""
+    if _default is None:
+        raise RuntimeError("no default mpevent backend: import mpevent, not only its modules")
+    return _default

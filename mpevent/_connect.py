@@ -6,7 +6,7 @@ import importlib.util
 import os
 from typing import Any
 
-from ._backend import LocalBackend, public_url
+from ._backend import public_url
 
 
 def connect(url: str | None = None, *, authkey: bytes | str | None = None) -> Any:
@@ -24,6 +24,8 @@ def connect(url: str | None = None, *, authkey: bytes | str | None = None) -> An
     url = url if url is not None else os.environ.get("MPEVENT_URL", "local://")
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("local", "shm"):
+        from .shm import LocalBackend
+
         return LocalBackend()
     if scheme in ("redis", "rediss", "unix"):
         if importlib.util.find_spec("redis") is None:

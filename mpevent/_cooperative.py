@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 def in_greenlet() -> bool:
     """True if a gevent hub runs in this thread and we are not that hub."""
+    if "gevent" not in sys.modules:  # no gevent program: skip the import machinery
+        return False
     try:
         from gevent import getcurrent
         from gevent._hub_local import get_hub_if_exists  # gevent >= 20

@@ -1,8 +1,12 @@
-"""What Event and AsyncResult share: a record, waiting, pickling and repr.
+"""What Event and AsyncResult share, on any backend: a record, waiting, pickling, repr.
 
 As in gevent's ``_abstract_linkable.py``, the public classes only add their
-own state on top.  A linkable holds a :class:`~mpevent._record.Record`;
-everything it does across processes goes through the Record's methods.
+own state on top.  A linkable holds a record (a :class:`mpevent._backend.
+RecordBackend`); everything it does across processes goes through the
+record's methods, so this module knows no backend.  A backend's classes
+(``mpevent.shm``, ``mpevent.redis``) subclass the public ones, declare the
+slots and say how a handle is made, rebuilt from a pickle and unnamed; the
+shared-memory ones also bind the hot path to C methods.
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 from . import _checks, _cooperative
-from .shm import _names, _native, _parking
-from .shm._record import Record, Reference
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -25,26 +27,8 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _rebuild(cls: type[Linkable], reference: Reference) -> Linkable:
-    linkable = cls.__new__(cls)
-    linkable._record = Record.from_reference(reference, cls._KIND)
-    linkable._bind(linkable._record.native, linkable._record.index)
-    linkable._name = None
-    linkable._init_local()
-    linkable._untrack_if_acyclic()
-    return linkable
-
-
-def _cooperative_wait(linkable: Linkable, seconds: float | None) -> object:
-    """Handle._wait's way out for gevent programs: NotImplemented outside a greenlet."""
-    if _cooperative.in_greenlet():
-        return _cooperative.wait_ready(linkable, seconds)
-    return NotImplemented
-
-
-# What the C fast path (_native.Handle) asks of Python: this thread's waiter
-# slot, gevent's way of waiting, and the rules for unusual timeout types.
-_native.set_hooks(_parking.slot_for_native, _cooperative_wait, _checks.check_timeout)
+def _rebuild(cls: type[Linkable], reference: Any) -> Linkable:
+    return cls._from_reference(reference)
 
 
 class _Closed:
@@ -59,39 +43,49 @@ class _Closed:
         raise ValueError(f"operation on a closed {self._description} handle")
 
 
-class Linkable(_native.Handle):
-    """Base of the shared objects: one record, waited on through the parking lot.
+class Linkable:
+    """Base of the shared objects: one record, waited on through its backend."""
 
-    The hot path (is_set, set, clear, wait) is :class:`mpevent.shm._native.Handle`'s,
-    in C; a subclass binds those methods under its public names.
-    """
-
-    __slots__ = ("__weakref__", "_name", "_record")
+    # The slots are declared by each backend's classes: the shared-memory
+    # ones also derive from a C type with its own layout, and two bases
+    # that both add slots cannot be combined.  The type checker is told
+    # which slots every backend's class has.
+    if TYPE_CHECKING:
+        __slots__ = ("__weakref__", "_cache", "_name", "_record")
+    else:
+        __slots__ = ()
     _KIND: ClassVar[int]
+    _PUBLIC: ClassVar[str]  # the public class's name: "Event" or "AsyncResult"
+    _record: Any
+    _name: str | None
 
-    def __init__(self, name: str | None = None, create: bool = False) -> None:
-        """A new object, or with *name* a named one (see :meth:`open`).
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls._from_reference.__func__ is Linkable._from_reference.__func__:  # type: ignore[attr-defined]
+            raise TypeError(
+                f"{cls.__qualname__} derives from mpevent.{cls._PUBLIC} but not from a "
+                f"backend's class: derive from mpevent.shm.{cls._PUBLIC} instead"
+            )
+        return super().__new__(cls)
 
-        With *name* and *create* true, create it under that name
-        (FileExistsError if taken); with *name* only, open the existing
-        object (FileNotFoundError if there is none), as
-        :class:`multiprocessing.shared_memory.SharedMemory` does.
-        """
-        self._name = None if name is None else _names.check(name)
-        if name is not None and not create:
-            reference = _names.lookup(name)
-            self._record = Record.from_reference(reference, self._KIND, adopt=False)
-        else:
-            self._record = Record.allocate(self._KIND)
-            if name is not None:
-                _names.publish(name, self._record)
-        self._bind(self._record.native, self._record.index)
-        self._init_local()
-        self._untrack_if_acyclic()
+    @classmethod
+    def _from_reference(cls, reference: Any) -> Self:
+        """A new handle on the object *reference* (from a pickle) denotes."""
+        raise NotImplementedError
+
+    def _detach(self) -> None:
+        """Let go of what this handle holds beside its record (see close())."""
+
+    def _forget_name(self, name: str) -> None:
+        """Remove *name* from wherever the backend keeps names."""
+        raise NotImplementedError
 
     @classmethod
     def open(cls, name: str) -> Self:
-        """Open the object called *name*, from any process of this user."""
+        """Open the object called *name*, from any process that can reach it.
+
+        Raises FileNotFoundError if there is none, TypeError if it is an
+        object of the other kind.
+        """
         return cls(name)
 
     @property
@@ -103,7 +97,7 @@ class Linkable(_native.Handle):
         """Remove this object's name; the object lives on while handles remain."""
         if self._name is None:
             raise ValueError("this handle was not created or opened by name")
-        _names.remove(self._name, self._record)
+        self._forget_name(self._name)
         self._name = None
 
     def close(self) -> None:
@@ -111,8 +105,8 @@ class Linkable(_native.Handle):
         record = self._record
         if not isinstance(record, _Closed):
             record.unlink_all(self)  # its callbacks could never run any more
-            self._unbind()
-            self._record = _Closed(f"mpevent.{type(self).__qualname__}")  # type: ignore[assignment]
+            self._detach()
+            self._record = _Closed(f"mpevent.{self._PUBLIC}")
             record.release()
 
     def __enter__(self) -> Self:
@@ -124,26 +118,28 @@ class Linkable(_native.Handle):
     def _init_local(self) -> None:
         """Set up this process's own state of a new or unpickled handle."""
 
-    # Set by a class whose instances cannot be part of a reference cycle.
-    _ACYCLIC: ClassVar[bool] = False
+    def ready(self) -> bool:
+        """Return true if and only if the object is set."""
+        return bool(self._record.is_set())
 
-    def _untrack_if_acyclic(self) -> None:
-        # Only the class that declares it: a subclass may add a __dict__.
-        if type(self).__dict__.get("_ACYCLIC", False):
-            _native.untrack(self)
+    def _wait_ready(self, timeout: object = None) -> bool:
+        """Block until the object is set or *timeout* passes; return whether it is.
 
-    # Return true if the record's flag is up: a plain shared-memory read.
-    ready = _native.Handle._is_set
-
-    # Block until the flag is up (or was raised meanwhile) or *timeout*
-    # passes.  Inside a gevent program only the calling greenlet blocks.
-    _wait_ready = _native.Handle._wait
+        Inside a gevent program only the calling greenlet blocks.
+        """
+        seconds = _checks.check_timeout(timeout)
+        if seconds is not None and seconds <= 0:
+            return self.ready()
+        if _cooperative.in_greenlet():
+            return _cooperative.wait_ready(self, seconds)
+        return bool(self._record.wait(seconds))
 
     async def _wait_ready_async(self, timeout: object) -> bool:
         """Like _wait_ready(), without blocking the running event loop.
 
-        The hub thread wakes the loop (``call_soon_threadsafe``): no thread
-        per waiter.  Cancelling the awaiting task unlinks the waiter.
+        The backend's callback thread wakes the loop
+        (``call_soon_threadsafe``): no thread per waiter.  Cancelling the
+        awaiting task unlinks the waiter.
         """
         seconds = _checks.check_timeout(timeout)
         if self.ready():
@@ -170,9 +166,9 @@ class Linkable(_native.Handle):
     def rawlink(self, callback: Callable[[Any], object]) -> None:
         """Register *callback* to be called with this object once it is set.
 
-        It runs once, in this process, on the hub thread, whichever process
-        sets the object; at once (on the hub) if the object is set already.
-        Raises TypeError if *callback* is not callable.
+        It runs once, in this process, on the backend's callback thread,
+        whichever process sets the object; at once (on that thread) if the
+        object is set already.  Raises TypeError if *callback* is not callable.
         """
         if not callable(callback):
             raise TypeError(f"rawlink() needs a callable, not {type(callback).__qualname__!r}")
@@ -183,11 +179,15 @@ class Linkable(_native.Handle):
         self._record.unlink(self, callback)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # A reference, never a copy: the state stays in shared memory.
+        # A reference, never a copy: the state stays where the backend keeps it.
         return (_rebuild, (type(self), self._record.reference()))
 
     def _state_text(self) -> str:
         return "set" if self.ready() else "unset"
+
+    def _where(self) -> str:
+        """Where the object lives, for repr: nothing for this machine's shared memory."""
+        return ""
 
     def _describe_state(self) -> str:
         if isinstance(self._record, _Closed):
@@ -195,6 +195,5 @@ class Linkable(_native.Handle):
         return self._state_text()
 
     def __repr__(self) -> str:
-        package = type(self).__module__.split(".")[0]
-        name = f"{package}.{type(self).__qualname__}"
-        return f"<{name} at {id(self):#x}: {self._describe_state()}>"
+        where = "" if isinstance(self._record, _Closed) else self._where()
+        return f"<mpevent.{self._PUBLIC} at {id(self):#x}: {where}{self._describe_state()}>"

@@ -26,7 +26,7 @@ def _check_objects(objects: Iterable[L]) -> list[L]:
                 f"can only wait on mpevent Events and AsyncResults, not {type(obj).__qualname__!r}"
             )
         if isinstance(obj._record, _Closed):
-            raise ValueError(f"operation on a closed mpevent.{type(obj).__qualname__} handle")
+            raise ValueError(f"operation on a closed mpevent.{obj._PUBLIC} handle")
     if len({type(obj._record) for obj in listed}) > 1:
         raise TypeError(
             "cannot wait at once on objects of different backends (shared memory, Redis): "

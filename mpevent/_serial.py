@@ -26,8 +26,6 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Final, SupportsIndex
 
-from .shm._native import copy_bytes
-
 FRAME_HEADER: Final = struct.Struct("=II")
 BUFFER_LENGTH: Final = struct.Struct("=Q")
 IN_BAND_MAX: Final = 8 * 1024  # buffers up to this size are pickled whole, in band
@@ -37,9 +35,20 @@ _PLAIN_TYPES: Final = frozenset({type(None), bool, int, float, str, tuple, list,
 _ALIGN: Final = 64
 
 
+# How a large bytes value is copied out: bytes() until a backend offers a
+# faster copy (the shared-memory one faults the pages in at once, see
+# copy_bytes in its heap.c).
+_copy_bytes: Callable[[pickle.PickleBuffer], bytes] = bytes
+
+
+def use_bytes_copier(copier: Callable[[pickle.PickleBuffer], bytes]) -> None:
+    """Copy large bytes values out with *copier*, which must equal bytes()."""
+    global _copy_bytes
+    _copy_bytes = copier
+
+
 def _bytes_from_buffer(buffer: pickle.PickleBuffer) -> bytes:
-    # One copy, into pages faulted in at once (see copy_bytes in heap.c).
-    return copy_bytes(buffer)
+    return _copy_bytes(buffer)
 
 
 def _bytearray_from_buffer(buffer: pickle.PickleBuffer) -> bytearray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 from typing import Any, Final
 
-from . import _serial
+from . import _backend, _serial
 from ._linkable import Linkable
 
 KIND_ASYNC_RESULT: Final = 2
@@ -22,18 +22,29 @@ class AsyncResult(Linkable):
 
     ``set()`` / ``set_exception()`` in any process wakes every thread of
     every process blocked in ``get()`` / ``wait()``.  Values are pickled
-    (protocol 5) into the arena's shared-memory heap; large buffers (bytes,
-    NumPy arrays) are copied in once, out of band.  NumPy arrays come back
-    *without a copy*: read-only arrays on the shared pages, valid for as
-    long as the reader holds them, even after the result is set again,
-    dropped everywhere else, or its setter dies (``get(copy=True)`` gives a
-    private writable copy).  As in gevent, setting again replaces what was
-    stored and wakes the waiters again, and a stored value wins over a
-    stored exception in ``get()``.
+    (protocol 5) and stored once; large buffers (bytes, NumPy arrays) are
+    copied in once, out of band.  ``mpevent.AsyncResult()`` keeps them in
+    this machine's shared-memory heap, and NumPy arrays come back *without
+    a copy*: read-only arrays on the shared pages, valid for as long as the
+    reader holds them, even after the result is set again, dropped
+    everywhere else, or its setter dies (``get(copy=True)`` gives a private
+    writable copy).  ``mpevent.connect(url).AsyncResult()`` keeps them,
+    signed, on a Redis server.  As in gevent, setting again replaces what
+    was stored and wakes the waiters again, and a stored value wins over a
+    stored exception in ``get()``.  Named objects as for :class:`Event`.
     """
 
-    __slots__ = ("_cache",)
+    __slots__ = ()
     _KIND = KIND_ASYNC_RESULT
+    _PUBLIC = "AsyncResult"
+    _cache: dict[int, tuple[int, Any]]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is AsyncResult:
+            # mpevent.AsyncResult() itself: the default backend's class.
+            implementation = _backend.default().AsyncResult
+            return implementation.__new__(implementation)
+        return super().__new__(cls)
 
     def _init_local(self) -> None:
         self._cache: dict[int, tuple[int, Any]] = {}
@@ -100,7 +111,7 @@ class AsyncResult(Linkable):
 
     def successful(self) -> bool:
         """Return true if and only if it is ready and holds a value."""
-        return self._record.holds(_VALUE)
+        return bool(self._record.holds(_VALUE))
 
     @property
     def value(self) -> Any:

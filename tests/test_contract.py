@@ -60,6 +60,14 @@ def _set_later(obj: Any, seconds: float = 0.05) -> threading.Thread:
 # --- Event ---------------------------------------------------------------------
 
 
+def test_objects_of_every_backend_are_instances_of_the_public_classes(backend: Any) -> None:
+    event, result = backend.Event(), backend.AsyncResult()
+    assert isinstance(event, mpevent.Event) and not isinstance(event, mpevent.AsyncResult)
+    assert isinstance(result, mpevent.AsyncResult) and not isinstance(result, mpevent.Event)
+    assert repr(event).startswith("<mpevent.Event at 0x") and repr(event).endswith("unset>")
+    assert type(pickle.loads(pickle.dumps(result))) is type(result)
+
+
 def test_event_starts_unset_and_follows_set_and_clear(backend: Any) -> None:
     event = backend.Event()
     assert not event.is_set() and not event.isSet()

@@ -143,3 +143,26 @@ def _wait_for_waiters(event: mpevent.Event, count: int, timeout: float = 10) -> 
     while native.record_info(index)["waiters"] < count:
         assert time.monotonic() < deadline, "waiters never queued"
         time.sleep(0.001)
+
+
+def test_mpevent_event_makes_a_shared_memory_event() -> None:
+    event = mpevent.Event()
+    assert type(event) is mpevent.shm.Event and isinstance(event, mpevent.Event)
+
+
+class Ready(mpevent.shm.Event):
+    def announce(self) -> str:
+        return "ready" if self.is_set() else "waiting"
+
+
+def test_subclassing_needs_a_backend_class() -> None:
+    class Direct(mpevent.Event):
+        pass
+
+    with pytest.raises(TypeError, match=r"derive from mpevent\.shm\.Event"):
+        Direct()
+
+    ready = Ready()
+    ready.set()
+    assert ready.announce() == "ready" and isinstance(ready, mpevent.Event)
+    assert pickle.loads(pickle.dumps(ready)).announce() == "ready"

@@ -180,7 +180,7 @@ def test_the_command_line_drives_named_objects_on_redis(server: int) -> None:
         assert backend.Event("from-the-shell").is_set()
         assert cli("wait", "from-the-shell", "--timeout", "5").returncode == 0
         listed = cli("list")
-        assert "from-the-shell: RedisEvent, set" in listed.stdout, listed.stderr
+        assert "from-the-shell: Event, set" in listed.stdout, listed.stderr
         assert cli("set", "nobody-made-this").returncode == 2
         assert "expire after" in cli("clean").stdout
 

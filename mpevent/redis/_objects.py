@@ -1,42 +1,35 @@
 """Event and AsyncResult on a Redis server: the public classes, their state there.
 
 RedisEvent and RedisAsyncResult *are* mpevent.Event and mpevent.AsyncResult
-(subclasses): every semantic rule of AsyncResult is inherited as it is.
-What changes is where the state lives, so the shared-memory hot path
-(C methods bound to an arena) is replaced by calls to a RedisRecord.
+(subclasses): every semantic rule is inherited as it is.  What they add is
+where the state lives: a RedisRecord, and how a handle is made, rebuilt
+from a pickle and deleted.
 """
 
 from __future__ import annotations
 
-import sys
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .. import _checks, _cooperative
+from .. import _checks
+from .._linkable import Linkable
 from ..asyncresult import AsyncResult
 from ..event import Event
 from . import _registry
 from ._record import RedisRecord, RedisReference
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from ._backend import RedisBackend
 
 
-def _rebuild(cls: type[_RedisLinkable], reference: RedisReference) -> _RedisLinkable:
-    obj = cls.__new__(cls)
-    backend = _registry.backend_for(reference.url)
-    obj._attach(RedisRecord(backend, reference.name, reference.kind), None)
-    return obj
+class _OnRedis(Linkable):
+    """What both Redis classes add to the public ones."""
 
+    __slots__ = ()
 
-class _RedisLinkable:
-    """What both Redis classes change in their shared-memory base."""
-
-    _KIND: int
-    _record: Any
-    _name: str | None
-
-    def _setup(self, backend: RedisBackend, name: str | None, create: bool) -> None:
+    def __init__(self, backend: RedisBackend, name: str | None = None, create: bool = False):
         checked = None if name is None else _checks.check_name(name)
         record = RedisRecord(backend, checked or f"anonymous-{uuid.uuid4().hex}", self._KIND)
         if checked is None or create:
@@ -56,66 +49,38 @@ class _RedisLinkable:
                 raise TypeError(f"{checked!r} is an object of another kind ({state.kind})")
         self._attach(record, checked)
 
+    @classmethod
+    def _from_reference(cls, reference: RedisReference) -> Self:
+        # (URL without the password, name): this process brings its own credentials.
+        handle: Self = cls.__new__(cls)
+        backend = _registry.backend_for(reference.url)
+        handle._attach(RedisRecord(backend, reference.name, reference.kind), None)
+        return handle
+
     def _attach(self, record: RedisRecord, name: str | None) -> None:
         self._record = record
         self._name = name
-        self._init_local()  # type: ignore[attr-defined]
+        self._init_local()
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # (URL without the password, name): the receiver brings its own credentials.
-        return (_rebuild, (type(self), self._record.reference()))
-
-    def remove_name(self) -> None:
-        """Delete the object from the server (in Redis the name *is* the object)."""
-        if self._name is None:
-            raise ValueError("this handle was not created or opened by name")
+    def _forget_name(self, name: str) -> None:
+        # In Redis the name *is* the object: removing it deletes the object.
         self._record.backend.delete(self._record)
-        self._name = None
 
-    def ready(self) -> bool:
-        """Return true if and only if the object is set (one round trip)."""
-        return bool(self._record.is_set())
-
-    def _wait_ready(self, timeout: object = None) -> bool:
-        seconds = _checks.check_timeout(timeout)
-        if seconds is not None and seconds <= 0:
-            return bool(self._record.is_set())
-        if "gevent" in sys.modules and _cooperative.in_greenlet():
-            return _cooperative.wait_ready(self, seconds)  # type: ignore[arg-type]
-        return bool(self._record.wait(seconds))
+    def _where(self) -> str:
+        return f"{self._record.backend.settings.public} {self._record.name!r}, "
 
 
-class RedisEvent(_RedisLinkable, Event):
-    """mpevent.Event whose flag lives on a Redis server (see mpevent.connect)."""
+class RedisEvent(_OnRedis, Event):
+    """mpevent.Event whose flag lives on a Redis server: ``backend.Event()``.
 
-    __slots__ = ()
+    is_set(), set() and clear() are one round trip each; wait() parks on
+    the backend's pub/sub listener (see ``_record``).
+    """
 
-    def __init__(self, backend: RedisBackend, name: str | None = None, create: bool = False):
-        self._setup(backend, name, create)
-
-    def is_set(self) -> bool:
-        """Return true if and only if the flag is set (one round trip)."""
-        return bool(self._record.is_set())
-
-    isSet = is_set
-
-    def set(self) -> None:
-        """Set the flag and wake every waiter on every host (one round trip)."""
-        self._record.set()
-
-    def clear(self) -> None:
-        """Reset the flag."""
-        self._record.clear()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the flag is set or *timeout* seconds pass; return the flag."""
-        return self._wait_ready(timeout)
+    __slots__ = ("__weakref__", "_name", "_record")
 
 
-class RedisAsyncResult(_RedisLinkable, AsyncResult):
-    """mpevent.AsyncResult whose value lives on a Redis server (see mpevent.connect)."""
+class RedisAsyncResult(_OnRedis, AsyncResult):
+    """mpevent.AsyncResult whose value lives, signed, on a Redis server."""
 
-    __slots__ = ()
-
-    def __init__(self, backend: RedisBackend, name: str | None = None, create: bool = False):
-        self._setup(backend, name, create)
+    __slots__ = ("__weakref__", "_cache", "_name", "_record")

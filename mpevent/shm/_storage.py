@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from typing import Final
 
 from .. import _serial
-from . import _native
 from ._arena import Arena
+from ._native import PAGE
 
 VALUE_LARGE: Final = 3  # the tag read() gives with a frame (see arena.h)
 
@@ -48,7 +48,7 @@ def store(
     size = _serial.frame_size(inband, buffers)
     block = native.block_alloc(size, arena.entry)
     try:
-        start = block + _native.PAGE
+        start = block + PAGE
         with arena.view[start : start + size] as target:
             _serial.write_frame(target, inband, buffers)
     except BaseException:
