@@ -167,7 +167,17 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-BENCH_ROWS = ("ping_pong", "broadcast", "values", "wakeups", "ray", "idle", "creation", "redis")
+BENCH_ROWS = (
+    "ping_pong",
+    "broadcast",
+    "values",
+    "wakeups",
+    "ray",
+    "idle",
+    "creation",
+    "footprint",
+    "redis",
+)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -189,6 +199,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         "ray": lambda: _bench.report_ray_handoff(5 if quick else 20, [1 << 20, 32 << 20]),
         "idle": lambda: _bench.report_idle_cost(4, 50, 3.0 if quick else 10.0),
         "creation": lambda: {"seconds": _bench.report_creation(1_000_000)},
+        "footprint": lambda: _bench.report_footprint(0.1 if quick else 1.0),
     }
     if args.url:
         from . import _bench_redis
@@ -196,29 +207,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         rows["redis"] = lambda: _bench_redis.report(
             args.url, 50 if quick else 200, 1 if quick else 3
         )
+    from . import _benchrun
+
     chosen = args.only or list(rows)
-    results = {}
-    for name in chosen:
-        results[name] = rows[name]()
-        print()
-    if args.json:
-        import json
-
-        with open(args.json, "w") as file:
-            json.dump(results, file, indent=1)
-        print(f"results written to {args.json}")
-    if args.plot:
-        from . import _plot
-
-        _plot.plot(results, args.plot)
-        print(f"plot written to {args.plot}")
+    _benchrun.run({name: rows[name] for name in chosen}, args.json, args.plot)
     return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from . import _demo
 
-    return _demo.run(workers=args.workers)
+    return _demo.run(workers=args.workers, out=args.out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo = command("demo", _cmd_demo, "processes waiting on one Event, then a benchmark")
     demo.add_argument("--workers", type=int, default=4)
+    demo.add_argument(
+        "--out", default=".", help="where mpevent-bench.json and mpevent-bench.png go (default: .)"
+    )
     args = parser.parse_args(argv)
     try:
         return handlers[args.command](args)

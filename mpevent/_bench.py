@@ -8,6 +8,7 @@ run see the same machine; compare ratios within a run, not across runs.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -172,6 +173,87 @@ def creation(count: int) -> float:
     return elapsed
 
 
+def _footprint_child(peer: str, count: int, out: Any) -> None:
+    import gc
+    import shutil
+
+    import psutil
+
+    from .asyncresult import AsyncResult
+
+    manager: Any = CTX.Manager() if peer == "Manager().Event()" else None
+    processes = [psutil.Process()] + (
+        [] if manager is None else [psutil.Process(manager._process.pid)]
+    )
+    make: Callable[[], Any] = {
+        "mpevent.Event": Event,
+        "mpevent.AsyncResult": AsyncResult,
+        "multiprocessing.Event": CTX.Event,
+        "Manager().Event()": lambda: manager.Event(),
+    }[peer]
+    gc.collect()
+    rss = sum(process.memory_info().rss for process in processes)
+    shm = shutil.disk_usage("/dev/shm").used
+    try:
+        objects = [make() for _ in range(count)]
+    except OSError as exc:  # e.g. out of memory mappings
+        out.send((0, 0, 0, f"{type(exc).__name__}: {exc}"))
+        return
+    gc.collect()
+    rss = sum(process.memory_info().rss for process in processes) - rss
+    shm = shutil.disk_usage("/dev/shm").used - shm
+    out.send((len(objects), rss, shm, ""))
+    del objects
+    if manager is not None:
+        manager.shutdown()
+
+
+FOOTPRINT_COUNTS = {
+    "mpevent.Event": 1_000_000,
+    "mpevent.AsyncResult": 1_000_000,
+    "multiprocessing.Event": 10_000,  # five semaphores, each its own mapping
+    "Manager().Event()": 10_000,  # one round trip per object
+}
+
+
+def footprint(scale: float = 1.0) -> dict[str, dict[str, float]]:
+    """Per peer: bytes of memory (all its processes' RSS) and of /dev/shm per object.
+
+    Each peer makes its objects in a fresh forked process.
+    """
+    table: dict[str, dict[str, float]] = {}
+    for peer, full in FOOTPRINT_COUNTS.items():
+        count = max(1000, int(full * scale))
+        receiver, sender = CTX.Pipe(duplex=False)
+        child = CTX.Process(target=_footprint_child, args=(peer, count, sender))
+        child.start()
+        try:
+            made, rss, shm, error = receiver.recv() if receiver.poll(600) else (0, 0, 0, "hung")
+        finally:
+            child.join(60)
+            if child.is_alive():
+                child.kill()
+        if error:
+            table[peer] = {"objects": 0, "error": error}  # type: ignore[dict-item]
+        else:
+            table[peer] = {"objects": made, "memory": rss / made, "shm": shm / made}
+    return table
+
+
+def report_footprint(scale: float = 1.0) -> dict[str, dict[str, float]]:
+    table = footprint(scale)
+    print("cost of being there: memory per object (RSS of every process involved), /dev/shm")
+    for peer, row in table.items():
+        if "error" in row:
+            print(f"  {peer:24s} failed: {row['error']}")
+            continue
+        print(
+            f"  {peer:24s} {row['memory']:8.0f} B memory  {row['shm']:8.0f} B /dev/shm"
+            f"   ({row['objects']:,.0f} objects)"
+        )
+    return table
+
+
 def report_ping_pong(rounds: int, trials: int) -> dict[str, float]:
     """Run ping_pong() on an idle and on a loaded machine; print both with ratios."""
     results: dict[str, float] = {}
@@ -201,6 +283,8 @@ def report_creation(count: int) -> float:
 def _broadcast_waiter(
     go: tuple[Any, Any], ready: Any, done: Any, stamps: Any, me: int, rounds: int
 ) -> None:
+    for event in go:  # a raw pub/sub channel subscribes before it says it is ready
+        getattr(event, "prepare", lambda: None)()
     for r in range(rounds):
         event = go[r % 2]
         ready.set()
@@ -209,14 +293,14 @@ def _broadcast_waiter(
         done.set()
 
 
-def _broadcast(make: Callable[[], Any], waiters: int, rounds: int) -> float:
+def _broadcast(make: Callable[[], Any], waiters: int, rounds: int, ctx: Any = CTX) -> float:
     """Median seconds from one set() to the last of *waiters* processes running."""
     go = (make(), make())  # rounds alternate, so a round never sees the last one's set
-    ready = [CTX.Event() for _ in range(waiters)]
-    done = [CTX.Event() for _ in range(waiters)]
-    stamps = CTX.Array("d", waiters, lock=False)
+    ready = [ctx.Event() for _ in range(waiters)]
+    done = [ctx.Event() for _ in range(waiters)]
+    stamps = ctx.Array("d", waiters, lock=False)
     children = [
-        CTX.Process(target=_broadcast_waiter, args=(go, ready[i], done[i], stamps, i, rounds))
+        ctx.Process(target=_broadcast_waiter, args=(go, ready[i], done[i], stamps, i, rounds))
         for i in range(waiters)
     ]
     for child in children:
@@ -470,6 +554,54 @@ def _shared_memory_channel(keep: bool) -> Callable[[int], Channel]:
     return make
 
 
+_pool_value: Any = None
+_pool_go: Any = None
+
+
+def _pool_init(go: Any, kind: str, size: int) -> None:
+    global _pool_value, _pool_go
+    _pool_value, _pool_go = _make_value(kind, size), go
+
+
+def _pool_task(i: int) -> Any:
+    """A Pool task whose value is ready: spin until handoff *i* starts, return it.
+
+    Spinning (not blocking) keeps a wakeup out of Pool's figure: what is
+    measured is the result's way back, ``apply_async(...).get()``.  It
+    yields the CPU at each turn, so the receiver's threads can run.
+    """
+    while _pool_go.value < i:
+        os.sched_yield()
+    return _pool_value
+
+
+def _pool_channel(keep: bool, kind: str, size: int) -> Callable[[int], Channel]:
+    """multiprocessing.Pool results: the receiver's apply_async(...).get() of a ready value."""
+
+    def make(count: int) -> Channel:
+        go = CTX.Value("q", -1, lock=False)
+        pool: list[Any] = []
+        kept: list[Any] = []
+
+        def receive(i: int) -> float:
+            if not pool:  # in the receiver, whose Pool it is (the first handoff pays)
+                pool.append(CTX.Pool(1, _pool_init, (go, kind, size)))
+            value = pool[0].apply_async(_pool_task, (i,)).get(60)
+            stamp = time.perf_counter()
+            if keep:
+                kept.append(value)
+            if i == count - 1:
+                pool[0].terminate()
+            return stamp
+
+        def send(i: int, value: Any) -> None:
+            go.value = i
+
+        return receive, send
+
+    return make
+
+
 def _make_value(kind: str, size: int) -> Any:
     if kind == "numpy":
         import numpy
@@ -506,6 +638,7 @@ def value_handoff(
                     "multiprocessing.Pipe": _pipe_channel(keep),
                     "multiprocessing.Queue": _queue_channel(keep),
                     "SharedMemory by hand": _shared_memory_channel(keep),
+                    "multiprocessing.Pool": _pool_channel(keep, kind, size),
                 }
                 runs = [_handoffs(peers, value, reps) for _ in range(trials)]
                 table[f"{size_label(size)} {kind} {mode}"] = _medians(runs)
@@ -644,15 +777,39 @@ def _asyncio_channel(count: int) -> Channel:
     return receive, (lambda i, _value: events[i].set())
 
 
+def _gevent_channel(count: int) -> Channel:
+    events = [Event() for _ in range(count)]
+
+    def receive(i: int) -> float:
+        import gevent
+
+        def waiting_greenlet() -> float:
+            events[i].wait(30)  # only this greenlet blocks
+            return time.perf_counter()
+
+        stamp: float = gevent.spawn(waiting_greenlet).get()
+        return stamp
+
+    return receive, (lambda i, _value: events[i].set())
+
+
 def wakeup_latency(count: int, trials: int = 3) -> dict[str, float]:
     """Median seconds from set() in one process to each kind of waiter in another."""
+    import importlib.util
+
     peers = {
         "mpevent Event.wait()": _event_wait_channel,
         "mpevent rawlink callback": _callback_channel,
         "mpevent asyncio wait_async()": _asyncio_channel,
         "multiprocessing.Event.wait()": _mp_event_channel,
     }
-    return _medians([_handoffs(peers, b"", count) for _ in range(trials)])
+    table = _medians([_handoffs(peers, b"", count) for _ in range(trials)])
+    if importlib.util.find_spec("gevent") is not None:
+        # A receiver of its own: once a gevent hub runs in a thread, every
+        # wait of that thread is cooperative, and the other peers would be too.
+        gevent = {"mpevent in a gevent greenlet": _gevent_channel}
+        table.update(_medians([_handoffs(gevent, b"", count) for _ in range(trials)]))
+    return table
 
 
 def report_wakeup_latency(count: int, trials: int = 3) -> dict[str, float]:

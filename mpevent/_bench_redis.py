@@ -1,10 +1,10 @@
 """Across machines: the Redis backend beside a raw Redis pair, Dask and shared memory.
 
-Ping-pong and value handoff between two processes through one Redis server
-(or cluster), for ``python -m mpevent bench --url URL`` and
-``benchmarks/redis.py``.  The floor is a raw pair: two processes doing
-RPUSH / BLPOP on two lists, which is what the Redis round trips themselves
-cost.  Peers run interleaved, chunk by chunk, in one run.
+Ping-pong, broadcast to N processes and value handoff through one Redis
+server (or cluster), for ``python -m mpevent bench --url URL`` and
+``benchmarks/redis.py``.  The floors are raw Redis: two processes doing
+RPUSH / BLPOP on two lists (ping-pong, values), one PUBLISH to N
+subscribers (broadcast).  Peers run interleaved in one run.
 """
 
 from __future__ import annotations
@@ -120,6 +120,86 @@ def _raw_list_channel(url: str) -> Callable[[int], Any]:
 
 
 VALUE_SIZES = [100, 1 << 20, 32 << 20]
+
+
+# --- broadcast ----------------------------------------------------------------
+
+
+class _RawChannel:
+    """The broadcast floor: PUBLISH once, every subscriber reads one message.
+
+    Duck-types what the broadcast waiters use of an Event: the setter's
+    ``set()`` publishes, a waiter ``prepare()``s (subscribes, confirmed)
+    before it says it is ready, then each ``wait()`` reads one message.
+    """
+
+    def __init__(self, url: str) -> None:
+        import uuid
+
+        self.url = url
+        self.channel = f"bench:{{{uuid.uuid4().hex}}}:go"
+        self._client: Any = None
+        self._subscription: Any = None
+
+    def __getstate__(self) -> dict[str, str]:
+        return {"url": self.url, "channel": self.channel}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.url, self.channel = state["url"], state["channel"]
+        self._client = self._subscription = None
+
+    def _connection(self) -> Any:
+        import redis
+
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.url)
+        return self._client
+
+    def prepare(self) -> None:
+        self._subscription = self._connection().pubsub()
+        self._subscription.subscribe(self.channel)
+        while self._subscription.get_message(timeout=30) is None:
+            pass  # the subscription's confirmation
+
+    def set(self) -> None:
+        self._connection().publish(self.channel, b"")
+
+    def clear(self) -> None:
+        """Nothing to lower: a message is read once."""
+
+    def wait(self) -> bool:
+        while True:
+            message = self._subscription.get_message(timeout=60)
+            if message is not None and message["type"] == "message":
+                return True
+
+
+BROADCAST_SIZES = [1, 4, 16, 64]
+
+
+def broadcast(url: str, sizes: list[int], rounds: int) -> dict[str, dict[str, float]]:
+    """Per N: median seconds from one set() to the last of N processes (spawned) running."""
+    import mpevent
+
+    from ._bench import _broadcast
+
+    backend = mpevent.connect(url)
+    peers: dict[str, Callable[[], Any]] = {"mpevent.Event on Redis": backend.Event}
+    if not backend.connection.cluster:
+        peers["raw PUBLISH/SUBSCRIBE"] = lambda: _RawChannel(url)
+    table: dict[str, dict[str, float]] = {}
+    try:
+        for waiters in sizes:
+            row: dict[str, float] = {}
+            for trial in range(2):  # peers alternate within the row
+                order = list(peers) if trial % 2 == 0 else list(reversed(peers))
+                for name in order:
+                    seconds = _broadcast(peers[name], waiters, max(3, rounds // 2), CTX)
+                    row[name] = min(row.get(name, seconds), seconds) if trial else seconds
+            table[f"{waiters} waiters"] = row
+    finally:
+        backend.close()
+    return table
 
 
 # --- Dask, against a real scheduler process --------------------------------------
@@ -240,6 +320,15 @@ def report(url: str, rounds: int = 200, trials: int = 3) -> dict[str, Any]:
     for name, seconds in table.items():
         ratio = f"   {seconds / base:5.2f}x the raw pair" if base else ""
         print(f"  {name:30s} {seconds * 1e6:9.1f} us{ratio}")
+    spread = broadcast(url, BROADCAST_SIZES if rounds >= 100 else [1, 8], max(6, rounds // 20))
+    print("broadcast across the Redis server: one set() to the last of N processes running")
+    for label, row in spread.items():
+        floor = row.get("raw PUBLISH/SUBSCRIBE")
+        cells = "  ".join(
+            f"{name} {seconds * 1e6:9.1f} us" + (f" ({seconds / floor:4.2f}x)" if floor else "")
+            for name, seconds in row.items()
+        )
+        print(f"  {label:>11}: {cells}")
     values = value_handoff(url, max(10, rounds // 4))
     print("value handoff across the Redis server to a process blocked in get()/BLPOP, median")
     for label, row in values.items():
@@ -259,4 +348,4 @@ def report(url: str, rounds: int = 200, trials: int = 3) -> dict[str, Any]:
         for name, seconds in dask.items():
             ours = ours_pp if "ping-pong" in name else ours_value
             print(f"  {name:34s} {seconds * 1e6:9.1f} us   mpevent on Redis {ours / seconds:4.2f}x")
-    return {"ping_pong": table, "values": values, "dask": dask}
+    return {"ping_pong": table, "broadcast": spread, "values": values, "dask": dask}

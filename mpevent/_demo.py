@@ -6,7 +6,7 @@ import multiprocessing as mp
 import os
 import time
 
-from . import _bench
+from . import _bench, _benchrun
 from .asyncresult import AsyncResult
 from .event import Event
 
@@ -23,8 +23,12 @@ def _worker(number: int, go: Event, arrived: Event, answer: AsyncResult) -> None
     answer.set({"worker": number, "pid": os.getpid(), "payload": bytes(number * 1_000_000)})
 
 
-def run(workers: int = 4, rounds: int = 2000, trials: int = 3) -> int:
-    """Show Events and AsyncResults crossing spawn'ed processes, then short benchmarks."""
+def run(workers: int = 4, rounds: int = 2000, trials: int = 3, out: str = ".") -> int:
+    """Show Events and AsyncResults crossing spawn'ed processes, then quick benchmarks.
+
+    The benchmarks' figures go to *out*/mpevent-bench.json and their plot
+    to *out*/mpevent-bench.png (with matplotlib).
+    """
     context = mp.get_context("spawn")
     go = Event()
     arrivals = [Event() for _ in range(workers)]
@@ -58,11 +62,18 @@ def run(workers: int = 4, rounds: int = 2000, trials: int = 3) -> int:
                 child.join()
     codes = [child.exitcode for child in children]
     print(f"parent: workers exited with {codes}\n")
-    _bench.report_ping_pong(rounds, trials)
-    print()
-    _bench.report_value_handoff(count=40, trials=1, sizes=_bench.QUICK_VALUE_SIZES)
-    print()
-    _bench.report_wakeup_latency(count=100, trials=1)
-    print()
-    _bench.report_creation(100_000)
+    print("quick benchmarks (every row: python -m mpevent bench; see docs/results.md)\n")
+    os.makedirs(out, exist_ok=True)
+    _benchrun.run(
+        {
+            "ping_pong": lambda: _bench.report_ping_pong(rounds, trials),
+            "values": lambda: _bench.report_value_handoff(
+                count=40, trials=1, sizes=_bench.QUICK_VALUE_SIZES
+            ),
+            "wakeups": lambda: _bench.report_wakeup_latency(count=100, trials=1),
+            "creation": lambda: {"seconds": _bench.report_creation(100_000)},
+        },
+        os.path.join(out, "mpevent-bench.json"),
+        os.path.join(out, "mpevent-bench.png"),
+    )
     return 0 if codes == [0] * workers else 1

@@ -6,11 +6,10 @@ import concurrent.futures
 from typing import Any, Final
 
 from . import _backend, _serial
+from ._backend import EITHER, EXCEPTION, VALUE
 from ._linkable import Linkable
 
 KIND_ASYNC_RESULT: Final = 2
-_VALUE: Final = 0
-_EXCEPTION: Final = 1
 
 
 class Timeout(TimeoutError):
@@ -37,7 +36,8 @@ class AsyncResult(Linkable):
     __slots__ = ()
     _KIND = KIND_ASYNC_RESULT
     _PUBLIC = "AsyncResult"
-    _cache: dict[int, tuple[int, Any]]
+    # The objects rebuilt from the stored generation, by slot (see _load).
+    _cache: tuple[int, dict[int, Any]]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         if cls is AsyncResult:
@@ -47,7 +47,7 @@ class AsyncResult(Linkable):
         return super().__new__(cls)
 
     def _init_local(self) -> None:
-        self._cache: dict[int, tuple[int, Any]] = {}
+        self._cache = (-1, {})
 
     # --- setting ----------------------------------------------------------
 
@@ -60,7 +60,7 @@ class AsyncResult(Linkable):
         as it was.
         """
         inband, buffers = _serial.dumps(value)
-        self._record.store(_VALUE, inband, buffers)
+        self._record.store(VALUE, inband, buffers)
 
     set_result = set
 
@@ -85,7 +85,7 @@ class AsyncResult(Linkable):
         if exc_info and exc_info[1] is instance and exc_info[2] is not None:
             instance = instance.with_traceback(exc_info[2])
         inband, buffers = _serial.dump_exception(instance)
-        self._record.store(_EXCEPTION, inband, buffers)
+        self._record.store(EXCEPTION, inband, buffers)
 
     def __call__(self, source: Any) -> None:
         """Take the outcome of *source*, so this result can be a link target.
@@ -111,17 +111,17 @@ class AsyncResult(Linkable):
 
     def successful(self) -> bool:
         """Return true if and only if it is ready and holds a value."""
-        return bool(self._record.holds(_VALUE))
+        return bool(self._record.holds(VALUE))
 
     @property
     def value(self) -> Any:
         """The value passed to set(), or None."""
-        return self._load(_VALUE)
+        return self._load(VALUE)[1]
 
     @property
     def exception(self) -> BaseException | None:
         """The exception passed to set_exception(), or None."""
-        exception: BaseException | None = self._load(_EXCEPTION)
+        exception: BaseException | None = self._load(EXCEPTION)[1]
         return exception
 
     @property
@@ -139,17 +139,18 @@ class AsyncResult(Linkable):
         read-only views of shared memory; with *copy* true they (and every
         other buffer of the value) are private, writable copies.
         """
-        record = self._record
-        if not record.is_set():
+        slot, outcome = self._load(EITHER, copy)
+        if slot < 0:
             if not block:
                 raise Timeout("AsyncResult holds no value or exception yet")
             if not self._wait_ready(timeout):
                 raise Timeout(f"AsyncResult.get() timed out after {timeout} s")
-        if record.holds(_VALUE):
-            return self._load(_VALUE, copy)
-        exception = self.exception
-        assert exception is not None
-        raise exception
+            slot, outcome = self._load(EITHER, copy)
+        if slot == VALUE:
+            return outcome
+        if slot < 0:  # cannot happen: nothing empties a slot once filled
+            raise Timeout("AsyncResult.get() was woken but found nothing stored")
+        raise outcome
 
     def get_nowait(self) -> Any:
         """Return the value or raise the exception; :class:`Timeout` if not ready."""
@@ -186,21 +187,30 @@ class AsyncResult(Linkable):
     def cancelled(self) -> bool:
         return False
 
-    def _load(self, which: int, copy: bool = False) -> Any:
-        # Rebuild once per stored generation: like gevent, repeated reads
-        # return the same object, and a 32 MiB value is not copied again.
-        # A private copy is the caller's own, never cached.
-        generation = self._record.generation()
-        cached = self._cache.get(which)
-        if not copy and cached is not None and cached[0] == generation:
-            return cached[1]
-        found, loaded = self._record.load(which, copy)
-        if not found:
-            return None
-        value = _serial.as_exception(loaded) if which == _EXCEPTION else loaded
+    def _load(self, which: int, copy: bool = False) -> tuple[int, Any]:
+        """(slot, object) of slot *which* (or EITHER), read now; slot -1 if empty.
+
+        Rebuilt once per stored generation: like gevent, repeated reads
+        return the same object, and a 32 MiB value is not fetched again.
+        A private copy is the caller's own, never cached.
+        """
+        generation, objects = self._cache
+        known = -1 if copy else generation
+        now, slot, loaded = self._record.load(which, copy, known)
+        if slot < 0:
+            return -1, None
+        if now == known:
+            if slot in objects:
+                return slot, objects[slot]
+            # The same generation, but only the other slot was read yet.
+            now, slot, loaded = self._record.load(slot, copy)
+        if slot == EXCEPTION:
+            loaded = _serial.as_exception(loaded)
         if not copy:
-            self._cache[which] = (generation, value)
-        return value
+            if now != generation:
+                self._cache = (now, {})
+            self._cache[1][slot] = loaded
+        return slot, loaded
 
     def _state_text(self) -> str:
         if self.successful():

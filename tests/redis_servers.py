@@ -125,3 +125,68 @@ def cluster(directory: Path) -> Iterator[list[int]]:
     finally:
         for port in ports:
             stop_server(port)
+
+
+def _cli_at(where: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["redis-cli", *where, *args], capture_output=True, text=True, timeout=30)
+
+
+def _start_at(directory: Path, where: list[str], *listen: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    args = ["redis-server", "--bind", "127.0.0.1", "--dir", str(directory), *listen]
+    args += ["--daemonize", "yes", "--pidfile", str(directory / "redis.pid"), "--save", ""]
+    subprocess.run(args, check=True, timeout=30, capture_output=True)
+    deadline = time.monotonic() + 15
+    while _cli_at(where, "ping").stdout.strip() != "PONG":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server ({' '.join(listen)}) did not start")
+        time.sleep(0.05)
+
+
+def _stop_at(where: list[str]) -> None:
+    _cli_at(where, "shutdown", "nosave")
+    deadline = time.monotonic() + 10
+    while _cli_at(where, "ping").returncode == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@contextmanager
+def unix_server(directory: Path) -> Iterator[Path]:
+    """A server listening on a Unix socket only (no TCP port); yields the socket's path."""
+    require_redis()
+    socket_path = directory / "redis.sock"
+    where = ["-s", str(socket_path)]
+    _start_at(directory, where, "--port", "0", "--unixsocket", str(socket_path))
+    try:
+        yield socket_path
+    finally:
+        _stop_at(where)
+
+
+@contextmanager
+def tls_server(directory: Path) -> Iterator[tuple[int, Path]]:
+    """A server speaking TLS only, with a fresh self-signed certificate for 127.0.0.1.
+
+    Yields its port and the certificate, which clients trust as their CA.
+    """
+    require_redis()
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    request += ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+    made = subprocess.run(
+        [*request, "-addext", "subjectAltName=IP:127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    where = ["--tls", "--cacert", str(cert), "-p", str(port)]
+    tls = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert)]
+    tls += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+    _start_at(directory, where, *tls)
+    try:
+        yield port, cert
+    finally:
+        _stop_at(where)

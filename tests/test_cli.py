@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -82,3 +83,17 @@ def test_bench_quick_prints_every_benchmark_and_plots(tmp_path: Path) -> None:
     for heading in ("ping-pong round trip", "value handoff", "wakeup latency", "create"):
         assert heading in result.stdout
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_bench_writes_a_summary_json_and_a_plot(tmp_path: Path) -> None:
+    # In a child interpreter: matplotlib keeps its font files open.
+    json_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    command = ["bench", "--quick", "--only", "wakeups", "--json", str(json_path)]
+    done = _cli(*command, "--plot", str(plot_path), timeout=120)
+    assert done.returncode == 0, done.stderr
+    written = json.loads(json_path.read_text())
+    assert written["wakeups"]["mpevent Event.wait()"] > 0
+    assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"results written to {json_path}" in done.stdout
+    # The summary sets each mpevent figure beside the best other peer.
+    assert "multiprocessing.Event.wait()" in done.stdout.split("results written")[0]

@@ -29,7 +29,7 @@ from typing import Any, Final, TypeVar
 import redis
 import redis.cluster
 
-from .._backend import BackendUnavailable, public_url
+from .._backend import BackendUnavailable, public_url, unsplit
 
 RETRIES: Final = 4
 RETRY_BACKOFF: Final = (0.05, 0.15, 0.3, 0.5)  # seconds between attempts: ~1 s in all
@@ -69,7 +69,7 @@ class Settings:
         if ttl_ms <= 0:
             raise ValueError(f"ttl={ttl!r} must be a positive number of seconds")
         rest = urllib.parse.urlencode({key: value[0] for key, value in query.items()})
-        client_url = urllib.parse.urlunsplit(parts._replace(query=rest))
+        client_url = unsplit(parts._replace(query=rest))
         key = authkey if authkey is not None else os.environ.get("MPEVENT_AUTHKEY")
         if not key:
             raise ValueError(
@@ -91,7 +91,7 @@ def with_credentials(url: str) -> str:
     if configured and public_url(configured).split("?")[0] == public_url(url).split("?")[0]:
         query = urllib.parse.urlsplit(url).query
         base = urllib.parse.urlsplit(configured)
-        return urllib.parse.urlunsplit(base._replace(query=query))
+        return unsplit(base._replace(query=query))
     return url
 
 
@@ -123,7 +123,7 @@ class Connection:
         parts = urllib.parse.urlsplit(self.settings.url)
         auth = parts.netloc.rpartition("@")[0]
         netloc = (auth + "@" if auth else "") + f"{node.host}:{node.port}"
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, path=""))
+        return unsplit(parts._replace(netloc=netloc, path=""))
 
     def call(self, action: Callable[[], T]) -> T:
         """Run *action*, retrying a lost connection; BackendUnavailable at the end."""
@@ -147,7 +147,7 @@ class Connection:
         parts = urllib.parse.urlsplit(self.settings.url)
         auth = parts.netloc.rpartition("@")[0]
         return [
-            urllib.parse.urlunsplit(
+            unsplit(
                 parts._replace(
                     netloc=(auth + "@" if auth else "") + f"{node.host}:{node.port}", path=""
                 )

@@ -112,20 +112,27 @@ class RedisRecord:
             )
         )
 
-    def load(self, which: int, copy: bool = False) -> tuple[bool, object]:
-        got = self._run(_scripts.LOAD, [self.key], [self.backend.settings.ttl_ms, which])
+    def load(self, which: int, copy: bool = False, known: int = -1) -> tuple[int, int, object]:
+        """(generation, slot, object) of slot *which* or EITHER: one script, one round trip.
+
+        The object is unpickled only if its HMAC matches (PermissionError
+        otherwise: nothing is run).
+        """
+        ttl = self.backend.settings.ttl_ms
+        got = self._run(_scripts.LOAD, [self.key], [ttl, which, known])
         if got is None:
             self._expect(-1)
-        frame, signature = got
-        if frame is None:
-            return False, None
-        if signature is None or not hmac.compare_digest(signature, self._sign(which, frame)):
+        generation, slot = int(got[0] or 0), int(got[1])
+        if len(got) < 4:
+            return generation, slot, None
+        frame, signature = got[2], got[3]
+        if signature is None or not hmac.compare_digest(signature, self._sign(slot, frame)):
             raise PermissionError(
                 f"the value of mpevent object {self.name!r} on {self.backend.settings.public} "
                 "does not carry a valid signature: it was not stored with this MPEVENT_AUTHKEY "
                 "(or was altered on the server); it was not unpickled"
             )
-        return True, _serial.read_frame(memoryview(frame), copy)
+        return generation, slot, _serial.read_frame(memoryview(frame), copy)
 
     def wait(self, timeout: float | None) -> bool:
         """Block until set or *timeout* passes; True if set (or set and cleared meanwhile)."""

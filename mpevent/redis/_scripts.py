@@ -56,8 +56,20 @@ redis.call('SPUBLISH', KEYS[2], gen)
 return 1
 """
 
-# KEYS[1] hash, ARGV: ttl ms, slot -> {frame, signature} (nil fields if empty), nil if gone
+# KEYS[1] hash, ARGV: ttl ms, slot (0, 1, or -1: the value if any, else the
+# exception), the generation the caller has -> {gen, slot} when the slot is
+# empty (slot -1) or the caller has it, else {gen, slot, frame, signature};
+# nil if gone.  One round trip for get(), and none of a value's bytes again
+# for a reader that holds them.
 LOAD: Final = """
 if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return nil end
-return redis.call('HMGET', KEYS[1], 'v' .. ARGV[2], 's' .. ARGV[2])
+local got = redis.call('HMGET', KEYS[1], 'gen', 'h0', 'h1')
+local w = tonumber(ARGV[2])
+if w < 0 then
+  if got[2] then w = 0 else w = 1 end
+end
+if not got[w + 2] then return {got[1], -1} end
+if got[1] == ARGV[3] then return {got[1], w} end
+local v = redis.call('HMGET', KEYS[1], 'v' .. w, 's' .. w)
+return {got[1], w, v[1], v[2]}
 """

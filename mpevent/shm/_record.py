@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
+from .._backend import EITHER, EXCEPTION, VALUE
 from . import _arena, _hub, _native, _parking, _storage
 from ._arena import Arena
 
@@ -250,12 +251,21 @@ class Record:
         """Store a pickled value in slot *which* and raise the flag."""
         _storage.store(self.arena, self.index, which, inband, buffers)
 
-    def load(self, which: int, copy: bool = False) -> tuple[bool, object]:
-        """(True, the unpickled object of slot *which*) or (False, None).
+    def load(self, which: int, copy: bool = False, known: int = -1) -> tuple[int, int, object]:
+        """(generation, slot, object) of slot *which* or EITHER; see RecordBackend.load.
 
         Large buffers are zero-copy read-only views unless *copy*.
         """
-        return _storage.load(self.arena, self.index, which, copy)
+        native, index = self.native, self.index
+        generation = native.state(index) >> 1
+        if which == EITHER:
+            which = VALUE if native.holds(index, VALUE) else EXCEPTION
+        if not native.holds(index, which):
+            return generation, -1, None
+        if generation == known:
+            return generation, which, None
+        found, loaded = _storage.load(self.arena, index, which, copy)
+        return generation, which if found else -1, loaded
 
     def rawlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
         """Run callback(handle) once on this process's hub after the next set."""
