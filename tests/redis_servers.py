@@ -190,3 +190,39 @@ def tls_server(directory: Path) -> Iterator[tuple[int, Path]]:
         yield port, cert
     finally:
         _stop_at(where)
+
+
+def slot_owner(ports: list[int], slot: int) -> int:
+    """The port of the cluster node that serves *slot*."""
+    for line in _cli(ports[0], "cluster", "nodes").stdout.splitlines():
+        fields = line.split()
+        for span in fields[8:]:
+            if span.startswith("["):
+                continue  # a slot being migrated, listed by its source
+            low, _, high = span.partition("-")
+            if int(low) <= slot <= int(high or low):
+                return int(fields[1].split("@")[0].rsplit(":", 1)[1])
+    raise LookupError(f"no node serves slot {slot}")
+
+
+def move_slot(ports: list[int], slot: int, target: int) -> None:
+    """Move *slot* and its keys to the node on port *target*, as resharding does."""
+    source = slot_owner(ports, slot)
+    ids = {}
+    for line in _cli(ports[0], "cluster", "nodes").stdout.splitlines():
+        fields = line.split()
+        ids[int(fields[1].split("@")[0].rsplit(":", 1)[1])] = fields[0]
+    steps = [
+        (target, "cluster", "setslot", str(slot), "importing", ids[source]),
+        (source, "cluster", "setslot", str(slot), "migrating", ids[target]),
+    ]
+    for port, *command in steps:
+        assert _cli(port, *command).stdout.strip() == "OK"
+    keys = _cli(source, "cluster", "getkeysinslot", str(slot), "1000").stdout.split()
+    if keys:
+        moved = _cli(source, "migrate", "127.0.0.1", str(target), "", "0", "5000", "keys", *keys)
+        assert moved.stdout.strip() == "OK", moved.stdout + moved.stderr
+    for port in [target, source, *(p for p in ports if p not in (source, target))]:
+        assert (
+            _cli(port, "cluster", "setslot", str(slot), "node", ids[target]).stdout.strip() == "OK"
+        )

@@ -203,3 +203,59 @@ def test_the_backends_example_runs_on_redis_by_configuration(server: int) -> Non
     assert "answer from another process: True" in done.stdout
     with mpevent.connect(env["MPEVENT_URL"], authkey=AUTHKEY) as backend:
         assert backend.names(), "the example's objects live on the server"
+
+
+def test_waiters_and_callbacks_follow_an_object_to_another_cluster_node(tmp_path: Path) -> None:
+    from mpevent.redis import _listener
+
+    with redis_servers.cluster(tmp_path / "cluster") as ports:
+        url = f"redis://127.0.0.1:{ports[0]}/0"
+        with mpevent.connect(url, authkey=AUTHKEY) as backend:
+            event = backend.Event("wanderer", create=True)
+            slot = int(redis_servers._cli(ports[0], "cluster", "keyslot", "wanderer").stdout)
+            source = redis_servers.slot_owner(ports, slot)
+            target = next(port for port in ports if port != source)
+            called = threading.Event()
+            event.rawlink(lambda _: called.set())
+            outcome: list[bool] = []
+            waiter = threading.Thread(target=lambda: outcome.append(event.wait(30)))
+            waiter.start()
+            listener = _listener.listener_for(backend.connection.node_url(event._record.channel))
+            deadline = time.monotonic() + 10
+            while listener.subscribers() < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)  # the waiter subscribes (no event to wait on)
+            assert listener.subscribers() == 2
+            redis_servers.move_slot(ports, slot, target)
+            assert redis_servers.slot_owner(ports, slot) == target
+            # Another host, connected to the new owner, sets it after the move.
+            with mpevent.connect(f"redis://127.0.0.1:{target}/0", authkey=AUTHKEY) as other:
+                other.Event("wanderer").set()
+            waiter.join(30)
+            assert outcome == [True]
+            assert called.wait(10)
+            # The object lives on at its new node, for everyone.
+            event.clear()
+            assert not event.is_set() and event.wait(0.05) is False
+
+
+def test_closing_one_backend_leaves_the_waits_of_another_on_the_same_server(server: int) -> None:
+    url = f"redis://127.0.0.1:{server}/0"
+    with mpevent.connect(url, authkey=AUTHKEY) as staying:
+        event = staying.Event("shared-listener", create=True)
+        outcome: list[bool] = []
+        waiter = threading.Thread(target=lambda: outcome.append(event.wait(30)))
+        waiter.start()
+        from mpevent.redis import _listener
+
+        listener = _listener.listener_for(staying.connection.node_url(event._record.channel))
+        deadline = time.monotonic() + 10
+        while listener.subscribers() < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the waiter subscribes (no event to wait on)
+        with mpevent.connect(url, authkey=AUTHKEY) as leaving:
+            leaving.Event("shared-listener").clear()
+        # The waiter was not woken by the close, and is still subscribed.
+        assert waiter.is_alive() and listener.subscribers() == 1
+        with mpevent.connect(url, authkey=AUTHKEY) as setter:
+            setter.Event("shared-listener").set()
+        waiter.join(30)
+        assert outcome == [True]

@@ -8,7 +8,7 @@ from typing import Any
 from .._backend import Backend
 from . import _registry
 from ._connection import Connection, Settings
-from ._listener import close_listeners
+from ._listener import close_listeners, use_listeners
 from ._objects import RedisAsyncResult, RedisEvent
 from ._record import RedisRecord
 
@@ -36,6 +36,8 @@ class RedisBackend(Backend):
     def __init__(self, url: str, authkey: bytes | str | None = None) -> None:
         self.settings = Settings.parse(url, authkey)
         self.connection = Connection(self.settings)
+        self._nodes = self.connection.node_urls()
+        use_listeners(self._nodes)
         self._scripts: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.Event = _Factory(self, RedisEvent)
@@ -66,9 +68,10 @@ class RedisBackend(Backend):
         return sorted(key.decode().split("{", 1)[1].rsplit("}", 1)[0] for key in keys)
 
     def close(self) -> None:
-        """Close the connections and stop this process's listeners for the server."""
+        """Close the connections, and this process's listeners no other backend uses."""
         _registry.forget(self)
-        close_listeners(self.connection.node_urls())
+        nodes, self._nodes = self._nodes, []  # a second close() releases nothing
+        close_listeners(nodes)
         self.connection.close()
 
 

@@ -13,7 +13,10 @@ publishes after the subscription, so its message arrives.
 rawlink() callbacks are registered the same way and run on the listener
 thread, which is this backend's hub.  When the connection drops (server
 restart), redis-py reconnects and subscribes again; every local waiter is
-woken to re-read its state, since a message sent meanwhile is lost.
+woken to re-read its state, since a message sent meanwhile is lost.  When
+a cluster moves a slot to another node, the old node ends the
+subscriptions of its channels; their waiters are told (``MOVED``) and
+subscribe again on the new owner before they look again.
 """
 
 from __future__ import annotations
@@ -28,9 +31,13 @@ from typing import Any
 
 import redis
 
-# Called with the generation a set() published, or None for "look again"
-# (a new subscription, or a reconnect after which messages may be lost).
+# Called with the generation a set() published, None for "look again" (a new
+# subscription, or a reconnect after which messages may be lost), or MOVED:
+# the object's slot moved to another node of a cluster (resharding), the
+# server dropped the subscription, and the waiter must subscribe again
+# where the slot lives now, then look again.
 Wakeup = Callable[[int | None], object]
+MOVED = -1
 IDLE_KEPT = 256  # channels kept subscribed with nobody waiting, most recent first
 
 
@@ -129,6 +136,10 @@ class Listener:
             try:
                 # Blocking read with no timeout: an idle listener never wakes.
                 message = self.pubsub.handle_message(self.pubsub.parse_response(block=True))
+            except redis.ResponseError:
+                # A subscription refused (MOVED: a stale slot map); its caller
+                # times out waiting for the confirmation and tries again.
+                continue
             except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError):
                 if self._closed:
                     return
@@ -182,6 +193,13 @@ class Listener:
             elif kind == "smessage":
                 wakeups = list(self._wakeups.get(channel, []))
                 generation = int(message["data"])
+            elif kind == "sunsubscribe" and channel in self._wakeups:
+                # Not ours (we unsubscribe only channels nobody waits on): the
+                # node gave the slot away.  Its waiters move with it.
+                wakeups = self._wakeups.pop(channel)
+                self._confirmed.pop(channel, None)
+                self._idle.pop(channel, None)
+                generation = MOVED
             else:
                 return
         for wakeup in wakeups:
@@ -195,6 +213,7 @@ class Listener:
 
 
 _listeners: dict[str, Listener] = {}
+_users: collections.Counter[str] = collections.Counter()  # open backends per node URL
 _listeners_lock = threading.Lock()
 
 
@@ -207,10 +226,24 @@ def listener_for(node_url: str) -> Listener:
         return listener
 
 
-def close_listeners(node_urls: list[str]) -> None:
-    """Close this process's listeners for *node_urls* (their backend is closing)."""
+def use_listeners(node_urls: list[str]) -> None:
+    """A backend of these nodes opened: their listeners stay until it closes."""
     with _listeners_lock:
-        closing = [_listeners.pop(url) for url in node_urls if url in _listeners]
+        _users.update(node_urls)
+
+
+def close_listeners(node_urls: list[str]) -> None:
+    """A backend of *node_urls* is closing: close the listeners no other backend uses.
+
+    Two backends of one server in a process share its listener, so closing
+    one must not end the waits of the other.
+    """
+    with _listeners_lock:
+        _users.subtract(node_urls)
+        unused = [url for url in node_urls if _users[url] <= 0]
+        for url in unused:
+            del _users[url]
+        closing = [_listeners.pop(url) for url in unused if url in _listeners]
     for listener in closing:
         listener.close()
 
@@ -221,6 +254,7 @@ def _after_fork_in_child() -> None:
     # are its own: this process subscribes afresh when it first waits.
     _listeners.clear()
     _listeners_lock = threading.Lock()
+    # The backends the parent opened are this process's too (forked objects).
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

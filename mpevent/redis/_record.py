@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .. import _callbacks, _serial
 from .._backend import BackendUnavailable
 from . import _scripts
-from ._listener import listener_for
+from ._listener import MOVED, listener_for
 
 if TYPE_CHECKING:
     from ._backend import RedisBackend
@@ -150,12 +150,15 @@ class RedisRecord:
         lock = threading.Lock()
         heard = [-1] * len(records)  # the highest generation a message announced
         unsure: set[int] = set()  # records to read again (no message, or maybe lost)
+        moved: set[int] = set()  # records whose slot moved: subscribe again, then read
 
         def wakeup_for(i: int) -> Callable[[int | None], None]:
             def wakeup(generation: int | None) -> None:
                 with lock:
                     if generation is None:
                         unsure.add(i)
+                    elif generation == MOVED:
+                        moved.add(i)
                     else:
                         heard[i] = max(heard[i], generation)
                 woken.set()
@@ -186,13 +189,17 @@ class RedisRecord:
                 woken.clear()
                 with lock:
                     # A set() after our read announces a newer generation: no read needed.
-                    moved = [i for i in range(len(records)) if heard[i] > starts[i].generation]
-                    to_read = [i for i in unsure if i not in moved]
+                    newer = [i for i in range(len(records)) if heard[i] > starts[i].generation]
+                    relocate = sorted(moved)
+                    moved.clear()
+                    to_read = [i for i in unsure | set(relocate) if i not in newer]
                     unsure.clear()
-                for i in moved:
+                for i in newer:
                     if i not in ready:
                         ready.append(i)
                 try:
+                    for i in relocate:
+                        records[i]._resubscribe(wakeups[i])
                     for i in to_read:
                         now = records[i].state()
                         if i not in ready and (now.flag or now.generation != starts[i].generation):
@@ -200,6 +207,7 @@ class RedisRecord:
                 except BackendUnavailable:
                     with lock:
                         unsure.update(to_read)
+                        moved.update(relocate)
                     outage.pause()
                     woken.set()  # look again once it is back
             return ready[:count]
@@ -213,6 +221,10 @@ class RedisRecord:
         fired = threading.Lock()
 
         def wakeup(generation: int | None) -> None:
+            if generation == MOVED:
+                # Not on the listener thread: subscribing waits for another's reply.
+                threading.Thread(target=self._relink, args=(wakeup,), daemon=True).start()
+                return
             if generation is not None and start[0] != -1 and generation > start[0]:
                 moved = True  # a set() after we looked: no read needed
             else:
@@ -274,6 +286,24 @@ class RedisRecord:
         connection = self.backend.connection
         listener = listener_for(connection.node_url(self.channel))
         connection.call(lambda: listener.subscribe(self.channel, wakeup))
+
+    def _resubscribe(self, wakeup: Callable[[int | None], object]) -> None:
+        """Subscribe again after the slot moved (the old node dropped us).
+
+        The state read first goes through the cluster client, whose MOVED
+        reply refreshes its slot map, so the subscription goes to the
+        slot's new owner.
+        """
+        self.state()
+        self._subscribe(wakeup)
+
+    def _relink(self, wakeup: Callable[[int | None], object]) -> None:
+        """A rawlink()'s _resubscribe(), then a look at the state (on its own thread)."""
+        try:
+            self._resubscribe(wakeup)
+        except (LookupError, BackendUnavailable):
+            return  # the object is gone, or the server: nothing will set it
+        wakeup(None)
 
     def _unsubscribe(self, wakeup: Callable[[int | None], object]) -> None:
         connection = self.backend.connection
