@@ -194,6 +194,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             int(100 * scale),
             1 if quick else 3,
             _bench.QUICK_VALUE_SIZES if quick else _bench.VALUE_SIZES,
+            modes=("dropped",) if quick else ("dropped", "kept"),
         ),
         "wakeups": lambda: _bench.report_wakeup_latency(int(300 * scale), 1 if quick else 3),
         "ray": lambda: _bench.report_ray_handoff(5 if quick else 20, [1 << 20, 32 << 20]),

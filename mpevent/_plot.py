@@ -23,7 +23,9 @@ def plot(results: dict[str, Any], path: str) -> None:
         if key in results
     ]
     curves: list[tuple[str, Any]] = []
-    for kind in sorted({label.split()[2] for label in results.get("values", {})}):
+    # One curve panel per "kind mode" (e.g. "numpy dropped"): a row label is
+    # "<size> <unit> <kind> <mode>".
+    for kind in sorted({_kind_of(label) for label in results.get("values", {})}):
         curves.append((kind, lambda axis, kind=kind: _plot_sizes(axis, results["values"], kind)))
     if "broadcast" in results:
         curves.append(("broadcast", lambda axis: _plot_broadcast(axis, results["broadcast"])))
@@ -55,7 +57,7 @@ def plot(results: dict[str, Any], path: str) -> None:
 
 def _plot_sizes(axis: Any, table: dict[str, dict[str, float]], kind: str) -> None:
     """Latency against value size, log-log, one line per peer."""
-    rows = [(label, row) for label, row in table.items() if label.split()[2] == kind]
+    rows = [(label, row) for label, row in table.items() if _kind_of(label) == kind]
     sizes = [_bytes_of(label) for label, _ in rows]
     for peer in rows[0][1]:
         style = "-o" if peer.startswith("mpevent") else "--."
@@ -63,12 +65,16 @@ def _plot_sizes(axis: Any, table: dict[str, dict[str, float]], kind: str) -> Non
     axis.set_xscale("log", base=2)
     axis.set_yscale("log")
     axis.set_title(
-        f"{kind} value handoff to a blocked reader (fresh result per value)", fontsize=10
+        f"{kind}: value handoff to a blocked reader (fresh result per value)", fontsize=10
     )
     axis.set_xlabel("value size (bytes)")
     axis.set_ylabel("microseconds")
     axis.legend(fontsize=8)
     axis.grid(True, which="both", alpha=0.3)
+
+
+def _kind_of(label: str) -> str:
+    return " ".join(label.split()[2:])
 
 
 def _bytes_of(label: str) -> int:

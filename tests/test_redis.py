@@ -30,6 +30,17 @@ def server(tmp_path: Path) -> Iterator[int]:
     gc.collect()
 
 
+def _until_subscribed(backend: Any, obj: Any, count: int) -> None:
+    """Return once *count* waiters or links of *obj* are subscribed in this process."""
+    from mpevent.redis import _listener
+
+    listener = _listener.listener_for(backend.connection.node_url(obj._record.channel))
+    deadline = time.monotonic() + 10
+    while listener.subscribers() < count and time.monotonic() < deadline:
+        time.sleep(0.01)  # subscribing has no event to wait on
+    assert listener.subscribers() == count
+
+
 class _TouchesAFile:
     """A value whose unpickling has a visible effect: it creates a file."""
 
@@ -134,7 +145,7 @@ def test_waiters_ride_out_a_server_restart(server: int, tmp_path: Path) -> None:
         outcome: list[bool] = []
         waiter = threading.Thread(target=lambda: outcome.append(event.wait(60)))
         waiter.start()
-        time.sleep(0.3)  # parked, subscribed
+        _until_subscribed(backend, event, 1)
         redis_servers.stop_server(server)
         redis_servers.start_server(tmp_path / "redis", server)  # same data directory (AOF)
         with mpevent.connect(url, authkey=AUTHKEY) as other:
@@ -206,8 +217,6 @@ def test_the_backends_example_runs_on_redis_by_configuration(server: int) -> Non
 
 
 def test_waiters_and_callbacks_follow_an_object_to_another_cluster_node(tmp_path: Path) -> None:
-    from mpevent.redis import _listener
-
     with redis_servers.cluster(tmp_path / "cluster") as ports:
         url = f"redis://127.0.0.1:{ports[0]}/0"
         with mpevent.connect(url, authkey=AUTHKEY) as backend:
@@ -220,11 +229,7 @@ def test_waiters_and_callbacks_follow_an_object_to_another_cluster_node(tmp_path
             outcome: list[bool] = []
             waiter = threading.Thread(target=lambda: outcome.append(event.wait(30)))
             waiter.start()
-            listener = _listener.listener_for(backend.connection.node_url(event._record.channel))
-            deadline = time.monotonic() + 10
-            while listener.subscribers() < 2 and time.monotonic() < deadline:
-                time.sleep(0.01)  # the waiter subscribes (no event to wait on)
-            assert listener.subscribers() == 2
+            _until_subscribed(backend, event, 2)
             redis_servers.move_slot(ports, slot, target)
             assert redis_servers.slot_owner(ports, slot) == target
             # Another host, connected to the new owner, sets it after the move.
@@ -245,16 +250,12 @@ def test_closing_one_backend_leaves_the_waits_of_another_on_the_same_server(serv
         outcome: list[bool] = []
         waiter = threading.Thread(target=lambda: outcome.append(event.wait(30)))
         waiter.start()
-        from mpevent.redis import _listener
-
-        listener = _listener.listener_for(staying.connection.node_url(event._record.channel))
-        deadline = time.monotonic() + 10
-        while listener.subscribers() < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)  # the waiter subscribes (no event to wait on)
+        _until_subscribed(staying, event, 1)
         with mpevent.connect(url, authkey=AUTHKEY) as leaving:
             leaving.Event("shared-listener").clear()
         # The waiter was not woken by the close, and is still subscribed.
-        assert waiter.is_alive() and listener.subscribers() == 1
+        assert waiter.is_alive()
+        _until_subscribed(staying, event, 1)
         with mpevent.connect(url, authkey=AUTHKEY) as setter:
             setter.Event("shared-listener").set()
         waiter.join(30)
