@@ -1,8 +1,10 @@
-"""Across machines: mpevent on Redis beside a raw RPUSH/BLPOP pair and shared memory.
+"""Across machines: mpevent on Redis beside raw Redis, Dask and shared memory.
 
-Ping-pong between two processes and value handoff (100 B, 1 MiB, 32 MiB)
-through one Redis server or cluster.  Needs MPEVENT_AUTHKEY.  Run from the
-repository root:
+Ping-pong between two processes, broadcast to N processes and value
+handoff (100 B, 1 MiB, 32 MiB) through one Redis server or cluster, against
+a raw RPUSH/BLPOP pair, raw PUBLISH/SUBSCRIBE, Dask's Event and Variable
+with a real `dask scheduler`, and the shared-memory backend.  Needs
+MPEVENT_AUTHKEY.  Run from the repository root:
 
     MPEVENT_AUTHKEY=bench python benchmarks/across_machines.py redis://127.0.0.1:6379/0
 """

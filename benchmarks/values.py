@@ -1,4 +1,4 @@
-"""Value handoff: mpevent.AsyncResult beside multiprocessing.Pipe and Queue, and Ray.
+"""Value handoff: mpevent.AsyncResult beside Pipe, Queue, SharedMemory, Pool and Ray.
 
 For sizes from 100 B to 64 MiB, bytes and NumPy arrays, a fresh result per
 value (dropped after use, or with --kept all kept): the time from

@@ -1,4 +1,4 @@
-"""Wakeup latency: set() in one process to wait(), a rawlink callback, an asyncio task.
+"""Wakeup latency: set() in one process to wait(), a callback, an asyncio task, a greenlet.
 
 Beside multiprocessing.Event for reference.  Run from the repository root:
 

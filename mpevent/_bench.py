@@ -176,33 +176,50 @@ def creation(count: int) -> float:
 def _footprint_child(peer: str, count: int, out: Any) -> None:
     import gc
     import shutil
+    import threading
+    import timeit
 
     import psutil
 
     from .asyncresult import AsyncResult
 
-    manager: Any = CTX.Manager() if peer == "Manager().Event()" else None
+    spawn = mp.get_context("spawn")
+    manager: Any = spawn.Manager() if peer == "Manager().Event()" else None
     processes = [psutil.Process()] + (
         [] if manager is None else [psutil.Process(manager._process.pid)]
     )
     make: Callable[[], Any] = {
         "mpevent.Event": Event,
         "mpevent.AsyncResult": AsyncResult,
-        "multiprocessing.Event": CTX.Event,
+        "multiprocessing.Event": spawn.Event,
         "Manager().Event()": lambda: manager.Event(),
+        "threading.Event (one process)": threading.Event,
     }[peer]
     gc.collect()
     rss = sum(process.memory_info().rss for process in processes)
     shm = shutil.disk_usage("/dev/shm").used
+    start = time.perf_counter()
     try:
         objects = [make() for _ in range(count)]
     except OSError as exc:  # e.g. out of memory mappings
-        out.send((0, 0, 0, f"{type(exc).__name__}: {exc}"))
+        out.send({"error": f"{type(exc).__name__}: {exc}"})
         return
+    seconds = time.perf_counter() - start
     gc.collect()
     rss = sum(process.memory_info().rss for process in processes) - rss
     shm = shutil.disk_usage("/dev/shm").used - shm
-    out.send((len(objects), rss, shm, ""))
+    probe = getattr(objects[0], "is_set", None) or objects[0].ready
+    calls = 10_000 if manager is not None else 1_000_000
+    is_set = min(timeit.repeat(probe, number=calls, repeat=3)) / calls
+    out.send(
+        {
+            "objects": len(objects),
+            "memory": rss / len(objects),
+            "shm": shm / len(objects),
+            "create": seconds / len(objects),
+            "is_set": is_set,
+        }
+    )
     del objects
     if manager is not None:
         manager.shutdown()
@@ -213,43 +230,47 @@ FOOTPRINT_COUNTS = {
     "mpevent.AsyncResult": 1_000_000,
     "multiprocessing.Event": 10_000,  # five semaphores, each its own mapping
     "Manager().Event()": 10_000,  # one round trip per object
+    "threading.Event (one process)": 1_000_000,  # the in-process reference
 }
 
 
-def footprint(scale: float = 1.0) -> dict[str, dict[str, float]]:
-    """Per peer: bytes of memory (all its processes' RSS) and of /dev/shm per object.
+def footprint(scale: float = 1.0) -> dict[str, dict[str, Any]]:
+    """Per peer: memory (all its processes' RSS), /dev/shm and creation time per object,
+    and seconds per is_set() (ready() for AsyncResult).
 
-    Each peer makes its objects in a fresh forked process.
+    Each peer makes its objects in a fresh (spawned) process: a forked one
+    would find this process's arena with pages already in place.
     """
-    table: dict[str, dict[str, float]] = {}
+    spawn = mp.get_context("spawn")
+    table: dict[str, dict[str, Any]] = {}
     for peer, full in FOOTPRINT_COUNTS.items():
         count = max(1000, int(full * scale))
-        receiver, sender = CTX.Pipe(duplex=False)
-        child = CTX.Process(target=_footprint_child, args=(peer, count, sender))
+        receiver, sender = spawn.Pipe(duplex=False)
+        child = spawn.Process(target=_footprint_child, args=(peer, count, sender))
         child.start()
         try:
-            made, rss, shm, error = receiver.recv() if receiver.poll(600) else (0, 0, 0, "hung")
+            table[peer] = receiver.recv() if receiver.poll(600) else {"error": "no answer"}
         finally:
             child.join(60)
             if child.is_alive():
                 child.kill()
-        if error:
-            table[peer] = {"objects": 0, "error": error}  # type: ignore[dict-item]
-        else:
-            table[peer] = {"objects": made, "memory": rss / made, "shm": shm / made}
+            receiver.close()
+            sender.close()
     return table
 
 
-def report_footprint(scale: float = 1.0) -> dict[str, dict[str, float]]:
+def report_footprint(scale: float = 1.0) -> dict[str, dict[str, Any]]:
     table = footprint(scale)
-    print("cost of being there: memory per object (RSS of every process involved), /dev/shm")
+    print("cost of being there, per object: memory (RSS of every process involved), /dev/shm,")
+    print("creation time, is_set() (AsyncResult: ready()); each peer in a fresh process")
     for peer, row in table.items():
         if "error" in row:
-            print(f"  {peer:24s} failed: {row['error']}")
+            print(f"  {peer:30s} failed: {row['error']}")
             continue
         print(
-            f"  {peer:24s} {row['memory']:8.0f} B memory  {row['shm']:8.0f} B /dev/shm"
-            f"   ({row['objects']:,.0f} objects)"
+            f"  {peer:30s} {row['memory']:7.0f} B memory {row['shm']:7.0f} B /dev/shm "
+            f"{row['create'] * 1e6:8.2f} us to create {row['is_set'] * 1e9:8.1f} ns is_set()"
+            f"   ({row['objects']:,} objects)"
         )
     return table
 
@@ -364,8 +385,9 @@ def report_broadcast(sizes: list[int], rounds: int) -> dict[str, dict[str, float
 # --- value handoff -----------------------------------------------------------
 
 KiB, MiB = 1 << 10, 1 << 20
-# Powers of four from 64 KiB, and the sizes the targets name.
-VALUE_SIZES = [100, 4 * KiB, 64 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB, 32 * MiB, 64 * MiB]
+# 100 B, then powers of four from 1 KiB to 64 MiB, and 32 MiB, which targets name.
+VALUE_SIZES = [100, KiB, 4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB]
+VALUE_SIZES += [32 * MiB, 64 * MiB]
 QUICK_VALUE_SIZES = [100, 64 * KiB, MiB, 32 * MiB]
 
 
