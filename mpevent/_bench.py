@@ -11,12 +11,36 @@ import multiprocessing as mp
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .event import Event
 
 CTX = mp.get_context("fork")
+
+
+class Figure(float):
+    """The median of timing samples (seconds), which also keeps their spread.
+
+    It is a float wherever a figure is used (ratios, tables, the plot); the
+    JSON also gets each figure's quartiles (see ``_benchrun``).
+    """
+
+    samples: tuple[float, ...]
+
+    def __new__(cls, samples: Iterable[float]) -> Figure:
+        ordered = tuple(sorted(samples))
+        figure = super().__new__(cls, statistics.median(ordered))
+        figure.samples = ordered
+        return figure
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """The first and third quartiles of the samples."""
+        if len(self.samples) < 2:
+            return float(self), float(self)
+        low, _, high = statistics.quantiles(self.samples, n=4)
+        return low, high
 
 
 def _turns(names: list[str], i: int) -> list[str]:
@@ -161,7 +185,7 @@ def interleaved_rounds(
             for _ in range(chunk):
                 round_trip()
             samples[name].append((time.perf_counter() - start) / chunk)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: Figure(values) for name, values in samples.items()}
 
 
 def creation(count: int) -> float:
@@ -345,7 +369,7 @@ def _broadcast(make: Callable[[], Any], waiters: int, rounds: int, ctx: Any = CT
             child.join(30)
             if child.is_alive():
                 child.kill()
-    return statistics.median(samples[1:] or samples)
+    return Figure(samples[1:] or samples)
 
 
 BROADCAST_SIZES = [1, 2, 4, 8, 16, 32, 64]
@@ -450,14 +474,18 @@ def _handoffs(
         stamps_in.close()
         stamps_out.close()
     return {
-        name: statistics.median(b - a for a, b in zip(starts[name], arrivals[name], strict=True))
+        name: Figure(b - a for a, b in zip(starts[name], arrivals[name], strict=True))
         for name in channels
     }
 
 
 def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
-    """Per peer, the median over trials."""
-    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+    """Per peer, the median (and spread) of every trial's samples together."""
+
+    def samples(figure: float) -> tuple[float, ...]:
+        return figure.samples if isinstance(figure, Figure) else (figure,)
+
+    return {name: Figure(x for run in runs for x in samples(run[name])) for name in runs[0]}
 
 
 def _async_result_channel(keep: bool, url: str | None = None) -> Callable[[int], Channel]:
@@ -726,7 +754,7 @@ def ray_handoff(count: int, sizes: list[int]) -> dict[str, dict[str, float]] | N
                 del ref
             table[f"{size_label(size)} numpy"] = {
                 "mpevent.AsyncResult": ours[size],
-                "ray.put + actor get": statistics.median(samples),
+                "ray.put + actor get": Figure(samples),
             }
         return table
     finally:

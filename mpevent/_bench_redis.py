@@ -10,10 +10,11 @@ subscribers (broadcast).  Peers run interleaved in one run.
 from __future__ import annotations
 
 import multiprocessing as mp
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
+
+from ._bench import Figure
 
 CTX = mp.get_context("spawn")  # the partner shares nothing but the URL
 
@@ -287,8 +288,8 @@ def dask_peers(rounds: int, count: int) -> dict[str, float] | None:
             reader.join(60)
         handoffs = [b - a for a, b in zip(starts, arrivals, strict=True)]
         return {
-            "Dask distributed.Event ping-pong": statistics.median(samples),
-            "Dask Variable 100 B handoff": statistics.median(handoffs),
+            "Dask distributed.Event ping-pong": Figure(samples),
+            "Dask Variable 100 B handoff": Figure(handoffs),
         }
     finally:
         scheduler.terminate()

@@ -1,5 +1,8 @@
 """Running benchmark rows: a progress bar, a summary of ratios, the JSON and the plot.
 
+Figures are medians; where a row kept its samples (``_bench.Figure``) the
+summary and the JSON also give their quartiles.
+
 ``python -m mpevent bench`` and the demo both run rows through :func:`run`.
 rich and matplotlib (the ``bench`` extra) are optional: without them the
 rows print as plain text, the summary is a plain table and the plot is
@@ -69,6 +72,27 @@ def _comparisons(results: dict[str, Any]) -> list[tuple[str, str, float, str, fl
     return found
 
 
+def quartiles(results: dict[str, Any]) -> dict[str, Any]:
+    """Each figure's first and third quartiles, under the same keys as in *results*."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            found = {key: walk(value) for key, value in node.items()}
+            return {key: value for key, value in found.items() if value is not None} or None
+        spread = getattr(node, "spread", None)  # a _bench.Figure
+        return None if spread is None else [spread[0], spread[1]]
+
+    return walk(results) or {}
+
+
+def _micros(figure: float) -> str:
+    spread = getattr(figure, "spread", None)
+    text = f"{figure * 1e6:,.1f}"
+    if spread is not None and spread[0] != spread[1]:
+        text += f" ({spread[0] * 1e6:,.1f}-{spread[1] * 1e6:,.1f})"
+    return text
+
+
 def summary(results: dict[str, Any]) -> None:
     """Print each mpevent figure beside the best other peer of its row, as a ratio."""
     found = _comparisons(results)
@@ -78,27 +102,26 @@ def summary(results: dict[str, Any]) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title="mpevent against the best other peer of each row (lower is better)")
+        table = Table(
+            title="mpevent against the best other peer of each row (lower is better)",
+            caption="µs: median (first-third quartile)",
+        )
         for column in ("row", "mpevent", "µs", "best other peer", "µs", "ratio"):
             table.add_column(column, justify="right" if column in ("µs", "ratio") else "left")
         for row, ours, value, best, theirs in found:
             ratio = value / theirs
             style = "green" if ratio <= 1.0 else "red"
             table.add_row(
-                row,
-                ours,
-                f"{value * 1e6:,.1f}",
-                best,
-                f"{theirs * 1e6:,.1f}",
-                f"[{style}]{ratio:.2f}x[/{style}]",
+                row, ours, _micros(value), best, _micros(theirs), f"[{style}]{ratio:.2f}x[/{style}]"
             )
         Console().print(table)
         return
-    print("mpevent against the best other peer of each row (lower is better)")
+    print("mpevent against the best other peer of each row (lower is better;")
+    print("us: median (first-third quartile))")
     for row, ours, value, best, theirs in found:
         print(
-            f"  {row:34s} {ours:30s} {value * 1e6:10.1f} us   {best:26s} "
-            f"{theirs * 1e6:10.1f} us   {value / theirs:5.2f}x"
+            f"  {row:34s} {ours:30s} {_micros(value):>24s} us   {best:26s} "
+            f"{_micros(theirs):>24s} us   {value / theirs:5.2f}x"
         )
 
 
@@ -115,7 +138,8 @@ def run(
     summary(results)
     if json_path:
         with open(json_path, "w") as file:
-            json.dump(results, file, indent=1)
+            # Medians by row, and their quartiles under "quartiles".
+            json.dump({**results, "quartiles": quartiles(results)}, file, indent=1)
         print(f"results written to {json_path}")
     if plot_path:
         if importlib.util.find_spec("matplotlib") is None:
