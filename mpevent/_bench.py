@@ -695,18 +695,30 @@ def value_handoff(
     return table
 
 
+def print_rows(
+    title: str, table: Mapping[str, Mapping[str, float]], base: str, width: int, short: bool = False
+) -> None:
+    """Print *title*, then per row each peer's median and its ratio to peer *base*.
+
+    *short*: name peers by their last dotted part (``Pipe`` for ``multiprocessing.Pipe``).
+    """
+    print(title)
+    for label, row in table.items():
+        floor = row.get(base)
+        cells = "  ".join(
+            f"{name.split('.')[-1] if short else name} {seconds * 1e6:9.1f} us"
+            + (f" ({seconds / floor:4.2f}x)" if floor else "")
+            for name, seconds in row.items()
+        )
+        print(f"  {label:>{width}}: {cells}")
+
+
 def report_value_handoff(
     count: int, trials: int = 3, sizes: list[int] | None = None, **options: Any
 ) -> dict[str, dict[str, float]]:
     table = value_handoff(count, trials, sizes, **options)
-    print("value handoff to a process blocked in get()/recv(), median (fork)")
-    for label, row in table.items():
-        base = row["multiprocessing.Pipe"]
-        cells = "  ".join(
-            f"{name.split('.')[-1]} {seconds * 1e6:9.1f} us ({seconds / base:4.2f}x)"
-            for name, seconds in row.items()
-        )
-        print(f"  {label:>22}: {cells}")
+    title = "value handoff to a process blocked in get()/recv(), median (fork)"
+    print_rows(title, table, "multiprocessing.Pipe", 22, short=True)
     return table
 
 

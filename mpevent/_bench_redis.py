@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._bench import Figure
+from ._bench import Figure, print_rows
 
 CTX = mp.get_context("spawn")  # the partner shares nothing but the URL
 
@@ -321,24 +321,13 @@ def report(url: str, rounds: int = 200, trials: int = 3) -> dict[str, Any]:
     for name, seconds in table.items():
         ratio = f"   {seconds / base:5.2f}x the raw pair" if base else ""
         print(f"  {name:30s} {seconds * 1e6:9.1f} us{ratio}")
-    spread = broadcast(url, BROADCAST_SIZES if rounds >= 100 else [1, 8], max(6, rounds // 20))
-    print("broadcast across the Redis server: one set() to the last of N processes running")
-    for label, row in spread.items():
-        floor = row.get("raw PUBLISH/SUBSCRIBE")
-        cells = "  ".join(
-            f"{name} {seconds * 1e6:9.1f} us" + (f" ({seconds / floor:4.2f}x)" if floor else "")
-            for name, seconds in row.items()
-        )
-        print(f"  {label:>11}: {cells}")
+    sizes = BROADCAST_SIZES if rounds >= 100 else [1, 8]
+    spread = broadcast(url, sizes, max(6, rounds // 20))
+    title = "broadcast across the Redis server: one set() to the last of N processes running"
+    print_rows(title, spread, "raw PUBLISH/SUBSCRIBE", 11)
     values = value_handoff(url, max(10, rounds // 4))
-    print("value handoff across the Redis server to a process blocked in get()/BLPOP, median")
-    for label, row in values.items():
-        raw = row["raw RPUSH/BLPOP pair"]
-        cells = "  ".join(
-            f"{name} {seconds * 1e6:9.1f} us ({seconds / raw:4.2f}x)"
-            for name, seconds in row.items()
-        )
-        print(f"  {label:>7}: {cells}")
+    title = "value handoff across the Redis server to a process blocked in get()/BLPOP, median"
+    print_rows(title, values, "raw RPUSH/BLPOP pair", 7)
     dask = dask_peers(max(20, rounds // 10), 20)
     if dask is None:
         print("Dask: not installed (pip install 'dask[distributed]'), skipped")
