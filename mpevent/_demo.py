@@ -73,7 +73,7 @@ def run(workers: int = 4, rounds: int = 2000, trials: int = 3, out: str = ".") -
             "wakeups": lambda: _bench.report_wakeup_latency(count=100, trials=1),
             "creation": lambda: {"seconds": _bench.report_creation(100_000)},
         },
-        os.path.join(out, "mpevent-bench.json"),
-        os.path.join(out, "mpevent-bench.png"),
+        os.path.abspath(os.path.join(out, "mpevent-bench.json")),
+        os.path.abspath(os.path.join(out, "mpevent-bench.png")),
     )
     return 0 if codes == [0] * workers else 1
