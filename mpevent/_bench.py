@@ -396,13 +396,8 @@ def broadcast(sizes: list[int], rounds: int) -> dict[str, dict[str, float]]:
 
 def report_broadcast(sizes: list[int], rounds: int) -> dict[str, dict[str, float]]:
     table = broadcast(sizes, rounds)
-    print("broadcast: one set() to the last of N blocked processes running, median (fork)")
-    for label, row in table.items():
-        ours, theirs = row["mpevent.Event"], row["multiprocessing.Event"]
-        print(
-            f"  {label:>11}: mpevent {ours * 1e6:9.1f} us, multiprocessing.Event "
-            f"{theirs * 1e6:9.1f} us ({ours / theirs:4.2f}x)"
-        )
+    title = "broadcast: one set() to the last of N blocked processes running, median (fork)"
+    print_rows(title, table, "multiprocessing.Event", 11)
     return table
 
 
@@ -778,13 +773,8 @@ def report_ray_handoff(count: int, sizes: list[int]) -> dict[str, dict[str, floa
     if table is None:
         print("Ray's object store: not installed (pip install ray), skipped")
         return None
-    print("NumPy array handoff vs Ray's object store, median")
-    for label, row in table.items():
-        ours, theirs = row["mpevent.AsyncResult"], row["ray.put + actor get"]
-        print(
-            f"  {label:>14}: mpevent {ours * 1e6:9.1f} us, Ray {theirs * 1e6:9.1f} us "
-            f"({ours / theirs:4.2f}x Ray)"
-        )
+    title = "NumPy array handoff vs Ray's object store, median"
+    print_rows(title, table, "ray.put + actor get", 14)
     return table
 
 

@@ -41,6 +41,21 @@ def _until_subscribed(backend: Any, obj: Any, count: int) -> None:
     assert listener.subscribers() == count
 
 
+def _parked_waiter(
+    backend: Any, event: Any, timeout: float, subscribed: int = 1
+) -> tuple[threading.Thread, list[bool]]:
+    """A thread blocked in event.wait(timeout), returned once it is subscribed.
+
+    *subscribed*: how many of the event's waiters and links this process
+    then has.  The list receives wait()'s result.
+    """
+    outcome: list[bool] = []
+    waiter = threading.Thread(target=lambda: outcome.append(event.wait(timeout)))
+    waiter.start()
+    _until_subscribed(backend, event, subscribed)
+    return waiter, outcome
+
+
 class _TouchesAFile:
     """A value whose unpickling has a visible effect: it creates a file."""
 
@@ -142,10 +157,7 @@ def test_waiters_ride_out_a_server_restart(server: int, tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{server}/0"
     with mpevent.connect(url, authkey=AUTHKEY) as backend:
         event = backend.Event("survives", create=True)
-        outcome: list[bool] = []
-        waiter = threading.Thread(target=lambda: outcome.append(event.wait(60)))
-        waiter.start()
-        _until_subscribed(backend, event, 1)
+        waiter, outcome = _parked_waiter(backend, event, 60)
         redis_servers.stop_server(server)
         redis_servers.start_server(tmp_path / "redis", server)  # same data directory (AOF)
         with mpevent.connect(url, authkey=AUTHKEY) as other:
@@ -226,10 +238,7 @@ def test_waiters_and_callbacks_follow_an_object_to_another_cluster_node(tmp_path
             target = next(port for port in ports if port != source)
             called = threading.Event()
             event.rawlink(lambda _: called.set())
-            outcome: list[bool] = []
-            waiter = threading.Thread(target=lambda: outcome.append(event.wait(30)))
-            waiter.start()
-            _until_subscribed(backend, event, 2)
+            waiter, outcome = _parked_waiter(backend, event, 30, subscribed=2)
             redis_servers.move_slot(ports, slot, target)
             assert redis_servers.slot_owner(ports, slot) == target
             # Another host, connected to the new owner, sets it after the move.
@@ -247,10 +256,7 @@ def test_closing_one_backend_leaves_the_waits_of_another_on_the_same_server(serv
     url = f"redis://127.0.0.1:{server}/0"
     with mpevent.connect(url, authkey=AUTHKEY) as staying:
         event = staying.Event("shared-listener", create=True)
-        outcome: list[bool] = []
-        waiter = threading.Thread(target=lambda: outcome.append(event.wait(30)))
-        waiter.start()
-        _until_subscribed(staying, event, 1)
+        waiter, outcome = _parked_waiter(staying, event, 30)
         with mpevent.connect(url, authkey=AUTHKEY) as leaving:
             leaving.Event("shared-listener").clear()
         # The waiter was not woken by the close, and is still subscribed.
