@@ -9,6 +9,7 @@ through :func:`connect`).  This module wires the default.
 from . import _backend, shm
 from ._backend import BackendUnavailable
 from ._connect import connect
+from ._errors import ProcessDied
 from ._select import iwait, wait
 from ._serial import RemoteException, RemoteTraceback
 from ._version import __version__
@@ -21,6 +22,7 @@ __all__ = [
     "AsyncResult",
     "BackendUnavailable",
     "Event",
+    "ProcessDied",
     "RemoteException",
     "RemoteTraceback",
     "Timeout",

@@ -91,10 +91,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
             continue
         stats = arena.native.statistics()
         heap = arena.native.heap_statistics()
+        # Pids are each process's own (another container's mean nothing
+        # here); alive or dead is what the kernel's locks say.
         owners = ", ".join(
-            f"{pid}{'' if _arena.is_alive(pid, start) else ' (dead)'}"
-            for pid, start in arena.attached_processes()
+            f"{p.pid or '?'}"
+            f"{' (dead, being reclaimed)' if p.reclaiming else '' if p.alive else ' (dead)'}"
+            for p in arena.attached_processes()
         )
+        arena.close_inspection()
         cap = stats["shm_cap"]
         print(
             f"  {name}: processes [{owners}], {stats['records_live']} objects, "

@@ -115,6 +115,17 @@ class RecordBackend(Protocol):
         """Call ``callback(handle)`` once, on this process's callback thread, once set."""
         ...
 
+    def claim(self) -> None:
+        """Promise that this process sets the record (an AsyncResult's).
+
+        If the process ends without setting it, the record is set holding
+        :class:`~mpevent.ProcessDied` in its EXCEPTION slot, and every waiter
+        wakes within about a second.  ValueError if it is set already or
+        claimed by a live process; NotImplementedError where the backend
+        cannot tell that a process died.
+        """
+        ...
+
     def unlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
         """Forget a rawlink() of *handle*; unknown callbacks are ignored."""
         ...

@@ -16,6 +16,27 @@ class Timeout(TimeoutError):
     """Raised by AsyncResult.get() on timeout and by get_nowait() when not ready."""
 
 
+class Claim:
+    """A promise to set an AsyncResult (what :meth:`AsyncResult.claim` returns).
+
+    As a context manager: ``__enter__`` gives the result, and an exception
+    escaping the block is stored in the result (if nothing is stored yet)
+    before it propagates.
+    """
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: AsyncResult) -> None:
+        self.result = result
+
+    def __enter__(self) -> AsyncResult:
+        return self.result
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> None:
+        if isinstance(exc, Exception) and not self.result.ready():
+            self.result.set_exception(exc)
+
+
 class AsyncResult(Linkable):
     """A one-time value or exception shared by processes (gevent.event.AsyncResult).
 
@@ -108,6 +129,29 @@ class AsyncResult(Linkable):
             self.set_exception(source.exception, getattr(source, "exc_info", None))
 
     # --- reading ----------------------------------------------------------
+
+    def claim(self) -> Claim:
+        """Promise that this process sets the result.
+
+        If this process then dies without setting it -- SIGKILL, the OOM
+        killer, a crash, or an exit -- every ``get()``, ``wait()``,
+        ``mpevent.wait()``, ``rawlink`` callback and ``get_async()``, in
+        every process, ends within about a second, and they and all later
+        readers see :class:`~mpevent.ProcessDied` as the stored exception.
+
+        The promise is made at once and lasts until the result is set or
+        this process ends.  What it returns is also a context manager: an
+        exception escaping the block is stored with :meth:`set_exception`
+        (and re-raised), as gevent's ``greenlet.link(result)`` does::
+
+            with result.claim():
+                result.set(work())
+
+        Raises ValueError if the result is set already or claimed by a live
+        process (one process promises it), and on a closed handle.
+        """
+        self._record.claim()
+        return Claim(self)
 
     def successful(self) -> bool:
         """Return true if and only if it is ready and holds a value."""

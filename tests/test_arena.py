@@ -12,7 +12,7 @@ import pytest
 from conftest import ProcessRunner
 
 import mpevent
-from mpevent.shm import _arena, _record, _segment
+from mpevent.shm import _arena, _native, _record, _segment
 
 
 def test_a_million_events_cost_constant_fds_and_mappings() -> None:
@@ -93,10 +93,11 @@ def test_malformed_segment_names_are_refused(name: object) -> None:
         _segment.check_name(name)
 
 
-def test_attach_table_lists_this_process() -> None:
+def test_attach_table_lists_this_process_alive() -> None:
     mpevent.Event()
-    me = _arena.this_process()
-    assert all(me in arena.attached_processes() for arena in _arena.attached())
+    for arena in _arena.attached():
+        mine = [p for p in arena.attached_processes() if p.entry == arena.entry]
+        assert mine == [_arena.Attached(arena.entry, os.getpid(), True, False)]
 
 
 def _make_arena_then_die() -> None:
@@ -161,15 +162,12 @@ def test_handles_finalized_while_the_arena_lock_is_held_do_not_deadlock() -> Non
         gc.enable()
 
 
-def test_mark_of_a_reclaimer_that_died_is_cleared_and_does_not_pin_the_arena(
-    processes: ProcessRunner,
-) -> None:
+def test_mark_of_a_reclaimer_that_died_is_cleared_and_does_not_pin_the_arena() -> None:
     arena = mpevent.Event()._record.arena
-    child = processes.start(os.getpid)  # any process that is gone afterwards
-    processes.join(child)
-    free = next(e for e in range(64) if e not in {entry for entry, _, _ in arena._entries()})
-    with arena.locked():  # what a reclaimer killed midway leaves behind
-        arena._write_entry(free, _arena._RECLAIMING | child.pid, 12345.0)
-    assert (child.pid, 12345.0) not in arena.attached_processes()
-    arena.reclaim_dead_processes()
-    assert free not in {entry for entry, _, _ in arena._entries()}
+    used = {p.entry for p in arena.attached_processes()}
+    free = next(e for e in range(64) if e not in used)
+    with arena.locked():  # what a reclaimer killed midway leaves behind: nobody holds its byte
+        arena.native.entry_write(free, _native.ENTRY_RECLAIMING, 12345)
+    assert _arena.Attached(free, 12345, False, True) in arena.attached_processes()
+    arena.reclaim_dead_processes()  # frees the entry, releasing nothing of its bitmap
+    assert free not in {p.entry for p in arena.attached_processes()}

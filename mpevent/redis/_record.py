@@ -263,6 +263,15 @@ class RedisRecord:
         for link in found:
             self._unsubscribe(link[2])
 
+    def claim(self) -> None:
+        """Not on Redis: a dead claimer would need a TTL key refreshed by a thread."""
+        raise NotImplementedError(
+            "AsyncResult.claim() is available on shared memory only: on a Redis server, "
+            "a claimer's death could only be seen by a key whose TTL the claimer refreshes "
+            "(see docs/across-machines.md); set the result with an exception from a "
+            "try/except in the worker instead"
+        )
+
     def info(self) -> dict[str, int]:
         state = self.state()
         return {"kind": state.kind, "flag": int(state.flag), "generation": state.generation}

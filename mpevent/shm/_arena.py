@@ -1,28 +1,34 @@
-"""Arenas: the shared-memory segments that hold every record, and their lifecycle.
+"""Arenas: the shared-memory segments that hold every record, and who is attached.
 
 One arena holds up to millions of records (an Event or an AsyncResult
 each), the waiter slots of the threads that park on them and the links
-that queue those slots; its layout is in ``_native.c``.  A process maps an
-arena once, so a million objects cost one mapping and no descriptor.
+that queue those slots; its layout is in ``src/native/arena.h``.  A process
+maps an arena once and keeps one descriptor of it, so a million objects
+cost one mapping and one descriptor.
 
-Who creates, who unlinks
-------------------------
-* A process that needs a record and has no arena with room creates one,
-  named ``mpevent-<pid>-<random>``, mode 0600.
-* Every process that maps an arena (creator, forked child, or a process
-  that unpickled a handle) writes ``(pid, start time)`` into the arena's
-  attach table, and removes it when it exits normally (``atexit``, and
-  ``multiprocessing``'s exit finalizers for its workers, which leave with
-  ``os._exit``).
-* Whoever removes the last live entry unlinks the segment.  Entries of
-  processes that died without leaving (SIGKILL) are recognised with psutil
-  (pid *and* start time, so a reused pid does not count) and ignored.
+Who is alive: the kernel says
+-----------------------------
+Every process that maps an arena (creator, forked child, or a process
+that unpickled a handle) takes an entry of the arena's attach table and
+holds an open-file-description lock on byte *entry* of the segment file
+for as long as it is attached (``src/native/liveness.c`` has the
+protocol).  The kernel drops that lock when the process dies, SIGKILL
+included, in whatever PID namespace it runs: containers that share
+``/dev/shm`` (``docker --ipc=host``, a Kubernetes pod) see each other's
+processes alive or dead correctly, and no pid is ever looked up.  Pids are
+kept for display only.
+
+* A process leaves at normal exit (``atexit``, and ``multiprocessing``'s
+  finalizers for its workers, which end with ``os._exit``).  Whoever
+  leaves last -- one lock over the whole table range succeeds -- unlinks
+  the segment.
+* The entries of processes that died attached are reclaimed (their
+  references given back) by whoever finds them: each join and leave looks
+  at a few entries (``PROBE_PER_JOIN``, a bounded cost however many
+  processes are attached), and running out of entries, waiter slots or
+  shared memory looks at all of them before giving up.
 * :func:`clean` (``python -m mpevent clean``, and every new arena) unlinks
-  arenas whose attached processes are all dead.
-* Records are reference counted across processes (``_record``); each
-  entry also has a bitmap of the records its process holds, so when a
-  process is found dead (by whoever joins or leaves next), its references
-  are given back.
+  arenas nobody holds a lock on, and reclaims dead entries in the others.
 """
 
 from __future__ import annotations
@@ -36,12 +42,11 @@ import secrets
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from typing import Final
-
-import psutil
+from typing import Final, NamedTuple
 
 from .. import _checks
 from . import _native, _segment
+from ._native import ATTACH_ENTRIES, ENTRY_ATTACHED, ENTRY_FREE, ENTRY_RECLAIMING
 
 RECORDS_PER_ARENA: Final = int(os.environ.get("MPEVENT_ARENA_RECORDS", 4 * 1024 * 1024))
 SLOTS_PER_ARENA: Final = int(os.environ.get("MPEVENT_ARENA_SLOTS", 16384))
@@ -54,48 +59,33 @@ MAX_SHM: Final = _checks.size_from_env("MPEVENT_MAX_SHM", 0)
 # Free value blocks keep at most this many bytes resident; the rest goes back.
 HEAP_WATERMARK: Final = _checks.size_from_env("MPEVENT_HEAP_WATERMARK", 256 << 20)
 
-# One attach-table entry: pid, bytes of its held bitmap reserved (written
-# by C only), process start time (psutil's create_time).
-_ATTACH_ENTRY: Final = struct.Struct("=I4xd")
-_ATTACH_PID: Final = struct.Struct("=I")
-_ATTACH_START: Final = struct.Struct("=d")
-_ATTACH_START_AT: Final = 8
-# An entry whose dead owner is being reclaimed holds the *reclaimer's* pid
-# with this bit set (pids stay below 2**22) and the reclaimer's start time.
-_RECLAIMING: Final = 0x80000000
+# Entries of the attach table that each join and leave asks the kernel about:
+# enough to find the dead soon, few enough that joining costs the same with
+# a thousand processes attached as with one.
+PROBE_PER_JOIN: Final = 4
 
-assert _ATTACH_ENTRY.size == _native.ATTACH_ENTRY_SIZE
+# The segment header's first fields (arena.h): magic, layout version.
+_HEADER_START: Final = struct.Struct("=QI")
+_MAGIC: Final = 0x31544E4556504D00
 
-
-_this_process: tuple[int, float] | None = None
 _numbers = itertools.count()
 
 
-def this_process() -> tuple[int, float]:
-    """This process as (pid, start time): a reused pid is a different process."""
-    global _this_process
-    pid = os.getpid()
-    if _this_process is None or _this_process[0] != pid:  # computed again after fork
-        _this_process = (pid, psutil.Process(pid).create_time())
-    return _this_process
+class Attached(NamedTuple):
+    """One used entry of an attach table, for display (``list``)."""
+
+    entry: int
+    pid: int  # in the attached process's own PID namespace
+    alive: bool
+    reclaiming: bool
 
 
-def is_alive(pid: int, start_time: float | None = None) -> bool:
-    """Whether the process lives (zombies do not).
-
-    With *start_time*, a process that reuses the pid is not it.  Without it
-    (waiter slots record only a pid), a reused pid counts as alive: the safe
-    side, nothing is reclaimed from a live process.
-    """
-    try:
-        process = psutil.Process(pid)
-        if start_time is not None and process.create_time() != start_time:
-            return False
-        return bool(process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
+def _reopen(fd: int, name: str) -> int:
+    """A new open file description of the segment behind *fd* (O_CLOEXEC)."""
+    try:  # works even once the name is gone
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:  # no /proc in this container
+        return os.open(_segment.path_of(name), os.O_RDWR | os.O_CLOEXEC)
 
 
 def _segment_size() -> int:
@@ -107,17 +97,22 @@ def _segment_size() -> int:
 class Arena:
     """One mapped arena segment: its records, slots, links and attach table.
 
-    ``native`` offers the record operations (see ``_native.c``); this class
-    adds the name, the attach table and unlinking.
+    ``native`` offers the record operations (``src/native/``); this class
+    adds the name, this process's descriptor and attach entry, and
+    unlinking.
     """
 
-    def __init__(self, name: str, native: _native.Arena) -> None:
+    def __init__(self, name: str, native: _native.Arena, fd: int) -> None:
         self.name = name
         self.number = next(_numbers)  # small and unique in this process (_record's keys)
         self.native = native
         self.view = memoryview(native)
+        self.fd = fd  # this process's own open file description of the segment
         self.detached = False
         self.entry = -1  # this process's attach-table entry, once joined
+        self.epoch = 0
+        self.child: tuple[int, int, int] | None = None  # (entry, epoch, fd) for a fork
+        self._reclaiming: set[int] = set()  # entries this process is reclaiming now
 
     def __repr__(self) -> str:
         return f"<mpevent arena {self.name}>"
@@ -125,9 +120,16 @@ class Arena:
     @classmethod
     def create(cls) -> Arena:
         """Create, format and attach a new arena (mode 0600)."""
-        name = f"{_segment.PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         size = _segment_size()
-        fd = _segment.create(name, size)
+        while True:
+            name = f"{_segment.PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+            fd = _segment.create(name, size)
+            # Byte 0 is ours before the header is written: a half-formatted
+            # arena of a live creator never looks abandoned to a cleaner.
+            # A cleaner that came first holds it, and unlinks the file.
+            if _native.ofd_lock(fd, 0, 1, False) and _segment.is_at(fd, name):
+                break
+            os.close(fd)
         try:
             native = _native.Arena(fd, size)
             native.format(
@@ -141,11 +143,11 @@ class Arena:
             )
         except BaseException:
             _segment.unlink(name)
-            raise
-        finally:
             os.close(fd)
-        arena = cls(name, native)
-        arena.join()
+            raise
+        arena = cls(name, native, fd)
+        with arena.locked():
+            arena._take_entry(0)  # the table is empty, and byte 0 is locked
         return arena
 
     @classmethod
@@ -155,20 +157,23 @@ class Arena:
         Raises FileNotFoundError if it is gone (every process that used it
         has exited), ValueError if the segment is not an mpevent arena.
         """
+        gone = FileNotFoundError(
+            f"mpevent arena {name!r} no longer exists: every process that used it "
+            "has exited (or it was cleaned)"
+        )
         try:
             fd, size = _segment.open_existing(name)
         except FileNotFoundError:
-            raise FileNotFoundError(
-                f"mpevent arena {name!r} no longer exists: every process that used it "
-                "has exited (or it was cleaned)"
-            ) from None
+            raise gone from None
         try:
             native = _native.Arena(fd, size)
-        finally:
+            native.validate()
+            arena = cls(name, native, fd)
+            if not arena.join():
+                raise gone
+        except BaseException:
             os.close(fd)
-        native.validate()
-        arena = cls(name, native)
-        arena.join()
+            raise
         return arena
 
     @classmethod
@@ -177,10 +182,17 @@ class Arena:
         fd, size = _segment.open_existing(name)
         try:
             native = _native.Arena(fd, size)
-        finally:
+            native.validate()
+        except BaseException:
             os.close(fd)
-        native.validate()
-        return cls(name, native)
+            raise
+        return cls(name, native, fd)
+
+    def close_inspection(self) -> None:
+        """Close the descriptor of an arena opened for inspection."""
+        if self.entry < 0 and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     # --- waiter slots -----------------------------------------------------
 
@@ -191,20 +203,21 @@ class Arena:
         returning theirs (killed, or left by os._exit) are reclaimed first.
         """
         try:
-            return self.native.slot_alloc(os.getpid())
+            return self.native.slot_alloc()
         except RuntimeError:
-            if not self.reclaim_dead_slots():
+            if not self.reclaim_dead_processes() + self.reclaim_dead_slots():
                 raise
-            return self.native.slot_alloc(os.getpid())
+            return self.native.slot_alloc()
 
     def reclaim_dead_slots(self) -> int:
         """Free the slots (and links) of dead processes; how many were freed."""
-        alive: dict[int, bool] = {}
+        alive: dict[tuple[int, int], bool] = {}
         freed = 0
-        for slot, pid in self.native.slot_owners():
-            if pid not in alive:
-                alive[pid] = is_alive(pid)
-            if not alive[pid]:
+        for slot, entry, epoch in self.native.slot_owners():
+            owner = (entry, epoch)
+            if owner not in alive:
+                alive[owner] = self.native.entry_alive(entry, epoch)
+            if not alive[owner]:
                 self.native.slot_reclaim(slot)
                 freed += 1
         return freed
@@ -230,82 +243,156 @@ class Arena:
 
     # --- attach table ---------------------------------------------------
 
-    def _entries(self) -> Iterator[tuple[int, int, float]]:
-        """(entry, pid, start time) of every used entry of the attach table."""
-        for entry in range(_native.ATTACH_ENTRIES):
-            pid, start = _ATTACH_ENTRY.unpack_from(self.view, _entry_offset(entry))
-            if pid:
-                yield entry, pid, start
+    def attached_processes(self) -> list[Attached]:
+        """Every used entry: its pid (display only) and whether the kernel says it lives."""
+        found = []
+        for entry, state, epoch, pid in self.native.entries():
+            if entry == self.entry and epoch == self.epoch:
+                alive = True
+            else:
+                alive = _native.ofd_held(self.fd, entry, 1)
+            found.append(Attached(entry, pid, alive, state == ENTRY_RECLAIMING))
+        return found
 
-    def _write_entry(self, entry: int, pid: int, start: float) -> None:
-        # pid and start time only: the word between them belongs to C.
-        offset = _entry_offset(entry)
-        _ATTACH_START.pack_into(self.view, offset + _ATTACH_START_AT, start)
-        _ATTACH_PID.pack_into(self.view, offset, pid)
+    def _free_entry(self) -> int | None:
+        """The first FREE entry of the table (arena lock held)."""
+        used = {entry for entry, *_ in self.native.entries()}
+        return next((e for e in range(ATTACH_ENTRIES) if e not in used), None)
 
-    def attached_processes(self) -> list[tuple[int, float]]:
-        """(pid, start time) of the processes that attached and did not leave."""
-        return [(pid, start) for _, pid, start in self._entries() if not pid & _RECLAIMING]
+    def _take_entry(self, entry: int) -> None:
+        """Make *entry*, whose byte this process has locked, its own (arena lock held)."""
+        self.native.held_wipe(entry)
+        self.epoch = self.native.entry_write(entry, ENTRY_ATTACHED, os.getpid())
+        self.entry = entry
+        self.native.adopt_entry(entry, self.epoch, self.fd)
 
-    def join(self) -> None:
-        """Write this process into the attach table (after reclaiming dead entries)."""
-        self.reclaim_dead_processes()
-        me = this_process()
-        with self.locked():
-            free = None
-            for entry in range(_native.ATTACH_ENTRIES):
-                pid, start = _ATTACH_ENTRY.unpack_from(self.view, _entry_offset(entry))
-                if (pid, start) == me:
-                    self.entry = entry
-                    self.native.adopt_entry(entry)
-                    return
-                if pid == 0 and free is None:
-                    free = entry
-            if free is None:
-                raise RuntimeError(
-                    f"arena {self.name} already has {_native.ATTACH_ENTRIES} live processes"
-                )
-            self.native.held_wipe(free)
-            self._write_entry(free, *me)
-            self.entry = free
-            self.native.adopt_entry(free)
+    def join(self) -> bool:
+        """Take an entry of the attach table; False if the arena is being unlinked.
 
-    def reclaim_dead_processes(self) -> int:
+        A bounded number of system calls, however many processes are
+        attached; a few other entries are probed for the dead on the way.
+        """
+        while True:
+            busy = None
+            with self.locked():
+                if self.native.is_unlinked():
+                    return False
+                free = self._free_entry()
+                if free is None:
+                    self._reclaim_under_lock(ATTACH_ENTRIES)  # the dead go first
+                    free = self._free_entry()
+                if free is None:
+                    raise RuntimeError(
+                        f"arena {self.name} already has {ATTACH_ENTRIES} live processes"
+                    )
+                if _native.ofd_lock(self.fd, free, 1, False):
+                    self._take_entry(free)
+                else:
+                    busy = free  # a cleaner holds the whole table: it is unlinking
+            if busy is None:
+                break
+            # Wait (holding no lock of ours) for the cleaner, then look again.
+            _native.ofd_lock(self.fd, busy, 1, True)
+            _native.ofd_unlock(self.fd, busy, 1)
+        self.reclaim_dead_processes(PROBE_PER_JOIN)
+        return True
+
+    def reclaim_dead_processes(self, limit: int = ATTACH_ENTRIES) -> int:
         """Give back the references of processes that died attached; how many died.
 
-        Each dead entry is marked with this process as its reclaimer under
-        the arena lock, so exactly one process reclaims it; the records it
-        held are released outside the lock (releasing takes record locks,
-        which come before the arena lock).  A reclaimer that dies midway
-        leaves its mark: whoever finds the mark of a dead reclaimer frees the
-        entry without releasing anything more, so the remaining references
-        leak and none is released twice.
+        Looks at up to *limit* entries.  Each dead entry's byte is locked by
+        this process, and the entry marked RECLAIMING, under the arena lock,
+        so exactly one process reclaims it; the records it held are
+        released outside the lock (releasing takes record locks, which come
+        before the arena lock).  A reclaimer that dies midway drops the
+        byte: whoever finds a RECLAIMING entry nobody holds frees it
+        without releasing anything more, so the rest leaks and nothing is
+        released twice.
         """
-        me_pid, me_start = this_process()
-        abandoned = []
+        if self.fd < 0:
+            return 0
         with self.locked():
-            dead = []
-            for entry, pid, start in self._entries():
-                if pid & _RECLAIMING:
-                    if not is_alive(pid & ~_RECLAIMING, start):
-                        abandoned.append(entry)
-                elif not is_alive(pid, start):
-                    dead.append(entry)
-            for entry in dead:
-                self._write_entry(entry, _RECLAIMING | me_pid, me_start)
-            for entry in abandoned:  # join() wipes its bitmap when it reuses it
-                self._write_entry(entry, 0, 0.0)
+            dead = self._reclaim_under_lock(limit)
         for entry in dead:
-            for index in self.native.held_indices(entry):
-                self.native.record_release(index)
-            self.native.heap_forget(entry)  # its views and its unpublished values
-            self.native.held_wipe(entry)
-            with self.locked():
-                self._write_entry(entry, 0, 0.0)
+            try:
+                self._give_back_entry(entry)
+            finally:
+                with self.locked():
+                    self.native.entry_write(entry, ENTRY_FREE, 0)
+                    _native.ofd_unlock(self.fd, entry, 1)
+                    self._reclaiming.discard(entry)
         return len(dead)
 
+    def _reclaim_under_lock(self, limit: int) -> list[int]:
+        """Mark the dead among *limit* entries as ours to reclaim (arena lock held)."""
+        dead = []
+        for entry, state in self.native.probe_dead(self.fd, limit):
+            if entry in self._reclaiming:
+                continue  # another thread of ours reclaims it: our lock, invisible to us
+            if state == ENTRY_RECLAIMING:
+                self.native.entry_write(entry, ENTRY_FREE, 0)  # its reclaimer died midway
+            elif _native.ofd_lock(self.fd, entry, 1, False):
+                self.native.entry_write(entry, ENTRY_RECLAIMING, os.getpid())
+                self._reclaiming.add(entry)
+                dead.append(entry)
+        return dead
+
+    def _give_back_entry(self, entry: int) -> None:
+        """Release what a dead entry's process held: records, views, slots."""
+        for index in self.native.held_indices(entry):
+            self.native.record_release(index)
+        self.native.heap_forget(entry)  # its views and its unpublished values
+        self.native.held_wipe(entry)
+        for slot, owner, _ in self.native.slot_owners():
+            if owner == entry:
+                self.native.slot_reclaim(slot)
+
+    def prepare_child(self) -> None:
+        """Before a fork: an entry, locked by a descriptor of its own, for the child.
+
+        So the child is alive in its own right from its first instruction;
+        if it dies (or the fork fails) the entry is simply dead.
+        """
+        self.child = None
+        if self.detached or self.entry < 0:
+            return
+        fd = _reopen(self.fd, self.name)
+        with self.locked():
+            free = self._free_entry()
+            if free is not None and _native.ofd_lock(fd, free, 1, False):
+                self.native.held_wipe(free)
+                epoch = self.native.entry_write(free, ENTRY_ATTACHED, 0)
+                self.child = (free, epoch, fd)
+                return
+        os.close(fd)  # no room: the child joins by itself after the fork
+
+    def after_fork_in_parent(self) -> None:
+        if self.child is not None:
+            os.close(self.child[2])  # the child's lock is the child's alone now
+            self.child = None
+
+    def after_fork_in_child(self) -> None:
+        if self.detached:
+            return
+        inherited = self.fd
+        if self.child is not None:
+            self.entry, self.epoch, self.fd = self.child
+            self.child = None
+            with self.locked():
+                self.native.entry_write(self.entry, ENTRY_ATTACHED, os.getpid())
+            self.native.adopt_entry(self.entry, self.epoch, self.fd)
+            os.close(inherited)  # it must not keep a dead parent looking alive
+        else:
+            self.fd = _reopen(inherited, self.name)
+            os.close(inherited)
+            self.entry = -1
+            if not self.join():
+                self.detached = True
+                return
+        self.native.after_fork_child(self.entry)  # pin the views it inherited
+
     def leave(self) -> bool:
-        """Remove this process from the table; unlink if no live process is left.
+        """Give up this process's entry; unlink if no other process is attached.
 
         The mapping stays: handles still alive in this process keep working
         until it exits.  Returns True if this call unlinked the segment.
@@ -313,24 +400,22 @@ class Arena:
         if self.detached:
             return False
         self.detached = True
-        me = this_process()
-        if self.entry >= 0:
-            self.native.heap_forget(self.entry)  # before the entry can be reused
+        if self.entry < 0:
+            return False
+        self.native.heap_forget(self.entry)  # before the entry can be reused
+        unlinked = False
         with self.locked():
-            alive = 0
-            for entry, pid, start in list(self._entries()):
-                if (pid, start) == me:
-                    self._write_entry(entry, 0, 0.0)
-                elif is_alive(pid & ~_RECLAIMING, start):  # a live owner or reclaimer
-                    alive += 1
-            if alive == 0:
-                return _segment.unlink(self.name)
-        self.reclaim_dead_processes()
-        return False
-
-
-def _entry_offset(entry: int) -> int:
-    return _native.ATTACH_OFFSET + entry * _ATTACH_ENTRY.size
+            self.native.entry_write(self.entry, ENTRY_FREE, 0)
+            # One call: does anyone else hold any byte of the table?  Done
+            # under the arena lock, and our own byte given up before it is
+            # released, so of two last leavers the second sees the first gone.
+            if _native.ofd_lock(self.fd, 0, ATTACH_ENTRIES, False):
+                self.native.mark_unlinked()
+                unlinked = _segment.unlink(self.name)
+            _native.ofd_unlock(self.fd, 0, ATTACH_ENTRIES)
+        if not unlinked:
+            self.reclaim_dead_processes(PROBE_PER_JOIN)
+        return unlinked
 
 
 # --- work that must wait for the arena lock to be released -----------------
@@ -444,75 +529,79 @@ _after_mp_fork = _AfterMultiprocessingFork()
 multiprocessing.util.register_after_fork(_after_mp_fork, lambda hook: hook())
 
 
+def _before_fork() -> None:
+    for arena in list(_arenas.values()):
+        try:
+            arena.prepare_child()
+        except OSError:  # out of descriptors: the child joins by itself
+            arena.child = None
+    _native.before_fork()  # zero-copy views are held across the fork (see heap.c)
+
+
+def _after_fork_in_parent() -> None:
+    for arena in list(_arenas.values()):
+        arena.after_fork_in_parent()
+
+
 def _after_fork_in_child() -> None:
     global _arenas_lock, _exit_hooks_pid
     _arenas_lock = threading.Lock()
     _exit_hooks_pid = 0
     for arena in _arenas.values():
-        if not arena.detached:
-            arena.join()
-            arena.native.after_fork_child(arena.entry)  # pin the views it inherited
+        arena.after_fork_in_child()
     if _arenas:
         _install_exit_hooks()
 
 
-# Zero-copy views of values are held across the fork (see heap.c).
-os.register_at_fork(before=_native.before_fork, after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 
 
 def clean(dry_run: bool = False) -> list[str]:
-    """Unlink arenas whose attached processes are all dead; return their names.
+    """Unlink arenas no live process is attached to; return their names.
 
-    Never unlinks an arena a live process is attached to, nor one being
-    created right now; in live arenas, gives back the references of the
-    processes that died attached.
+    Never unlinks an arena a live process is attached to (in any PID
+    namespace), nor one being created right now; in live arenas, gives
+    back the references of the processes that died attached.
     """
     removed = []
     for name in _segment.list_names():
-        if name.startswith(_segment.NAME_PREFIX):
+        if name.startswith(_segment.NAME_PREFIX) or name in _arenas:
             continue  # object names are cleaned by _names
-        if name in _arenas:
-            continue
         try:
             fd, size = _segment.open_existing(name)
         except (FileNotFoundError, PermissionError):
             continue
         try:
-            native = _native.Arena(fd, size)
-        except (OSError, ValueError):
-            continue
+            if _clean_one(name, fd, size, dry_run):
+                removed.append(name)
         finally:
             os.close(fd)
-        arena = Arena(name, native)
-        if _is_abandoned(arena):
-            if dry_run or _segment.unlink(name):
-                removed.append(name)
-        elif not dry_run and _is_valid(arena):
-            arena.reclaim_dead_processes()  # live arena: give back what the dead held
     return removed
 
 
-def _is_valid(arena: Arena) -> bool:
-    try:
-        arena.native.validate()
-    except ValueError:
-        return False  # half-created by a live process, or of another layout
-    return True
-
-
-def _is_abandoned(arena: Arena) -> bool:
-    if not _is_valid(arena):
-        return False  # its locks are not where this layout expects them
-    owners = arena.attached_processes()
-    if owners:
-        return not any(is_alive(pid, start) for pid, start in owners)
-    return not _creator_alive(arena.name)
-
-
-def _creator_alive(name: str) -> bool:
-    """An empty table may belong to an arena its creator is still formatting."""
-    try:
-        pid = int(name[len(_segment.PREFIX) :].split("-")[0])
-    except ValueError:
-        return False
-    return psutil.pid_exists(pid)
+def _clean_one(name: str, fd: int, size: int, dry_run: bool) -> bool:
+    """Unlink one arena if abandoned, else reclaim its dead; True if unlinked."""
+    magic, version = _HEADER_START.unpack(os.pread(fd, _HEADER_START.size, 0).ljust(12, b"\0"))
+    if magic == _MAGIC and version != _native.LAYOUT_VERSION:
+        return False  # another mpevent's layout: its liveness rules are not ours
+    for attempt in range(2):
+        # One call: does any process hold any byte of the attach table?
+        if _native.ofd_lock(fd, 0, ATTACH_ENTRIES, False):
+            try:
+                if not dry_run and magic == _MAGIC:
+                    native = _native.Arena(fd, size)
+                    native.mark_unlinked()  # a joiner waiting for our lock gives up
+                return dry_run or _segment.unlink(name)
+            finally:
+                _native.ofd_unlock(fd, 0, ATTACH_ENTRIES)
+        if dry_run or attempt or magic != _MAGIC:
+            return False  # alive, or being created by a live process
+        native = _native.Arena(fd, size)
+        try:
+            native.validate()
+        except ValueError:
+            return False
+        Arena(name, native, fd).reclaim_dead_processes()  # live: give back what the dead held
+    return False

@@ -131,8 +131,15 @@ class Hub:
                     id(entry) in due
                     or self.native.fired(entry.link)
                     # A setter that died between publishing and waking left
-                    # the link queued; the generation still moved.
-                    or (recheck and entry.handle._record.generation() != entry.generation)
+                    # the link queued; the generation still moved.  A claimer
+                    # that died unset: failing the record moves it too.
+                    or (
+                        recheck
+                        and (
+                            entry.handle._record.check_claim()
+                            or entry.handle._record.generation() != entry.generation
+                        )
+                    )
                 ):
                     del self._entries[key]
                     self.native.dequeue(entry.handle._record.index, entry.link)

@@ -143,11 +143,12 @@ def _park_once(records: Sequence[Record], deadline: float | None) -> list[int]:
             generations.append(state >> 1)
         while not ready and not _woken_or_due(native, slot, deadline):
             # A setter that died between publishing and waking leaves our
-            # link queued and our word down; the generation still moved.
+            # link queued and our word down; the generation still moved.  A
+            # claimer that died unset: failing the record moves it too.
             ready.extend(
                 p
                 for p, generation in zip(queued, generations, strict=True)
-                if records[p].generation() != generation
+                if records[p].check_claim() or records[p].generation() != generation
             )
     finally:
         # Dequeue everything so no later set() writes to this slot; a link
@@ -172,7 +173,11 @@ def _poll_many_arenas(records: Sequence[Record], deadline: float | None) -> list
     # unrelated processes) are polled instead.
     delay = 0.0005
     while True:
-        ready = [i for i, record in enumerate(records) if record.native.is_set(record.index)]
+        ready = [
+            i
+            for i, record in enumerate(records)
+            if record.check_claim() or record.native.is_set(record.index)
+        ]
         if ready:
             return ready
         if deadline is not None and time.monotonic() >= deadline:

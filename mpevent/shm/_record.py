@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 from .._backend import EITHER, EXCEPTION, VALUE
+from .._errors import ProcessDied
 from . import _arena, _hub, _native, _parking, _storage
 from ._arena import Arena
 
@@ -244,8 +245,22 @@ class Record:
         return _parking.park_on_many(records, timeout, count)
 
     def holds(self, which: int) -> bool:
-        """True if value slot *which* (0 value, 1 exception) is filled."""
-        return self.native.holds(self.index, which)
+        """True if value slot *which* (0 value, 1 exception) is filled.
+
+        A result whose claimer died unset holds its ProcessDied exception.
+        """
+        if self.native.holds(self.index, which):
+            return True
+        return which == EXCEPTION and self._failed_claim()
+
+    def _failed_claim(self) -> bool:
+        info = self.native.claim_info(self.index)
+        return (
+            info is not None
+            and info[1]
+            and not self.native.holds(self.index, VALUE)
+            and not self.native.holds(self.index, EXCEPTION)
+        )
 
     def store(self, which: int, inband: bytes, buffers: Sequence[pickle.PickleBuffer]) -> None:
         """Store a pickled value in slot *which* and raise the flag."""
@@ -261,6 +276,8 @@ class Record:
         if which == EITHER:
             which = VALUE if native.holds(index, VALUE) else EXCEPTION
         if not native.holds(index, which):
+            if which == EXCEPTION and self._failed_claim():
+                return generation, EXCEPTION, self.claim_failure()
             return generation, -1, None
         if generation == known:
             return generation, which, None
@@ -282,6 +299,23 @@ class Record:
         if hub is not None:
             hub.forget(handle)
 
+    def claim(self) -> None:
+        """Promise that this process sets the record; see AsyncResult.claim."""
+        self.native.claim(self.index)
+        _claims.add((self.arena, self.index))
+
+    def claim_failure(self) -> BaseException | None:
+        """ProcessDied if the process that claimed the record ended without setting it."""
+        info = self.native.claim_info(self.index)
+        if info is None or not info[1]:
+            return None
+        pid, _, exited = info
+        return ProcessDied(pid, exited)
+
+    def check_claim(self) -> bool:
+        """Fail the record now if its claimer died unset; True if it has failed."""
+        return self.native.claim_check(self.index)
+
     def info(self) -> dict[str, int]:
         """kind, serial, flag, generation, refcount, inflight, waiters (for `list`)."""
         return self.native.record_info(self.index)
@@ -296,7 +330,18 @@ def _release_all() -> None:
         _give_back(arena, index)
 
 
-_arena.BEFORE_LEAVING.append(_release_all)
+# Results this process promised to set (claim()), as (arena, index).
+_claims: set[tuple[Arena, int]] = set()
+
+
+def _abandon_claims() -> None:
+    """At exit: fail every result this process promised and did not set."""
+    for arena, index in list(_claims):
+        arena.native.claim_abandon(index)  # nothing if set meanwhile
+    _claims.clear()
+
+
+_arena.BEFORE_LEAVING.extend([_abandon_claims, _release_all])
 
 
 _gc_was_enabled = False
@@ -329,6 +374,7 @@ def _after_fork_in_parent() -> None:
 def _after_fork_in_child() -> None:
     global _holders_lock
     _holders_lock = threading.RLock()
+    _claims.clear()  # the parent's promises are the parent's
     for arena, index, _ in _held():
         if not arena.detached:
             arena.native.held_mark(arena.entry, index, True)

@@ -7,8 +7,8 @@ process that *attaches* to a SharedMemory registers it with its own
 exits, even though others still use it (CPython gh-82300).  mpevent decides
 itself who unlinks a segment (see ``_arena``), so the tracker stays out.
 
-Callers map the descriptor (``_native.Arena``) and close it at once: a
-process holds one mapping per segment and no descriptor at all.
+A process keeps one descriptor per arena it is attached to: its open
+file description holds the process's liveness lock (``_arena``).
 """
 
 from __future__ import annotations
@@ -66,6 +66,16 @@ def open_existing(name: str) -> tuple[int, int]:
         os.close(fd)
         raise
     return fd, stat.st_size
+
+
+def is_at(fd: int, name: str) -> bool:
+    """Whether *fd* is still the file that *name* names (not unlinked or replaced)."""
+    try:
+        here = os.stat(path_of(name))
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def unlink(name: str) -> bool:

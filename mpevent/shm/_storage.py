@@ -43,10 +43,20 @@ def store(
     memory or the cap runs out; the slot then keeps what it held.
     """
     native = arena.native
-    if not buffers and native.store(index, which, inband):  # inline or small, in one call
-        return
-    size = _serial.frame_size(inband, buffers)
-    block = native.block_alloc(size, arena.entry)
+    try:
+        if not buffers and native.store(index, which, inband):  # inline or small, in one call
+            return
+        size = _serial.frame_size(inband, buffers)
+        block = native.block_alloc(size, arena.entry)
+    except MemoryError:
+        # Processes that died attached may still hold memory: give it back
+        # (all of them, asked of the kernel) and try once more.
+        if not arena.reclaim_dead_processes():
+            raise
+        if not buffers and native.store(index, which, inband):
+            return
+        size = _serial.frame_size(inband, buffers)
+        block = native.block_alloc(size, arena.entry)
     try:
         start = block + PAGE
         with arena.view[start : start + size] as target:

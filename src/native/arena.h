@@ -10,6 +10,8 @@
  *   records.c  records: allocation, reference counts, held bitmaps, the
  *              state word (set/clear/is_set) and value slots
  *   heap.c     the value heap: small blocks, large blocks, zero-copy views
+ *   liveness.c who is attached: OFD locks the kernel drops when a process
+ *              dies, the attach table, and promised (claimed) results
  *
  * Why C: the hot paths (wait on one record, set, clear) must cost about as
  * much as a bare semaphore round trip.  Done from Python with ctypes they
@@ -51,9 +53,7 @@
  *   | offset         | size                | what                             |
  *   |----------------|---------------------|----------------------------------|
  *   | 0              | sizeof(Header)      | Header (below)                   |
- *   | ATTACH_OFFSET  | ATTACH_ENTRIES*16   | attach table: pid u32, held      |
- *   |                |                     | bitmap bytes reserved u32 (C),   |
- *   |                |                     | start time f64                   |
+ *   | ATTACH_OFFSET  | ATTACH_ENTRIES*16   | attach table: AttachEntry[]      |
  *   | slots_offset   | slot_capacity*32    | Slot[]                           |
  *   | links_offset   | link_capacity*32    | Link[]; link i < slot_capacity   |
  *   |                |                     | is slot i's own link             |
@@ -89,7 +89,7 @@
 #include <stdint.h>
 
 #define MAGIC 0x31544e4556504d00ULL /* "\0MPEVNT1" */
-#define LAYOUT_VERSION 6u
+#define LAYOUT_VERSION 7u
 #define RECORD_SIZE 128u
 #define PAYLOAD_SIZE 48u
 #define ATTACH_OFFSET 4096u
@@ -172,15 +172,34 @@ typedef struct {
     uint64_t large_free_resident;/* reserved bytes of free large blocks */
     uint64_t large_given_back;   /* bytes ever punched out of free blocks */
     uint64_t large_free[LARGE_CLASSES];
+    uint32_t unlinked;     /* 1 once the segment's name is gone: nobody may join */
+    uint32_t probe_cursor; /* next attach entry the bounded liveness probe looks at */
     pthread_mutex_t lock;  /* guards allocation and the attach table */
 } Header;
+
+/*
+ * One attach-table entry per attached process.  Liveness is not in here:
+ * it is the kernel's OFD lock on byte `entry` of the segment file
+ * (liveness.c), held by the attached process for as long as it lives.
+ */
+#define ENTRY_FREE 0u
+#define ENTRY_ATTACHED 1u
+#define ENTRY_RECLAIMING 2u /* its process died; the holder of byte `entry` reclaims it */
+
+typedef struct {
+    uint32_t state;         /* ENTRY_*; written under the arena lock, read acquire */
+    uint32_t held_reserved; /* bytes of its held bitmap reserved (records.c) */
+    uint32_t epoch;         /* bumped by every join: tells a reused entry apart */
+    uint32_t pid;           /* display only: a pid in the joiner's own namespace */
+} AttachEntry;
 
 typedef struct {
     uint32_t word;      /* futex: 0 parked, 1 woken */
     uint32_t in_use;
-    uint32_t pid;
+    uint32_t owner;     /* attach entry + 1 of the process whose thread owns it */
     uint32_t next_free; /* index+1 */
-    uint32_t pad[4];
+    uint32_t owner_epoch; /* that entry's epoch: a reused entry is another owner */
+    uint32_t pad[3];
 } Slot;
 
 typedef struct {
@@ -202,9 +221,16 @@ typedef struct {
     uint32_t kind;      /* KIND_FREE or the kind given at allocation */
     uint32_t serial;    /* allocation serial: stale handles do not match */
     uint32_t next_free; /* index+1 */
-    uint32_t pad;
+    uint32_t claim;       /* CLAIM_*: who promised to set it (liveness.c) */
+    uint32_t claim_epoch; /* the claimer's attach-entry epoch */
+    uint32_t claim_pid;   /* display only: the claimer's pid in its namespace */
     unsigned char payload[PAYLOAD_SIZE];
 } Record;
+
+/* Record.claim: attach entry + 1 in the low bits, and how a claim ended. */
+#define CLAIM_ENTRY(claim) ((claim) & 0xffffu)
+#define CLAIM_DEAD 0x40000000u   /* the claimer ended without setting it */
+#define CLAIM_EXITED 0x20000000u /* ... and it ran its exit handlers (not killed) */
 
 typedef struct {
     uint8_t tag;        /* VALUE_NONE, VALUE_INLINE, VALUE_SMALL, VALUE_LARGE */
@@ -236,6 +262,8 @@ typedef struct {
 
 _Static_assert(sizeof(ValueSlot) * 2 == PAYLOAD_SIZE, "ValueSlot layout");
 _Static_assert(sizeof(Slot) == 32, "Slot layout");
+_Static_assert(sizeof(AttachEntry) == ATTACH_ENTRY_SIZE, "AttachEntry layout");
+_Static_assert(ATTACH_ENTRIES < 0xffffu, "claims hold an entry in 16 bits");
 _Static_assert(sizeof(Link) == 32, "Link layout");
 _Static_assert(sizeof(Record) <= RECORD_SIZE, "Record layout");
 _Static_assert(sizeof(Header) <= ATTACH_OFFSET, "Header layout");
@@ -254,6 +282,10 @@ typedef struct {
     uint64_t held_reserved;
     /* Set once this process has left: its reader pins were given back. */
     int pins_forgotten;
+    /* This process's descriptor of the segment (its own open file
+     * description): it holds the OFD lock on byte held_entry. -1: none. */
+    int live_fd;
+    uint32_t held_epoch;
 } ArenaObject;
 
 /* --- shared by the files ------------------------------------------- */
@@ -342,6 +374,30 @@ PyObject *Arena_store(ArenaObject *self, PyObject *args);
 PyObject *Arena_publish_block(ArenaObject *self, PyObject *args);
 PyObject *Arena_read(ArenaObject *self, PyObject *args);
 PyObject *Arena_holds(ArenaObject *self, PyObject *args);
+
+/* liveness.c */
+static inline AttachEntry *
+entry_at(ArenaObject *a, uint32_t entry)
+{
+    return (AttachEntry *)(a->base + ATTACH_OFFSET) + entry;
+}
+int entry_alive(ArenaObject *a, uint32_t entry, uint32_t epoch);
+int claim_lost(ArenaObject *a, Record *r);
+int record_fail_claim(ArenaObject *self, Record *r, uint32_t how);
+PyObject *native_ofd_lock(PyObject *module, PyObject *args);
+PyObject *native_ofd_unlock(PyObject *module, PyObject *args);
+PyObject *native_ofd_held(PyObject *module, PyObject *args);
+PyObject *Arena_entry(ArenaObject *self, PyObject *arg);
+PyObject *Arena_entry_write(ArenaObject *self, PyObject *args);
+PyObject *Arena_entry_alive(ArenaObject *self, PyObject *args);
+PyObject *Arena_entries(ArenaObject *self, PyObject *ignored);
+PyObject *Arena_probe_dead(ArenaObject *self, PyObject *args);
+PyObject *Arena_mark_unlinked(ArenaObject *self, PyObject *ignored);
+PyObject *Arena_is_unlinked(ArenaObject *self, PyObject *ignored);
+PyObject *Arena_claim(ArenaObject *self, PyObject *arg);
+PyObject *Arena_claim_info(ArenaObject *self, PyObject *arg);
+PyObject *Arena_claim_check(ArenaObject *self, PyObject *arg);
+PyObject *Arena_claim_abandon(ArenaObject *self, PyObject *arg);
 
 /* handle.c */
 extern PyTypeObject HandleType, EventHandleType;

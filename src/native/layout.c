@@ -50,6 +50,8 @@ Arena_init(ArenaObject *self, PyObject *args, PyObject *kwds)
     self->held_entry = -1;
     self->held_reserved = 0;
     self->pins_forgotten = 0;
+    self->live_fd = -1;
+    self->held_epoch = 0;
     return 0;
 }
 
@@ -362,7 +364,22 @@ static PyMethodDef Arena_methods[] = {
     METHOD(held_mark, METH_VARARGS, "held_mark(entry, index, held): set or clear a held bit."),
     METHOD(held_indices, METH_O, "held_indices(entry) -> [index] of the records it holds."),
     METHOD(held_wipe, METH_O, "held_wipe(entry): clear an entry's bitmap."),
-    METHOD(adopt_entry, METH_O, "adopt_entry(entry): this process joined as attach entry."),
+    METHOD(adopt_entry, METH_VARARGS,
+           "adopt_entry(entry, epoch, fd): this process joined as attach entry, locked by fd."),
+    METHOD(entry, METH_O, "entry(e) -> (state, epoch, pid) of an attach entry."),
+    METHOD(entry_write, METH_VARARGS,
+           "entry_write(e, state, pid) -> epoch; a new epoch on ENTRY_ATTACHED. Arena lock held."),
+    METHOD(entry_alive, METH_VARARGS, "entry_alive(e, epoch) -> bool, asked of the kernel."),
+    METHOD(entries, METH_NOARGS, "entries() -> [(e, state, epoch, pid)] of the used entries."),
+    METHOD(probe_dead, METH_VARARGS,
+           "probe_dead(fd, limit) -> [(e, state)] of dead entries among the next `limit`."),
+    METHOD(mark_unlinked, METH_NOARGS, "mark_unlinked(): the segment's name is going away."),
+    METHOD(is_unlinked, METH_NOARGS, "is_unlinked() -> bool."),
+    METHOD(claim, METH_O, "claim(index): promise that this process sets the record."),
+    METHOD(claim_info, METH_O, "claim_info(index) -> None or (pid, dead, exited)."),
+    METHOD(claim_check, METH_O,
+           "claim_check(index) -> True if its claimer died (the record is then set)."),
+    METHOD(claim_abandon, METH_O, "claim_abandon(index): this process exits without setting it."),
     METHOD(record_alloc, METH_VARARGS, "record_alloc(kind) -> (index, serial) or None if full."),
     METHOD(record_retain, METH_VARARGS,
            "record_retain(index, serial, adopt) -> kind: take a reference."),
@@ -389,9 +406,10 @@ static PyMethodDef Arena_methods[] = {
            "heap_forget(entry): give back the reader pins and unpublished blocks of a process."),
     METHOD(after_fork_child, METH_O,
            "after_fork_child(entry): pin the inherited block views for this new process."),
-    METHOD(slot_alloc, METH_VARARGS, "slot_alloc(pid) -> slot."),
+    METHOD(slot_alloc, METH_NOARGS, "slot_alloc() -> slot, owned by this process's entry."),
     METHOD(slot_free, METH_O, "slot_free(slot)."),
-    METHOD(slot_owners, METH_NOARGS, "slot_owners() -> [(slot, pid)] of the slots in use."),
+    METHOD(slot_owners, METH_NOARGS,
+           "slot_owners() -> [(slot, entry, epoch)] of the slots in use."),
     METHOD(slot_reclaim, METH_O, "slot_reclaim(slot): free a dead process's slot and links."),
     METHOD(link_alloc, METH_O, "link_alloc(slot) -> link."),
     METHOD(link_free, METH_O, "link_free(link)."),
@@ -427,6 +445,11 @@ static PyMethodDef native_functions[] = {
      "set_hooks(slot_for, cooperative_wait, check_timeout): what Handle asks of Python."},
     {"copy_bytes", native_copy_bytes, METH_O,
      "copy_bytes(buffer) -> bytes: a private copy, its pages faulted in at once."},
+    {"ofd_lock", native_ofd_lock, METH_VARARGS,
+     "ofd_lock(fd, start, length, wait) -> True if taken, False if another holds it."},
+    {"ofd_unlock", native_ofd_unlock, METH_VARARGS, "ofd_unlock(fd, start, length)."},
+    {"ofd_held", native_ofd_held, METH_VARARGS,
+     "ofd_held(fd, start, length) -> True if another open file description locks a byte."},
     {"before_fork", native_before_fork, METH_NOARGS,
      "before_fork(): hold every block this process views across a fork."},
     {NULL, NULL, 0, NULL},
@@ -459,6 +482,10 @@ PyInit__native(void)
         PyModule_AddIntConstant(m, "ATTACH_ENTRIES", ATTACH_ENTRIES) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_ENTRY_SIZE", ATTACH_ENTRY_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "SMALL_MAX", SMALL_MAX) < 0 ||
+        PyModule_AddIntConstant(m, "LAYOUT_VERSION", LAYOUT_VERSION) < 0 ||
+        PyModule_AddIntConstant(m, "ENTRY_FREE", ENTRY_FREE) < 0 ||
+        PyModule_AddIntConstant(m, "ENTRY_ATTACHED", ENTRY_ATTACHED) < 0 ||
+        PyModule_AddIntConstant(m, "ENTRY_RECLAIMING", ENTRY_RECLAIMING) < 0 ||
         PyModule_AddIntConstant(m, "PAGE", PAGE) < 0) {
         Py_DECREF(m);
         return NULL;

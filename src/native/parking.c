@@ -170,7 +170,8 @@ slot_give_back(ArenaObject *a, uint32_t slot)
     Header *h = a->header;
     Slot *s = &a->slots[slot];
     s->in_use = 0;
-    s->pid = 0;
+    s->owner = 0;
+    s->owner_epoch = 0;
     s->next_free = h->slot_free;
     h->slot_free = slot + 1;
     h->slots_live--;
@@ -188,10 +189,12 @@ link_give_back(ArenaObject *a, uint32_t link)
 }
 
 PyObject *
-Arena_slot_alloc(ArenaObject *self, PyObject *args)
+Arena_slot_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
-    unsigned int pid;
-    if (!PyArg_ParseTuple(args, "I:slot_alloc", &pid)) return NULL;
+    if (self->held_entry < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "this process has not joined the arena");
+        return NULL;
+    }
     Header *h = self->header;
     if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
     uint32_t slot;
@@ -215,7 +218,8 @@ Arena_slot_alloc(ArenaObject *self, PyObject *args)
     }
     Slot *s = &self->slots[slot];
     s->word = 0;
-    s->pid = pid;
+    s->owner = (uint32_t)self->held_entry + 1;
+    s->owner_epoch = self->held_epoch;
     s->next_free = 0;
     s->in_use = 1;
     self->links[slot].flags = 0;
@@ -237,8 +241,8 @@ Arena_slot_free(ArenaObject *self, PyObject *arg)
 }
 
 /*
- * slot_owners() -> [(slot, pid)]: the slots in use and who holds them, so
- * Python can tell which belong to dead processes.
+ * slot_owners() -> [(slot, entry, epoch)]: the slots in use and the attach
+ * entry of the process that holds each, so Python can ask which are dead.
  */
 PyObject *
 Arena_slot_owners(ArenaObject *self, PyObject *Py_UNUSED(ignored))
@@ -249,7 +253,7 @@ Arena_slot_owners(ArenaObject *self, PyObject *Py_UNUSED(ignored))
     for (uint32_t i = 0; i < bump; i++) {
         Slot *s = &self->slots[i];
         if (!__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE)) continue;
-        if (append_new(owners, Py_BuildValue("II", i, s->pid)) < 0) {
+        if (append_new(owners, Py_BuildValue("III", i, s->owner - 1, s->owner_epoch)) < 0) {
             Py_DECREF(owners);
             return NULL;
         }
@@ -428,6 +432,7 @@ Arena_fired(ArenaObject *self, PyObject *arg)
 #define WATCH_NS 1000000000LL
 
 typedef struct Parked {
+    ArenaObject *arena;
     Slot *slot;
     Record *record;
     uint32_t generation;
@@ -510,14 +515,17 @@ watch_round(void)
     for (Parked *p = parked_head; p != NULL; p = p->next) {
         uint32_t word = __atomic_load_n(&p->slot->word, __ATOMIC_ACQUIRE);
         uint32_t state = __atomic_load_n(&p->record->state, __ATOMIC_ACQUIRE);
-        if (word != 0 || GENERATION(state) != p->generation) futex_wake_all(&p->slot->word);
+        /* A waiter on a result whose claimer died is woken to fail it. */
+        if (word != 0 || GENERATION(state) != p->generation || claim_lost(p->arena, p->record))
+            futex_wake_all(&p->slot->word);
     }
     pthread_mutex_unlock(&watch_lock);
 }
 
 /*
  * Sleep on a slot's word until it is set, the deadline passes, or a signal
- * needs handling.  Returns 1 woken, 0 timed out, -1 error (exception set).
+ * needs handling.  Returns 1 woken, 0 timed out, -1 error (exception set),
+ * 2 when the process that claimed `watch` died (the caller fails it).
  * `watch`, if not NULL, is the record waited on: the waiter registers for
  * the watch (above) and returns 1 when its generation moves.  Without one,
  * the caller bounds the park and re-checks itself (multi-waits).
@@ -526,7 +534,7 @@ static int
 park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double timeout)
 {
     long long deadline = timeout < 0 ? -1 : now_ns() + (long long)(timeout * 1e9);
-    Parked parked = {.slot = s, .record = watch, .generation = generation};
+    Parked parked = {.arena = self, .slot = s, .record = watch, .generation = generation};
     if (watch != NULL) watch_register(&parked);
     int result = -2;
     for (;;) {
@@ -539,6 +547,10 @@ park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double
             if (watch != NULL &&
                 GENERATION(__atomic_load_n(&watch->state, __ATOMIC_ACQUIRE)) != generation) {
                 result = 1;
+                break;
+            }
+            if (watch != NULL && claim_lost(self, watch)) {
+                result = 2;
                 break;
             }
             int watching = watch != NULL && watch_claim(&parked);
@@ -635,6 +647,7 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
     unlock_mutex(&r->lock);
 
     int woken = park_slot(self, s, r, GENERATION(state), timeout);
+    if (woken == 2 && record_fail_claim(self, r, CLAIM_DEAD) < 0) woken = -1;
     if (woken == 1 && __atomic_load_n(&s->word, __ATOMIC_ACQUIRE)) {
         Py_RETURN_TRUE; /* a setter dequeued us: nothing left to undo */
     }

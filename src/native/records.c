@@ -38,11 +38,11 @@ held_words(ArenaObject *a, unsigned long entry)
     return (uint64_t *)(a->base + a->header->held_offset + entry * a->header->held_stride);
 }
 
-/* Bytes of an entry's bitmap that are reserved: the u32 after its pid. */
+/* Bytes of an entry's bitmap that are reserved. */
 static uint32_t *
 held_reserved_of(ArenaObject *a, unsigned long entry)
 {
-    return (uint32_t *)(a->base + ATTACH_OFFSET + entry * ATTACH_ENTRY_SIZE + 4);
+    return &entry_at(a, (uint32_t)entry)->held_reserved;
 }
 
 static int
@@ -64,13 +64,22 @@ parse_entry(PyObject *arg, unsigned long *entry)
     return check_entry(*entry);
 }
 
-/* adopt_entry(entry): this process now owns attach entry `entry`. */
+/*
+ * adopt_entry(entry, epoch, fd): this process now owns attach entry
+ * `entry` (joined at `epoch`), and fd is its own descriptor of the segment,
+ * holding the OFD lock on byte `entry` (liveness.c).
+ */
 PyObject *
-Arena_adopt_entry(ArenaObject *self, PyObject *arg)
+Arena_adopt_entry(ArenaObject *self, PyObject *args)
 {
     unsigned long entry;
-    if (parse_entry(arg, &entry) < 0) return NULL;
+    unsigned int epoch;
+    int fd;
+    if (!PyArg_ParseTuple(args, "kIi:adopt_entry", &entry, &epoch, &fd)) return NULL;
+    if (check_entry(entry) < 0) return NULL;
     self->held_entry = (long)entry;
+    self->held_epoch = epoch;
+    self->live_fd = fd;
     self->pins_forgotten = 0;
     Py_RETURN_NONE;
 }
@@ -204,6 +213,9 @@ Arena_record_alloc(ArenaObject *self, PyObject *args)
     r->waiters = 0;
     r->refcount = 1;
     r->inflight = 0;
+    r->claim = 0;
+    r->claim_epoch = 0;
+    r->claim_pid = 0;
     r->next_free = 0;
     memset(r->payload, 0, PAYLOAD_SIZE);
     r->serial = ++h->serial;

@@ -1,0 +1,400 @@
+/*
+ * Liveness: which attached processes live, as the kernel vouches for it.
+ *
+ * A pid names a process only inside one PID namespace: containers that
+ * share /dev/shm (docker --ipc=host, a Kubernetes pod) each have their own
+ * pid 1, so no pid or start time may decide who is alive.  Instead every
+ * attached process holds an open-file-description lock (F_OFD_SETLK, a
+ * write lock) on byte `entry` of the segment file, through a descriptor of
+ * its own, for as long as it is attached.  The kernel drops that lock when
+ * the last descriptor of the open file description closes: at exit, at
+ * SIGKILL, in any namespace, and a reused pid cannot fake it.  SQLite's
+ * unix VFS tells the live users of a -shm file apart the same way.
+ *
+ * The protocol (the Python side is mpevent/shm/_attach.py):
+ *
+ *   - joining: under the arena lock, take a FREE entry, lock its byte
+ *     (non-blocking; nobody else can hold the byte of a FREE entry except
+ *     a cleaner holding the whole range, see below), write it ATTACHED
+ *     with a new epoch.  Then refuse if the segment is marked unlinked.
+ *   - an entry is dead when it is ATTACHED and nobody holds its byte.  Its
+ *     reclaimer, under the arena lock, locks the byte itself and writes it
+ *     RECLAIMING; it gives the references back outside the lock, then
+ *     writes it FREE under the lock and only then unlocks the byte.  A
+ *     RECLAIMING entry whose byte nobody holds had a reclaimer that died
+ *     midway: it is written FREE and nothing more is released, so what
+ *     was left leaks and nothing is released twice.
+ *   - leaving, and unlinking: under the arena lock, write the own entry
+ *     FREE, then try to lock the whole table range (one call).  If that
+ *     succeeds nobody else is attached: mark the segment unlinked, unlink
+ *     its name.  The own byte is unlocked before the arena lock is
+ *     released, so two last leavers cannot both see the other.
+ *   - cleaning: an arena is abandoned when one lock over its whole table
+ *     range succeeds (nobody holds any entry's byte); the cleaner marks it
+ *     unlinked and unlinks it while it holds that lock.  A joiner that
+ *     finds its byte held by a cleaner waits for the lock, then sees the
+ *     mark and gives up.
+ *   - creating: the creator locks byte 0 right after creating the file,
+ *     before formatting it, so a half-formatted arena of a live creator is
+ *     never taken for abandoned.
+ *
+ * Lock order: the arena lock, then OFD locks (only ever taken non-blocking
+ * under it).  A process blocks on an OFD lock (F_OFD_SETLKW) only with no
+ * lock of ours held.
+ *
+ * Fork: the child must be alive in its own right from its first
+ * instruction, and must not keep its parent looking alive.  So the parent,
+ * before the fork, opens a second descriptor (a new open file
+ * description) and locks a FREE entry with it for the child; the child
+ * closes its inherited copy of the parent's descriptor, the parent closes
+ * its copy of the child's.  Every descriptor is O_CLOEXEC: a child that
+ * execs inherits nothing.
+ *
+ * Claims: a record's claim names the attach entry (and its epoch) of the
+ * process that promised to set it.  When that entry is found dead while
+ * the flag is down, the record is failed: CLAIM_DEAD is written and the
+ * record is set like any set(), so every waiter of every kind wakes by
+ * the one path it already has, and later readers see the same failure.
+ */
+#include "arena.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+/* --- OFD locks ----------------------------------------------------- */
+
+static int
+ofd(int fd, int command, short type, long long start, long long length)
+{
+    struct flock lock = {.l_type = type, .l_whence = SEEK_SET, .l_start = start,
+                         .l_len = length, .l_pid = 0};
+    return fcntl(fd, command, &lock);
+}
+
+/* Whether another open file description locks a byte of the range (-1: error). */
+static int
+ofd_is_held(int fd, long long start, long long length)
+{
+    struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = start,
+                         .l_len = length, .l_pid = 0};
+    if (fcntl(fd, F_OFD_GETLK, &lock) < 0) return -1;
+    return lock.l_type != F_UNLCK;
+}
+
+PyObject *
+native_ofd_lock(PyObject *module, PyObject *args)
+{
+    int fd, wait;
+    long long start, length;
+    if (!PyArg_ParseTuple(args, "iLLp:ofd_lock", &fd, &start, &length, &wait)) return NULL;
+    for (;;) {
+        int rc;
+        if (wait) {
+            Py_BEGIN_ALLOW_THREADS
+            rc = ofd(fd, F_OFD_SETLKW, F_WRLCK, start, length);
+            Py_END_ALLOW_THREADS
+        } else {
+            rc = ofd(fd, F_OFD_SETLK, F_WRLCK, start, length);
+        }
+        if (rc == 0) Py_RETURN_TRUE;
+        if (errno == EAGAIN || errno == EACCES) Py_RETURN_FALSE;
+        if (errno != EINTR) return PyErr_SetFromErrno(PyExc_OSError);
+        if (PyErr_CheckSignals() < 0) return NULL;
+    }
+}
+
+PyObject *
+native_ofd_unlock(PyObject *module, PyObject *args)
+{
+    int fd;
+    long long start, length;
+    if (!PyArg_ParseTuple(args, "iLL:ofd_unlock", &fd, &start, &length)) return NULL;
+    if (ofd(fd, F_OFD_SETLK, F_UNLCK, start, length) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+PyObject *
+native_ofd_held(PyObject *module, PyObject *args)
+{
+    int fd;
+    long long start, length;
+    if (!PyArg_ParseTuple(args, "iLL:ofd_held", &fd, &start, &length)) return NULL;
+    int held = ofd_is_held(fd, start, length);
+    if (held < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return PyBool_FromLong(held);
+}
+
+/* --- the attach table ---------------------------------------------- */
+
+static int
+parse_entry_index(PyObject *arg, uint32_t *entry)
+{
+    unsigned long value = PyLong_AsUnsignedLong(arg);
+    if (value == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    if (value >= ATTACH_ENTRIES) {
+        PyErr_Format(PyExc_ValueError, "attach entry %lu is outside the table", value);
+        return -1;
+    }
+    *entry = (uint32_t)value;
+    return 0;
+}
+
+/*
+ * 1 if the process that joined `entry` at `epoch` lives, 0 if not, and 1
+ * when this process cannot ask (no descriptor): never reclaim on doubt.
+ * Needs no GIL (the watch calls it).
+ */
+int
+entry_alive(ArenaObject *a, uint32_t entry, uint32_t epoch)
+{
+    AttachEntry *e = entry_at(a, entry);
+    if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != ENTRY_ATTACHED) return 0;
+    if (__atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE) != epoch) return 0;
+    /* Our own lock never conflicts with our own open file description. */
+    if (a->held_entry == (long)entry) return 1;
+    if (a->live_fd < 0) return 1;
+    int held = ofd_is_held(a->live_fd, entry, 1);
+    return held != 0; /* an error counts as alive */
+}
+
+PyObject *
+Arena_entry(ArenaObject *self, PyObject *arg)
+{
+    uint32_t entry;
+    if (parse_entry_index(arg, &entry) < 0) return NULL;
+    AttachEntry *e = entry_at(self, entry);
+    return Py_BuildValue("III", __atomic_load_n(&e->state, __ATOMIC_ACQUIRE),
+                         __atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE),
+                         __atomic_load_n(&e->pid, __ATOMIC_RELAXED));
+}
+
+/* entry_write(e, state, pid) -> epoch.  The caller holds the arena lock. */
+PyObject *
+Arena_entry_write(ArenaObject *self, PyObject *args)
+{
+    unsigned long entry;
+    unsigned int state, pid;
+    if (!PyArg_ParseTuple(args, "kII:entry_write", &entry, &state, &pid)) return NULL;
+    if (entry >= ATTACH_ENTRIES || state > ENTRY_RECLAIMING) {
+        PyErr_Format(PyExc_ValueError, "no attach entry %lu in state %u", entry, state);
+        return NULL;
+    }
+    AttachEntry *e = entry_at(self, (uint32_t)entry);
+    uint32_t epoch = e->epoch;
+    if (state == ENTRY_ATTACHED && e->state != ENTRY_ATTACHED) {
+        epoch++;
+        __atomic_store_n(&e->epoch, epoch, __ATOMIC_RELEASE);
+    }
+    __atomic_store_n(&e->pid, pid, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->state, state, __ATOMIC_RELEASE);
+    return PyLong_FromUnsignedLong(epoch);
+}
+
+PyObject *
+Arena_entry_alive(ArenaObject *self, PyObject *args)
+{
+    unsigned long entry;
+    unsigned int epoch;
+    if (!PyArg_ParseTuple(args, "kI:entry_alive", &entry, &epoch)) return NULL;
+    if (entry >= ATTACH_ENTRIES) Py_RETURN_FALSE;
+    return PyBool_FromLong(entry_alive(self, (uint32_t)entry, epoch));
+}
+
+PyObject *
+Arena_entries(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *list = PyList_New(0);
+    if (list == NULL) return NULL;
+    for (uint32_t i = 0; i < ATTACH_ENTRIES; i++) {
+        AttachEntry *e = entry_at(self, i);
+        uint32_t state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+        if (state == ENTRY_FREE) continue;
+        if (append_new(list, Py_BuildValue("IIII", i, state,
+                                           __atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE),
+                                           __atomic_load_n(&e->pid, __ATOMIC_RELAXED))) < 0) {
+            Py_DECREF(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
+/*
+ * probe_dead(fd, limit) -> [(e, state)]: with the descriptor fd, look at the next `limit` used entries
+ * from the table's probe cursor (ATTACH_ENTRIES: all of them) and return
+ * those whose byte nobody holds -- dead processes (ATTACHED) and dead
+ * reclaimers (RECLAIMING).  One fcntl per entry looked at: joins and
+ * leaves call it with a small limit, so their cost does not grow with the
+ * number of processes attached.  The caller holds the arena lock.
+ */
+PyObject *
+Arena_probe_dead(ArenaObject *self, PyObject *args)
+{
+    int fd;
+    unsigned long limit;
+    if (!PyArg_ParseTuple(args, "ik:probe_dead", &fd, &limit)) return NULL;
+    Header *h = self->header;
+    uint32_t found[ATTACH_ENTRIES][2];
+    uint32_t count = 0, looked = 0;
+    uint32_t start = h->probe_cursor % ATTACH_ENTRIES, i = start;
+    int error = 0;
+    do {
+        AttachEntry *e = entry_at(self, i);
+        uint32_t state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+        if (state != ENTRY_FREE && (long)i != self->held_entry) {
+            int held = ofd_is_held(fd, i, 1);
+            if (held < 0) {
+                error = errno;
+                break;
+            }
+            if (!held) {
+                found[count][0] = i;
+                found[count][1] = state;
+                count++;
+            }
+            looked++;
+        }
+        i = (i + 1) % ATTACH_ENTRIES;
+    } while (i != start && looked < limit);
+    h->probe_cursor = i;
+    if (error) {
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *list = PyList_New(count);
+    if (list == NULL) return NULL;
+    for (uint32_t n = 0; n < count; n++) {
+        PyObject *item = Py_BuildValue("II", found[n][0], found[n][1]);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, n, item);
+    }
+    return list;
+}
+
+PyObject *
+Arena_mark_unlinked(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    __atomic_store_n(&self->header->unlinked, 1, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
+PyObject *
+Arena_is_unlinked(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(__atomic_load_n(&self->header->unlinked, __ATOMIC_ACQUIRE));
+}
+
+/* --- claims ---------------------------------------------------------- */
+
+/* Whether `r` is claimed, still unset, and its claimer is dead.  No GIL. */
+int
+claim_lost(ArenaObject *a, Record *r)
+{
+    uint32_t claim = __atomic_load_n(&r->claim, __ATOMIC_ACQUIRE);
+    if (claim == 0 || (claim & CLAIM_DEAD)) return 0;
+    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) return 0;
+    uint32_t epoch = __atomic_load_n(&r->claim_epoch, __ATOMIC_ACQUIRE);
+    return !entry_alive(a, CLAIM_ENTRY(claim) - 1, epoch);
+}
+
+/*
+ * Fail a claimed, unset record: write `how` (CLAIM_DEAD, with CLAIM_EXITED
+ * when the claimer left normally) into its claim and set it, waking every
+ * waiter.  Returns 1 if this call failed it, 0 if it was set or failed
+ * already, -1 with an exception.  GIL held.
+ */
+int
+record_fail_claim(ArenaObject *self, Record *r, uint32_t how)
+{
+    if (lock_or_error(self, &r->lock, r) < 0) return -1;
+    uint32_t claim = r->claim;
+    if (claim == 0 || (claim & CLAIM_DEAD) || (r->state & STATE_FLAG)) {
+        unlock_mutex(&r->lock);
+        return 0;
+    }
+    __atomic_store_n(&r->claim, claim | how, __ATOMIC_RELEASE);
+    unlock_mutex(&r->lock);
+    /* Raised by the one set() path: a set() racing with us is no harm, the
+     * value it stores wins over the failure (holds() is checked first). */
+    return record_set(self, r) < 0 ? -1 : 1;
+}
+
+/* claim(index): this process promises to set the record (an AsyncResult). */
+PyObject *
+Arena_claim(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    if (self->held_entry < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "this process has not joined the arena");
+        return NULL;
+    }
+    uint32_t mine = (uint32_t)self->held_entry + 1;
+    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    uint32_t claim = r->claim, epoch = r->claim_epoch, pid = r->claim_pid;
+    int set = (r->state & STATE_FLAG) != 0;
+    int ours = claim != 0 && CLAIM_ENTRY(claim) == mine && epoch == self->held_epoch;
+    int taken = claim != 0 && !(claim & CLAIM_DEAD) && !ours &&
+                entry_alive(self, CLAIM_ENTRY(claim) - 1, epoch);
+    if (!set && !taken) {
+        r->claim_epoch = self->held_epoch;
+        r->claim_pid = (uint32_t)getpid();
+        __atomic_store_n(&r->claim, mine, __ATOMIC_RELEASE);
+    }
+    unlock_mutex(&r->lock);
+    if (set) {
+        PyErr_SetString(PyExc_ValueError,
+                        "this AsyncResult is set already: only an unset result can be claimed");
+        return NULL;
+    }
+    if (taken) {
+        PyErr_Format(PyExc_ValueError,
+                     "this AsyncResult is claimed already by a live process (pid %u in its "
+                     "own namespace): one process promises to set it",
+                     pid);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* claim_info(index) -> None if unclaimed, else (pid, dead, exited). */
+PyObject *
+Arena_claim_info(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    uint32_t claim = __atomic_load_n(&r->claim, __ATOMIC_ACQUIRE);
+    if (claim == 0) Py_RETURN_NONE;
+    return Py_BuildValue("IOO", __atomic_load_n(&r->claim_pid, __ATOMIC_RELAXED),
+                         (claim & CLAIM_DEAD) ? Py_True : Py_False,
+                         (claim & CLAIM_EXITED) ? Py_True : Py_False);
+}
+
+/* claim_check(index) -> True if the claimer died unset (failed now or before). */
+PyObject *
+Arena_claim_check(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    if (claim_lost(self, r) && record_fail_claim(self, r, CLAIM_DEAD) < 0) return NULL;
+    return PyBool_FromLong((__atomic_load_n(&r->claim, __ATOMIC_ACQUIRE) & CLAIM_DEAD) != 0);
+}
+
+/* claim_abandon(index): this process, the claimer, exits without setting it. */
+PyObject *
+Arena_claim_abandon(ArenaObject *self, PyObject *arg)
+{
+    Record *r = parse_record(self, arg);
+    if (r == NULL) return NULL;
+    uint32_t claim = __atomic_load_n(&r->claim, __ATOMIC_ACQUIRE);
+    if (self->held_entry < 0 || CLAIM_ENTRY(claim) != (uint32_t)self->held_entry + 1 ||
+        __atomic_load_n(&r->claim_epoch, __ATOMIC_ACQUIRE) != self->held_epoch)
+        Py_RETURN_NONE; /* not ours (any more) */
+    if (record_fail_claim(self, r, CLAIM_DEAD | CLAIM_EXITED) < 0) return NULL;
+    Py_RETURN_NONE;
+}
