@@ -98,3 +98,29 @@ def test_idle_waiters_wake_about_once_a_second_per_process_not_per_thread() -> N
     # wakeups; the per-process watch makes it ~4.
     cost = _bench.idle_cost(processes=2, threads=20, seconds=2.0)
     assert cost["wakeups per second"] <= 2 * 1.0 + 2.0
+
+
+def test_a_fork_from_another_thread_leaves_the_parents_slots_alone() -> None:
+    """Pool and executor helper threads fork: the child must not free our slots."""
+    import multiprocessing as mp
+
+    event = mpevent.Event()
+    arena = event._record.arena
+    event.wait(0.001)  # this thread now holds a slot
+    slot = _parking.slot_for(arena)
+    exitcodes: list[int | None] = []
+
+    def fork_from_here() -> None:
+        child = mp.get_context("fork").Process(target=os.getpid, daemon=True)
+        child.start()
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+        exitcodes.append(child.exitcode)
+
+    thread = threading.Thread(target=fork_from_here)
+    thread.start()
+    thread.join(60)
+    assert exitcodes == [0]
+    assert (slot, arena.entry, arena.epoch) in arena.native.slot_owners()
+    assert event.wait(0.001) is False  # the slot still works

@@ -217,8 +217,7 @@ class Arena:
             owner = (entry, epoch)
             if owner not in alive:
                 alive[owner] = self.native.entry_alive(entry, epoch)
-            if not alive[owner]:
-                self.native.slot_reclaim(slot)
+            if not alive[owner] and self.native.slot_reclaim(slot, entry, epoch):
                 freed += 1
         return freed
 
@@ -343,9 +342,9 @@ class Arena:
             self.native.record_release(index)
         self.native.heap_forget(entry)  # its views and its unpublished values
         self.native.held_wipe(entry)
-        for slot, owner, _ in self.native.slot_owners():
+        for slot, owner, epoch in self.native.slot_owners():
             if owner == entry:
-                self.native.slot_reclaim(slot)
+                self.native.slot_reclaim(slot, owner, epoch)
 
     def prepare_child(self) -> None:
         """Before a fork: an entry, locked by a descriptor of its own, for the child.

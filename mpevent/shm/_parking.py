@@ -38,17 +38,23 @@ _RECHECK = 1.0  # seconds a multi-wait sleeps before re-reading generations
 class _SlotLease:
     """The slots one thread holds, one per arena; freed when the thread ends."""
 
-    __slots__ = ("epoch", "links", "slots")
+    __slots__ = ("epoch", "links", "pid", "slots")
 
     def __init__(self) -> None:
         self.epoch = _fork_epoch
+        self.pid = os.getpid()
         self.slots: dict[Arena, int] = {}
         # Extra links (beyond each slot's own) kept for reuse by park_on_many.
         self.links: dict[Arena, list[int]] = {}
 
     def __del__(self) -> None:
-        if self.epoch != _fork_epoch:
-            return  # inherited across fork: the parent's thread owns these
+        # Inherited across fork: the parent's thread owns these.  The pid
+        # test matters for a fork made from a thread other than the main one
+        # (Pool and executor helper threads do that): in the child, CPython
+        # drops the other threads' locals -- and runs this -- before any
+        # at-fork hook could bump the epoch.
+        if self.epoch != _fork_epoch or self.pid != os.getpid():
+            return
         # No contextlib here: at interpreter shutdown module globals may be gone.
         try:  # noqa: SIM105
             _arena.run_or_defer(self._give_back)

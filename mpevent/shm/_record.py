@@ -277,7 +277,9 @@ class Record:
             which = VALUE if native.holds(index, VALUE) else EXCEPTION
         if not native.holds(index, which):
             if which == EXCEPTION and self._failed_claim():
-                return generation, EXCEPTION, self.claim_failure()
+                # As stored by set_exception(): (exception, traceback text).
+                no_traceback = "(no traceback: the claimer ended without setting the result)"
+                return generation, EXCEPTION, (self.claim_failure(), no_traceback)
             return generation, -1, None
         if generation == known:
             return generation, which, None

@@ -339,7 +339,7 @@ int parse_timeout(PyObject *arg, double *timeout);
 PyObject *Arena_slot_alloc(ArenaObject *self, PyObject *args);
 PyObject *Arena_slot_free(ArenaObject *self, PyObject *arg);
 PyObject *Arena_slot_owners(ArenaObject *self, PyObject *ignored);
-PyObject *Arena_slot_reclaim(ArenaObject *self, PyObject *arg);
+PyObject *Arena_slot_reclaim(ArenaObject *self, PyObject *args);
 PyObject *Arena_link_alloc(ArenaObject *self, PyObject *arg);
 PyObject *Arena_link_free(ArenaObject *self, PyObject *arg);
 PyObject *Arena_enqueue(ArenaObject *self, PyObject *args);

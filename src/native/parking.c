@@ -262,18 +262,33 @@ Arena_slot_owners(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 }
 
 /*
- * slot_reclaim(slot): free the slot of a process that died, and every link
- * it left: queued links are taken out of their records' lists (under each
- * record's lock, so no setter can still write to the slot afterwards), its
- * extra links go back to the free list.  The caller must know the owner is
- * dead.
+ * slot_reclaim(slot, entry, epoch) -> bool: free the slot of a process that
+ * died (the one that joined as `entry` at `epoch`), and every link it left:
+ * queued links are taken out of their records' lists (under each record's
+ * lock, so no setter can still write to the slot afterwards), its extra
+ * links go back to the free list.  The caller must know that owner is
+ * dead.  Two reclaimers may race for one slot (a dead entry's reclaimer
+ * and a process out of slots): the first takes it under the arena lock by
+ * clearing its owner, so the other -- or one holding a stale list, after
+ * the slot went to a new owner -- finds it not theirs and does nothing.
  */
 PyObject *
-Arena_slot_reclaim(ArenaObject *self, PyObject *arg)
+Arena_slot_reclaim(ArenaObject *self, PyObject *args)
 {
     unsigned long slot;
-    if (parse_slot(self, arg, &slot) < 0) return NULL;
+    unsigned int entry, epoch;
+    if (!PyArg_ParseTuple(args, "kII:slot_reclaim", &slot, &entry, &epoch)) return NULL;
     Header *h = self->header;
+    if (slot >= h->slot_bump) {
+        PyErr_Format(PyExc_ValueError, "slot %lu is not allocated", slot);
+        return NULL;
+    }
+    Slot *s = &self->slots[slot];
+    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    int ours = s->in_use && s->owner == entry + 1 && s->owner_epoch == epoch;
+    if (ours) s->owner = 0; /* being reclaimed: nobody else's any more */
+    unlock_mutex(&h->lock);
+    if (!ours) Py_RETURN_FALSE;
     uint32_t bump = h->link_bump;
     for (uint32_t i = 0; i < bump; i++) {
         Link *l = &self->links[i];
@@ -296,9 +311,9 @@ Arena_slot_reclaim(ArenaObject *self, PyObject *arg)
         }
     }
     if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
-    if (self->slots[slot].in_use) slot_give_back(self, (uint32_t)slot);
+    slot_give_back(self, (uint32_t)slot);
     unlock_mutex(&h->lock);
-    Py_RETURN_NONE;
+    Py_RETURN_TRUE;
 }
 
 PyObject *
