@@ -23,6 +23,7 @@ EXPECTED = {
     "migration.py": ["[True, True]"],
     "names.py": ["set by another process: True"],
     "backends.py": ["answer from another process: True"],
+    "killed_worker.py": ["get() raised: ProcessDied killed"],
 }
 
 

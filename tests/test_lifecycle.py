@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from mpevent.shm import _segment
 
 PROGRAM = textwrap.dedent(
@@ -106,3 +108,49 @@ def test_program_whose_children_are_killed_leaves_nothing(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     assert set(_segment.list_names()) - before == set()
+
+
+ORDER_PROGRAM = """
+import os, mpevent, mpevent.redis
+from mpevent import _lifecycle
+seen = []
+for (phase, part), hook in list(_lifecycle._hooks.items()):
+    def wrapped(hook=hook, phase=phase, part=part):
+        seen.append(f"{phase}:{part}")
+        hook()
+    _lifecycle._hooks[phase, part] = wrapped
+event = mpevent.Event()
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, " ".join(seen).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(os.read(read, 4096).decode())
+print(" ".join(seen))
+"""
+
+
+def test_fork_hooks_run_once_each_in_the_written_order() -> None:
+    import subprocess
+    import sys
+
+    from mpevent import _lifecycle
+
+    run = subprocess.run(
+        [sys.executable, "-c", ORDER_PROGRAM], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    child, parent = run.stdout.splitlines()
+    before = [f"before:{part}" for part in _lifecycle.BEFORE_FORK]
+    assert child.split() == before + [f"child:{p}" for p in _lifecycle.AFTER_FORK_IN_CHILD]
+    assert parent.split() == before + [f"parent:{p}" for p in _lifecycle.AFTER_FORK_IN_PARENT]
+
+
+def test_a_part_outside_the_written_order_is_refused() -> None:
+    from mpevent import _lifecycle
+
+    with pytest.raises(ValueError, match="no place in the order"):
+        _lifecycle.on_fork("newcomer", after_in_child=lambda: None)
+    with pytest.raises(ValueError, match="no place in the order"):
+        _lifecycle.at_exit("newcomer", lambda: None)

@@ -31,6 +31,8 @@ from typing import Any
 
 import redis
 
+from .. import _lifecycle
+
 # Called with the generation a set() published, None for "look again" (a new
 # subscription, or a reconnect after which messages may be lost), or MOVED:
 # the object's slot moved to another node of a cluster (resharding), the
@@ -257,4 +259,4 @@ def _after_fork_in_child() -> None:
     # The backends the parent opened are this process's too (forked objects).
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_lifecycle.on_fork("redis", after_in_child=_after_fork_in_child)

@@ -33,10 +33,8 @@ kept for display only.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
-import multiprocessing.util
 import os
 import secrets
 import struct
@@ -44,7 +42,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Final, NamedTuple
 
-from .. import _checks
+from .. import _checks, _lifecycle
 from . import _native, _segment
 from ._native import ATTACH_ENTRIES, ENTRY_ATTACHED, ENTRY_FREE, ENTRY_RECLAIMING
 
@@ -112,6 +110,7 @@ class Arena:
         self.entry = -1  # this process's attach-table entry, once joined
         self.epoch = 0
         self.child: tuple[int, int, int] | None = None  # (entry, epoch, fd) for a fork
+        self.shared_into_child = False  # the child's held bits are marked already
         self._reclaiming: set[int] = set()  # entries this process is reclaiming now
 
     def __repr__(self) -> str:
@@ -253,11 +252,6 @@ class Arena:
             found.append(Attached(entry, pid, alive, state == ENTRY_RECLAIMING))
         return found
 
-    def _free_entry(self) -> int | None:
-        """The first FREE entry of the table (arena lock held)."""
-        used = {entry for entry, *_ in self.native.entries()}
-        return next((e for e in range(ATTACH_ENTRIES) if e not in used), None)
-
     def _take_entry(self, entry: int) -> None:
         """Make *entry*, whose byte this process has locked, its own (arena lock held)."""
         self.native.held_wipe(entry)
@@ -276,10 +270,10 @@ class Arena:
             with self.locked():
                 if self.native.is_unlinked():
                     return False
-                free = self._free_entry()
+                free = self.native.free_entry()
                 if free is None:
                     self._reclaim_under_lock(ATTACH_ENTRIES)  # the dead go first
-                    free = self._free_entry()
+                    free = self.native.free_entry()
                 if free is None:
                     raise RuntimeError(
                         f"arena {self.name} already has {ATTACH_ENTRIES} live processes"
@@ -338,8 +332,7 @@ class Arena:
 
     def _give_back_entry(self, entry: int) -> None:
         """Release what a dead entry's process held: records, views, slots."""
-        for index in self.native.held_indices(entry):
-            self.native.record_release(index)
+        self.native.held_release_all(entry)
         self.native.heap_forget(entry)  # its views and its unpublished values
         self.native.held_wipe(entry)
         for slot, owner, epoch in self.native.slot_owners():
@@ -353,17 +346,24 @@ class Arena:
         if it dies (or the fork fails) the entry is simply dead.
         """
         self.child = None
+        self.shared_into_child = False
         if self.detached or self.entry < 0:
             return
         fd = _reopen(self.fd, self.name)
         with self.locked():
-            free = self._free_entry()
+            free = self.native.free_entry()
             if free is not None and _native.ofd_lock(fd, free, 1, False):
                 self.native.held_wipe(free)
                 epoch = self.native.entry_write(free, ENTRY_ATTACHED, 0)
                 self.child = (free, epoch, fd)
-                return
-        os.close(fd)  # no room: the child joins by itself after the fork
+        if self.child is None:
+            os.close(fd)  # no room: the child joins by itself after the fork
+        # The child's references, taken now, while this process still holds
+        # every record (taken in the child, they would race with our dropping
+        # one right after the fork); marked in its entry when it has one.
+        child_entry = -1 if self.child is None else self.child[0]
+        self.native.held_share(self.entry, child_entry)
+        self.shared_into_child = self.child is not None
 
     def after_fork_in_parent(self) -> None:
         if self.child is not None:
@@ -445,7 +445,6 @@ def _run_deferred() -> None:
 
 _arenas: dict[str, Arena] = {}
 _arenas_lock = threading.Lock()
-_exit_hooks_pid = 0
 
 
 def attached() -> list[Arena]:
@@ -464,7 +463,7 @@ def by_name(name: str) -> Arena:
         if arena is None:
             arena = Arena.open(name)
             _arenas[name] = arena
-            _install_exit_hooks()
+            _lifecycle.need_exit_hooks()
         return arena
 
 
@@ -479,53 +478,17 @@ def allocate(kind: int) -> tuple[Arena, int, int]:
         clean()
         arena = Arena.create()
         _arenas[arena.name] = arena
-        _install_exit_hooks()
+        _lifecycle.need_exit_hooks()
     got = arena.native.record_alloc(kind)
     if got is None:
         raise MemoryError("a new mpevent arena has no room for a record")  # pragma: no cover
     return arena, got[0], got[1]
 
 
-# Run at exit before leaving: _record drops this process's references here,
-# since multiprocessing children leave through os._exit() without collecting.
-BEFORE_LEAVING: list[Callable[[], None]] = []
-
-
 def leave_all() -> None:
-    """Drop this process's references and leave every arena it joined (at exit)."""
-    if _exit_hooks_pid != os.getpid():
-        return
-    try:
-        for hook in BEFORE_LEAVING:
-            hook()
-    finally:  # leave in any case: a joined entry must not outlive the process
-        for arena in list(_arenas.values()):
-            arena.leave()
-
-
-def _install_exit_hooks() -> None:
-    global _exit_hooks_pid
-    if _exit_hooks_pid == os.getpid():
-        return
-    _exit_hooks_pid = os.getpid()
-    atexit.register(leave_all)
-    # multiprocessing children end with os._exit(), which skips atexit but
-    # runs these finalizers.
-    multiprocessing.util.Finalize(None, leave_all, exitpriority=-100)
-
-
-class _AfterMultiprocessingFork:
-    """multiprocessing clears its finalizers in a new child; put ours back."""
-
-    def __call__(self) -> None:
-        global _exit_hooks_pid
-        if _arenas:
-            _exit_hooks_pid = 0
-            _install_exit_hooks()
-
-
-_after_mp_fork = _AfterMultiprocessingFork()
-multiprocessing.util.register_after_fork(_after_mp_fork, lambda hook: hook())
+    """Leave every arena this process joined (its exit hook, after the records')."""
+    for arena in list(_arenas.values()):
+        arena.leave()
 
 
 def _before_fork() -> None:
@@ -534,6 +497,7 @@ def _before_fork() -> None:
             arena.prepare_child()
         except OSError:  # out of descriptors: the child joins by itself
             arena.child = None
+            arena.shared_into_child = False
     _native.before_fork()  # zero-copy views are held across the fork (see heap.c)
 
 
@@ -543,18 +507,19 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _arenas_lock, _exit_hooks_pid
+    global _arenas_lock
     _arenas_lock = threading.Lock()
-    _exit_hooks_pid = 0
     for arena in _arenas.values():
         arena.after_fork_in_child()
-    if _arenas:
-        _install_exit_hooks()
 
 
-os.register_at_fork(
-    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+_lifecycle.on_fork(
+    "arenas",
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
 )
+_lifecycle.at_exit("arenas", leave_all)
 
 
 def clean(dry_run: bool = False) -> list[str]:

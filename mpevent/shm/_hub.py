@@ -30,12 +30,11 @@ futex word); nearly always that is one.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from .. import _callbacks, _cooperative
+from .. import _callbacks, _cooperative, _lifecycle
 from ._arena import Arena
 
 Callback = Callable[[Any], object]
@@ -207,4 +206,4 @@ def _after_fork_in_child() -> None:
     _hubs_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_lifecycle.on_fork("hubs", after_in_child=_after_fork_in_child)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .. import _lifecycle
 from . import _arena, _native
 from ._arena import Arena
 
@@ -197,4 +198,4 @@ def _after_fork_in_child() -> None:
     _fork_epoch += 1
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_lifecycle.on_fork("parking", after_in_child=_after_fork_in_child)

@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
+from .. import _lifecycle
 from .._backend import EITHER, EXCEPTION, VALUE
 from .._errors import ProcessDied
 from . import _arena, _hub, _native, _parking, _storage
@@ -326,10 +327,10 @@ class Record:
 def _release_all() -> None:
     """Give back every reference this process holds (at exit)."""
     with _holders_lock:
-        held = _held()
         _holders.clear()  # Record objects finalized later find nothing to drop
-    for arena, index, _ in held:
-        _give_back(arena, index)
+    for arena in _arena.attached():
+        if not arena.detached and arena.entry >= 0:
+            arena.native.held_release_all(arena.entry)
 
 
 # Results this process promised to set (claim()), as (arena, index).
@@ -343,28 +344,19 @@ def _abandon_claims() -> None:
     _claims.clear()
 
 
-_arena.BEFORE_LEAVING.extend([_abandon_claims, _release_all])
-
-
 _gc_was_enabled = False
 
 
 def _before_fork() -> None:
-    # The child's references are taken here, in the parent, while the
-    # parent still holds every record: taken in the child, they would race
-    # with the parent dropping a record right after the fork.  A child
-    # killed before it marks them leaks them (never gives one back twice).
-    # The lock keeps other threads' drops out; the collector is paused so
-    # that no finalizer of this thread drops a record between our taking
-    # the child's references and the fork (seen on 3.13: a Record freed
-    # mid-loop).
+    # The arenas' part (next) takes the child's references while this
+    # process holds every record.  The lock keeps other threads' drops out;
+    # the collector is paused so that no finalizer of this thread drops a
+    # record between the child's references being taken and the fork (seen
+    # on 3.13: a Record freed mid-loop).
     global _gc_was_enabled
     _gc_was_enabled = gc.isenabled()
     gc.disable()
     _holders_lock.acquire()
-    for arena, index, serial in _held():
-        if not arena.detached:
-            arena.native.record_retain(index, serial, False)
 
 
 def _after_fork_in_parent() -> None:
@@ -377,14 +369,19 @@ def _after_fork_in_child() -> None:
     global _holders_lock
     _holders_lock = threading.RLock()
     _claims.clear()  # the parent's promises are the parent's
-    for arena, index, _ in _held():
-        if not arena.detached:
-            arena.native.held_mark(arena.entry, index, True)
+    if any(not a.detached and not a.shared_into_child for a in _arena.attached()):
+        for arena, index, _ in _held():
+            if not arena.detached and not arena.shared_into_child:
+                arena.native.held_mark(arena.entry, index, True)  # joined by itself
     if _gc_was_enabled:
         gc.enable()
 
 
-# Registered after _arena's own handlers, so the arenas are joined first.
-os.register_at_fork(
-    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+_lifecycle.on_fork(
+    "records",
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
 )
+_lifecycle.at_exit("claims", _abandon_claims)
+_lifecycle.at_exit("records", _release_all)

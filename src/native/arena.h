@@ -74,6 +74,46 @@
  * reference, never give one back twice.  When a process is found dead, the
  * one that finds it releases every record whose bit it had set.
  *
+ * Lock order (take them in this order, never the reverse):
+ *
+ *   1. a record's lock (Record.lock; one at a time)
+ *   2. the arena lock (Header.lock)
+ *   3. OFD locks on the segment file (liveness.c), only ever taken
+ *      non-blocking while 1 or 2 is held
+ *   process-local, innermost: the watch lock (parking.c), which is held
+ *   around nothing but its own list and futex wakes.
+ *   Python's GIL is released around every blocking lock taken here
+ *   (locks.c), so a holder that needs the GIL can finish.
+ *
+ * Shared fields: who writes them, under which lock, how readers load them.
+ *
+ *   | field                  | written by, under            | readers load        |
+ *   |------------------------|------------------------------|---------------------|
+ *   | Header.magic           | the creator, once, last      | acquire             |
+ *   | Header allocation,     | anyone, arena lock           | under the arena     |
+ *   |   free lists, bumps    |                              | lock (bumps: acq.)  |
+ *   | Header.shm_reserved    | anyone, atomic add/sub       | relaxed             |
+ *   | Header.unlinked        | a leaver or cleaner holding  | acquire             |
+ *   |                        |   the whole table's OFD lock |                     |
+ *   | AttachEntry.state,     | arena lock (release store)   | acquire             |
+ *   |   epoch                |                              |                     |
+ *   | AttachEntry.held_      | its process, arena lock      | acquire             |
+ *   |   reserved             |   (release store)            |                     |
+ *   | held bitmap words      | its process, atomic or/and   | acquire             |
+ *   | Record.state           | set(): record lock, release  | acquire (lock-free  |
+ *   |                        |   store; clear(): atomic and |   is_set and waits) |
+ *   | Record.waiters, Link.* | record lock                  | under the record    |
+ *   |                        |                              |   lock; flags: acq. |
+ *   | Record.refcount,       | record lock                  | under the record    |
+ *   |   inflight, kind       |                              |   lock              |
+ *   | Record.claim,          | record lock (claim: release) | acquire, lock-free  |
+ *   |   claim_epoch          |                              |   (watch, waiters)  |
+ *   | Slot.word              | a setter, under the record   | acquire (futex)     |
+ *   |                        |   lock; the owner (reset)    |                     |
+ *   | Slot.in_use, owner     | arena lock                   | acquire / under it  |
+ *   | LargeBlock.state, refs,| atomic CAS / add (heap.c)    | acquire             |
+ *   |   pins[]               |                              |                     |
+ *
  * A record's payload holds two ValueSlots (AsyncResult's value and its
  * exception), each a descriptor of a pickled form that lives inline (up to
  * 16 bytes), in a small block (a plain pickle up to 64 KiB), or in a large
@@ -357,6 +397,8 @@ Record *parse_record(ArenaObject *self, PyObject *arg);
 PyObject *Arena_held_mark(ArenaObject *self, PyObject *args);
 PyObject *Arena_held_indices(ArenaObject *self, PyObject *arg);
 PyObject *Arena_held_wipe(ArenaObject *self, PyObject *arg);
+PyObject *Arena_held_release_all(ArenaObject *self, PyObject *arg);
+PyObject *Arena_held_share(ArenaObject *self, PyObject *args);
 PyObject *Arena_adopt_entry(ArenaObject *self, PyObject *arg);
 PyObject *Arena_record_alloc(ArenaObject *self, PyObject *args);
 PyObject *Arena_record_retain(ArenaObject *self, PyObject *args);
@@ -391,6 +433,7 @@ PyObject *Arena_entry(ArenaObject *self, PyObject *arg);
 PyObject *Arena_entry_write(ArenaObject *self, PyObject *args);
 PyObject *Arena_entry_alive(ArenaObject *self, PyObject *args);
 PyObject *Arena_entries(ArenaObject *self, PyObject *ignored);
+PyObject *Arena_free_entry(ArenaObject *self, PyObject *ignored);
 PyObject *Arena_probe_dead(ArenaObject *self, PyObject *args);
 PyObject *Arena_mark_unlinked(ArenaObject *self, PyObject *ignored);
 PyObject *Arena_is_unlinked(ArenaObject *self, PyObject *ignored);

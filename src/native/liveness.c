@@ -221,6 +221,16 @@ Arena_entries(ArenaObject *self, PyObject *Py_UNUSED(ignored))
     return list;
 }
 
+/* free_entry() -> the first FREE entry, or None when all are used (arena lock held). */
+PyObject *
+Arena_free_entry(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    for (uint32_t i = 0; i < ATTACH_ENTRIES; i++)
+        if (__atomic_load_n(&entry_at(self, i)->state, __ATOMIC_ACQUIRE) == ENTRY_FREE)
+            return PyLong_FromUnsignedLong(i);
+    Py_RETURN_NONE;
+}
+
 /*
  * probe_dead(fd, limit) -> [(e, state)]: with the descriptor fd, look at the next `limit` used entries
  * from the table's probe cursor (ATTACH_ENTRIES: all of them) and return

@@ -270,33 +270,117 @@ Arena_record_pin(ArenaObject *self, PyObject *args)
 }
 
 /* Drop a reference; True if that freed the record (and its values). */
+/* Drop one reference; the last frees the record and its values.
+ * Returns 1 if freed, 0 if not, -1 with an exception. */
+static int
+record_release_one(ArenaObject *self, uint32_t index)
+{
+    Header *h = self->header;
+    Record *r = record_at(self, index);
+    if (lock_or_error(self, &r->lock, r) < 0) return -1;
+    if (r->kind == KIND_FREE || r->refcount == 0) {
+        unlock_mutex(&r->lock);
+        PyErr_Format(PyExc_RuntimeError, "record %u released more often than retained", index);
+        return -1;
+    }
+    if (--r->refcount > 0) {
+        unlock_mutex(&r->lock);
+        return 0;
+    }
+    release_values(self, (ValueSlot *)r->payload, 2);
+    r->kind = KIND_FREE;
+    unlock_mutex(&r->lock);
+    if (lock_or_error(self, &h->lock, NULL) < 0) return -1;
+    r->next_free = h->record_free;
+    h->record_free = index + 1;
+    h->records_live--;
+    unlock_mutex(&h->lock);
+    return 1;
+}
+
 PyObject *
 Arena_record_release(ArenaObject *self, PyObject *args)
 {
     unsigned long index;
     if (!PyArg_ParseTuple(args, "k:record_release", &index)) return NULL;
     if (check_record(self, index) < 0) return NULL;
-    Header *h = self->header;
-    Record *r = record_at(self, (uint32_t)index);
-    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
-    if (r->kind == KIND_FREE || r->refcount == 0) {
-        unlock_mutex(&r->lock);
-        PyErr_Format(PyExc_RuntimeError, "record %lu released more often than retained", index);
-        return NULL;
+    int freed = record_release_one(self, (uint32_t)index);
+    if (freed < 0) return NULL;
+    return PyBool_FromLong(freed);
+}
+
+/*
+ * held_release_all(entry) -> count: give back every reference an entry's
+ * process holds (it is exiting, or dead).  Each word of the bitmap is
+ * cleared before its records are released -- unmark first, uncount
+ * second -- so dying midway leaks and never releases twice.
+ */
+PyObject *
+Arena_held_release_all(ArenaObject *self, PyObject *arg)
+{
+    unsigned long entry;
+    if (parse_entry(arg, &entry) < 0) return NULL;
+    uint64_t *words = held_words(self, entry);
+    uint64_t count = (self->header->record_bump + 63) / 64;
+    uint64_t reserved = __atomic_load_n(held_reserved_of(self, entry), __ATOMIC_ACQUIRE) / 8;
+    if (count > reserved) count = reserved;
+    unsigned long released = 0;
+    for (uint64_t w = 0; w < count; w++) {
+        uint64_t bits = __atomic_exchange_n(&words[w], 0, __ATOMIC_ACQ_REL);
+        while (bits) {
+            int b = __builtin_ctzll(bits);
+            bits &= bits - 1;
+            if (record_release_one(self, (uint32_t)(w * 64 + b)) < 0) return NULL;
+            released++;
+        }
     }
-    if (--r->refcount > 0) {
-        unlock_mutex(&r->lock);
-        Py_RETURN_FALSE;
+    return PyLong_FromUnsignedLong(released);
+}
+
+/*
+ * held_share(src, dst) -> count: before a fork, take one reference for the
+ * child (attach entry dst, prepared by the parent) on every record the
+ * parent (entry src) holds, and set its bit in the child's bitmap: count
+ * first, mark second.  dst < 0: take the references only (the child marks
+ * them itself once it has joined).  One call for all the records, which a
+ * fork of a process holding many would otherwise pay record by record.
+ */
+PyObject *
+Arena_held_share(ArenaObject *self, PyObject *args)
+{
+    unsigned long src;
+    long dst;
+    if (!PyArg_ParseTuple(args, "kl:held_share", &src, &dst)) return NULL;
+    if (check_entry(src) < 0 || (dst >= 0 && check_entry((unsigned long)dst) < 0)) return NULL;
+    uint64_t *words = held_words(self, src);
+    uint64_t count = (self->header->record_bump + 63) / 64;
+    uint64_t reserved = __atomic_load_n(held_reserved_of(self, src), __ATOMIC_ACQUIRE) / 8;
+    if (count > reserved) count = reserved;
+    unsigned long shared = 0;
+    for (uint64_t w = 0; w < count; w++) {
+        uint64_t bits = __atomic_load_n(&words[w], __ATOMIC_ACQUIRE);
+        while (bits) {
+            int b = __builtin_ctzll(bits);
+            bits &= bits - 1;
+            uint32_t index = (uint32_t)(w * 64 + b);
+            Record *r = record_at(self, index);
+            if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+            int alive = r->kind != KIND_FREE && r->refcount > 0;
+            if (alive) r->refcount++;
+            unlock_mutex(&r->lock);
+            if (!alive) continue;
+            if (dst >= 0) {
+                if (reserve_held(self, (unsigned long)dst, index) < 0) {
+                    record_release_one(self, index);
+                    return NULL;
+                }
+                __atomic_fetch_or(held_words(self, (unsigned long)dst) + w, (uint64_t)1 << b,
+                                  __ATOMIC_RELEASE);
+            }
+            shared++;
+        }
     }
-    release_values(self, (ValueSlot *)r->payload, 2);
-    r->kind = KIND_FREE;
-    unlock_mutex(&r->lock);
-    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
-    r->next_free = h->record_free;
-    h->record_free = (uint32_t)index + 1;
-    h->records_live--;
-    unlock_mutex(&h->lock);
-    Py_RETURN_TRUE;
+    return PyLong_FromUnsignedLong(shared);
 }
 
 PyObject *
