@@ -8,6 +8,8 @@ Commands:
   wait NAME [--timeout S]
                        wait until the object called NAME is set / ready
   clean                remove arenas and names left by processes that were killed
+  doctor [--json]      what this machine and container allow; exit 1 with advice
+                       when something will fail
   demo                 processes waiting on one Event, then a short benchmark
   bench [--quick] [--plot FILE]
                        every benchmark against its peers, in one run, with a plot
@@ -225,6 +227,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _demo.run(workers=args.workers, out=args.out)
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from . import _doctor
+
+    return _doctor.main(args.json)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mpevent",
@@ -253,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     clean.add_argument("--dry-run", action="store_true", help="only say what would go")
     for sub in (listing, setting, clearing, wait, clean):
         sub.add_argument("--url", help=url_help)
+    doctor = command("doctor", _cmd_doctor, "what this machine allows; exit 1 with advice")
+    doctor.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
     bench = command("bench", _cmd_bench, "every benchmark against its peers, with a plot")
     bench.add_argument("--quick", action="store_true", help="fewer rounds (about 30 s)")
     bench.add_argument("--plot", metavar="FILE", help="write a PNG plot (needs matplotlib)")

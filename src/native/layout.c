@@ -442,7 +442,21 @@ PyTypeObject ArenaType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* populate_supported() -> bool: can this kernel reserve shared pages before
+ * they are touched (MADV_POPULATE_WRITE, Linux 5.14+)?  For `doctor`. */
+static PyObject *
+native_populate_supported(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    void *page = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED) return PyErr_SetFromErrno(PyExc_OSError);
+    int rc = madvise(page, PAGE, MADV_POPULATE_WRITE);
+    munmap(page, PAGE);
+    return PyBool_FromLong(rc == 0);
+}
+
 static PyMethodDef native_functions[] = {
+    {"populate_supported", native_populate_supported, METH_NOARGS,
+     "populate_supported() -> bool: MADV_POPULATE_WRITE works here (Linux 5.14+)."},
     {"segment_size", native_segment_size, METH_VARARGS,
      "segment_size(records, slots, links, small, large) -> bytes such an arena spans."},
     {"untrack", native_untrack, METH_O,

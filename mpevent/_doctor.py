@@ -1,0 +1,270 @@
+"""python -m mpevent doctor: what this machine and container allow, and what will fail.
+
+Each check gives a level -- ``ok``, ``note`` (worth knowing), ``warn``
+(something will fail for some programs) or ``fail`` (mpevent cannot work
+as it should here) -- a one-line finding and, unless ok, the advice that
+fixes it.  The exit status is 1 when any check fails or warns, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import sys
+from typing import Any
+
+from .shm import _arena, _native, _segment
+
+MiB = 1 << 20
+# A /dev/shm smaller than this is a container's default (64 MiB) or less:
+# results of a few tens of MiB will not fit.
+SMALL_SHM = 256 * MiB
+
+
+@dataclasses.dataclass
+class Check:
+    name: str
+    level: str  # ok, note, warn, fail
+    finding: str
+    advice: str = ""
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def check_shm() -> Check:
+    shm = _segment.SHM_DIR
+    if not os.path.isdir(shm):
+        return Check(
+            "/dev/shm",
+            "fail",
+            f"{shm} does not exist",
+            "mount a tmpfs there (docker: it is there by default; Kubernetes: an emptyDir "
+            "volume with medium: Memory mounted on /dev/shm)",
+        )
+    if not os.access(shm, os.W_OK):
+        return Check("/dev/shm", "fail", f"{shm} is not writable by this user", "fix its mode")
+    stat = os.statvfs(shm)
+    total, free = stat.f_blocks * stat.f_frsize, stat.f_bavail * stat.f_frsize
+    cap, watermark = _arena.MAX_SHM, _arena.HEAP_WATERMARK
+    facts = {"size": total, "free": free, "cap": cap, "watermark": watermark}
+    finding = (
+        f"{_size(total)}, {_size(free)} free; cap MPEVENT_MAX_SHM "
+        f"{_size(cap) if cap else 'none'}, watermark MPEVENT_HEAP_WATERMARK {_size(watermark)}"
+    )
+    if total < SMALL_SHM:
+        return Check(
+            "/dev/shm",
+            "warn",
+            finding + f" -- values near {_size(free)} raise MemoryError",
+            "give the container more: docker run --shm-size=1g (or --ipc=host); "
+            "Kubernetes: an emptyDir with medium: Memory and a sizeLimit on /dev/shm",
+            facts,
+        )
+    if cap and cap > total:
+        return Check(
+            "/dev/shm",
+            "note",
+            finding + " -- the cap is above what /dev/shm holds",
+            "MPEVENT_MAX_SHM only helps below the size of /dev/shm",
+            facts,
+        )
+    return Check("/dev/shm", "ok", finding, facts=facts)
+
+
+def check_populate() -> Check:
+    if _native.populate_supported():
+        return Check(
+            "page reservation",
+            "ok",
+            "MADV_POPULATE_WRITE works: a full /dev/shm is a MemoryError",
+        )
+    return Check(
+        "page reservation",
+        "warn",
+        f"MADV_POPULATE_WRITE is missing (kernel {os.uname().release}, needs 5.14+): "
+        "a full /dev/shm is a SIGBUS, not a MemoryError",
+        "run on Linux 5.14 or later, or keep /dev/shm well above what values need",
+    )
+
+
+def check_locks() -> Check:
+    """OFD locks decide who is alive; probe them on a scratch file in /dev/shm."""
+    name = f"{_segment.PREFIX}doctor-{secrets.token_hex(4)}"
+    try:
+        fd = _segment.create(name, 0)
+    except OSError as exc:
+        return Check("liveness locks", "fail", f"cannot create a file in /dev/shm: {exc}")
+    try:
+        _segment.unlink(name)
+        other = os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            taken = _native.ofd_lock(fd, 0, 1, False)
+            seen = _native.ofd_held(other, 0, 1)
+        finally:
+            os.close(other)
+    except OSError as exc:
+        return Check(
+            "liveness locks",
+            "fail",
+            f"open-file-description locks do not work here: {exc}",
+            "mpevent needs Linux 3.15+ with fcntl(F_OFD_SETLK) on tmpfs",
+        )
+    finally:
+        os.close(fd)
+    if taken and seen:
+        return Check("liveness locks", "ok", "OFD locks work: the kernel says who is alive")
+    return Check(
+        "liveness locks",
+        "fail",
+        "an OFD lock was not seen by another open file description",
+        "mpevent needs fcntl(F_OFD_SETLK) semantics (Linux 3.15+)",
+    )
+
+
+def check_huge_pages() -> Check:
+    path = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+    try:
+        with open(path) as file:
+            text = file.read().split()
+    except OSError:
+        return Check("shmem huge pages", "note", f"{path} is not readable: unknown")
+    chosen = next((word.strip("[]") for word in text if word.startswith("[")), "?")
+    facts = {"shmem_enabled": chosen}
+    if chosen in ("always", "within_size", "advise", "force"):
+        return Check("shmem huge pages", "ok", f"allowed ({chosen})", facts=facts)
+    return Check(
+        "shmem huge pages",
+        "note",
+        f"not used for shared memory ({chosen}): large values fault in 4 KiB pages",
+        f"as root: echo advise > {path} (faster large values; optional)",
+        facts,
+    )
+
+
+def check_pid_namespace() -> Check:
+    nspids: list[str] = []
+    try:
+        with open("/proc/self/status") as file:
+            for line in file:
+                if line.startswith("NSpid:"):
+                    nspids = line.split()[1:]
+    except OSError:
+        pass
+    facts = {"nspid": nspids}
+    if len(nspids) > 1:
+        return Check(
+            "PID namespace",
+            "note",
+            f"this process is pid {nspids[-1]} of a nested PID namespace (a container): "
+            "containers that share /dev/shm with it (--ipc=host, a pod) share objects safely; "
+            "liveness comes from kernel locks, not from pids",
+            facts=facts,
+        )
+    return Check("PID namespace", "ok", "the host's (or the outermost visible)", facts=facts)
+
+
+def check_arenas() -> Check:
+    names = [n for n in _segment.list_names() if not n.startswith(_segment.NAME_PREFIX)]
+    abandoned = _arena.clean(dry_run=True)
+    facts = {"arenas": len(names), "abandoned": len(abandoned)}
+    finding = f"{len(names)} arenas in /dev/shm, {len(abandoned)} abandoned"
+    if abandoned:
+        return Check(
+            "arenas", "note", finding, "python -m mpevent clean removes the abandoned", facts
+        )
+    return Check("arenas", "ok", finding, facts=facts)
+
+
+def check_redis() -> Check | None:
+    url = os.environ.get("MPEVENT_URL")
+    if not url or url.split("://", 1)[0] in ("local", "shm"):
+        return None
+    from ._backend import public_url
+
+    shown = public_url(url)
+    try:
+        import redis
+    except ImportError:
+        return Check(
+            "Redis",
+            "fail",
+            f"MPEVENT_URL={shown} but redis-py is not installed",
+            "pip install 'mpevent[redis]'",
+        )
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        info = client.info("server")
+        version = str(info.get("redis_version", "?"))
+    except Exception as exc:  # any failure to reach it is the finding
+        return Check(
+            "Redis",
+            "fail",
+            f"{shown} does not answer: {exc}",
+            "start the server, or fix MPEVENT_URL",
+        )
+    facts: dict[str, Any] = {"version": version}
+    try:
+        policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy", "?"))
+    except Exception:
+        policy = "unknown (CONFIG GET refused)"
+    facts["maxmemory-policy"] = policy
+    major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
+    if major and major < 7:
+        return Check(
+            "Redis",
+            "fail",
+            f"{shown}: Redis {version}; mpevent needs 7.0+",
+            "upgrade the server (sharded pub/sub is 7.0+)",
+            facts,
+        )
+    if policy not in ("noeviction", "unknown (CONFIG GET refused)"):
+        return Check(
+            "Redis",
+            "warn",
+            f"{shown}: Redis {version}, maxmemory-policy {policy}: "
+            "the server may evict mpevent's objects",
+            "CONFIG SET maxmemory-policy noeviction (or a server of its own)",
+            facts,
+        )
+    return Check("Redis", "ok", f"{shown}: Redis {version}, maxmemory-policy {policy}", facts=facts)
+
+
+def run_checks() -> list[Check]:
+    checks = [
+        check_shm(),
+        check_populate(),
+        check_locks(),
+        check_huge_pages(),
+        check_pid_namespace(),
+        check_arenas(),
+    ]
+    redis_check = check_redis()
+    if redis_check is not None:
+        checks.append(redis_check)
+    return checks
+
+
+def main(as_json: bool) -> int:
+    checks = run_checks()
+    bad = any(check.level in ("warn", "fail") for check in checks)
+    if as_json:
+        print(
+            json.dumps({"ok": not bad, "checks": [dataclasses.asdict(c) for c in checks]}, indent=2)
+        )
+    else:
+        for check in checks:
+            print(f"{check.level:>4}  {check.name}: {check.finding}")
+            if check.advice and check.level != "ok":
+                print(f"      -> {check.advice}")
+        print("everything mpevent needs is here" if not bad else "some of the above will fail")
+    sys.stdout.flush()
+    return 1 if bad else 0
