@@ -15,7 +15,7 @@ from __future__ import annotations
 import _thread
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,29 +35,48 @@ def in_greenlet() -> bool:
     return hub is not None and getcurrent() is not hub
 
 
-def wait_ready(linkable: Linkable, seconds: float | None) -> bool:
-    """gevent-friendly form of Linkable._wait_ready()."""
+def wait_any(linkables: Sequence[Linkable], seconds: float | None) -> list[int]:
+    """gevent-friendly wait for any of *linkables*: positions seen set, in order.
+
+    Every blocking call of the public API comes here inside a greenlet (one
+    object for ``wait()``/``get()``, several for ``mpevent.wait()`` and
+    ``iwait()``): one rawlink() per object, one async watcher, and only the
+    calling greenlet sleeps.  An object set and cleared again while we wait
+    counts (its callback ran), as it does for a blocking wait.
+    """
     import gevent.event
     from gevent import get_hub
 
-    if linkable.ready():
-        return True
-    if seconds is not None and seconds <= 0:
-        return False
+    ready = [i for i, linkable in enumerate(linkables) if linkable.ready()]
+    if ready or (seconds is not None and seconds <= 0):
+        return ready
     woken = gevent.event.Event()
     watcher: Any = get_hub().loop.async_()
     watcher.start(woken.set)
+    fired: list[int] = []  # appended on mpevent's hub thread, read here after waking
+    callbacks = []
+    for position, linkable in enumerate(linkables):
 
-    def on_set(_: object) -> None:
-        watcher.send()  # the one gevent call that is safe from another thread
+        def on_set(_: object, position: int = position) -> None:
+            fired.append(position)
+            watcher.send()  # the one gevent call that is safe from another thread
 
-    linkable.rawlink(on_set)
+        linkable.rawlink(on_set)
+        callbacks.append(on_set)
     try:
-        return bool(woken.wait(seconds)) or linkable.ready()
+        woken.wait(seconds)
+        seen = list(dict.fromkeys(fired))
+        return seen + [i for i, l in enumerate(linkables) if i not in seen and l.ready()]
     finally:
-        linkable.unlink(on_set)
+        for linkable, on_set in zip(linkables, callbacks, strict=True):
+            linkable.unlink(on_set)
         watcher.stop()
         watcher.close()
+
+
+def wait_ready(linkable: Linkable, seconds: float | None) -> bool:
+    """gevent-friendly form of Linkable._wait_ready()."""
+    return bool(wait_any([linkable], seconds))
 
 
 def _threading_patched() -> bool:

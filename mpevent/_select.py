@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-from . import _checks
+from . import _checks, _cooperative
 from ._linkable import Linkable, _Closed
 
 L = TypeVar("L", bound=Linkable)
@@ -35,6 +35,15 @@ def _check_objects(objects: Iterable[L]) -> list[L]:
     return listed
 
 
+def _wait_any(objects: list[L], seconds: float | None) -> list[int]:
+    """Positions of *objects* seen set, blocking only the calling greenlet under gevent."""
+    if _cooperative.in_greenlet():
+        return _cooperative.wait_any(objects, seconds)
+    records = [obj._record for obj in objects]
+    positions: list[int] = type(records[0]).wait_many(records, seconds, 1)
+    return positions
+
+
 def iwait(
     objects: Iterable[L], timeout: float | None = None, count: int | None = None
 ) -> Iterator[L]:
@@ -51,8 +60,7 @@ def iwait(
     yielded = 0
     while pending and yielded < wanted:
         remaining = None if deadline is None else deadline - time.monotonic()
-        records = [obj._record for obj in pending]
-        positions = type(records[0]).wait_many(records, remaining, 1)
+        positions = _wait_any(pending, remaining)
         if not positions:
             return
         for position in positions:
