@@ -66,7 +66,8 @@ def wait_any(linkables: Sequence[Linkable], seconds: float | None) -> list[int]:
     try:
         woken.wait(seconds)
         seen = list(dict.fromkeys(fired))
-        return seen + [i for i, l in enumerate(linkables) if i not in seen and l.ready()]
+        late = [i for i, obj in enumerate(linkables) if i not in seen and obj.ready()]
+        return seen + late
     finally:
         for linkable, on_set in zip(linkables, callbacks, strict=True):
             linkable.unlink(on_set)
