@@ -35,7 +35,7 @@ def _unshare_works() -> str | None:
 
 
 _why_not = _unshare_works()
-pytestmark = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
+needs_unshare = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
 
 
 # The namespace's init is a shell, so Python runs as pid 2: a process can
@@ -76,6 +76,7 @@ def _read_and_set(result: mpevent.AsyncResult, done: mpevent.Event) -> None:
     done.set()
 
 
+@needs_unshare
 def test_a_neighbours_first_object_leaves_our_arena_and_children_alone(
     processes: ProcessRunner,
 ) -> None:
@@ -100,6 +101,7 @@ def test_a_neighbours_first_object_leaves_our_arena_and_children_alone(
     assert result.get() == b"ours" * 1000
 
 
+@needs_unshare
 def test_a_neighbour_that_opens_our_names_and_makes_results_frees_nothing_of_ours() -> None:
     name = f"ns-ours-{secrets.token_hex(4)}"
     named = mpevent.AsyncResult(name, create=True)
@@ -159,6 +161,7 @@ def _visit(name: str) -> None:
     assert value.get(timeout=10) == b"theirs" * 100_000
 
 
+@needs_unshare
 def test_a_live_neighbour_is_never_taken_for_dead(processes: ProcessRunner) -> None:
     name, stop = f"ns-held-{secrets.token_hex(4)}", f"ns-stop-{secrets.token_hex(4)}"
     holder = neighbour(HOLDER.format(name=name, stop=stop))
@@ -215,6 +218,7 @@ print(rounds)
 """
 
 
+@needs_unshare
 def test_neighbours_killed_in_their_own_namespaces_are_still_reclaimed() -> None:
     prefix = f"ns-round-{secrets.token_hex(4)}"
     program = ROUNDS.replace("{prefix}", prefix)
@@ -229,6 +233,7 @@ def test_neighbours_killed_in_their_own_namespaces_are_still_reclaimed() -> None
     assert run.stdout.strip() == "12"  # each round found room: the killed were reclaimed
 
 
+@needs_unshare
 def test_the_arena_of_a_neighbour_killed_in_its_namespace_is_cleaned() -> None:
     killed = neighbour(
         """
@@ -247,3 +252,28 @@ def test_the_arena_of_a_neighbour_killed_in_its_namespace_is_cleaned() -> None:
     assert not os.path.exists(_segment.path_of(orphan))
     for arena in _arena.attached():  # ours are alive and untouched
         assert os.path.exists(_segment.path_of(arena.name))
+
+
+def test_a_child_that_execs_inherits_no_descriptor_of_an_arena() -> None:
+    # Not a namespace test, but the same rule: liveness must not leak into
+    # programs we run.  Runs without root.
+    mpevent.Event()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child execs at once
+        os.dup2(write, 1)
+        os.execv(
+            sys.executable,
+            [
+                sys.executable,
+                "-c",
+                "import os; print([os.readlink(f'/proc/self/fd/{fd}') "
+                "for fd in os.listdir('/proc/self/fd') if os.path.exists(f'/proc/self/fd/{fd}')])",
+            ],
+        )
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        seen = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "/dev/shm/mpevent-" not in seen, seen
