@@ -192,7 +192,7 @@ def check_redis() -> Check | None:
 
     shown = public_url(url)
     try:
-        import redis
+        from .redis import _connection
     except ImportError:
         return Check(
             "Redis",
@@ -201,9 +201,7 @@ def check_redis() -> Check | None:
             "pip install 'mpevent[redis]'",
         )
     try:
-        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        info = client.info("server")
-        version = str(info.get("redis_version", "?"))
+        facts: dict[str, Any] = dict(_connection.inspect_server(url))
     except Exception as exc:  # any failure to reach it is the finding
         return Check(
             "Redis",
@@ -211,31 +209,26 @@ def check_redis() -> Check | None:
             f"{shown} does not answer: {exc}",
             "start the server, or fix MPEVENT_URL",
         )
-    facts: dict[str, Any] = {"version": version}
-    try:
-        policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy", "?"))
-    except Exception:
-        policy = "unknown (CONFIG GET refused)"
-    facts["maxmemory-policy"] = policy
-    major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
-    if major and major < 7:
-        return Check(
-            "Redis",
-            "fail",
-            f"{shown}: Redis {version}; mpevent needs 7.0+",
-            "upgrade the server (sharded pub/sub is 7.0+)",
-            facts,
-        )
-    if policy not in ("noeviction", "unknown (CONFIG GET refused)"):
+    version, policy = facts["version"], facts["maxmemory-policy"]
+    finding = f"{shown}: Redis {version}, maxmemory-policy {policy}"
+    if _connection.too_old(version):
+        return Check("Redis", "fail", finding + ": mpevent needs 7.0+", "upgrade the server", facts)
+    if policy in _connection.EVICTING:
         return Check(
             "Redis",
             "warn",
-            f"{shown}: Redis {version}, maxmemory-policy {policy}: "
-            "the server may evict mpevent's objects",
+            finding + ": the server may evict mpevent's objects",
             "CONFIG SET maxmemory-policy noeviction (or a server of its own)",
             facts,
         )
-    return Check("Redis", "ok", f"{shown}: Redis {version}, maxmemory-policy {policy}", facts=facts)
+    if policy == "unknown":
+        return Check(
+            "Redis",
+            "note",
+            finding + " (CONFIG refused): make sure the server does not evict keys",
+            facts=facts,
+        )
+    return Check("Redis", "ok", finding, facts=facts)
 
 
 def run_checks() -> list[Check]:

@@ -20,8 +20,10 @@ about a second, then raise :class:`BackendUnavailable`, a
 from __future__ import annotations
 
 import os
+import threading
 import time
 import urllib.parse
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -37,6 +39,87 @@ DEFAULT_PREFIX: Final = "mpevent"
 DEFAULT_TTL: Final = 24 * 3600
 
 T = TypeVar("T")
+
+# Sharded pub/sub (SSUBSCRIBE, SPUBLISH) arrived in Redis 7.0.
+MINIMUM_VERSION: Final = (7, 0)
+# Policies under which the server deletes keys it needs room for: with a
+# TTL on every mpevent key, the volatile-* ones apply to ours too.
+EVICTING: Final = frozenset(
+    {
+        "allkeys-lru",
+        "allkeys-lfu",
+        "allkeys-random",
+        "volatile-lru",
+        "volatile-lfu",
+        "volatile-random",
+        "volatile-ttl",
+    }
+)
+_warned: set[str] = set()  # servers warned about, once per process
+_warned_lock = threading.Lock()
+
+
+def _warn_once(public: str, message: str) -> None:
+    server = public.split("?", 1)[0]  # one server, whatever the prefix or TTL
+    with _warned_lock:
+        if server in _warned:
+            return
+        _warned.add(server)
+    warnings.warn(message, RuntimeWarning, stacklevel=5)
+
+
+def server_facts(client: Any) -> dict[str, str]:
+    """The server's version and maxmemory-policy ("unknown" where CONFIG is refused)."""
+    version = str(client.info("server").get("redis_version", "0"))
+    try:
+        policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy", ""))
+    except redis.exceptions.ResponseError:  # CONFIG renamed or disabled (managed services)
+        policy = "unknown"
+    return {"version": version, "maxmemory-policy": policy}
+
+
+def too_old(version: str) -> bool:
+    numbers = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    return numbers < MINIMUM_VERSION
+
+
+def check_server(client: Any, public: str) -> dict[str, str]:
+    """Refuse a server older than 7.0; warn once if it may evict our keys.
+
+    Warn rather than refuse an evicting policy: managed services often
+    default to one (volatile-lru) and users may run with memory to spare;
+    a vanished object then raises LookupError, never a silent False.
+    """
+    facts = server_facts(client)
+    version, policy = facts["version"], facts["maxmemory-policy"]
+    if too_old(version):
+        raise BackendUnavailable(
+            f"the server at {public} runs Redis {version}; mpevent needs Redis "
+            f"{'.'.join(map(str, MINIMUM_VERSION))} or later (sharded pub/sub)"
+        )
+    if policy == "unknown":
+        _warn_once(
+            public,
+            f"cannot read maxmemory-policy of {public} (CONFIG is refused): if the server "
+            "evicts keys, mpevent objects can vanish (LookupError); use noeviction",
+        )
+    elif policy in EVICTING:
+        _warn_once(
+            public,
+            f"the server at {public} evicts keys under memory pressure (maxmemory-policy "
+            f"{policy}): mpevent objects can vanish, and then raise LookupError; fix it with "
+            "CONFIG SET maxmemory-policy noeviction, or give mpevent a server of its own",
+        )
+    return facts
+
+
+def inspect_server(url: str) -> dict[str, str]:
+    """server_facts() of the server at *url*, for doctor; raises if it does not answer."""
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return server_facts(client)
+    finally:
+        client.close()
 
 
 @dataclass(frozen=True)
@@ -103,6 +186,7 @@ class Connection:
         probe = redis.Redis.from_url(settings.url, socket_connect_timeout=2)
         try:
             cluster = self.call(lambda: probe.info("cluster").get("cluster_enabled") == 1)
+            self.server = self.call(lambda: check_server(probe, settings.public))
         finally:
             probe.close()
         self.cluster = bool(cluster)

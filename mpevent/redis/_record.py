@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .. import _callbacks, _serial
 from .._backend import BackendUnavailable
@@ -69,7 +69,9 @@ class RedisRecord:
         if got is None:
             raise LookupError(
                 f"mpevent object {self.name!r} no longer exists on {self.backend.settings.public}: "
-                "it was removed, or expired after being unused for its TTL"
+                "it was removed (remove_name, FLUSHDB), evicted by the server "
+                "(a maxmemory-policy other than noeviction), or expired after being unused "
+                "for its TTL"
             )
         kind, generation, flag, h0, h1 = got
         return State(
@@ -185,7 +187,12 @@ class RedisRecord:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                woken.wait(left)
+                # A vanished object (evicted, flushed, expired) announces
+                # nothing: read the state again every RECHECK seconds, which
+                # raises LookupError for an object that is gone.
+                if not woken.wait(RECHECK if left is None else min(left, RECHECK)):
+                    with lock:
+                        unsure.update(i for i in range(len(records)) if i not in ready)
                 woken.clear()
                 with lock:
                     # A set() after our read announces a newer generation: no read needed.
@@ -317,6 +324,9 @@ class RedisRecord:
     def _unsubscribe(self, wakeup: Callable[[int | None], object]) -> None:
         connection = self.backend.connection
         listener_for(connection.node_url(self.channel)).unsubscribe(self.channel, wakeup)
+
+
+RECHECK: Final = 1.0  # seconds a waiter sleeps before reading its objects again
 
 
 class _Outage:

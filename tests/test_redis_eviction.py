@@ -1,0 +1,148 @@
+"""Servers that lose keys: eviction, FLUSHDB and a refused CONFIG, on real servers."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis_servers
+
+import mpevent
+
+AUTHKEY = "eviction-test-key"
+
+
+@pytest.fixture(autouse=True)
+def _closed_backends() -> Iterator[None]:
+    yield
+    from mpevent.redis import _connection, _registry
+
+    _registry.close_all()
+    _connection._warned.clear()  # each test's server is warned about afresh
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[Any]:
+    """start(*redis-server options) -> port; every server started is stopped."""
+    redis_servers.require_redis()
+    ports: list[int] = []
+
+    def start(*extra: str) -> int:
+        port = redis_servers.free_port()
+        redis_servers.start_server(tmp_path / f"redis-{port}", port, *extra)
+        ports.append(port)
+        return port
+
+    yield start
+    for port in ports:
+        redis_servers.stop_server(port)
+
+
+def _waiter(call: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        begin = time.monotonic()
+        try:
+            outcome["returned"] = call()
+        except LookupError as exc:
+            outcome["error"] = exc
+        outcome["after"] = time.monotonic() - begin
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_an_evicting_server_is_warned_about_and_evicted_waiters_raise(started: Any) -> None:
+    import redis
+
+    port = started("--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru")
+    url = f"redis://127.0.0.1:{port}/0"
+    with pytest.warns(RuntimeWarning, match="evicts keys under memory pressure.*noeviction"):
+        backend = mpevent.connect(url, authkey=AUTHKEY)
+    event = backend.Event()
+    thread, outcome = _waiter(lambda: event.wait(30))
+    client = redis.Redis(port=port)
+    try:
+        filler = 0
+        while client.exists(event._record.key) and filler < 20_000:
+            client.set(f"filler:{filler}", b"x" * 100_000)
+            filler += 1
+        assert not client.exists(event._record.key), "the server never evicted our key"
+        vanished = time.monotonic()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert time.monotonic() - vanished < 3
+        assert "returned" not in outcome, "an evicted Event looked merely unset"
+        assert "evicted" in str(outcome["error"])
+    finally:
+        client.close()
+        thread.join(30)
+
+
+@pytest.mark.parametrize("kind", ["Event.wait", "AsyncResult.get", "mpevent.wait"])
+def test_flushdb_under_a_waiter_raises_lookup_error_within_about_a_second(
+    started: Any, kind: str
+) -> None:
+    import redis
+
+    port = started()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # noeviction: no warning
+        backend = mpevent.connect(f"redis://127.0.0.1:{port}/0", authkey=AUTHKEY)
+    event, result = backend.Event(), backend.AsyncResult()
+    calls = {
+        "Event.wait": lambda: event.wait(30),
+        "AsyncResult.get": lambda: result.get(timeout=30),
+        "mpevent.wait": lambda: mpevent.wait([event, result], timeout=30),
+    }
+    thread, outcome = _waiter(calls[kind])
+    time.sleep(0.2)  # let it park (a flush before it subscribes is caught the same way)
+    redis.Redis(port=port).flushdb()
+    flushed = time.monotonic()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert time.monotonic() - flushed < 3
+    assert isinstance(outcome.get("error"), LookupError), outcome
+    assert "FLUSHDB" in str(outcome["error"])
+
+
+def test_a_server_that_refuses_config_is_said_once_and_used(started: Any, tmp_path: Path) -> None:
+    config = tmp_path / "no-config.conf"
+    config.write_text('rename-command CONFIG ""\n')
+    port = started("--include", str(config))
+    url = f"redis://127.0.0.1:{port}/0"
+    with pytest.warns(RuntimeWarning, match="cannot read maxmemory-policy"):
+        backend = mpevent.connect(url, authkey=AUTHKEY)
+    event = backend.Event()
+    event.set()
+    assert event.wait(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per server and process
+        again = mpevent.connect(url + "?prefix=other", authkey=AUTHKEY)
+        assert not again.Event().is_set()
+
+
+def test_doctor_reports_the_version_and_an_evicting_policy(started: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    port = started("--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru")
+    done = subprocess.run(
+        [sys.executable, "-m", "mpevent", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MPEVENT_URL": f"redis://127.0.0.1:{port}/0"},
+    )
+    assert done.returncode == 1
+    assert "maxmemory-policy volatile-lru: the server may evict" in done.stdout
+    assert "noeviction" in done.stdout
+    assert f"redis://127.0.0.1:{port}/0: Redis 7." in done.stdout
