@@ -94,3 +94,16 @@ def size_from_env(variable: str, default: int) -> int:
     """The size in environment variable *variable*, or *default* if unset or empty."""
     text = os.environ.get(variable, "")
     return parse_size(text, variable) if text.strip() else default
+
+
+def count_from_env(variable: str) -> int | None:
+    """The non-negative integer in environment variable *variable*; None if unset or empty."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ValueError(
+            f"{variable}={text!r} is not a count: give a whole number of spins "
+            f"(0 turns spinning off), or unset it for the default"
+        )
+    return int(text)

@@ -124,3 +124,46 @@ def test_a_fork_from_another_thread_leaves_the_parents_slots_alone() -> None:
     assert exitcodes == [0]
     assert (slot, arena.entry, arena.epoch) in arena.native.slot_owners()
     assert event.wait(0.001) is False  # the slot still works
+
+
+def _spin_limit(env: dict[str, str], prefix: list[str] | None = None) -> int:
+    import subprocess
+    import sys
+
+    code = "from mpevent.shm import _native; print(_native.spin_limit())"
+    done = subprocess.run(
+        [*(prefix or []), sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+def test_spinning_is_off_with_one_cpu_and_with_a_limit_of_zero() -> None:
+    import shutil
+
+    assert _spin_limit({"MPEVENT_SPIN": "0"}) == 0
+    assert _spin_limit({"MPEVENT_SPIN": "1234"}) in (0, 1234)  # 0 only on one CPU
+    if shutil.which("taskset") is None:
+        pytest.skip("taskset (util-linux) is not installed")
+    assert _spin_limit({"MPEVENT_SPIN": "1234"}, ["taskset", "-c", "0"]) == 0
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert _spin_limit({"MPEVENT_SPIN": "1234"}, ["taskset", "-c", "0,1"]) == 1234
+
+
+def test_a_malformed_spin_limit_is_an_error_that_names_it() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import mpevent"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MPEVENT_SPIN": "lots"},
+    )
+    assert done.returncode != 0
+    assert "MPEVENT_SPIN='lots' is not a count" in done.stderr

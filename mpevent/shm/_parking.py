@@ -25,12 +25,16 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .. import _lifecycle
+from .. import _checks, _lifecycle
 from . import _arena, _native
 from ._arena import Arena
 
 if TYPE_CHECKING:
     from ._record import Record
+
+# Read by the C extension at import; checked here so that a malformed value
+# is an error that names it rather than a silent default.
+SPIN_LIMIT = _checks.count_from_env("MPEVENT_SPIN")
 
 _fork_epoch = 0
 _RECHECK = 1.0  # seconds a multi-wait sleeps before re-reading generations

@@ -330,6 +330,18 @@ typedef struct {
 
 /* --- shared by the files ------------------------------------------- */
 
+/* The pause instruction of a spin loop: lets the sibling hyperthread run
+ * and saves power while a cache line is awaited. */
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 static inline Record *
 record_at(ArenaObject *a, uint32_t index)
 {
@@ -371,6 +383,7 @@ int lock_or_error(ArenaObject *a, pthread_mutex_t *m, Record *repair);
 /* parking.c */
 void futex_wake_all(uint32_t *word);
 void watch_init(void);
+extern int spin_limit;
 void wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake);
 void enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t slot);
 int remove_link(ArenaObject *a, Record *r, uint32_t link);

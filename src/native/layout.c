@@ -454,7 +454,16 @@ native_populate_supported(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(rc == 0);
 }
 
+/* spin_limit() -> int: pause instructions a waiter may spin before parking. */
+static PyObject *
+native_spin_limit(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLong(spin_limit);
+}
+
 static PyMethodDef native_functions[] = {
+    {"spin_limit", native_spin_limit, METH_NOARGS,
+     "spin_limit() -> int: how long a waiter spins before parking (0: never)."},
     {"populate_supported", native_populate_supported, METH_NOARGS,
      "populate_supported() -> bool: MADV_POPULATE_WRITE works here (Linux 5.14+)."},
     {"segment_size", native_segment_size, METH_VARARGS,

@@ -23,16 +23,6 @@ mutex_init(pthread_mutex_t *m)
     return rc;
 }
 
-static inline void
-cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /*
  * Lock without holding the GIL while blocked: the holder may be another
  * thread of this process that needs the GIL to finish.  Returns 0 or an
