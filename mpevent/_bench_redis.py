@@ -2,7 +2,7 @@
 
 Ping-pong, broadcast to N processes and value handoff through one Redis
 server (or cluster), for ``python -m mpevent bench --url URL`` and
-``benchmarks/redis.py``.  The floors are raw Redis: two processes doing
+``benchmarks/across_machines.py``.  The floors are raw Redis: two processes doing
 RPUSH / BLPOP on two lists (ping-pong, values), one PUBLISH to N
 subscribers (broadcast).  Peers run interleaved in one run.
 """

@@ -5,7 +5,7 @@ knows how a waiter goes to sleep and is woken; ``Event``, ``AsyncResult``,
 the hub and ``mpevent.wait`` all park here.
 
 Each thread that ever waits holds one *waiter slot* per arena (a futex word
-in shared memory, see ``_native.c``).  Waiting on a record queues a *link*
+in shared memory, see ``src/native/parking.c``).  Waiting on a record queues a *link*
 (slot -> record) on the record's waiter list; ``set()``, in whatever process
 it runs, dequeues every link, marks it fired and wakes its slot.  A slot can
 be linked to many records at once, which is how one thread waits on many

@@ -1,7 +1,7 @@
 """Record: this process's counted reference to one record of an arena.
 
 A record lives as long as some process references it.  Its reference count
-(in shared memory, see ``_native.c``) counts
+(in shared memory, see ``src/native/records.c``) counts
 
 * one per process holding it (however many :class:`Record` objects it
   has: this module counts those), marked in the process's held bitmap;
