@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from mpevent import _bench
+from mpevent.tools import bench as _bench
 
 
 def _report(rounds: int, trials: int) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mpevent import _bench
+from mpevent.tools import bench as _bench
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

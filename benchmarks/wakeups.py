@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from mpevent import _bench
+from mpevent.tools import bench as _bench
 
 if __name__ == "__main__":
     sys.exit(_bench.script(__doc__, _bench.report_wakeup_latency, count=300))

@@ -187,7 +187,7 @@ BENCH_ROWS = (
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from . import _bench
+    from .tools import bench as _bench
 
     quick = args.quick
     scale = 0.2 if quick else 1.0
@@ -209,12 +209,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         "footprint": lambda: _bench.report_footprint(0.1 if quick else 1.0),
     }
     if args.url:
-        from . import _bench_redis
+        from .tools import bench_redis as _bench_redis
 
         rows["redis"] = lambda: _bench_redis.report(
             args.url, 50 if quick else 200, 1 if quick else 3
         )
-    from . import _benchrun
+    from .tools import benchrun as _benchrun
 
     chosen = args.only or list(rows)
     _benchrun.run({name: rows[name] for name in chosen}, args.json, args.plot)
@@ -222,7 +222,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from . import _demo
+    from .tools import demo as _demo
 
     return _demo.run(workers=args.workers, out=args.out)
 

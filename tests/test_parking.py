@@ -92,7 +92,7 @@ def test_wait_is_interruptible_by_signals() -> None:
 
 
 def test_idle_waiters_wake_about_once_a_second_per_process_not_per_thread() -> None:
-    from mpevent import _bench
+    from mpevent.tools import bench as _bench
 
     # 40 threads in 2 processes over 2 s: a re-check per thread would be ~80
     # wakeups; the per-process watch makes it ~4.

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._bench import Figure, print_rows
+from .bench import Figure, print_rows
 
 CTX = mp.get_context("spawn")  # the partner shares nothing but the URL
 
@@ -43,7 +43,7 @@ def ping_pong(url: str, rounds: int, trials: int) -> dict[str, float]:
 
     import mpevent
 
-    from ._bench import interleaved_rounds
+    from .bench import interleaved_rounds
 
     backend = mpevent.connect(url)
     client: Any = redis.Redis.from_url(url) if not backend.connection.cluster else None
@@ -91,7 +91,7 @@ def ping_pong(url: str, rounds: int, trials: int) -> dict[str, float]:
 
 def _redis_result_channel(url: str) -> Callable[[int], Any]:
     """A fresh AsyncResult on the server per value, pickled to the reader beforehand."""
-    from ._bench import _async_result_channel
+    from .bench import _async_result_channel
 
     return _async_result_channel(False, url)
 
@@ -182,7 +182,7 @@ def broadcast(url: str, sizes: list[int], rounds: int) -> dict[str, dict[str, fl
     """Per N: median seconds from one set() to the last of N processes (spawned) running."""
     import mpevent
 
-    from ._bench import _broadcast
+    from .bench import _broadcast
 
     backend = mpevent.connect(url)
     peers: dict[str, Callable[[], Any]] = {"mpevent.Event on Redis": backend.Event}
@@ -298,7 +298,7 @@ def dask_peers(rounds: int, count: int) -> dict[str, float] | None:
 
 def value_handoff(url: str, count: int) -> dict[str, dict[str, float]]:
     """Median handoff seconds per size: mpevent on Redis, the raw pair, shared memory."""
-    from ._bench import _async_result_channel, _handoffs, size_label
+    from .bench import _async_result_channel, _handoffs, size_label
 
     table = {}
     for size in VALUE_SIZES:
@@ -313,7 +313,7 @@ def value_handoff(url: str, count: int) -> dict[str, dict[str, float]]:
 
 
 def report(url: str, rounds: int = 200, trials: int = 3) -> dict[str, Any]:
-    from ._backend import public_url
+    from .._backend import public_url
 
     table = ping_pong(url, rounds, trials)
     print(f"ping-pong round trip across a Redis server ({public_url(url)}), median")

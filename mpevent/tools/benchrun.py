@@ -145,8 +145,8 @@ def run(
         if importlib.util.find_spec("matplotlib") is None:
             print(f"no plot: it needs matplotlib ({_EXTRA})")
         else:
-            from . import _plot
+            from . import plot
 
-            _plot.plot(results, plot_path)
+            plot.plot(results, plot_path)
             print(f"plot written to {plot_path}")
     return results

@@ -6,9 +6,9 @@ import multiprocessing as mp
 import os
 import time
 
-from . import _bench, _benchrun
-from .asyncresult import AsyncResult
-from .event import Event
+from ..asyncresult import AsyncResult
+from ..event import Event
+from . import bench, benchrun
 
 
 def _worker(number: int, go: Event, arrived: Event, answer: AsyncResult) -> None:
@@ -64,14 +64,14 @@ def run(workers: int = 4, rounds: int = 2000, trials: int = 3, out: str = ".") -
     print(f"parent: workers exited with {codes}\n")
     print("quick benchmarks (every row: python -m mpevent bench; see docs/results.md)\n")
     os.makedirs(out, exist_ok=True)
-    _benchrun.run(
+    benchrun.run(
         {
-            "ping_pong": lambda: _bench.report_ping_pong(rounds, trials),
-            "values": lambda: _bench.report_value_handoff(
-                count=40, trials=1, sizes=_bench.QUICK_VALUE_SIZES
+            "ping_pong": lambda: bench.report_ping_pong(rounds, trials),
+            "values": lambda: bench.report_value_handoff(
+                count=40, trials=1, sizes=bench.QUICK_VALUE_SIZES
             ),
-            "wakeups": lambda: _bench.report_wakeup_latency(count=100, trials=1),
-            "creation": lambda: {"seconds": _bench.report_creation(100_000)},
+            "wakeups": lambda: bench.report_wakeup_latency(count=100, trials=1),
+            "creation": lambda: {"seconds": bench.report_creation(100_000)},
         },
         os.path.abspath(os.path.join(out, "mpevent-bench.json")),
         os.path.abspath(os.path.join(out, "mpevent-bench.png")),

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .event import Event
+from ..event import Event
 
 CTX = mp.get_context("fork")
 
@@ -205,7 +205,7 @@ def _footprint_child(peer: str, count: int, out: Any) -> None:
 
     import psutil
 
-    from .asyncresult import AsyncResult
+    from ..asyncresult import AsyncResult
 
     spawn = mp.get_context("spawn")
     manager: Any = spawn.Manager() if peer == "Manager().Event()" else None
@@ -492,7 +492,7 @@ def _async_result_channel(keep: bool, url: str | None = None) -> Callable[[int],
     def make(count: int) -> Channel:
         import pickle
 
-        from ._connect import connect
+        from .._connect import connect
 
         make_result: Any = connect(url or "local://").AsyncResult
         handles_in, handles_out = CTX.Pipe(duplex=False)
