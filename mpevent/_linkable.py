@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from ._interface import RecordBackend
 
 from . import _checks, _cooperative
 
@@ -56,7 +58,7 @@ class Linkable:
         __slots__ = ()
     _KIND: ClassVar[int]
     _PUBLIC: ClassVar[str]  # the public class's name: "Event" or "AsyncResult"
-    _record: Any
+    _record: RecordBackend  # or a _Closed stand-in, which raises on any use
     _name: str | None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
@@ -106,7 +108,8 @@ class Linkable:
         if not isinstance(record, _Closed):
             record.unlink_all(self)  # its callbacks could never run any more
             self._detach()
-            self._record = _Closed(f"mpevent.{self._PUBLIC}")
+            # Typed as the interface: any later use raises ValueError at run time.
+            self._record = cast("RecordBackend", _Closed(f"mpevent.{self._PUBLIC}"))
             record.release()
 
     def __enter__(self) -> Self:

@@ -6,7 +6,7 @@ import concurrent.futures
 from typing import Any, Final
 
 from . import _backend, _serial
-from ._backend import EITHER, EXCEPTION, VALUE
+from ._interface import EITHER, EXCEPTION, VALUE
 from ._linkable import Linkable
 
 KIND_ASYNC_RESULT: Final = 2

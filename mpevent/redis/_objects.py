@@ -28,6 +28,8 @@ class _OnRedis(Linkable):
     """What both Redis classes add to the public ones."""
 
     __slots__ = ()
+    if TYPE_CHECKING:
+        _record: RedisRecord  # this backend's implementation of the interface
 
     def __init__(self, backend: RedisBackend, name: str | None = None, create: bool = False):
         checked = None if name is None else _checks.check_name(name)

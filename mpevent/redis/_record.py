@@ -352,3 +352,9 @@ class _Outage:
                 stacklevel=4,
             )
         time.sleep(self.PAUSE)
+
+
+if TYPE_CHECKING:  # mypy --strict proves that RedisRecord implements the interface
+    from .._interface import RecordBackend
+
+    _conforms: type[RecordBackend] = RedisRecord

@@ -37,6 +37,8 @@ class _InSharedMemory(Linkable):
     """What both shared-memory classes add to the public ones (before the C base)."""
 
     __slots__ = ()
+    if TYPE_CHECKING:
+        _record: Record  # this backend's implementation of the interface
 
     def __init__(self, name: str | None = None, create: bool = False) -> None:
         """A new object, or with *name* a named one (see the public class)."""

@@ -30,11 +30,11 @@ import os
 import pickle
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .. import _lifecycle
-from .._backend import EITHER, EXCEPTION, VALUE
 from .._errors import ProcessDied
+from .._interface import EITHER, EXCEPTION, VALUE
 from . import _arena, _hub, _native, _parking, _storage
 from ._arena import Arena
 
@@ -385,3 +385,9 @@ _lifecycle.on_fork(
 )
 _lifecycle.at_exit("claims", _abandon_claims)
 _lifecycle.at_exit("records", _release_all)
+
+
+if TYPE_CHECKING:  # mypy --strict proves that Record implements the interface
+    from .._interface import RecordBackend
+
+    _conforms: type[RecordBackend] = Record
