@@ -408,7 +408,6 @@ PyObject *wait_record(ArenaObject *self, Record *r, unsigned long slot, double t
 int check_record(ArenaObject *a, unsigned long index);
 Record *parse_record(ArenaObject *self, PyObject *arg);
 PyObject *Arena_held_mark(ArenaObject *self, PyObject *args);
-PyObject *Arena_held_indices(ArenaObject *self, PyObject *arg);
 PyObject *Arena_held_wipe(ArenaObject *self, PyObject *arg);
 PyObject *Arena_held_release_all(ArenaObject *self, PyObject *arg);
 PyObject *Arena_held_share(ArenaObject *self, PyObject *args);

@@ -362,7 +362,6 @@ static PyMethodDef Arena_methods[] = {
     METHOD(statistics, METH_NOARGS, "Counters of the arena."),
     METHOD(heap_statistics, METH_NOARGS, "Counters of the value heap."),
     METHOD(held_mark, METH_VARARGS, "held_mark(entry, index, held): set or clear a held bit."),
-    METHOD(held_indices, METH_O, "held_indices(entry) -> [index] of the records it holds."),
     METHOD(held_wipe, METH_O, "held_wipe(entry): clear an entry's bitmap."),
     METHOD(held_release_all, METH_O,
            "held_release_all(entry) -> count: give back every reference the entry holds."),

@@ -125,31 +125,14 @@ Arena_held_mark(ArenaObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* held_indices(entry) -> [index]: the records an entry's process holds. */
-PyObject *
-Arena_held_indices(ArenaObject *self, PyObject *arg)
+/* Words of an entry's bitmap to read: those of allocated records, and only
+ * reserved pages (reading a hole could need memory too). */
+static uint64_t
+held_word_count(ArenaObject *a, unsigned long entry)
 {
-    unsigned long entry;
-    if (parse_entry(arg, &entry) < 0) return NULL;
-    PyObject *indices = PyList_New(0);
-    if (indices == NULL) return NULL;
-    uint64_t *words = held_words(self, entry);
-    /* Only reserved pages are read: reading a hole could need memory too. */
-    uint64_t count = (self->header->record_bump + 63) / 64;
-    uint64_t reserved = __atomic_load_n(held_reserved_of(self, entry), __ATOMIC_ACQUIRE) / 8;
-    if (count > reserved) count = reserved;
-    for (uint64_t w = 0; w < count; w++) {
-        uint64_t bits = __atomic_load_n(&words[w], __ATOMIC_ACQUIRE);
-        while (bits) {
-            int b = __builtin_ctzll(bits);
-            bits &= bits - 1;
-            if (append_new(indices, PyLong_FromUnsignedLongLong(w * 64 + b)) < 0) {
-                Py_DECREF(indices);
-                return NULL;
-            }
-        }
-    }
-    return indices;
+    uint64_t count = (a->header->record_bump + 63) / 64;
+    uint64_t reserved = __atomic_load_n(held_reserved_of(a, entry), __ATOMIC_ACQUIRE) / 8;
+    return count < reserved ? count : reserved;
 }
 
 /* held_wipe(entry): clear an entry's bitmap and give its pages back.  The
@@ -321,9 +304,7 @@ Arena_held_release_all(ArenaObject *self, PyObject *arg)
     unsigned long entry;
     if (parse_entry(arg, &entry) < 0) return NULL;
     uint64_t *words = held_words(self, entry);
-    uint64_t count = (self->header->record_bump + 63) / 64;
-    uint64_t reserved = __atomic_load_n(held_reserved_of(self, entry), __ATOMIC_ACQUIRE) / 8;
-    if (count > reserved) count = reserved;
+    uint64_t count = held_word_count(self, entry);
     unsigned long released = 0;
     for (uint64_t w = 0; w < count; w++) {
         uint64_t bits = __atomic_exchange_n(&words[w], 0, __ATOMIC_ACQ_REL);
@@ -353,9 +334,7 @@ Arena_held_share(ArenaObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "kl:held_share", &src, &dst)) return NULL;
     if (check_entry(src) < 0 || (dst >= 0 && check_entry((unsigned long)dst) < 0)) return NULL;
     uint64_t *words = held_words(self, src);
-    uint64_t count = (self->header->record_bump + 63) / 64;
-    uint64_t reserved = __atomic_load_n(held_reserved_of(self, src), __ATOMIC_ACQUIRE) / 8;
-    if (count > reserved) count = reserved;
+    uint64_t count = held_word_count(self, src);
     unsigned long shared = 0;
     for (uint64_t w = 0; w < count; w++) {
         uint64_t bits = __atomic_load_n(&words[w], __ATOMIC_ACQUIRE);
