@@ -51,7 +51,12 @@ def public_url(url: str) -> str:
 
 
 class Backend:
-    """What every backend offers beside its ``Event`` and ``AsyncResult``."""
+    """What every backend offers: its ``Event`` and ``AsyncResult``, and waiting on them."""
+
+    # The backend's classes, or factories of them (``backend.Event(name)``,
+    # ``backend.Event.open(name)``); typed loosely: they live above this layer.
+    Event: Any
+    AsyncResult: Any
 
     def wait(
         self, objects: Iterable[L], timeout: float | None = None, count: int | None = None
@@ -92,7 +97,7 @@ def install_default(backend: Backend) -> None:
     _default = backend
 
 
-def default() -> Any:
+def default() -> Backend:
     """The backend of ``mpevent.Event()``: shared memory (see install_default)."""
     if _default is None:
         raise RuntimeError("no default mpevent backend: import mpevent, not only its modules")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any
 
-from ._backend import public_url
+from ._backend import Backend, public_url
 
 
-def connect(url: str | None = None, *, authkey: bytes | str | None = None) -> Any:
+def connect(url: str | None = None, *, authkey: bytes | str | None = None) -> Backend:
     """A backend for *url* (default: ``MPEVENT_URL``, else shared memory).
 
     ``local://`` or ``shm://``: this machine's shared memory.

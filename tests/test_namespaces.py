@@ -40,7 +40,7 @@ needs_unshare = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
 
 # The namespace's init is a shell, so Python runs as pid 2: a process can
 # SIGKILL itself there (init ignores signals from inside its namespace).
-UNDER_INIT = ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", '"$0" -c "$1"']
+UNDER_INIT = ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", '"$0" -c "$@"']
 
 
 def neighbour(code: str, pid: int = 1) -> subprocess.Popen[str]:
@@ -277,3 +277,46 @@ def test_a_child_that_execs_inherits_no_descriptor_of_an_arena() -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert "/dev/shm/mpevent-" not in seen, seen
+
+
+CLAIMER = """
+import os, signal, sys, mpevent
+result = mpevent.AsyncResult.open(sys.argv[1])
+result.claim()
+print("claimed", flush=True)
+sys.stdin.readline()  # until the parent waits
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@needs_unshare
+def test_a_result_claimed_in_another_namespace_fails_when_its_claimer_is_killed() -> None:
+    import time
+
+    name = f"ns-claimed-{secrets.token_hex(4)}"
+    result = mpevent.AsyncResult(name, create=True)
+    claimer = subprocess.Popen(
+        [*UNDER_INIT, sys.executable, CLAIMER, name],  # pid 2 of its own namespace
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert claimer.stdout is not None and claimer.stdin is not None
+        assert claimer.stdout.readline().strip() == "claimed"
+        claimer.stdin.write("go\n")
+        claimer.stdin.flush()
+        assert claimer.wait(30) == 128 + 9  # the shell saw it killed
+        killed = time.monotonic()
+        with pytest.raises(mpevent.ProcessDied) as raised:
+            result.get(timeout=30)
+        assert time.monotonic() - killed < 1.5
+        assert raised.value.pid == 2 and not raised.value.exited
+    finally:
+        if claimer.poll() is None:
+            claimer.kill()
+            claimer.wait(10)
+        for stream in (claimer.stdin, claimer.stdout):
+            if stream is not None:
+                stream.close()
+        result.remove_name()

@@ -45,7 +45,7 @@ def ping_pong(url: str, rounds: int, trials: int) -> dict[str, float]:
 
     from .bench import interleaved_rounds
 
-    backend = mpevent.connect(url)
+    backend: Any = mpevent.connect(url)  # a RedisBackend: its connection is used below
     client: Any = redis.Redis.from_url(url) if not backend.connection.cluster else None
     tag = uuid.uuid4().hex
     ping_key, pong_key = f"bench:{{{tag}}}:ping", f"bench:{{{tag}}}:pong"
@@ -184,7 +184,7 @@ def broadcast(url: str, sizes: list[int], rounds: int) -> dict[str, dict[str, fl
 
     from .bench import _broadcast
 
-    backend = mpevent.connect(url)
+    backend: Any = mpevent.connect(url)  # a RedisBackend: its connection is used below
     peers: dict[str, Callable[[], Any]] = {"mpevent.Event on Redis": backend.Event}
     if not backend.connection.cluster:
         peers["raw PUBLISH/SUBSCRIBE"] = lambda: _RawChannel(url)
