@@ -17,7 +17,7 @@ from mpevent.shm import _arena, _segment
 if os.environ.get("MPEVENT_TEST_INSTALLED"):
     # The release check tests the installed wheel: never the checkout.
     _checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.abspath(mpevent.__file__).startswith(_checkout + os.sep):
+    if os.path.dirname(os.path.abspath(mpevent.__file__)) == os.path.join(_checkout, "mpevent"):
         raise RuntimeError(f"the tests imported the checkout's mpevent ({mpevent.__file__})")
 
 START_METHODS = ["fork", "spawn", "forkserver"]
