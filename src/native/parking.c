@@ -653,7 +653,7 @@ Arena_wake(ArenaObject *self, PyObject *arg)
  * sides sleep at once; a waiter that watches the state word for a few
  * microseconds first often sees the set() arrive and never sleeps, and the
  * setter, finding nobody queued, makes no system call at all.  The spin is
- * bounded (spin_limit pause instructions, MPEVENT_SPIN, 0 turns it off),
+ * bounded (spin_limit pause instructions, MPEVENT_SPIN; off by default),
  * off with one usable CPU (a spinning waiter would only delay the setter),
  * and adaptive per thread, as glibc's adaptive mutexes are: a spin that
  * sees the set doubles the thread's budget back toward the limit, one that
@@ -664,7 +664,11 @@ Arena_wake(ArenaObject *self, PyObject *arg)
  * Only blocking OS-thread waits spin (wait_record); the hub, asyncio and
  * gevent waits never do.  The GIL is released while spinning.
  */
-#define SPIN_DEFAULT 10000 /* 190 us at the 19 ns a pause takes on this VM */
+/* Off unless asked for: in the project's own ping-pong benchmark (peers in
+ * turns, six processes) spinning made mpevent slower (18.7 us against
+ * 7.4 us), while a plain two-process ping-pong became 100x faster; until
+ * that is understood, MPEVENT_SPIN=10000 (190 us here) is an opt-in. */
+#define SPIN_DEFAULT 0
 #define SPIN_MIN 16
 #define SPIN_REPROBE 32
 
