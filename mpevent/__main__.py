@@ -25,6 +25,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ._checks import format_size
+
 EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE = 0, 1, 2
 
 
@@ -54,14 +56,6 @@ def _open(name: str, args: argparse.Namespace | None = None) -> Any:
         if kind == cls._KIND:
             return cls.open(name)
     raise TypeError(f"{name!r} is an object of unknown kind {kind}")
-
-
-def _size(count: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024  # type: ignore[assignment]
-    raise AssertionError  # pragma: no cover
 
 
 def _list_remote(remote: Any) -> int:
@@ -106,13 +100,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
             f"  {name}: processes [{owners}], {stats['records_live']} objects, "
             f"{stats['slots_live']} waiter slots in use, "
             f"{stats['recoveries']} locks recovered from dead holders\n"
-            f"    shared memory: {_size(stats['shm_reserved'])} reserved"
-            f" (cap {_size(cap) if cap else 'none: what /dev/shm holds'})\n"
-            f"    value heap: {_size(heap['small_used'] + heap['large_used'])} in use, "
-            f"{_size(heap['large_free_resident'])} free and kept "
-            f"(watermark {_size(heap['free_watermark'])}), "
-            f"{_size(heap['small_reserved'] + heap['large_resident'])} faulted in, "
-            f"{_size(heap['large_given_back'])} given back to the OS"
+            f"    shared memory: {format_size(stats['shm_reserved'])} reserved"
+            f" (cap {format_size(cap) if cap else 'none: what /dev/shm holds'})\n"
+            f"    value heap: {format_size(heap['small_used'] + heap['large_used'])} in use, "
+            f"{format_size(heap['large_free_resident'])} free and kept "
+            f"(watermark {format_size(heap['free_watermark'])}), "
+            f"{format_size(heap['small_reserved'] + heap['large_resident'])} faulted in, "
+            f"{format_size(heap['large_given_back'])} given back to the OS"
         )
     print("named objects:")
     for name in _names.names():

@@ -69,6 +69,15 @@ def check_name(name: object, limit: int = NAME_MAX, what: str = "an object name"
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
+def format_size(count: float) -> str:
+    """*count* bytes for people: ``512 B``, ``64.0 MiB``, ``1.5 TiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError  # pragma: no cover
+
+
 def parse_size(text: str, variable: str) -> int:
     """Bytes from ``"123"``, ``"64K"``, ``"512M"``, ``"2G"`` (binary units, optional ``B``).
 

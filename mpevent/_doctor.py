@@ -15,6 +15,7 @@ import secrets
 import sys
 from typing import Any
 
+from ._checks import format_size
 from .shm import _arena, _native, _segment
 
 MiB = 1 << 20
@@ -30,14 +31,6 @@ class Check:
     finding: str
     advice: str = ""
     facts: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-def _size(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError  # pragma: no cover
 
 
 def check_shm() -> Check:
@@ -57,14 +50,15 @@ def check_shm() -> Check:
     cap, watermark = _arena.MAX_SHM, _arena.HEAP_WATERMARK
     facts = {"size": total, "free": free, "cap": cap, "watermark": watermark}
     finding = (
-        f"{_size(total)}, {_size(free)} free; cap MPEVENT_MAX_SHM "
-        f"{_size(cap) if cap else 'none'}, watermark MPEVENT_HEAP_WATERMARK {_size(watermark)}"
+        f"{format_size(total)}, {format_size(free)} free; cap MPEVENT_MAX_SHM "
+        f"{format_size(cap) if cap else 'none'}, "
+        f"watermark MPEVENT_HEAP_WATERMARK {format_size(watermark)}"
     )
     if total < SMALL_SHM:
         return Check(
             "/dev/shm",
             "warn",
-            finding + f" -- values near {_size(free)} raise MemoryError",
+            finding + f" -- values near {format_size(free)} raise MemoryError",
             "give the container more: docker run --shm-size=1g (or --ipc=host); "
             "Kubernetes: an emptyDir with medium: Memory and a sizeLimit on /dev/shm",
             facts,
