@@ -6,17 +6,16 @@ shared memory, the default) or ``redis`` (a Redis server or cluster,
 through :func:`connect`).  This module wires the default.
 """
 
-from . import _backend, shm
-from ._backend import BackendUnavailable
+from . import _base, shm
 from ._connect import connect
-from ._errors import ProcessDied
+from ._errors import BackendUnavailable, ProcessDied
 from ._select import iwait, wait
 from ._serial import RemoteException, RemoteTraceback
 from ._version import __version__
 from .asyncresult import AsyncResult, Timeout
 from .event import Event
 
-_backend.install_default(shm.LocalBackend())
+_base.install_default(shm.LocalBackend())
 
 __all__ = [
     "AsyncResult",

@@ -23,147 +23,63 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ._checks import format_size
+if TYPE_CHECKING:
+    from ._interface import Backend
 
 EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE = 0, 1, 2
 
 
-def _remote(args: argparse.Namespace) -> Any:
-    """The backend named by --url, or None for this machine's shared memory."""
-    url = getattr(args, "url", None)
-    if url is None or url.split("://", 1)[0] in ("local", "shm"):
-        return None
+def _backend(args: argparse.Namespace) -> Backend:
+    """The backend named by --url (default: this machine's shared memory)."""
     from ._connect import connect
 
-    return connect(url)
-
-
-def _open(name: str, args: argparse.Namespace | None = None) -> Any:
-    remote = _remote(args) if args is not None else None
-    if remote is not None:
-        try:
-            return remote.Event.open(name)
-        except TypeError:
-            return remote.AsyncResult.open(name)
-    from .asyncresult import AsyncResult
-    from .event import Event
-    from .shm import _names
-
-    kind = _names.lookup(name).kind
-    for cls in (Event, AsyncResult):
-        if kind == cls._KIND:
-            return cls.open(name)
-    raise TypeError(f"{name!r} is an object of unknown kind {kind}")
-
-
-def _list_remote(remote: Any) -> int:
-    print(f"objects on {remote.settings.public} (prefix {remote.settings.prefix!r}):")
-    for name in remote.names():
-        try:
-            obj = _open(name, argparse.Namespace(url=remote.settings.url))
-        except (LookupError, TypeError, ValueError, PermissionError) as exc:
-            print(f"  {name}: unavailable ({exc})")
-            continue
-        print(f"  {name}: {obj._PUBLIC}, {obj._describe_state()}")
-    return EXIT_OK
+    return connect(getattr(args, "url", None) or "local://")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    remote = _remote(args)
-    if remote is not None:
-        return _list_remote(remote)
-    from .shm import _arena, _names, _segment
-
-    print("arenas:")
-    for name in _segment.list_names():
-        if name.startswith(_segment.NAME_PREFIX):
-            continue
-        try:
-            arena = _arena.Arena.open_for_inspection(name)
-        except (OSError, ValueError) as exc:
-            print(f"  {name}: unreadable ({exc})")
-            continue
-        stats = arena.native.statistics()
-        heap = arena.native.heap_statistics()
-        # Pids are each process's own (another container's mean nothing
-        # here); alive or dead is what the kernel's locks say.
-        owners = ", ".join(
-            f"{p.pid or '?'}"
-            f"{' (dead, being reclaimed)' if p.reclaiming else '' if p.alive else ' (dead)'}"
-            for p in arena.attached_processes()
-        )
-        arena.close_inspection()
-        cap = stats["shm_cap"]
-        print(
-            f"  {name}: processes [{owners}], {stats['records_live']} objects, "
-            f"{stats['slots_live']} waiter slots in use, "
-            f"{stats['recoveries']} locks recovered from dead holders\n"
-            f"    shared memory: {format_size(stats['shm_reserved'])} reserved"
-            f" (cap {format_size(cap) if cap else 'none: what /dev/shm holds'})\n"
-            f"    value heap: {format_size(heap['small_used'] + heap['large_used'])} in use, "
-            f"{format_size(heap['large_free_resident'])} free and kept "
-            f"(watermark {format_size(heap['free_watermark'])}), "
-            f"{format_size(heap['small_reserved'] + heap['large_resident'])} faulted in, "
-            f"{format_size(heap['large_given_back'])} given back to the OS"
-        )
-    print("named objects:")
-    for name in _names.names():
-        try:
-            obj = _open(name)
-        except (OSError, LookupError, ValueError, TypeError) as exc:
-            print(f"  {name}: unavailable ({exc})")
-            continue
-        record = obj._record
-        info = record.info()
-        print(
-            f"  {name}: {obj._PUBLIC}, {obj._describe_state()}, "
-            f"{info['waiters']} waiters, arena {record.arena.name}"
-        )
+    with _backend(args) as backend:
+        for line in backend.summary():
+            print(line)
+        print("named objects:")
+        for name in backend.names():
+            try:
+                obj = backend.open(name)
+            except (OSError, LookupError, ValueError, TypeError) as exc:
+                print(f"  {name}: unavailable ({exc})")
+                continue
+            info = obj._record.info()
+            waiters = f", {info['waiters']} waiters" if "waiters" in info else ""
+            print(f"  {name}: {obj._PUBLIC}, {obj._describe_state()}{waiters}")
     return EXIT_OK
 
 
 def _cmd_set(args: argparse.Namespace) -> int:
-    _open_event(args).set()
+    with _backend(args) as backend:
+        backend.Event.open(args.name).set()
     return EXIT_OK
 
 
 def _cmd_clear(args: argparse.Namespace) -> int:
-    _open_event(args).clear()
+    with _backend(args) as backend:
+        backend.Event.open(args.name).clear()
     return EXIT_OK
 
 
-def _open_event(args: argparse.Namespace) -> Any:
-    remote = _remote(args)
-    if remote is not None:
-        return remote.Event.open(args.name)
-    from .event import Event
-
-    return Event.open(args.name)
-
-
 def _cmd_wait(args: argparse.Namespace) -> int:
-    obj = _open(args.name, args)
-    return EXIT_OK if obj._wait_ready(args.timeout) else EXIT_TIMEOUT
+    with _backend(args) as backend:
+        obj = backend.open(args.name)
+        return EXIT_OK if obj._wait_ready(args.timeout) else EXIT_TIMEOUT
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
-    remote = _remote(args)
-    if remote is not None:
-        ttl = remote.settings.ttl_ms / 1000
-        print(
-            f"objects on {remote.settings.public} expire after {ttl:g} s unused: "
-            "nothing is left behind to clean; remove_name() deletes one at once"
-        )
-        return EXIT_OK
-    from .shm import _arena, _names
-
-    removed = _arena.clean(dry_run=args.dry_run) + _names.clean(dry_run=args.dry_run)
+    with _backend(args) as backend:
+        report = backend.clean(dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
-    for name in removed:
+    for name in report.removed:
         print(f"{verb} {name}")
-    print(f"{len(removed)} abandoned segment(s) and name(s) {verb}")
+    print(f"{len(report.removed)} removed{' (dry run)' if args.dry_run else ''}: {report.note}")
     return EXIT_OK
 
 
@@ -222,9 +138,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from . import _doctor
+    from .tools import doctor
 
-    return _doctor.main(args.json)
+    return doctor.main(args.json)
 
 
 def main(argv: list[str] | None = None) -> int:

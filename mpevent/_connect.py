@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from ._backend import Backend, public_url
+from ._interface import Backend
+from ._urls import public_url
 
 
 def connect(url: str | None = None, *, authkey: bytes | str | None = None) -> Backend:

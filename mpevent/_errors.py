@@ -1,4 +1,4 @@
-"""Exceptions that say a process ended: shared by every backend."""
+"""The exceptions every backend raises: a process that ended, a server out of reach."""
 
 from __future__ import annotations
 
@@ -34,3 +34,7 @@ class ProcessDied(RuntimeError):
 
     def __reduce__(self) -> tuple[type[ProcessDied], tuple[int, bool]]:
         return type(self), (self.pid, self.exited)
+
+
+class BackendUnavailable(ConnectionError):
+    """The server holding a backend's objects cannot be reached (after retrying)."""

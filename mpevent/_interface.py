@@ -1,18 +1,27 @@
-"""The interface between the public layer and the backends: RecordBackend, and its words.
+"""The interface between the public layer and the backends: two Protocols, and their words.
 
 The public classes (``event.py``, ``asyncresult.py``, ``_linkable.py``),
 ``_select`` and the asyncio and gevent waiting call their record only
-through :class:`RecordBackend`; each backend's record implements it, and
-mypy ``--strict`` proves it (an assignment to ``type[RecordBackend]`` at
-the end of ``shm/_record.py`` and ``redis/_record.py``).  This module holds
-the Protocol and the slot numbers it speaks of, nothing else.
+through :class:`RecordBackend`; the CLI, the doctor and ``connect()``
+reach a backend only through :class:`Backend`.  Each backend implements
+both, and mypy ``--strict`` proves it (assignments to ``type[...]`` of
+these Protocols at the end of ``shm/_record.py``, ``shm/_backend.py``,
+``redis/_record.py`` and ``redis/_backend.py``).  This module holds the
+Protocols and the words they speak of, nothing else.
 """
 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Sequence
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ._linkable import Linkable
+
+L = TypeVar("L", bound="Linkable")
 
 # The value slots of a record: what set() and set_exception() fill.
 VALUE: Final = 0
@@ -108,3 +117,60 @@ class RecordBackend(Protocol):
     def info(self) -> dict[str, int]:
         """Counters for ``python -m mpevent list`` and tests."""
         ...
+
+
+class CleanReport(NamedTuple):
+    """What ``Backend.clean()`` removed (or, dry, would remove), and a word on the rest."""
+
+    removed: list[str]
+    note: str = ""
+
+
+class Backend(Protocol):
+    """Where objects live: its classes, waiting on them, and looking after them.
+
+    ``Event`` and ``AsyncResult`` make or open this backend's objects
+    (``backend.Event(name, create=True)``, ``backend.Event.open(name)``).
+    """
+
+    Event: Any  # a class, or a factory of one: they live above this layer
+    AsyncResult: Any
+
+    def wait(
+        self, objects: Iterable[L], timeout: float | None = None, count: int | None = None
+    ) -> list[L]:
+        """mpevent.wait() for this backend's objects."""
+        ...
+
+    def iwait(
+        self, objects: Iterable[L], timeout: float | None = None, count: int | None = None
+    ) -> Iterator[L]:
+        """mpevent.iwait() for this backend's objects."""
+        ...
+
+    def names(self) -> list[str]:
+        """The names of this backend's named objects, sorted."""
+        ...
+
+    def open(self, name: str) -> Any:
+        """The object called *name*, Event or AsyncResult, whichever it is.
+
+        FileNotFoundError (a LookupError on Redis) if there is none.
+        """
+        ...
+
+    def summary(self) -> list[str]:
+        """Lines for ``python -m mpevent list``: where the objects live, and their state."""
+        ...
+
+    def clean(self, dry_run: bool = False) -> CleanReport:
+        """Remove what killed processes left behind; with *dry_run* only say what."""
+        ...
+
+    def close(self) -> None:
+        """Let go of the backend's connections."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...

@@ -1,7 +1,7 @@
 """What Event and AsyncResult share, on any backend: a record, waiting, pickling, repr.
 
 As in gevent's ``_abstract_linkable.py``, the public classes only add their
-own state on top.  A linkable holds a record (a :class:`mpevent._backend.
+own state on top.  A linkable holds a record (a :class:`mpevent._interface.
 RecordBackend`); everything it does across processes goes through the
 record's methods, so this module knows no backend.  A backend's classes
 (``mpevent.shm``, ``mpevent.redis``) subclass the public ones, declare the
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 if TYPE_CHECKING:
@@ -31,6 +31,24 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 def _rebuild(cls: type[Linkable], reference: Any) -> Linkable:
     return cls._from_reference(reference)
+
+
+def block_until_any(linkables: Sequence[Linkable], seconds: float | None) -> list[int]:
+    """Where every blocking call blocks: positions of *linkables* seen set, in order.
+
+    *seconds* is a checked timeout (``_checks.check_timeout``: None or a
+    float); an empty list means it passed.  Under gevent only the calling
+    greenlet sleeps (``_cooperative``); otherwise the thread parks through
+    the records' backend, one record's ``wait()`` or ``wait_many()`` for
+    several.  ``mpevent.wait()`` and ``iwait()`` come here too.
+    """
+    if _cooperative.in_greenlet():
+        return _cooperative.wait_any(linkables, seconds)
+    if len(linkables) == 1:
+        return [0] if linkables[0]._record.wait(seconds) else []
+    records = [linkable._record for linkable in linkables]
+    positions: list[int] = type(records[0]).wait_many(records, seconds, 1)
+    return positions
 
 
 class _Closed:
@@ -128,14 +146,15 @@ class Linkable:
     def _wait_ready(self, timeout: object = None) -> bool:
         """Block until the object is set or *timeout* passes; return whether it is.
 
-        Inside a gevent program only the calling greenlet blocks.
+        The one wait path of ``Event.wait``, ``AsyncResult.get`` and
+        ``wait``, on every backend (the shared-memory classes answer only
+        "set already, no timeout" in C first).  Inside a gevent program only
+        the calling greenlet blocks.
         """
         seconds = _checks.check_timeout(timeout)
         if seconds is not None and seconds <= 0:
             return self.ready()
-        if _cooperative.in_greenlet():
-            return _cooperative.wait_ready(self, seconds)
-        return bool(self._record.wait(seconds))
+        return bool(block_until_any([self], seconds))
 
     async def _wait_ready_async(self, timeout: object) -> bool:
         """Like _wait_ready(), without blocking the running event loop.

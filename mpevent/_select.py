@@ -3,7 +3,8 @@
 Like gevent.wait / gevent.iwait, for any mix of Events and AsyncResults
 from any processes.  The calling thread queues one link per object on its
 single waiter slot (``Record.wait_many``) and sleeps once: no thread
-and no polling per object.
+and no polling per object.  The blocking itself is the one wait path of
+every call, ``_linkable.block_until_any``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-from . import _checks, _cooperative
-from ._linkable import Linkable, _Closed
+from . import _checks
+from ._linkable import Linkable, _Closed, block_until_any
 
 L = TypeVar("L", bound=Linkable)
 
@@ -35,15 +36,6 @@ def _check_objects(objects: Iterable[L]) -> list[L]:
     return listed
 
 
-def _wait_any(objects: list[L], seconds: float | None) -> list[int]:
-    """Positions of *objects* seen set, blocking only the calling greenlet under gevent."""
-    if _cooperative.in_greenlet():
-        return _cooperative.wait_any(objects, seconds)
-    records = [obj._record for obj in objects]
-    positions: list[int] = type(records[0]).wait_many(records, seconds, 1)
-    return positions
-
-
 def iwait(
     objects: Iterable[L], timeout: float | None = None, count: int | None = None
 ) -> Iterator[L]:
@@ -60,7 +52,7 @@ def iwait(
     yielded = 0
     while pending and yielded < wanted:
         remaining = None if deadline is None else deadline - time.monotonic()
-        positions = _wait_any(pending, remaining)
+        positions = block_until_any(pending, remaining)
         if not positions:
             return
         for position in positions:

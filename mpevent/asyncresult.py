@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 from typing import Any, Final
 
-from . import _backend, _serial
+from . import _base, _serial
 from ._interface import EITHER, EXCEPTION, VALUE
 from ._linkable import Linkable
 
@@ -63,7 +63,7 @@ class AsyncResult(Linkable):
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         if cls is AsyncResult:
             # mpevent.AsyncResult() itself: the default backend's class.
-            implementation = _backend.default().AsyncResult
+            implementation = _base.default().AsyncResult
             return implementation.__new__(implementation)
         return super().__new__(cls)
 

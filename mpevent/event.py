@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from . import _backend
+from . import _base
 from ._linkable import Linkable
 
 KIND_EVENT: Final = 1
@@ -36,7 +36,7 @@ class Event(Linkable):
         if cls is Event:
             # mpevent.Event() itself: the default backend's class (shared
             # memory), as pathlib.Path() makes a PosixPath.
-            implementation = _backend.default().Event
+            implementation = _base.default().Event
             return implementation.__new__(implementation)
         return super().__new__(cls)
 

@@ -204,6 +204,12 @@ def test_the_command_line_drives_named_objects_on_redis(server: int) -> None:
         assert cli("wait", "from-the-shell", "--timeout", "5").returncode == 0
         listed = cli("list")
         assert "from-the-shell: Event, set" in listed.stdout, listed.stderr
+        result = backend.AsyncResult("result-from-the-shell", create=True)
+        assert cli("wait", "result-from-the-shell", "--timeout", "0.1").returncode == 1
+        result.set(7)
+        assert cli("wait", "result-from-the-shell", "--timeout", "5").returncode == 0
+        assert "result-from-the-shell: AsyncResult" in cli("list").stdout
+        result.remove_name()
         assert cli("set", "nobody-made-this").returncode == 2
         assert "expire after" in cli("clean").stdout
 

@@ -8,7 +8,7 @@ object: scripts and waiting), ``_listener`` (pub/sub notifications),
 ``_scripts`` (Lua), ``_connection`` (URL, credentials, retries).
 """
 
-from .._backend import BackendUnavailable
+from .._errors import BackendUnavailable
 from ._backend import RedisBackend
 from ._objects import RedisAsyncResult, RedisEvent
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._backend import Backend
+from .._base import BackendBase
+from .._interface import CleanReport
 from . import _registry
 from ._connection import Connection, Settings
 from ._listener import close_listeners, use_listeners
@@ -30,7 +31,7 @@ class _Factory:
         return f"<{self._cls.__name__} factory of {self._backend!r}>"
 
 
-class RedisBackend(Backend):
+class RedisBackend(BackendBase):
     """Event and AsyncResult on one Redis server or cluster."""
 
     def __init__(self, url: str, authkey: bytes | str | None = None) -> None:
@@ -67,6 +68,29 @@ class RedisBackend(Backend):
         keys = self.connection.call(lambda: list(client.scan_iter(match=pattern, count=1000)))
         return sorted(key.decode().split("{", 1)[1].rsplit("}", 1)[0] for key in keys)
 
+    def open(self, name: str) -> Any:
+        try:
+            return self.Event.open(name)
+        except TypeError:  # it is a result
+            return self.AsyncResult.open(name)
+
+    def summary(self) -> list[str]:
+        ttl = self.settings.ttl_ms / 1000
+        return [
+            f"objects on {self.settings.public} (prefix {self.settings.prefix!r}; "
+            f"each expires after {ttl:g} s unused)"
+        ]
+
+    def clean(self, dry_run: bool = False) -> CleanReport:
+        # Every key has a TTL that each use renews: a killed client's objects
+        # expire on their own, and nothing else is left behind.
+        ttl = self.settings.ttl_ms / 1000
+        return CleanReport(
+            [],
+            f"objects on {self.settings.public} expire after {ttl:g} s unused: nothing is "
+            "left behind to clean; remove_name() deletes one at once",
+        )
+
     def close(self) -> None:
         """Close the connections, and this process's listeners no other backend uses."""
         _registry.forget(self)
@@ -76,3 +100,8 @@ class RedisBackend(Backend):
 
 
 _registry.make = RedisBackend
+
+if TYPE_CHECKING:
+    from .._interface import Backend
+
+    _conforms: type[Backend] = RedisBackend  # mypy proves RedisBackend is a Backend

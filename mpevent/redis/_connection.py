@@ -31,7 +31,8 @@ from typing import Any, Final, TypeVar
 import redis
 import redis.cluster
 
-from .._backend import BackendUnavailable, public_url, unsplit
+from .._errors import BackendUnavailable
+from .._urls import public_url, unsplit
 
 RETRIES: Final = 4
 RETRY_BACKOFF: Final = (0.05, 0.15, 0.3, 0.5)  # seconds between attempts: ~1 s in all

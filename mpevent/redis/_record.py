@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .. import _callbacks, _serial
-from .._backend import BackendUnavailable
+from .._errors import BackendUnavailable
 from . import _scripts
 from ._listener import MOVED, listener_for
 

@@ -35,10 +35,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _callbacks, _cooperative, _lifecycle
+from . import _parking
 from ._arena import Arena
 
 Callback = Callable[[Any], object]
-_RECHECK = 1.0  # seconds the hub sleeps before re-reading generations
 
 
 class _Entry:
@@ -148,7 +148,7 @@ class Hub:
 
     def _run(self) -> None:
         while True:
-            woken = self.native.park(self.slot, _RECHECK)
+            woken = self.native.park(self.slot, _parking.RECHECK)
             # Re-arm before looking, so a set() that lands while callbacks
             # run wakes the next park() instead of being missed.
             self.native.reset(self.slot)

@@ -10,27 +10,19 @@ directly; everything else goes through the :class:`~._record.Record`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-from .. import _checks, _cooperative, asyncresult, event
+from .. import asyncresult, event
 from .._linkable import Linkable
-from . import _names, _native, _parking
+from . import _names, _native
 from ._record import Record, Reference
 
-
-def _cooperative_wait(linkable: Any, seconds: float | None) -> object:
-    """Handle._wait's way out for gevent programs: NotImplemented outside a greenlet."""
-    if _cooperative.in_greenlet():
-        return _cooperative.wait_ready(linkable, seconds)
-    return NotImplemented
-
-
-# What the C fast path (_native.Handle) asks of Python: this thread's waiter
-# slot, gevent's way of waiting, and the rules for unusual timeout types.
-_native.set_hooks(_parking.slot_for_native, _cooperative_wait, _checks.check_timeout)
+# Handle.wait answers in C only when there is nothing to decide; every
+# other case takes the one wait path, the base class's.
+_native.set_hooks(Linkable._wait_ready)
 
 
 class _InSharedMemory(Linkable):
@@ -77,8 +69,7 @@ class _InSharedMemory(Linkable):
     # Return true if the record's flag is up: a plain shared-memory read.
     ready = _native.Handle._is_set
 
-    # Block until the flag is up (or was raised meanwhile) or *timeout*
-    # passes.  Inside a gevent program only the calling greenlet blocks.
+    # Linkable._wait_ready, with the set-and-no-timeout case answered in C.
     _wait_ready = _native.Handle._wait
 
 

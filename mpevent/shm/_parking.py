@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 SPIN_LIMIT = _checks.count_from_env("MPEVENT_SPIN")
 
 _fork_epoch = 0
-_RECHECK = 1.0  # seconds a multi-wait sleeps before re-reading generations
+# Seconds a multi-wait sleeps before re-reading generations: the C watch's period.
+RECHECK = _native.RECHECK_MS / 1000
 
 
 class _SlotLease:
@@ -98,14 +99,6 @@ def slot_for(arena: Arena) -> int:
     lease = _lease()
     slot = lease.slots[arena] = arena.allocate_slot()
     return slot
-
-
-def slot_for_native(native: _native.Arena) -> int:
-    """slot_for() the arena mapped by *native* (for the C fast path's cache misses)."""
-    for arena in _arena.attached():
-        if arena.native is native:
-            return slot_for(arena)
-    raise LookupError("this mpevent arena is not mapped by this process")
 
 
 def park_on_many(records: Sequence[Record], timeout: float | None, count: int) -> list[int]:
@@ -171,11 +164,11 @@ def _park_once(records: Sequence[Record], deadline: float | None) -> list[int]:
 
 
 def _woken_or_due(native: _native.Arena, slot: int, deadline: float | None) -> bool:
-    """Park for at most _RECHECK seconds; True if woken or the deadline passed."""
+    """Park for at most RECHECK seconds; True if woken or the deadline passed."""
     if deadline is None:
-        return native.park(slot, _RECHECK)
+        return native.park(slot, RECHECK)
     remaining = deadline - time.monotonic()
-    return remaining <= 0 or native.park(slot, min(remaining, _RECHECK))
+    return remaining <= 0 or native.park(slot, min(remaining, RECHECK))
 
 
 def _poll_many_arenas(records: Sequence[Record], deadline: float | None) -> list[int]:

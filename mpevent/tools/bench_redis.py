@@ -313,7 +313,7 @@ def value_handoff(url: str, count: int) -> dict[str, dict[str, float]]:
 
 
 def report(url: str, rounds: int = 200, trials: int = 3) -> dict[str, Any]:
-    from .._backend import public_url
+    from .._urls import public_url
 
     table = ping_pong(url, rounds, trials)
     print(f"ping-pong round trip across a Redis server ({public_url(url)}), median")

@@ -139,6 +139,10 @@
 #define RESERVE_CHUNK (64u * 1024u) /* regions grow by this much at a time */
 #define WAKE_BATCH 64
 #define LOCK_SPINS 200 /* trylock attempts before sleeping on a busy lock */
+/* How long a sleeper goes before re-reading what it waits on, for wakeups a
+ * killed setter never sent (the watch in parking.c; multi-waits and hubs
+ * read it as _native.RECHECK_MS). */
+#define RECHECK_NS 1000000000LL
 
 #define SMALL_MIN_SHIFT 6
 #define SMALL_CLASSES 11
@@ -402,7 +406,6 @@ PyObject *Arena_park(ArenaObject *self, PyObject *args);
 PyObject *Arena_reset(ArenaObject *self, PyObject *arg);
 PyObject *Arena_wake(ArenaObject *self, PyObject *arg);
 PyObject *Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs);
-PyObject *wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout);
 
 /* records.c */
 int check_record(ArenaObject *a, unsigned long index);
@@ -456,7 +459,7 @@ PyObject *Arena_claim_abandon(ArenaObject *self, PyObject *arg);
 
 /* handle.c */
 extern PyTypeObject HandleType, EventHandleType;
-PyObject *native_set_hooks(PyObject *module, PyObject *args);
+PyObject *native_set_hooks(PyObject *module, PyObject *path);
 PyObject *native_untrack(PyObject *module, PyObject *obj);
 
 /* heap.c */

@@ -11,14 +11,13 @@
  * (mpevent._record); Linkable binds a Handle to its record once and unbinds
  * it on close(), after which every method raises ValueError.
  *
- * wait() needs this thread's waiter slot in the arena: it is cached per
- * thread (one arena, the common case) and asked of Python on a miss or
- * after a fork.  Inside a gevent program, wait() hands over to Python
- * (mpevent._cooperative) so that only the calling greenlet blocks.
+ * wait() is the one exception to "one C call": C answers only the case
+ * with nothing to decide (no timeout given and the flag up).  Everything
+ * else -- reading the timeout, gevent, finding this thread's waiter slot,
+ * parking -- is mpevent._linkable.Linkable._wait_ready, the one wait path
+ * of every blocking call, which set_hooks() hands to this module.
  */
 #include "arena.h"
-
-#include <math.h>
 
 typedef struct {
     PyObject_HEAD
@@ -26,22 +25,8 @@ typedef struct {
     uint32_t index;
 } HandleObject;
 
-/* Set by mpevent._parking and mpevent._cooperative (set_hooks). */
-static PyObject *slot_provider;    /* slot_for(native arena) -> int */
-static PyObject *cooperative_wait; /* (handle, timeout) -> bool or NotImplemented */
-static PyObject *timeout_checker;  /* check_timeout(obj) -> float | None, for odd types */
-
-/* This thread's slot in one arena; fork_epoch invalidates a child's copy. */
-static unsigned long fork_epoch = 1;
-static __thread ArenaObject *cached_arena;
-static __thread unsigned long cached_slot;
-static __thread unsigned long cached_epoch;
-
-static void
-handle_after_fork_child(void)
-{
-    fork_epoch++;
-}
+/* Set by mpevent.shm._objects (set_hooks): Linkable._wait_ready, the one wait path. */
+static PyObject *wait_path; /* (handle, timeout) -> bool */
 
 static int
 closed_error(HandleObject *self)
@@ -108,67 +93,6 @@ Handle_clear(HandleObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* Seconds from a timeout argument: -1 forever (None); raises like
- * mpevent._checks.check_timeout for anything else. */
-static int
-timeout_seconds(PyObject *arg, double *seconds)
-{
-    if (arg == Py_None) {
-        *seconds = -1.0;
-        return 0;
-    }
-    if (PyFloat_CheckExact(arg)) {
-        *seconds = PyFloat_AS_DOUBLE(arg);
-    } else if (PyLong_CheckExact(arg)) {
-        *seconds = PyLong_AsDouble(arg);
-        if (*seconds == -1.0 && PyErr_Occurred()) return -1;
-    } else {
-        /* Other numbers (bool, Fraction, numpy floats) and the errors: Python's rules. */
-        PyObject *checked = PyObject_CallOneArg(timeout_checker, arg);
-        if (checked == NULL) return -1;
-        *seconds = checked == Py_None ? -1.0 : PyFloat_AsDouble(checked);
-        Py_DECREF(checked);
-        if (*seconds == -1.0 && PyErr_Occurred()) return -1;
-        if (checked == Py_None) return 0;
-    }
-    if (isnan(*seconds)) {
-        PyErr_SetString(PyExc_ValueError, "timeout must be a number of seconds or None, not NaN");
-        return -1;
-    }
-    if (*seconds < 0) *seconds = 0.0; /* negative: do not wait, as in threading */
-    return 0;
-}
-
-/*
- * This thread's waiter slot in `arena`, or (unsigned long)-1 with an error.
- * Not cached under gevent: monkey-patching makes Python's thread-locals
- * greenlet-locals, whose slots go back when their greenlet ends.
- */
-static unsigned long
-thread_slot(ArenaObject *arena, int cache)
-{
-    if (cache && cached_arena == arena && cached_epoch == fork_epoch) return cached_slot;
-    PyObject *got = PyObject_CallOneArg(slot_provider, (PyObject *)arena);
-    if (got == NULL) return (unsigned long)-1;
-    unsigned long slot = PyLong_AsUnsignedLong(got);
-    Py_DECREF(got);
-    if (slot == (unsigned long)-1 && PyErr_Occurred()) return slot;
-    if (!cache) return slot;
-    cached_arena = arena; /* the arena lives as long as the process maps it */
-    cached_slot = slot;
-    cached_epoch = fork_epoch;
-    return slot;
-}
-
-/* True if a gevent program is running: its waits must only block a greenlet. */
-static int
-gevent_loaded(void)
-{
-    static PyObject *name;
-    if (name == NULL && (name = PyUnicode_InternFromString("gevent")) == NULL) return -1;
-    return PyDict_Contains(PyImport_GetModuleDict(), name);
-}
-
 static PyObject *
 Handle_wait(HandleObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -185,27 +109,11 @@ Handle_wait(HandleObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     if (given == 1) timeout_arg = args[0];
     Record *r = handle_record(self);
     if (r == NULL) return NULL;
-    double seconds;
-    if (timeout_seconds(timeout_arg, &seconds) < 0) return NULL;
-    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) Py_RETURN_TRUE;
-    if (seconds == 0.0) Py_RETURN_FALSE;
-    int cooperative = gevent_loaded();
-    if (cooperative < 0) return NULL;
-    if (cooperative) {
-        PyObject *seconds_obj = seconds < 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble(seconds);
-        if (seconds_obj == NULL) return NULL;
-        PyObject *stack[] = {(PyObject *)self, seconds_obj};
-        PyObject *result = PyObject_Vectorcall(cooperative_wait, stack, 2, NULL);
-        Py_DECREF(seconds_obj);
-        if (result != Py_NotImplemented) return result; /* a greenlet waited */
-        Py_DECREF(result);
-    }
-    ArenaObject *arena = self->arena;
-    Py_INCREF(arena); /* close() from another thread must not unmap it under us */
-    unsigned long slot = thread_slot(arena, !cooperative);
-    PyObject *result = slot == (unsigned long)-1 ? NULL : wait_record(arena, r, slot, seconds);
-    Py_DECREF(arena);
-    return result;
+    /* The fast path: no timeout to read and nothing to wait for. */
+    if (timeout_arg == Py_None && (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG))
+        Py_RETURN_TRUE;
+    PyObject *stack[] = {(PyObject *)self, timeout_arg};
+    return PyObject_Vectorcall(wait_path, stack, 2, NULL);
 }
 
 static void
@@ -275,23 +183,16 @@ PyTypeObject HandleType = {
     .tp_new = PyType_GenericNew,
 };
 
-/* set_hooks(slot_for, cooperative_wait, check_timeout): the Python side. */
+/* set_hooks(wait_path): the Python side of wait(). */
 PyObject *
-native_set_hooks(PyObject *module, PyObject *args)
+native_set_hooks(PyObject *module, PyObject *path)
 {
-    PyObject *slots, *cooperative, *checker;
-    if (!PyArg_ParseTuple(args, "OOO:set_hooks", &slots, &cooperative, &checker)) return NULL;
-    Py_INCREF(slots);
-    Py_INCREF(cooperative);
-    Py_INCREF(checker);
-    Py_XSETREF(slot_provider, slots);
-    Py_XSETREF(cooperative_wait, cooperative);
-    Py_XSETREF(timeout_checker, checker);
-    static int registered;
-    if (!registered) {
-        pthread_atfork(NULL, NULL, handle_after_fork_child);
-        registered = 1;
+    if (!PyCallable_Check(path)) {
+        PyErr_SetString(PyExc_TypeError, "set_hooks(wait_path): wait_path must be callable");
+        return NULL;
     }
+    Py_INCREF(path);
+    Py_XSETREF(wait_path, path);
     Py_RETURN_NONE;
 }
 

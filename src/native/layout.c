@@ -469,8 +469,8 @@ static PyMethodDef native_functions[] = {
      "segment_size(records, slots, links, small, large) -> bytes such an arena spans."},
     {"untrack", native_untrack, METH_O,
      "untrack(obj): leave the cyclic garbage collector out of an acyclic object."},
-    {"set_hooks", native_set_hooks, METH_VARARGS,
-     "set_hooks(slot_for, cooperative_wait, check_timeout): what Handle asks of Python."},
+    {"set_hooks", native_set_hooks, METH_O,
+     "set_hooks(wait_path): the Python wait Handle.wait hands every blocking case to."},
     {"copy_bytes", native_copy_bytes, METH_O,
      "copy_bytes(buffer) -> bytes: a private copy, its pages faulted in at once."},
     {"ofd_lock", native_ofd_lock, METH_VARARGS,
@@ -514,7 +514,8 @@ PyInit__native(void)
         PyModule_AddIntConstant(m, "ENTRY_FREE", ENTRY_FREE) < 0 ||
         PyModule_AddIntConstant(m, "ENTRY_ATTACHED", ENTRY_ATTACHED) < 0 ||
         PyModule_AddIntConstant(m, "ENTRY_RECLAIMING", ENTRY_RECLAIMING) < 0 ||
-        PyModule_AddIntConstant(m, "PAGE", PAGE) < 0) {
+        PyModule_AddIntConstant(m, "PAGE", PAGE) < 0 ||
+        PyModule_AddIntConstant(m, "RECHECK_MS", RECHECK_NS / 1000000) < 0) {
         Py_DECREF(m);
         return NULL;
     }

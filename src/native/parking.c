@@ -435,7 +435,7 @@ Arena_fired(ArenaObject *self, PyObject *arg)
  * everyone leaves waiters asleep.  Rather than each waiter re-reading its
  * record on a timer (one wakeup a second per waiting thread), the threads
  * of a process that park on a record register on a process-local list,
- * and one of them, the *watcher*, sleeps with a WATCH_NS timeout; the
+ * and one of them, the *watcher*, sleeps with a RECHECK_NS timeout; the
  * others sleep with no timeout at all (unless their caller gave one).
  * Each time its timeout passes, the watcher looks at every registered
  * waiter: one whose record's generation moved while its slot word is
@@ -447,7 +447,6 @@ Arena_fired(ArenaObject *self, PyObject *arg)
  * wakes about once a second in all, however many threads wait, and no
  * extra thread exists (one would make every later fork warn on 3.12+).
  */
-#define WATCH_NS 1000000000LL
 
 static void spin_init(void); /* below, with the spinning */
 
@@ -575,7 +574,7 @@ park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double
                 break;
             }
             int watching = watch != NULL && watch_claim(&parked);
-            long long wait_ns = watching ? WATCH_NS : -1;
+            long long wait_ns = watching ? RECHECK_NS : -1;
             if (deadline >= 0) {
                 long long left = deadline - now_ns();
                 if (left <= 0) {
@@ -599,6 +598,11 @@ park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double
     return result;
 }
 
+/*
+ * Seconds from an already checked timeout: None (forever, -1) or a float.
+ * Users' timeouts are read in one place, mpevent._checks.check_timeout;
+ * the Python callers pass its result, so this only converts.
+ */
 int
 parse_timeout(PyObject *arg, double *timeout)
 {
@@ -606,8 +610,12 @@ parse_timeout(PyObject *arg, double *timeout)
         *timeout = -1.0;
         return 0;
     }
-    *timeout = PyFloat_AsDouble(arg);
-    if (*timeout == -1.0 && PyErr_Occurred()) return -1;
+    if (!PyFloat_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "timeout: a float from check_timeout() or None, not %s",
+                     Py_TYPE(arg)->tp_name);
+        return -1;
+    }
+    *timeout = PyFloat_AS_DOUBLE(arg);
     return 0;
 }
 
@@ -747,7 +755,7 @@ spin_for_flag(Record *r)
  * set() happened while waiting; False on timeout.  timeout < 0: forever.
  * The caller has checked the flag and the zero timeout already.
  */
-PyObject *
+static PyObject *
 wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
 {
     Slot *s = &self->slots[slot];
@@ -792,7 +800,8 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
 /*
  * wait(record, slot, timeout) -> bool: the whole single-record wait in one
  * call.  True when the flag is up on entry or a set() happened while
- * waiting; False on timeout.  timeout: None forever, <= 0 no wait.
+ * waiting; False on timeout.  timeout: None (forever) or seconds, checked
+ * and found positive by the caller (Linkable._wait_ready).
  */
 PyObject *
 Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -806,7 +815,6 @@ Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) Py_RETURN_TRUE;
     double timeout;
     if (parse_timeout(args[2], &timeout) < 0) return NULL;
-    if (timeout == 0.0 || (timeout < 0 && args[2] != Py_None)) Py_RETURN_FALSE;
     unsigned long slot = PyLong_AsUnsignedLong(args[1]);
     if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
     if (check_slot(self, slot) < 0) return NULL;

@@ -15,8 +15,8 @@ import secrets
 import sys
 from typing import Any
 
-from ._checks import format_size
-from .shm import _arena, _native, _segment
+from .._checks import format_size
+from ..shm import _arena, _native, _segment
 
 MiB = 1 << 20
 # A /dev/shm smaller than this is a container's default (64 MiB) or less:
@@ -182,11 +182,11 @@ def check_redis() -> Check | None:
     url = os.environ.get("MPEVENT_URL")
     if not url or url.split("://", 1)[0] in ("local", "shm"):
         return None
-    from ._backend import public_url
+    from .._urls import public_url
 
     shown = public_url(url)
     try:
-        from .redis import _connection
+        from ..redis import _connection
     except ImportError:
         return Check(
             "Redis",
