@@ -12,7 +12,7 @@ import pytest
 from conftest import ProcessRunner
 
 import mpevent
-from mpevent.shm import _arena, _native, _record, _segment
+from mpevent.shm import _arena, _attach, _native, _record, _segment
 
 
 def test_a_million_events_cost_constant_fds_and_mappings() -> None:
@@ -97,7 +97,7 @@ def test_attach_table_lists_this_process_alive() -> None:
     mpevent.Event()
     for arena in _arena.attached():
         mine = [p for p in arena.attached_processes() if p.entry == arena.entry]
-        assert mine == [_arena.Attached(arena.entry, os.getpid(), True, False)]
+        assert mine == [_attach.Attached(arena.entry, os.getpid(), True, False)]
 
 
 def _make_arena_then_die() -> None:
@@ -168,6 +168,6 @@ def test_mark_of_a_reclaimer_that_died_is_cleared_and_does_not_pin_the_arena() -
     free = next(e for e in range(64) if e not in used)
     with arena.locked():  # what a reclaimer killed midway leaves behind: nobody holds its byte
         arena.native.entry_write(free, _native.ENTRY_RECLAIMING, 12345)
-    assert _arena.Attached(free, 12345, False, True) in arena.attached_processes()
+    assert _attach.Attached(free, 12345, False, True) in arena.attached_processes()
     arena.reclaim_dead_processes()  # frees the entry, releasing nothing of its bitmap
     assert free not in {p.entry for p in arena.attached_processes()}

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .. import _checks, _lifecycle
-from . import _arena, _native
+from . import _attach, _native
 from ._arena import Arena
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class _SlotLease:
             return
         # No contextlib here: at interpreter shutdown module globals may be gone.
         try:  # noqa: SIM105
-            _arena.run_or_defer(self._give_back)
+            _attach.run_or_defer(self._give_back)
         except Exception:  # interpreter shutdown
             pass
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from .. import _lifecycle
 from .._errors import ProcessDied
 from .._interface import EITHER, EXCEPTION, VALUE
-from . import _arena, _hub, _native, _parking, _storage
+from . import _arena, _attach, _hub, _native, _parking, _storage
 from ._arena import Arena
 
 
@@ -130,7 +130,7 @@ def _drop(arena: Arena, index: int, serial: int) -> None:
             return
         # Deferred only inside an arena-locked section of this thread; then a
         # concurrent _take may interleave, which can leak but never double-free.
-        _arena.run_or_defer(lambda: _give_back(arena, index))
+        _attach.run_or_defer(lambda: _give_back(arena, index))
 
 
 def _give_back(arena: Arena, index: int) -> None:

@@ -1,0 +1,72 @@
+"""Cleaning: unlinking arenas nobody is attached to, and reclaiming the dead in the rest.
+
+``python -m mpevent clean`` and every new arena come here.  Whether
+anyone is attached is one question to the kernel (a lock over the whole
+attach-table range, ``_attach``): an arena a live process holds, in any
+PID namespace, or one being created right now, is never unlinked.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Collection
+from typing import Final
+
+from . import _native, _segment
+from ._attach import AttachTable
+from ._native import ATTACH_ENTRIES
+
+# The segment header's first fields (arena.h): magic, layout version.
+_HEADER_START: Final = struct.Struct("=QI")
+_MAGIC: Final = 0x31544E4556504D00
+
+
+def clean(dry_run: bool = False, mapped: Collection[str] = ()) -> list[str]:
+    """Unlink arenas no live process is attached to; return their names.
+
+    Never unlinks an arena a live process is attached to (in any PID
+    namespace), nor one being created right now; in live arenas, gives
+    back the references of the processes that died attached.  Arenas in
+    *mapped* (this process's own) are left alone.
+    """
+    removed = []
+    for name in _segment.list_names():
+        if name.startswith(_segment.NAME_PREFIX) or name in mapped:
+            continue  # object names are cleaned by _names
+        try:
+            fd, size = _segment.open_existing(name)
+        except (FileNotFoundError, PermissionError):
+            continue
+        try:
+            if _clean_one(name, fd, size, dry_run):
+                removed.append(name)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _clean_one(name: str, fd: int, size: int, dry_run: bool) -> bool:
+    """Unlink one arena if abandoned, else reclaim its dead; True if unlinked."""
+    magic, version = _HEADER_START.unpack(os.pread(fd, _HEADER_START.size, 0).ljust(12, b"\0"))
+    if magic == _MAGIC and version != _native.LAYOUT_VERSION:
+        return False  # another mpevent's layout: its liveness rules are not ours
+    for attempt in range(2):
+        # One call: does any process hold any byte of the attach table?
+        if _native.ofd_lock(fd, 0, ATTACH_ENTRIES, False):
+            try:
+                if not dry_run and magic == _MAGIC:
+                    native = _native.Arena(fd, size)
+                    native.mark_unlinked()  # a joiner waiting for our lock gives up
+                return dry_run or _segment.unlink(name)
+            finally:
+                _native.ofd_unlock(fd, 0, ATTACH_ENTRIES)
+        if dry_run or attempt or magic != _MAGIC:
+            return False  # alive, or being created by a live process
+        native = _native.Arena(fd, size)
+        try:
+            native.validate()
+        except ValueError:
+            return False
+        AttachTable(name, native, fd).reclaim_dead_processes()  # live: give back what the dead held
+    return False
