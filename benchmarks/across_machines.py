@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from mpevent.tools import bench_redis as _bench_redis
+from mpevent.tools.bench import across_machines as _bench_redis
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

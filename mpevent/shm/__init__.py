@@ -4,7 +4,8 @@ Layers, top down: ``_backend`` (the backend object), ``_objects`` (the
 public classes on a record, with the hot path in C), ``_names`` (names for
 unrelated processes), ``_record`` (one object: references, values,
 waiting), ``_hub`` (callbacks), ``_parking`` (waiter slots), ``_storage``
-(where values live), ``_arena`` (segments and who attaches), ``_segment``
+(where values live), ``_arena`` (mapping segments), ``_clean`` (removing
+abandoned ones), ``_attach`` (who is attached and alive), ``_segment``
 (files in /dev/shm), and ``_native``, the C extension (``src/native/``).
 """
 

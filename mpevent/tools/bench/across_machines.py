@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .bench import Figure, print_rows
+from ._common import Figure, print_rows
 
 CTX = mp.get_context("spawn")  # the partner shares nothing but the URL
 
@@ -43,7 +43,7 @@ def ping_pong(url: str, rounds: int, trials: int) -> dict[str, float]:
 
     import mpevent
 
-    from .bench import interleaved_rounds
+    from ._common import interleaved_rounds
 
     backend: Any = mpevent.connect(url)  # a RedisBackend: its connection is used below
     client: Any = redis.Redis.from_url(url) if not backend.connection.cluster else None
@@ -91,9 +91,9 @@ def ping_pong(url: str, rounds: int, trials: int) -> dict[str, float]:
 
 def _redis_result_channel(url: str) -> Callable[[int], Any]:
     """A fresh AsyncResult on the server per value, pickled to the reader beforehand."""
-    from .bench import _async_result_channel
+    from .values import async_result_channel
 
-    return _async_result_channel(False, url)
+    return async_result_channel(False, url)
 
 
 def _raw_list_channel(url: str) -> Callable[[int], Any]:
@@ -182,7 +182,7 @@ def broadcast(url: str, sizes: list[int], rounds: int) -> dict[str, dict[str, fl
     """Per N: median seconds from one set() to the last of N processes (spawned) running."""
     import mpevent
 
-    from .bench import _broadcast
+    from .broadcast import broadcast_round
 
     backend: Any = mpevent.connect(url)  # a RedisBackend: its connection is used below
     peers: dict[str, Callable[[], Any]] = {"mpevent.Event on Redis": backend.Event}
@@ -195,7 +195,7 @@ def broadcast(url: str, sizes: list[int], rounds: int) -> dict[str, dict[str, fl
             for trial in range(2):  # peers alternate within the row
                 order = list(peers) if trial % 2 == 0 else list(reversed(peers))
                 for name in order:
-                    seconds = _broadcast(peers[name], waiters, max(3, rounds // 2), CTX)
+                    seconds = broadcast_round(peers[name], waiters, max(3, rounds // 2), CTX)
                     row[name] = min(row.get(name, seconds), seconds) if trial else seconds
             table[f"{waiters} waiters"] = row
     finally:
@@ -298,22 +298,23 @@ def dask_peers(rounds: int, count: int) -> dict[str, float] | None:
 
 def value_handoff(url: str, count: int) -> dict[str, dict[str, float]]:
     """Median handoff seconds per size: mpevent on Redis, the raw pair, shared memory."""
-    from .bench import _async_result_channel, _handoffs, size_label
+    from ._common import size_label
+    from .values import async_result_channel, handoffs
 
     table = {}
     for size in VALUE_SIZES:
         peers = {
             "mpevent.AsyncResult on Redis": _redis_result_channel(url),
             "raw RPUSH/BLPOP pair": _raw_list_channel(url),
-            "mpevent.AsyncResult (shm)": _async_result_channel(False),
+            "mpevent.AsyncResult (shm)": async_result_channel(False),
         }
         reps = count if size < (1 << 20) else max(3, count // 10)
-        table[size_label(size)] = _handoffs(peers, bytes(size), reps)
+        table[size_label(size)] = handoffs(peers, bytes(size), reps)
     return table
 
 
 def report(url: str, rounds: int = 200, trials: int = 3) -> dict[str, Any]:
-    from .._urls import public_url
+    from ..._urls import public_url
 
     table = ping_pong(url, rounds, trials)
     print(f"ping-pong round trip across a Redis server ({public_url(url)}), median")

@@ -1,0 +1,92 @@
+"""Broadcast: one set() waking N waiting processes, beside multiprocessing.Event."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ...event import Event
+from ._common import (
+    CTX,
+    Figure,
+    print_rows,
+)
+
+# --- broadcast -----------------------------------------------------------------
+
+
+def _broadcast_waiter(
+    go: tuple[Any, Any], ready: Any, done: Any, stamps: Any, me: int, rounds: int
+) -> None:
+    for event in go:  # a raw pub/sub channel subscribes before it says it is ready
+        getattr(event, "prepare", lambda: None)()
+    for r in range(rounds):
+        event = go[r % 2]
+        ready.set()
+        event.wait()
+        stamps[me] = time.perf_counter()
+        done.set()
+
+
+def broadcast_round(make: Callable[[], Any], waiters: int, rounds: int, ctx: Any = CTX) -> float:
+    """Median seconds from one set() to the last of *waiters* processes running."""
+    go = (make(), make())  # rounds alternate, so a round never sees the last one's set
+    ready = [ctx.Event() for _ in range(waiters)]
+    done = [ctx.Event() for _ in range(waiters)]
+    stamps = ctx.Array("d", waiters, lock=False)
+    children = [
+        ctx.Process(target=_broadcast_waiter, args=(go, ready[i], done[i], stamps, i, rounds))
+        for i in range(waiters)
+    ]
+    for child in children:
+        child.start()
+    samples: list[float] = []
+    try:
+        for r in range(rounds):
+            for flag in ready:
+                flag.wait(60)
+                flag.clear()
+            time.sleep(0.002 + 0.0002 * waiters)  # let every waiter block
+            start = time.perf_counter()
+            go[r % 2].set()
+            for flag in done:
+                flag.wait(60)
+                flag.clear()
+            go[r % 2].clear()
+            samples.append(float(max(stamps)) - start)
+    finally:
+        for child in children:
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+    return Figure(samples[1:] or samples)
+
+
+BROADCAST_SIZES = [1, 2, 4, 8, 16, 32, 64]
+QUICK_BROADCAST_SIZES = [1, 4, 16]
+
+
+def broadcast(sizes: list[int], rounds: int) -> dict[str, dict[str, float]]:
+    """Per N: median seconds until the last of N blocked processes runs, per peer."""
+    peers: dict[str, Callable[[], Any]] = {
+        "mpevent.Event": Event,
+        "multiprocessing.Event": CTX.Event,
+    }
+    table: dict[str, dict[str, float]] = {}
+    for waiters in sizes:
+        row: dict[str, float] = {}
+        for trial in range(2):  # peers alternate within the row
+            order = list(peers) if trial % 2 == 0 else list(reversed(peers))
+            for name in order:
+                seconds = broadcast_round(peers[name], waiters, max(3, rounds // 2))
+                row[name] = min(row.get(name, seconds), seconds) if trial else seconds
+        table[f"{waiters} waiters"] = row
+    return table
+
+
+def report_broadcast(sizes: list[int], rounds: int) -> dict[str, dict[str, float]]:
+    table = broadcast(sizes, rounds)
+    title = "broadcast: one set() to the last of N blocked processes running, median (fork)"
+    print_rows(title, table, "multiprocessing.Event", 11)
+    return table

@@ -1,0 +1,99 @@
+"""The cost of waiting: CPU and context switches of idle waiters, per peer."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from ...event import Event
+from ._common import (
+    CTX,
+)
+
+# --- the cost of waiting ------------------------------------------------------
+
+
+def _idle_waiters(event: Event, threads: int, parked: Any) -> None:
+    import threading
+
+    workers = [threading.Thread(target=event.wait) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    parked.set()
+    for worker in workers:
+        worker.join()
+
+
+def _switches(pid: int) -> int:
+
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as status:
+                for line in status:
+                    if line.split(":")[0] in (
+                        "voluntary_ctxt_switches",
+                        "nonvoluntary_ctxt_switches",
+                    ):
+                        total += int(line.split()[-1])
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def _cpu_seconds(pid: int) -> float:
+
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cost(processes: int = 4, threads: int = 50, seconds: float = 10.0) -> dict[str, float]:
+    """Wakeups per second and CPU seconds of blocked waiters, over *seconds*.
+
+    *processes* children each park *threads* threads in Event.wait() with
+    no timeout; their context switches (every thread's, from
+    /proc/<pid>/task/*/status) and CPU time are read before and after.
+    """
+    event = Event()
+    ready = [CTX.Event() for _ in range(processes)]
+    children = [
+        CTX.Process(target=_idle_waiters, args=(event, threads, parked)) for parked in ready
+    ]
+    for child in children:
+        child.start()
+    try:
+        for parked in ready:
+            parked.wait(60)
+        deadline = time.monotonic() + 30
+        while event._record.info()["waiters"] < processes * threads:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the waiters did not all park within 30 s")
+            time.sleep(0.01)
+        time.sleep(0.5)  # let the parking settle
+        pids = [child.pid for child in children if child.pid is not None]
+        switches = sum(_switches(pid) for pid in pids)
+        cpu = sum(_cpu_seconds(pid) for pid in pids)
+        time.sleep(seconds)
+        switches = sum(_switches(pid) for pid in pids) - switches
+        cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu
+    finally:
+        event.set()
+        for child in children:
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+    return {"wakeups per second": switches / seconds, "CPU seconds": cpu}
+
+
+def report_idle_cost(
+    processes: int = 4, threads: int = 50, seconds: float = 10.0
+) -> dict[str, float]:
+    result = idle_cost(processes, threads, seconds)
+    print(
+        f"{processes * threads} threads blocked in Event.wait() in {processes} processes, "
+        f"over {seconds:g} s: {result['wakeups per second']:.1f} wakeups/s in total, "
+        f"{result['CPU seconds']:.2f} s of CPU"
+    )
+    return result

@@ -1,0 +1,107 @@
+"""Wakeup latency of each way of waiting (wait, rawlink, asyncio, gevent) beside the stdlib."""
+
+from __future__ import annotations
+
+import time
+
+from ...event import Event
+from ._common import (
+    CTX,
+    Channel,
+    medians,
+)
+from .values import handoffs
+
+# --- wakeup paths ------------------------------------------------------------
+
+
+def _event_wait_channel(count: int) -> Channel:
+    events = [Event() for _ in range(count)]
+    return (lambda i: events[i].wait()), (lambda i, _value: events[i].set())
+
+
+def _mp_event_channel(count: int) -> Channel:
+    events = [CTX.Event() for _ in range(count)]
+    return (lambda i: events[i].wait()), (lambda i, _value: events[i].set())
+
+
+def _callback_channel(count: int) -> Channel:
+    import threading
+
+    events = [Event() for _ in range(count)]
+
+    def receive(i: int) -> float:
+        stamp: list[float] = []
+        ran = threading.Event()
+
+        def callback(_obj: object) -> None:
+            stamp.append(time.perf_counter())
+            ran.set()
+
+        events[i].rawlink(callback)
+        ran.wait(30)
+        return stamp[0]
+
+    return receive, (lambda i, _value: events[i].set())
+
+
+def _asyncio_channel(count: int) -> Channel:
+    import asyncio
+
+    events = [Event() for _ in range(count)]
+    loop: list[asyncio.AbstractEventLoop] = []
+
+    def receive(i: int) -> float:
+        async def resumed() -> float:
+            await events[i].wait_async(30)
+            return time.perf_counter()
+
+        if not loop:
+            loop.append(asyncio.new_event_loop())
+        return loop[0].run_until_complete(resumed())
+
+    return receive, (lambda i, _value: events[i].set())
+
+
+def _gevent_channel(count: int) -> Channel:
+    events = [Event() for _ in range(count)]
+
+    def receive(i: int) -> float:
+        import gevent
+
+        def waiting_greenlet() -> float:
+            events[i].wait(30)  # only this greenlet blocks
+            return time.perf_counter()
+
+        stamp: float = gevent.spawn(waiting_greenlet).get()
+        return stamp
+
+    return receive, (lambda i, _value: events[i].set())
+
+
+def wakeup_latency(count: int, trials: int = 3) -> dict[str, float]:
+    """Median seconds from set() in one process to each kind of waiter in another."""
+    import importlib.util
+
+    peers = {
+        "mpevent Event.wait()": _event_wait_channel,
+        "mpevent rawlink callback": _callback_channel,
+        "mpevent asyncio wait_async()": _asyncio_channel,
+        "multiprocessing.Event.wait()": _mp_event_channel,
+    }
+    table = medians([handoffs(peers, b"", count) for _ in range(trials)])
+    if importlib.util.find_spec("gevent") is not None:
+        # A receiver of its own: once a gevent hub runs in a thread, every
+        # wait of that thread is cooperative, and the other peers would be too.
+        gevent = {"mpevent in a gevent greenlet": _gevent_channel}
+        table.update(medians([handoffs(gevent, b"", count) for _ in range(trials)]))
+    return table
+
+
+def report_wakeup_latency(count: int, trials: int = 3) -> dict[str, float]:
+    table = wakeup_latency(count, trials)
+    base = table["mpevent Event.wait()"]
+    print("wakeup latency from set() in one process to a waiter in another, median (fork)")
+    for name, seconds in table.items():
+        print(f"  {name:30s} {seconds * 1e6:8.1f} us   {seconds / base:5.2f}x Event.wait()")
+    return table
