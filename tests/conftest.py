@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 import mpevent
-from mpevent.shm import _arena, _segment
+from mpevent.shm import _arena, _native, _segment
 
 if os.environ.get("MPEVENT_TEST_INSTALLED"):
     # The release check tests the installed wheel: never the checkout.
@@ -85,6 +85,8 @@ def no_leaks_per_module() -> Iterator[None]:
     assert not semaphores, f"named semaphores left in /dev/shm: {sorted(semaphores)}"
     fds_after = process.num_fds() - len(_arena.attached())
     assert fds_after <= fds_before, f"file descriptors grew from {fds_before} to {fds_after}"
+    # A failed unlock or an unrecoverable lock is counted in C, never ignored.
+    assert _native.lock_faults() == 0, f"{_native.lock_faults()} lock calls failed in C"
 
 
 class ProcessRunner:

@@ -294,3 +294,48 @@ def test_waiters_return_when_a_setter_dies_before_waking_them(
     assert child.exitcode == -signal.SIGKILL
     event.clear()  # the next locker takes the dead setter's lock over
     assert not event.is_set()
+
+
+FULL_TABLES_PROGRAM = """
+import threading, mpevent
+from mpevent.shm import _arena, _native
+
+# Records: a full arena is not an error, the next object goes to a new one.
+events = [mpevent.Event() for _ in range(700)]
+assert len(_arena.attached()) == 2, _arena.attached()
+
+# Waiter slots: one per waiting thread; the one too many is told, as MemoryError.
+gate = mpevent.Event()
+errors = []
+def waiter():
+    try:
+        gate.wait(30)
+    except MemoryError as exc:
+        errors.append(exc)
+threads = [threading.Thread(target=waiter) for _ in range(3)]
+for t in threads:
+    t.start()
+while gate._record.info()["waiters"] + len(errors) < 3:
+    pass
+gate.set()
+for t in threads:
+    t.join(30)
+assert len(errors) == 1 and isinstance(errors[0], _native.Full), errors
+print("ok", errors[0])
+"""
+
+
+def test_every_full_table_is_reported_one_way() -> None:
+    """Records overflow into a new arena; slots, links and entries raise _native.Full."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_TABLES_PROGRAM],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MPEVENT_ARENA_RECORDS": "600", "MPEVENT_ARENA_SLOTS": "2"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "all 2 waiter slots of the arena are in use" in done.stdout

@@ -143,7 +143,7 @@ class Arena(AttachTable):
         """
         try:
             return self.native.slot_alloc()
-        except RuntimeError:
+        except _native.Full:
             if not self.reclaim_dead_processes() + self.reclaim_dead_slots():
                 raise
             return self.native.slot_alloc()
@@ -191,18 +191,18 @@ def allocate(kind: int) -> tuple[Arena, int, int]:
     """A new record of *kind* with one reference: (arena, index, serial)."""
     for arena in list(_arenas.values()):
         if not arena.detached:
-            got = arena.native.record_alloc(kind)
-            if got is not None:
-                return arena, got[0], got[1]
+            try:
+                index, serial = arena.native.record_alloc(kind)
+            except _native.Full:
+                continue  # the next arena, or a new one
+            return arena, index, serial
     with _arenas_lock:
         clean()
         arena = Arena.create()
         _arenas[arena.name] = arena
         _lifecycle.need_exit_hooks()
-    got = arena.native.record_alloc(kind)
-    if got is None:
-        raise MemoryError("a new mpevent arena has no room for a record")  # pragma: no cover
-    return arena, got[0], got[1]
+    index, serial = arena.native.record_alloc(kind)
+    return arena, index, serial
 
 
 def leave_all() -> None:

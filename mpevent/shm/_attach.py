@@ -126,14 +126,11 @@ class AttachTable:
             with self.locked():
                 if self.native.is_unlinked():
                     return False
-                free = self.native.free_entry()
-                if free is None:
-                    self._reclaim_under_lock(ATTACH_ENTRIES)  # the dead go first
+                try:
                     free = self.native.free_entry()
-                if free is None:
-                    raise RuntimeError(
-                        f"arena {self.name} already has {ATTACH_ENTRIES} live processes"
-                    )
+                except _native.Full:
+                    self._reclaim_under_lock(ATTACH_ENTRIES)  # the dead go first
+                    free = self.native.free_entry()  # still Full: that many live processes
                 if _native.ofd_lock(self.fd, free, 1, False):
                     self._take_entry(free)
                 else:
@@ -207,7 +204,10 @@ class AttachTable:
             return
         fd = reopen(self.fd, self.name)
         with self.locked():
-            free = self.native.free_entry()
+            try:
+                free = self.native.free_entry()
+            except _native.Full:
+                free = None
             if free is not None and _native.ofd_lock(fd, free, 1, False):
                 self.native.held_wipe(free)
                 epoch = self.native.entry_write(free, ENTRY_ATTACHED, 0)

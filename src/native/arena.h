@@ -100,10 +100,16 @@
  *   | AttachEntry.held_      | its process, arena lock      | acquire             |
  *   |   reserved             |   (release store)            |                     |
  *   | held bitmap words      | its process, atomic or/and   | acquire             |
- *   | Record.state           | set(): record lock, release  | acquire (lock-free  |
- *   |                        |   store; clear(): atomic and |   is_set and waits) |
+ *   | Record.state           | set(): record lock, release  | acquire, always:    |
+ *   |                        |   store; clear(): atomic and |   clear() takes no  |
+ *   |                        |   without the lock           |   lock, so even a   |
+ *   |                        |                              |   locked read races |
  *   | Record.waiters, Link.* | record lock                  | under the record    |
- *   |                        |                              |   lock; flags: acq. |
+ *   |                        |                              |   lock              |
+ *   | Link.flags             | QUEUED: record lock; OWNED:  | acquire (slot       |
+ *   |                        |   arena lock; atomic stores  |   reclaim, no lock) |
+ *   | ValueSlot.tag          | record lock, release store   | acquire (holds(),   |
+ *   |                        |   after the rest of the slot |   lock-free)        |
  *   | Record.refcount,       | record lock                  | under the record    |
  *   |   inflight, kind       |                              |   lock              |
  *   | Record.claim,          | record lock (claim: release) | acquire, lock-free  |
@@ -371,6 +377,17 @@ record_clear(Record *r)
 extern PyTypeObject ArenaType;
 #define RESERVE_FULL 1 /* /dev/shm has no room */
 #define RESERVE_CAP 2  /* MPEVENT_MAX_SHM reached */
+#define REGION_FULL 3  /* a region of the arena (small blocks) has no room left */
+
+/*
+ * "Full", one way: a table of the arena that cannot take one more row
+ * (records, waiter slots, links, attach entries) raises _native.Full, a
+ * MemoryError (the caller may make room -- reclaim the dead, open another
+ * arena -- and try again); shared memory that cannot be had raises a plain
+ * MemoryError naming /dev/shm or the cap.  Inside C, allocators report
+ * through an int code (RESERVE_*, REGION_FULL), never a bare 0.
+ */
+extern PyObject *FullError;
 int reserve_range(ArenaObject *a, uint64_t offset, uint64_t length);
 void unreserve_range(ArenaObject *a, uint64_t offset, uint64_t length);
 void raise_reserve_error(ArenaObject *a, int error, uint64_t length, const char *what);
@@ -472,6 +489,8 @@ PyObject *block_view_new(ArenaObject *a, uint64_t block, uint32_t entry);
 int large_adopt(ArenaObject *a, uint64_t offset);
 uint64_t large_length(ArenaObject *a, uint64_t offset);
 void release_values(ArenaObject *a, ValueSlot *slots, int count);
+void note_lock_fault(int rc);
+unsigned long lock_fault_count(void);
 PyObject *Arena_block_alloc(ArenaObject *self, PyObject *args);
 PyObject *Arena_block_abandon(ArenaObject *self, PyObject *args);
 PyObject *Arena_heap_forget(ArenaObject *self, PyObject *arg);

@@ -55,9 +55,9 @@ small_class(uint32_t nbytes)
 }
 
 /*
- * Arena lock held.  Returns the block's offset in the segment, or 0 with
- * *error set to a RESERVE_* code, or to 0 when the region is exhausted (the
- * caller then uses a large block).
+ * Arena lock held.  Returns the block's offset in the segment with *error
+ * 0; else 0 with *error a RESERVE_* code, or REGION_FULL when the region is
+ * exhausted (the caller then uses a large block).
  */
 uint64_t
 small_take(ArenaObject *a, uint32_t nbytes, int *error)
@@ -76,6 +76,7 @@ small_take(ArenaObject *a, uint32_t nbytes, int *error)
         offset = h->small_offset + h->small_bump;
         h->small_bump += size;
     } else {
+        *error = REGION_FULL;
         return 0;
     }
     h->small_used += size;
@@ -135,7 +136,7 @@ large_free(ArenaObject *a, uint64_t offset)
     }
     __atomic_add_fetch(&h->large_free_resident, data, __ATOMIC_RELAXED);
     __atomic_sub_fetch(&h->large_used, b->size, __ATOMIC_RELAXED);
-    b->refs = 0;
+    __atomic_store_n(&b->refs, 0, __ATOMIC_RELAXED);
     b->length = 0;
     __atomic_store_n(&b->state, BLOCK_FREE, __ATOMIC_RELEASE);
     uint64_t *head = &h->large_free[b->cls];
@@ -197,15 +198,19 @@ release_values(ArenaObject *a, ValueSlot *slots, int count)
     for (int i = 0; i < count; i++) {
         ValueSlot *slot = &slots[i];
         if (slot->tag == VALUE_SMALL) {
-            /* The record lock comes before the arena lock; taking it cannot
-             * fail but for a dead holder, which lock_mutex repairs. */
-            lock_mutex(a, &a->header->lock, NULL);
-            small_give(a, slot->where.location, slot->length);
-            unlock_mutex(&a->header->lock);
+            /* The record lock comes before the arena lock; taking it fails
+             * only if the lock is unrecoverable, and then the block leaks
+             * (counted) rather than being freed unprotected. */
+            int rc = lock_mutex(a, &a->header->lock, NULL);
+            note_lock_fault(rc);
+            if (rc == 0) {
+                small_give(a, slot->where.location, slot->length);
+                unlock_mutex(&a->header->lock);
+            }
         } else if (slot->tag == VALUE_LARGE) {
             large_unref(a, slot->where.location, 1);
         }
-        slot->tag = VALUE_NONE;
+        __atomic_store_n(&slot->tag, VALUE_NONE, __ATOMIC_RELEASE); /* holds() reads it lock-free */
     }
 }
 
@@ -285,7 +290,7 @@ Arena_block_alloc(ArenaObject *self, PyObject *args)
     }
     b->owner = (uint32_t)entry;
     b->length = length;
-    b->refs = 0;
+    __atomic_store_n(&b->refs, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&b->state, BLOCK_WRITING, __ATOMIC_RELEASE);
     __atomic_add_fetch(&h->large_used, size, __ATOMIC_RELAXED);
     unlock_mutex(&h->lock);
@@ -323,7 +328,7 @@ large_adopt(ArenaObject *a, uint64_t offset)
 {
     if (check_block(a, offset, BLOCK_WRITING) < 0) return -1;
     LargeBlock *b = block_at(a, offset);
-    b->refs = 1;
+    __atomic_store_n(&b->refs, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&b->state, BLOCK_LIVE, __ATOMIC_RELEASE);
     return 0;
 }

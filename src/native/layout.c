@@ -87,6 +87,7 @@ Arena_dealloc(ArenaObject *self)
 /* --- reserving pages ------------------------------------------------ */
 
 static int populate_supported = 1;
+PyObject *FullError; /* _native.Full: see arena.h */
 
 /*
  * Back [offset, offset + length) (page aligned, not yet backed) with
@@ -374,7 +375,7 @@ static PyMethodDef Arena_methods[] = {
            "entry_write(e, state, pid) -> epoch; a new epoch on ENTRY_ATTACHED. Arena lock held."),
     METHOD(entry_alive, METH_VARARGS, "entry_alive(e, epoch) -> bool, asked of the kernel."),
     METHOD(entries, METH_NOARGS, "entries() -> [(e, state, epoch, pid)] of the used entries."),
-    METHOD(free_entry, METH_NOARGS, "free_entry() -> the first free entry, or None."),
+    METHOD(free_entry, METH_NOARGS, "free_entry() -> the first free entry; Full if none."),
     METHOD(probe_dead, METH_VARARGS,
            "probe_dead(fd, limit) -> [(e, state)] of dead entries among the next `limit`."),
     METHOD(mark_unlinked, METH_NOARGS, "mark_unlinked(): the segment's name is going away."),
@@ -384,7 +385,7 @@ static PyMethodDef Arena_methods[] = {
     METHOD(claim_check, METH_O,
            "claim_check(index) -> True if its claimer died (the record is then set)."),
     METHOD(claim_abandon, METH_O, "claim_abandon(index): this process exits without setting it."),
-    METHOD(record_alloc, METH_VARARGS, "record_alloc(kind) -> (index, serial) or None if full."),
+    METHOD(record_alloc, METH_VARARGS, "record_alloc(kind) -> (index, serial); Full if none."),
     METHOD(record_retain, METH_VARARGS,
            "record_retain(index, serial, adopt) -> kind: take a reference."),
     METHOD(record_pin, METH_VARARGS, "record_pin(index): a reference for a pickle in flight."),
@@ -441,6 +442,13 @@ PyTypeObject ArenaType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* lock_faults() -> int: lock calls that failed where no caller could be told. */
+static PyObject *
+native_lock_faults(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLong(lock_fault_count());
+}
+
 /* populate_supported() -> bool: can this kernel reserve shared pages before
  * they are touched (MADV_POPULATE_WRITE, Linux 5.14+)?  For `doctor`. */
 static PyObject *
@@ -463,6 +471,8 @@ native_spin_limit(PyObject *module, PyObject *Py_UNUSED(ignored))
 static PyMethodDef native_functions[] = {
     {"spin_limit", native_spin_limit, METH_NOARGS,
      "spin_limit() -> int: how long a waiter spins before parking (0: never)."},
+    {"lock_faults", native_lock_faults, METH_NOARGS,
+     "lock_faults() -> int: lock calls that failed where no caller could be told (0)."},
     {"populate_supported", native_populate_supported, METH_NOARGS,
      "populate_supported() -> bool: MADV_POPULATE_WRITE works here (Linux 5.14+)."},
     {"segment_size", native_segment_size, METH_VARARGS,
@@ -498,6 +508,14 @@ PyInit__native(void)
     watch_init();
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL) return NULL;
+    FullError = PyErr_NewExceptionWithDoc(
+        "mpevent.shm._native.Full",
+        "A table of an arena (records, waiter slots, links, attach entries) has no free row.",
+        PyExc_MemoryError, NULL);
+    if (FullError == NULL || PyModule_AddObjectRef(m, "Full", FullError) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&ArenaType);
     Py_INCREF(&BlockViewType);
     Py_INCREF(&HandleType);

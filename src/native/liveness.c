@@ -221,14 +221,16 @@ Arena_entries(ArenaObject *self, PyObject *Py_UNUSED(ignored))
     return list;
 }
 
-/* free_entry() -> the first FREE entry, or None when all are used (arena lock held). */
+/* free_entry() -> the first FREE entry; Full when all are used (arena lock held). */
 PyObject *
 Arena_free_entry(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
     for (uint32_t i = 0; i < ATTACH_ENTRIES; i++)
         if (__atomic_load_n(&entry_at(self, i)->state, __ATOMIC_ACQUIRE) == ENTRY_FREE)
             return PyLong_FromUnsignedLong(i);
-    Py_RETURN_NONE;
+    PyErr_Format(FullError, "all %u attach entries of the arena are in use (one per process)",
+                 ATTACH_ENTRIES);
+    return NULL;
 }
 
 /*
@@ -323,7 +325,7 @@ record_fail_claim(ArenaObject *self, Record *r, uint32_t how)
 {
     if (lock_or_error(self, &r->lock, r) < 0) return -1;
     uint32_t claim = r->claim;
-    if (claim == 0 || (claim & CLAIM_DEAD) || (r->state & STATE_FLAG)) {
+    if (claim == 0 || (claim & CLAIM_DEAD) || (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG)) {
         unlock_mutex(&r->lock);
         return 0;
     }
@@ -347,7 +349,7 @@ Arena_claim(ArenaObject *self, PyObject *arg)
     uint32_t mine = (uint32_t)self->held_entry + 1;
     if (lock_or_error(self, &r->lock, r) < 0) return NULL;
     uint32_t claim = r->claim, epoch = r->claim_epoch, pid = r->claim_pid;
-    int set = (r->state & STATE_FLAG) != 0;
+    int set = (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) != 0;
     int ours = claim != 0 && CLAIM_ENTRY(claim) == mine && epoch == self->held_epoch;
     int taken = claim != 0 && !(claim & CLAIM_DEAD) && !ours &&
                 entry_alive(self, CLAIM_ENTRY(claim) - 1, epoch);

@@ -11,6 +11,23 @@
 
 #include <errno.h>
 
+/* Lock calls that failed where no caller could be told (an unlock, a
+ * lock taken while another is held): counted, and asserted zero by the
+ * tests (_native.lock_faults()), never ignored. */
+static unsigned long faults;
+
+void
+note_lock_fault(int rc)
+{
+    if (rc != 0) __atomic_add_fetch(&faults, 1, __ATOMIC_RELAXED);
+}
+
+unsigned long
+lock_fault_count(void)
+{
+    return __atomic_load_n(&faults, __ATOMIC_RELAXED);
+}
+
 int
 mutex_init(pthread_mutex_t *m)
 {
@@ -44,9 +61,15 @@ lock_mutex(ArenaObject *a, pthread_mutex_t *m, Record *repair)
         Py_END_ALLOW_THREADS
     }
     if (rc == EOWNERDEAD) {
-        pthread_mutex_consistent(m);
+        int made = pthread_mutex_consistent(m);
+        if (made != 0) {
+            /* Left inconsistent, the mutex turns unusable (ENOTRECOVERABLE)
+             * for everyone: say so rather than go on unprotected. */
+            note_lock_fault(pthread_mutex_unlock(m));
+            return made;
+        }
         __atomic_add_fetch(&a->header->recoveries, 1, __ATOMIC_RELAXED);
-        if (repair != NULL && (repair->state & STATE_FLAG)) {
+        if (repair != NULL && (__atomic_load_n(&repair->state, __ATOMIC_ACQUIRE) & STATE_FLAG)) {
             /* The dead holder published the flag but may not have woken
              * everyone: finish its set(). Waking under the lock is fine here. */
             uint32_t wake[WAKE_BATCH];
@@ -75,5 +98,5 @@ lock_or_error(ArenaObject *a, pthread_mutex_t *m, Record *repair)
 void
 unlock_mutex(pthread_mutex_t *m)
 {
-    pthread_mutex_unlock(m);
+    note_lock_fault(pthread_mutex_unlock(m));
 }

@@ -87,7 +87,8 @@ enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t
     l->slot = slot;
     l->record = record;
     l->fired = 0;
-    l->flags = (l->flags & LINK_OWNED) | LINK_QUEUED;
+    uint32_t owned = __atomic_load_n(&l->flags, __ATOMIC_RELAXED) & LINK_OWNED;
+    __atomic_store_n(&l->flags, owned | LINK_QUEUED, __ATOMIC_RELEASE);
     l->next = r->waiters;
     /* Publishing the head is the single store that puts the link in. */
     __atomic_store_n(&r->waiters, link + 1, __ATOMIC_RELEASE);
@@ -98,18 +99,18 @@ int
 remove_link(ArenaObject *a, Record *r, uint32_t link)
 {
     Link *l = &a->links[link];
-    if (!(l->flags & LINK_QUEUED)) return 0;
+    if (!(__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_QUEUED)) return 0;
     uint32_t *prev = &r->waiters;
     uint32_t guard = a->header->link_capacity;
     while (*prev != 0 && guard--) {
         if (*prev == link + 1) {
             __atomic_store_n(prev, l->next, __ATOMIC_RELEASE);
-            l->flags &= ~LINK_QUEUED;
+            __atomic_and_fetch(&l->flags, ~LINK_QUEUED, __ATOMIC_RELEASE);
             return 1;
         }
         prev = &a->links[*prev - 1].next;
     }
-    l->flags &= ~LINK_QUEUED;
+    __atomic_and_fetch(&l->flags, ~LINK_QUEUED, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -128,7 +129,7 @@ wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake)
     while (next != 0 && guard--) {
         Link *l = &a->links[next - 1];
         next = l->next;
-        l->flags &= ~LINK_QUEUED;
+        __atomic_and_fetch(&l->flags, ~LINK_QUEUED, __ATOMIC_RELEASE);
         __atomic_store_n(&l->fired, 1, __ATOMIC_RELEASE);
         Slot *s = &a->slots[l->slot];
         __atomic_store_n(&s->word, 1, __ATOMIC_RELEASE);
@@ -214,7 +215,7 @@ Arena_slot_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
         slot = h->slot_bump++;
     } else {
         unlock_mutex(&h->lock);
-        PyErr_Format(PyExc_RuntimeError,
+        PyErr_Format(FullError,
                      "all %u waiter slots of the arena are in use (one per waiting thread)",
                      h->slot_capacity);
         return NULL;
@@ -296,7 +297,8 @@ Arena_slot_reclaim(ArenaObject *self, PyObject *args)
     for (uint32_t i = 0; i < bump; i++) {
         Link *l = &self->links[i];
         int mine = i < h->slot_capacity ? i == slot
-                                        : (l->flags & LINK_OWNED) && l->slot == slot;
+                                        : (__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_OWNED) &&
+                                              l->slot == slot;
         if (!mine) continue;
         if (__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_QUEUED) {
             uint32_t index = l->record;
@@ -343,7 +345,7 @@ Arena_link_alloc(ArenaObject *self, PyObject *arg)
         link = h->link_bump++;
     } else {
         unlock_mutex(&h->lock);
-        PyErr_Format(PyExc_RuntimeError, "all %u waiter links of the arena are in use",
+        PyErr_Format(FullError, "all %u waiter links of the arena are in use",
                      h->link_capacity);
         return NULL;
     }
@@ -386,7 +388,7 @@ Arena_enqueue(ArenaObject *self, PyObject *args)
         return NULL;
     Record *r = record_at(self, (uint32_t)index);
     if (lock_or_error(self, &r->lock, r) < 0) return NULL;
-    uint32_t state = r->state;
+    uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
     if (!(state & STATE_FLAG)) {
         if (self->links[link].flags & LINK_QUEUED) {
             unlock_mutex(&r->lock);
@@ -465,20 +467,20 @@ static Parked *watcher; /* the registered waiter holding the watch, or NULL */
 static void
 watch_prepare_fork(void)
 {
-    pthread_mutex_lock(&watch_lock);
+    note_lock_fault(pthread_mutex_lock(&watch_lock));
 }
 
 static void
 watch_after_fork_parent(void)
 {
-    pthread_mutex_unlock(&watch_lock);
+    note_lock_fault(pthread_mutex_unlock(&watch_lock));
 }
 
 static void
 watch_after_fork_child(void)
 {
     /* Only the forking thread lives on, and it was not parked. */
-    pthread_mutex_init(&watch_lock, NULL);
+    note_lock_fault(pthread_mutex_init(&watch_lock, NULL));
     parked_head = NULL;
     watcher = NULL;
 }
@@ -487,24 +489,24 @@ void
 watch_init(void)
 {
     spin_init();
-    pthread_atfork(watch_prepare_fork, watch_after_fork_parent, watch_after_fork_child);
+    note_lock_fault(pthread_atfork(watch_prepare_fork, watch_after_fork_parent, watch_after_fork_child));
 }
 
 static void
 watch_register(Parked *p)
 {
-    pthread_mutex_lock(&watch_lock);
+    note_lock_fault(pthread_mutex_lock(&watch_lock));
     p->prev = NULL;
     p->next = parked_head;
     if (parked_head != NULL) parked_head->prev = p;
     parked_head = p;
-    pthread_mutex_unlock(&watch_lock);
+    note_lock_fault(pthread_mutex_unlock(&watch_lock));
 }
 
 static void
 watch_unregister(Parked *p)
 {
-    pthread_mutex_lock(&watch_lock);
+    note_lock_fault(pthread_mutex_lock(&watch_lock));
     if (p->prev != NULL) p->prev->next = p->next;
     else parked_head = p->next;
     if (p->next != NULL) p->next->prev = p->prev;
@@ -513,17 +515,17 @@ watch_unregister(Parked *p)
         /* Hand the watch over: the woken thread finds it free and takes it. */
         if (parked_head != NULL) futex_wake_all(&parked_head->slot->word);
     }
-    pthread_mutex_unlock(&watch_lock);
+    note_lock_fault(pthread_mutex_unlock(&watch_lock));
 }
 
 /* Take the watch if nobody holds it; returns whether `p` holds it. */
 static int
 watch_claim(Parked *p)
 {
-    pthread_mutex_lock(&watch_lock);
+    note_lock_fault(pthread_mutex_lock(&watch_lock));
     if (watcher == NULL) watcher = p;
     int mine = watcher == p;
-    pthread_mutex_unlock(&watch_lock);
+    note_lock_fault(pthread_mutex_unlock(&watch_lock));
     return mine;
 }
 
@@ -531,7 +533,7 @@ watch_claim(Parked *p)
 static void
 watch_round(void)
 {
-    pthread_mutex_lock(&watch_lock);
+    note_lock_fault(pthread_mutex_lock(&watch_lock));
     for (Parked *p = parked_head; p != NULL; p = p->next) {
         uint32_t word = __atomic_load_n(&p->slot->word, __ATOMIC_ACQUIRE);
         uint32_t state = __atomic_load_n(&p->record->state, __ATOMIC_ACQUIRE);
@@ -539,7 +541,7 @@ watch_round(void)
         if (word != 0 || GENERATION(state) != p->generation || claim_lost(p->arena, p->record))
             futex_wake_all(&p->slot->word);
     }
-    pthread_mutex_unlock(&watch_lock);
+    note_lock_fault(pthread_mutex_unlock(&watch_lock));
 }
 
 /*
@@ -763,7 +765,7 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
 
     if (spin_for_flag(r)) Py_RETURN_TRUE;
     if (lock_or_error(self, &r->lock, r) < 0) return NULL;
-    uint32_t state = r->state;
+    uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
     if (state & STATE_FLAG) {
         unlock_mutex(&r->lock);
         Py_RETURN_TRUE;
@@ -788,7 +790,7 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
         return NULL;
     }
     remove_link(self, r, (uint32_t)slot);
-    int fired = GENERATION(r->state) != GENERATION(state);
+    int fired = GENERATION(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE)) != GENERATION(state);
     unlock_mutex(&r->lock);
     if (exc_type != NULL) {
         PyErr_Restore(exc_type, exc_value, exc_tb);

@@ -190,9 +190,10 @@ Arena_record_alloc(ArenaObject *self, PyObject *args)
         h->record_bump = index + 1;
     } else {
         unlock_mutex(&h->lock);
-        Py_RETURN_NONE; /* full: the caller opens another arena */
+        PyErr_Format(FullError, "all %u records of the arena are in use", h->record_capacity);
+        return NULL; /* the caller opens another arena */
     }
-    r->state = 0;
+    __atomic_store_n(&r->state, 0, __ATOMIC_RELEASE);
     r->waiters = 0;
     r->refcount = 1;
     r->inflight = 0;
@@ -407,7 +408,7 @@ Arena_record_half_set(ArenaObject *self, PyObject *arg)
     Record *r = parse_record(self, arg);
     if (r == NULL) return NULL;
     if (lock_or_error(self, &r->lock, r) < 0) return NULL;
-    uint32_t state = r->state;
+    uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
     __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
     Py_RETURN_NONE;
 }
@@ -441,7 +442,7 @@ record_set(ArenaObject *self, Record *r)
 {
     if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) return 0;
     if (lock_or_error(self, &r->lock, r) < 0) return -1;
-    uint32_t state = r->state;
+    uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
     if (state & STATE_FLAG) {
         unlock_mutex(&r->lock);
         return 0;
@@ -500,9 +501,12 @@ publish_slot(ArenaObject *self, uint32_t index, int which, const ValueSlot *inco
     if (lock_or_error(self, &r->lock, r) < 0) return -1;
     ValueSlot *slot = (ValueSlot *)r->payload + which;
     ValueSlot old = *slot;
-    *slot = *incoming;
+    /* The tag last, as one atomic store: holds() reads it without the lock. */
+    slot->length = incoming->length;
+    memcpy(&slot->where, &incoming->where, sizeof slot->where);
+    __atomic_store_n(&slot->tag, incoming->tag, __ATOMIC_RELEASE);
     /* The descriptor is complete before the state store makes it visible. */
-    uint32_t state = r->state;
+    uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
     __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
     uint32_t wake[WAKE_BATCH];
     int n = 0;
@@ -538,12 +542,12 @@ Arena_store(ArenaObject *self, PyObject *args)
         if (lock_or_error(self, &self->header->lock, NULL) < 0) goto done;
         uint64_t offset = small_take(self, (uint32_t)data.len, &error);
         unlock_mutex(&self->header->lock);
-        if (error) {
-            raise_reserve_error(self, error, SMALL_MAX, "a value");
+        if (error == REGION_FULL) { /* the caller writes a large block instead */
+            result = Py_NewRef(Py_False);
             goto done;
         }
-        if (offset == 0) {
-            result = Py_NewRef(Py_False);
+        if (error) {
+            raise_reserve_error(self, error, SMALL_MAX, "a value");
             goto done;
         }
         memcpy(self->base + offset, data.buf, data.len);
