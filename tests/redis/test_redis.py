@@ -219,7 +219,7 @@ def test_the_backends_example_runs_on_redis_by_configuration(server: int) -> Non
     import subprocess
     import sys
 
-    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "backends.py"
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "backends.py"
     env = {
         **os.environ,
         "MPEVENT_URL": f"redis://127.0.0.1:{server}/0",
