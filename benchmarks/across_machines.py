@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from mpevent.tools.bench import across_machines as _bench_redis
+from mpevent.tools.bench import across_machines
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
@@ -24,5 +24,5 @@ if __name__ == "__main__":
     parser.add_argument("--trials", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("MPEVENT_AUTHKEY", "bench")
-    _bench_redis.report(args.url, args.rounds, args.trials)
+    across_machines.report(args.url, args.rounds, args.trials)
     sys.exit(0)

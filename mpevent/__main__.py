@@ -119,9 +119,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         "footprint": lambda: _bench.report_footprint(0.1 if quick else 1.0),
     }
     if args.url:
-        from .tools.bench import across_machines as _bench_redis
+        from .tools.bench import across_machines
 
-        rows["redis"] = lambda: _bench_redis.report(
+        rows["redis"] = lambda: across_machines.report(
             args.url, 50 if quick else 200, 1 if quick else 3
         )
     from .tools import benchrun as _benchrun

@@ -62,6 +62,8 @@ EVERY_BLOCKING_CALL = textwrap.dedent(
 
     calls = {
         "Event.wait": lambda e, r: e.wait(10),
+        "Event.wait()": lambda e, r: e.wait(),
+        "AsyncResult.get()": lambda e, r: r.get(),
         "AsyncResult.get": lambda e, r: r.get(timeout=10),
         "AsyncResult.wait": lambda e, r: r.wait(10),
         "mpevent.wait": lambda e, r: mpevent.wait([e, r], timeout=10),
@@ -106,7 +108,7 @@ def _run_every_blocking_call(tmp_path: Path, env: dict[str, str]) -> None:
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 6, result.stdout
+    assert len(lines) == 8, result.stdout
     for line in lines:
         name, woke, ticked = line.split()
         assert (woke, ticked) == ("True", "True"), f"{name}: the other greenlets froze"
