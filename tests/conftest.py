@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 import mpevent
-from mpevent.shm import _arena, _native, _segment
+from mpevent.shm import _arena, _native, _segment, _spill
 
 if os.environ.get("MPEVENT_TEST_INSTALLED"):
     # The release check tests the installed wheel: never the checkout.
@@ -62,6 +62,7 @@ def no_leaks_per_module() -> Iterator[None]:
     children_before = {child.pid for child in process.children(recursive=True)}
     segments_before = _foreign_segments()
     semaphores_before = _named_semaphores()
+    spilled_before = _spill_files()
     gc.collect()
     # Each arena this process is attached to holds one descriptor (its
     # liveness lock), however many objects it has: those are not leaks.
@@ -83,10 +84,21 @@ def no_leaks_per_module() -> Iterator[None]:
     assert not leaked, f"segments left in /dev/shm: {sorted(leaked)}"
     semaphores = _named_semaphores() - semaphores_before
     assert not semaphores, f"named semaphores left in /dev/shm: {sorted(semaphores)}"
+    spilled = _spill_files() - spilled_before
+    assert not spilled, f"spill files left behind: {sorted(spilled)}"
     fds_after = process.num_fds() - len(_arena.attached())
     assert fds_after <= fds_before, f"file descriptors grew from {fds_before} to {fds_after}"
     # A failed unlock or an unrecoverable lock is counted in C, never ignored.
     assert _native.lock_faults() == 0, f"{_native.lock_faults()} lock calls failed in C"
+
+
+def _spill_files() -> set[str]:
+    """Files in the default spill directory (tests that spill elsewhere use tmp_path)."""
+    directory = _spill.configured_dir()
+    try:
+        return set(os.listdir(directory)) if directory else set()
+    except FileNotFoundError:
+        return set()
 
 
 class ProcessRunner:

@@ -17,7 +17,7 @@ import threading
 from typing import Final
 
 from .. import _checks, _lifecycle
-from . import _clean, _native, _segment
+from . import _clean, _native, _segment, _spill
 from ._attach import AttachTable
 
 RECORDS_PER_ARENA: Final = int(os.environ.get("MPEVENT_ARENA_RECORDS", 4 * 1024 * 1024))
@@ -80,6 +80,10 @@ class Arena(AttachTable):
                 MAX_SHM,
                 HEAP_WATERMARK,
             )
+            # Where its values go when shared memory cannot hold them: the
+            # creator's choice, as for the cap (the directory is only
+            # looked at when a value first spills).
+            native.set_spill(_spill.configured_dir(), name)
         except BaseException:
             _segment.unlink(name)
             os.close(fd)

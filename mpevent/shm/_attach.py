@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Final, NamedTuple
 
-from . import _native, _segment
+from . import _native, _segment, _spill
 from ._native import ATTACH_ENTRIES, ENTRY_ATTACHED, ENTRY_FREE, ENTRY_RECLAIMING
 
 # Entries of the attach table that each join and leave asks the kernel about:
@@ -167,6 +167,8 @@ class AttachTable:
                     self.native.entry_write(entry, ENTRY_FREE, 0)
                     _native.ofd_unlock(self.fd, entry, 1)
                     self._reclaiming.discard(entry)
+        if dead:  # one of them may have died writing a spill file
+            _spill.remove_orphans(self.native)
         return len(dead)
 
     def _reclaim_under_lock(self, limit: int) -> list[int]:
@@ -268,7 +270,9 @@ class AttachTable:
                 self.native.mark_unlinked()
                 unlinked = _segment.unlink(self.name)
             _native.ofd_unlock(self.fd, 0, ATTACH_ENTRIES)
-        if not unlinked:
+        if unlinked:
+            _spill.remove_all(*self.native.spill_settings())  # its values' files go with it
+        else:
             self.reclaim_dead_processes(PROBE_PER_JOIN)
         return unlinked
 

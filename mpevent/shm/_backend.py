@@ -45,6 +45,7 @@ class LocalBackend(BackendBase):
                 continue
             try:
                 stats = arena.native.statistics()
+                spill_dir = arena.native.spill_settings()[0]
                 heap = arena.native.heap_statistics()
                 processes = arena.attached_processes()
             finally:
@@ -70,6 +71,9 @@ class LocalBackend(BackendBase):
                 f"(watermark {format_size(heap['free_watermark'])}), "
                 f"{format_size(resident)} faulted in, "
                 f"{format_size(heap['large_given_back'])} given back to the OS",
+                f"    spilled to disk: {stats['spilled_values']} values, "
+                f"{format_size(stats['spilled_bytes'])}"
+                f" in {spill_dir or 'nowhere (spilling is off)'}",
             ]
         return lines
 

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Collection
 from typing import Final
 
-from . import _native, _segment
+from . import _native, _segment, _spill
 from ._attach import AttachTable
 from ._native import ATTACH_ENTRIES
 
@@ -23,12 +23,14 @@ _MAGIC: Final = 0x31544E4556504D00
 
 
 def clean(dry_run: bool = False, mapped: Collection[str] = ()) -> list[str]:
-    """Unlink arenas no live process is attached to; return their names.
+    """Unlink arenas no live process is attached to, and their spill files; what went.
 
     Never unlinks an arena a live process is attached to (in any PID
     namespace), nor one being created right now; in live arenas, gives
-    back the references of the processes that died attached.  Arenas in
-    *mapped* (this process's own) are left alone.
+    back the references of the processes that died attached and removes
+    the spill files of writers that died before publishing.  Arenas in
+    *mapped* (this process's own) are left alone.  Returns the arenas'
+    names and the spill files' paths.
     """
     removed = []
     for name in _segment.list_names():
@@ -39,34 +41,42 @@ def clean(dry_run: bool = False, mapped: Collection[str] = ()) -> list[str]:
         except (FileNotFoundError, PermissionError):
             continue
         try:
-            if _clean_one(name, fd, size, dry_run):
-                removed.append(name)
+            removed += _clean_one(name, fd, size, dry_run)
         finally:
             os.close(fd)
     return removed
 
 
-def _clean_one(name: str, fd: int, size: int, dry_run: bool) -> bool:
-    """Unlink one arena if abandoned, else reclaim its dead; True if unlinked."""
+def _clean_one(name: str, fd: int, size: int, dry_run: bool) -> list[str]:
+    """Unlink one arena if abandoned, else reclaim its dead; what went (or would)."""
     magic, version = _HEADER_START.unpack(os.pread(fd, _HEADER_START.size, 0).ljust(12, b"\0"))
     if magic == _MAGIC and version != _native.LAYOUT_VERSION:
-        return False  # another mpevent's layout: its liveness rules are not ours
+        return []  # another mpevent's layout: its liveness rules are not ours
     for attempt in range(2):
         # One call: does any process hold any byte of the attach table?
         if _native.ofd_lock(fd, 0, ATTACH_ENTRIES, False):
             try:
-                if not dry_run and magic == _MAGIC:
-                    native = _native.Arena(fd, size)
-                    native.mark_unlinked()  # a joiner waiting for our lock gives up
-                return dry_run or _segment.unlink(name)
+                if magic != _MAGIC:  # never formatted: its creator died at once
+                    return [name] if dry_run or _segment.unlink(name) else []
+                native = _native.Arena(fd, size)
+                settings = native.spill_settings()
+                if dry_run:
+                    return [name, *_spill.files_of(*settings)]
+                native.mark_unlinked()  # a joiner waiting for our lock gives up
+                if not _segment.unlink(name):
+                    return []
+                return [name, *_spill.remove_all(*settings)]
             finally:
                 _native.ofd_unlock(fd, 0, ATTACH_ENTRIES)
-        if dry_run or attempt or magic != _MAGIC:
-            return False  # alive, or being created by a live process
+        if attempt or magic != _MAGIC:
+            return []  # alive, or being created by a live process
         native = _native.Arena(fd, size)
         try:
             native.validate()
         except ValueError:
-            return False
+            return []
+        if dry_run:
+            return _spill.remove_orphans(native, dry_run=True)
         AttachTable(name, native, fd).reclaim_dead_processes()  # live: give back what the dead held
-    return False
+        return _spill.remove_orphans(native)
+    return []

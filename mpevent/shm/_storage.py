@@ -9,7 +9,9 @@ A value (pickled by ``_serial``) is placed by its pickled form:
   a *frame* written into a large heap block, each buffer copied once,
   straight from the value.  Readers see the block through a
   :class:`~mpevent.shm._native.BlockView`: NumPy arrays unpickle as read-only
-  arrays on the shared pages (no copy), everything else is copied out once.
+  arrays on the shared pages (no copy), everything else is copied out once;
+* a value shared memory cannot hold (``/dev/shm`` full, the cap reached):
+  the same frame in a file on disk (``_spill``), mapped by readers alike.
 
 The heap (``src/native/heap.c``) is part of the arena's one mapping: no
 file is created, mapped or unlinked per value, and a freed block is reused
@@ -28,10 +30,12 @@ from collections.abc import Sequence
 from typing import Final
 
 from .. import _serial
+from . import _spill
 from ._arena import Arena
 from ._native import PAGE
 
-VALUE_LARGE: Final = 3  # the tag read() gives with a frame (see arena.h)
+VALUE_LARGE: Final = 3  # the tags read() gives with a frame (see arena.h)
+VALUE_SPILLED: Final = 4
 
 
 def store(
@@ -39,24 +43,31 @@ def store(
 ) -> None:
     """Write a pickled value into slot *which* of a record and raise its flag.
 
-    Raises MemoryError (saying what ran out and how to fix it) when shared
-    memory or the cap runs out; the slot then keeps what it held.
+    Shared memory first; when it or the cap runs out, the value spills to
+    disk.  Raises MemoryError (saying what ran out, and how to raise each
+    limit) when the disk cannot take it either; the slot then keeps what
+    it held.
     """
     native = arena.native
     try:
-        if not buffers and native.store(index, which, inband):  # inline or small, in one call
-            return
+        try:
+            if not buffers and native.store(index, which, inband):  # inline or small: one call
+                return
+            size = _serial.frame_size(inband, buffers)
+            block = native.block_alloc(size, arena.entry)
+        except MemoryError:
+            # Processes that died attached may still hold memory: give it
+            # back (all of them, asked of the kernel) and try once more.
+            if not arena.reclaim_dead_processes():
+                raise
+            if not buffers and native.store(index, which, inband):
+                return
+            size = _serial.frame_size(inband, buffers)
+            block = native.block_alloc(size, arena.entry)
+    except MemoryError as full:
         size = _serial.frame_size(inband, buffers)
-        block = native.block_alloc(size, arena.entry)
-    except MemoryError:
-        # Processes that died attached may still hold memory: give it back
-        # (all of them, asked of the kernel) and try once more.
-        if not arena.reclaim_dead_processes():
-            raise
-        if not buffers and native.store(index, which, inband):
-            return
-        size = _serial.frame_size(inband, buffers)
-        block = native.block_alloc(size, arena.entry)
+        _spill.store(native, index, which, inband, buffers, size, full)
+        return
     try:
         start = block + PAGE
         with arena.view[start : start + size] as target:
@@ -77,6 +88,8 @@ def load(arena: Arena, index: int, which: int, copy: bool = False) -> tuple[bool
     if got is None:
         return False, None
     tag, data = got
-    if tag != VALUE_LARGE:  # inline or small: a plain pickle, copied out
-        return True, pickle.loads(data)
-    return True, _serial.read_frame(memoryview(data), copy)
+    if tag == VALUE_LARGE:
+        return True, _serial.read_frame(memoryview(data), copy)
+    if tag == VALUE_SPILLED:  # a descriptor of its file, opened under the record lock
+        return True, _serial.read_frame(_spill.open_view(arena.native, *data), copy)
+    return True, pickle.loads(data)  # inline or small: a plain pickle, copied out

@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from .._checks import format_size
-from ..shm import _arena, _native, _segment
+from ..shm import _arena, _native, _segment, _spill
 
 MiB = 1 << 20
 # A /dev/shm smaller than this is a container's default (64 MiB) or less:
@@ -166,9 +166,63 @@ def check_pid_namespace() -> Check:
     return Check("PID namespace", "ok", "the host's (or the outermost visible)", facts=facts)
 
 
+def check_spill() -> Check:
+    directory = _spill.configured_dir()
+    variable = _spill.VARIABLE
+    setting = os.environ.get(variable, "").strip()
+    if not directory:
+        if setting:
+            return Check(
+                "spilling",
+                "note",
+                f"off ({variable}={setting}): a value larger than "
+                "/dev/shm or the cap is a MemoryError",
+                f"unset {variable} to spill to disk",
+            )
+        return Check(
+            "spilling",
+            "warn",
+            "no directory on a disk found ($TMPDIR, /var/tmp, /tmp are "
+            "all in memory or missing): values larger than /dev/shm will fail",
+            f"set {variable} to a directory on a disk",
+        )
+    where = directory if os.path.isdir(directory) else os.path.dirname(directory)
+    facts: dict[str, Any] = {"directory": directory}
+    try:
+        info = os.statvfs(where)
+        kind = _native.fs_type(where)
+    except OSError as exc:
+        return Check(
+            "spilling",
+            "fail",
+            f"{directory} cannot be used: {exc}",
+            f"create it, or set {variable} to a directory on a disk",
+        )
+    free = info.f_bavail * info.f_frsize
+    facts["free_bytes"] = free
+    finding = f"to {directory} ({format_size(free)} free)"
+    if not os.access(where, os.W_OK | os.X_OK):
+        return Check(
+            "spilling",
+            "fail",
+            finding + ", which this user cannot write",
+            f"set {variable} to a writable directory",
+            facts,
+        )
+    if kind in (0x01021994, 0x858458F6):
+        return Check(
+            "spilling",
+            "warn",
+            finding + ", on tmpfs: memory, like /dev/shm",
+            f"set {variable} to a directory on a disk",
+            facts,
+        )
+    return Check("spilling", "ok", finding, facts=facts)
+
+
 def check_arenas() -> Check:
     names = [n for n in _segment.list_names() if not n.startswith(_segment.NAME_PREFIX)]
-    abandoned = _arena.clean(dry_run=True)
+    abandoned = [n for n in _arena.clean(dry_run=True) if "/" not in n]  # arenas, not files
     facts = {"arenas": len(names), "abandoned": len(abandoned)}
     finding = f"{len(names)} arenas in /dev/shm, {len(abandoned)} abandoned"
     if abandoned:
@@ -232,6 +286,7 @@ def run_checks() -> list[Check]:
         check_locks(),
         check_huge_pages(),
         check_pid_namespace(),
+        check_spill(),
         check_arenas(),
     ]
     redis_check = check_redis()

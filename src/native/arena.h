@@ -135,7 +135,7 @@
 #include <stdint.h>
 
 #define MAGIC 0x31544e4556504d00ULL /* "\0MPEVNT1" */
-#define LAYOUT_VERSION 7u
+#define LAYOUT_VERSION 8u
 #define RECORD_SIZE 128u
 #define PAYLOAD_SIZE 48u
 #define ATTACH_OFFSET 4096u
@@ -165,7 +165,10 @@
 #define VALUE_INLINE 1u
 #define VALUE_SMALL 2u
 #define VALUE_LARGE 3u
+#define VALUE_SPILLED 4u /* in a file of the spill directory (spill.c) */
 #define VALUE_INLINE_MAX 16u
+#define SPILL_DIR_MAX 256u
+#define SPILL_NAME_MAX 64u
 
 #define STATE_FLAG 1u
 #define GENERATION(state) ((state) >> 1)
@@ -225,6 +228,12 @@ typedef struct {
     uint32_t unlinked;     /* 1 once the segment's name is gone: nobody may join */
     uint32_t probe_cursor; /* next attach entry the bounded liveness probe looks at */
     pthread_mutex_t lock;  /* guards allocation and the attach table */
+    /* spilling (spill.c): set once by the creator; "" = off */
+    char spill_dir[SPILL_DIR_MAX];   /* where values that shared memory cannot hold go */
+    char spill_name[SPILL_NAME_MAX]; /* the arena's name: files are <name>-<token>.spill */
+    uint64_t spilled_values;         /* published spilled values (atomic add/sub) */
+    uint64_t spilled_bytes;
+    uint64_t spill_errors;           /* spill files that could not be unlinked */
 } Header;
 
 /*
@@ -289,6 +298,10 @@ typedef struct {
     union {
         uint8_t bytes[VALUE_INLINE_MAX];
         uint64_t location; /* block offset in the segment */
+        struct {
+            uint64_t token; /* names the file: <spill_name>-<token>.spill */
+            uint64_t inode; /* which file that must be (a replaced one is refused) */
+        } spill;
     } where;
 } ValueSlot;
 
@@ -490,6 +503,14 @@ int large_adopt(ArenaObject *a, uint64_t offset);
 uint64_t large_length(ArenaObject *a, uint64_t offset);
 void release_values(ArenaObject *a, ValueSlot *slots, int count);
 void note_lock_fault(int rc);
+/* spill.c */
+void spill_release(ArenaObject *a, const ValueSlot *slot);
+int spill_open(ArenaObject *a, const ValueSlot *slot);
+PyObject *Arena_publish_spill(ArenaObject *self, PyObject *args);
+PyObject *Arena_spill_tokens(ArenaObject *self, PyObject *ignored);
+PyObject *Arena_spill_settings(ArenaObject *self, PyObject *ignored);
+PyObject *Arena_set_spill(ArenaObject *self, PyObject *args);
+PyObject *native_fs_type(PyObject *module, PyObject *arg);
 unsigned long lock_fault_count(void);
 PyObject *Arena_block_alloc(ArenaObject *self, PyObject *args);
 PyObject *Arena_block_abandon(ArenaObject *self, PyObject *args);

@@ -209,6 +209,8 @@ release_values(ArenaObject *a, ValueSlot *slots, int count)
             }
         } else if (slot->tag == VALUE_LARGE) {
             large_unref(a, slot->where.location, 1);
+        } else if (slot->tag == VALUE_SPILLED) {
+            spill_release(a, slot);
         }
         __atomic_store_n(&slot->tag, VALUE_NONE, __ATOMIC_RELEASE); /* holds() reads it lock-free */
     }

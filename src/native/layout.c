@@ -330,12 +330,15 @@ Arena_statistics(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
     Header *h = self->header;
     return Py_BuildValue(
-        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:K,s:K,s:K}", "records_live", h->records_live,
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:K,s:K,s:K,s:K,s:K,s:K}", "records_live", h->records_live,
         "record_capacity", h->record_capacity, "slots_live", h->slots_live, "slot_capacity",
         h->slot_capacity, "links_live", h->links_live, "link_capacity", h->link_capacity,
         "recoveries", h->recoveries, "total_size", (unsigned long long)h->total_size,
         "shm_reserved", (unsigned long long)__atomic_load_n(&h->shm_reserved, __ATOMIC_RELAXED),
-        "shm_cap", (unsigned long long)h->shm_cap);
+        "shm_cap", (unsigned long long)h->shm_cap, "spilled_values",
+        (unsigned long long)__atomic_load_n(&h->spilled_values, __ATOMIC_RELAXED), "spilled_bytes",
+        (unsigned long long)__atomic_load_n(&h->spilled_bytes, __ATOMIC_RELAXED), "spill_errors",
+        (unsigned long long)__atomic_load_n(&h->spill_errors, __ATOMIC_RELAXED));
 }
 
 /* Append *item* (a new reference, or NULL after an error) to *list* and
@@ -405,7 +408,12 @@ static PyMethodDef Arena_methods[] = {
     METHOD(block_abandon, METH_VARARGS, "block_abandon(offset): free an unpublished block."),
     METHOD(publish_block, METH_VARARGS,
            "publish_block(index, which, offset): store a written block and raise the flag."),
-    METHOD(read, METH_VARARGS, "read(index, which, entry) -> None, bytes or a BlockView."),
+    METHOD(publish_spill, METH_VARARGS,
+           "publish_spill(index, which, token, inode, length): store a spilled value, raise the flag."),
+    METHOD(spill_tokens, METH_NOARGS, "spill_tokens() -> the tokens of every published spill file."),
+    METHOD(spill_settings, METH_NOARGS, "spill_settings() -> (dir, name); dir '' when off."),
+    METHOD(set_spill, METH_VARARGS, "set_spill(dir, name): where the arena spills (creator, once)."),
+    METHOD(read, METH_VARARGS, "read(index, which, entry) -> None, (tag, bytes | BlockView | spill)."),
     METHOD(holds, METH_VARARGS, "holds(index, which) -> bool."),
     METHOD(heap_forget, METH_O,
            "heap_forget(entry): give back the reader pins and unpublished blocks of a process."),
@@ -471,6 +479,7 @@ native_spin_limit(PyObject *module, PyObject *Py_UNUSED(ignored))
 static PyMethodDef native_functions[] = {
     {"spin_limit", native_spin_limit, METH_NOARGS,
      "spin_limit() -> int: how long a waiter spins before parking (0: never)."},
+    {"fs_type", native_fs_type, METH_O, "fs_type(path) -> int: statfs(2) f_type of path's filesystem."},
     {"lock_faults", native_lock_faults, METH_NOARGS,
      "lock_faults() -> int: lock calls that failed where no caller could be told (0)."},
     {"populate_supported", native_populate_supported, METH_NOARGS,

@@ -586,6 +586,40 @@ Arena_publish_block(ArenaObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/*
+ * publish_spill(index, which, token, inode, length): publish a value the
+ * writer put in spill file `token` (see spill.c), replacing the slot's old
+ * value.
+ */
+PyObject *
+Arena_publish_spill(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    int which;
+    unsigned long long token, inode, length;
+    if (!PyArg_ParseTuple(args, "kiKKK:publish_spill", &index, &which, &token, &inode, &length))
+        return NULL;
+    if (check_record(self, index) < 0 || check_which(which) < 0) return NULL;
+    if (self->header->spill_dir[0] == '\0') {
+        PyErr_SetString(PyExc_ValueError, "this arena does not spill (MPEVENT_SPILL_DIR=off)");
+        return NULL;
+    }
+    ValueSlot incoming;
+    memset(&incoming, 0, sizeof incoming);
+    incoming.tag = VALUE_SPILLED;
+    incoming.length = length > UINT32_MAX ? UINT32_MAX : (uint32_t)length;
+    incoming.where.spill.token = token;
+    incoming.where.spill.inode = inode;
+    __atomic_add_fetch(&self->header->spilled_values, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&self->header->spilled_bytes, incoming.length, __ATOMIC_RELAXED);
+    if (publish_slot(self, (uint32_t)index, which, &incoming) < 0) {
+        __atomic_sub_fetch(&self->header->spilled_values, 1, __ATOMIC_RELAXED);
+        __atomic_sub_fetch(&self->header->spilled_bytes, incoming.length, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* holds(index, which) -> bool: slot `which` has a value.  No lock: a
  * slot only goes from empty to full while its record lives. */
 PyObject *
@@ -642,6 +676,25 @@ Arena_read(ArenaObject *self, PyObject *args)
                                          (Py_ssize_t)large_length(self, slot.where.location));
         unlock_mutex(&r->lock);
         break;
+    case VALUE_SPILLED: {
+        /* Opened under the lock: the file is the one the slot names (spill.c). */
+        int fd = spill_open(self, &slot);
+        int error = errno;
+        unlock_mutex(&r->lock);
+        if (fd < 0) {
+            char path[SPILL_DIR_MAX + SPILL_NAME_MAX + 32];
+            snprintf(path, sizeof path, "%.*s/%.*s-%016llx.spill", (int)SPILL_DIR_MAX,
+                     self->header->spill_dir, (int)SPILL_NAME_MAX, self->header->spill_name,
+                     (unsigned long long)slot.where.spill.token);
+            errno = error;
+            PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+            return NULL;
+        }
+        data = Py_BuildValue("(iKKI)", fd, (unsigned long long)slot.where.spill.token,
+                             (unsigned long long)slot.where.spill.inode, slot.length);
+        if (data == NULL) close(fd);
+        break;
+    }
     default:
         unlock_mutex(&r->lock);
         Py_RETURN_NONE;

@@ -295,6 +295,7 @@ def test_the_cap_is_a_memory_error_that_changes_nothing() -> None:
         print("alive")
         """,
         MPEVENT_MAX_SHM="4M",
+        MPEVENT_SPILL_DIR="off",  # the MemoryError itself (tests/shm/test_spill.py spills)
     )
     assert done.returncode == 0, done.stderr
     assert "refused: mpevent's shared-memory cap is reached" in done.stdout
