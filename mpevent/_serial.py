@@ -134,20 +134,38 @@ def frame_size(inband: bytes, buffers: Sequence[pickle.PickleBuffer]) -> int:
     return size
 
 
+def frame_parts(
+    inband: bytes, buffers: Sequence[pickle.PickleBuffer]
+) -> list[bytes | bytearray | memoryview]:
+    """The frame of a value as consecutive pieces: the one statement of its layout.
+
+    The header (buffer count, pickle length), each buffer's length, the
+    pickle, then each buffer at an aligned offset (zero padding between).
+    write_frame() copies them into memory; a spill writes them to a file.
+    """
+    raws = [buffer.raw() for buffer in buffers]
+    head = bytearray(FRAME_HEADER.size + BUFFER_LENGTH.size * len(raws))
+    FRAME_HEADER.pack_into(head, 0, len(raws), len(inband))
+    for i, raw in enumerate(raws):
+        BUFFER_LENGTH.pack_into(head, FRAME_HEADER.size + i * BUFFER_LENGTH.size, raw.nbytes)
+    parts: list[bytes | bytearray | memoryview] = [head, inband]
+    offset = len(head) + len(inband)
+    for raw in raws:
+        padding = _aligned(offset) - offset
+        if padding:
+            parts.append(bytes(padding))
+        parts.append(raw)
+        offset += padding + raw.nbytes
+    return parts
+
+
 def write_frame(target: memoryview, inband: bytes, buffers: Sequence[pickle.PickleBuffer]) -> None:
     """Write a frame into *target* (at least frame_size() bytes), one copy per buffer."""
-    raws = [buffer.raw() for buffer in buffers]
-    FRAME_HEADER.pack_into(target, 0, len(raws), len(inband))
-    offset = FRAME_HEADER.size
-    for raw in raws:
-        BUFFER_LENGTH.pack_into(target, offset, raw.nbytes)
-        offset += BUFFER_LENGTH.size
-    target[offset : offset + len(inband)] = inband
-    offset += len(inband)
-    for raw in raws:
-        offset = _aligned(offset)
-        target[offset : offset + raw.nbytes] = raw
-        offset += raw.nbytes
+    offset = 0
+    for part in frame_parts(inband, buffers):
+        length = memoryview(part).nbytes
+        target[offset : offset + length] = part
+        offset += length
 
 
 def read_frame(source: memoryview, copy: bool = False) -> object:

@@ -153,10 +153,8 @@ def _write(
     fd, named = _create(directory, path)
     try:
         _native.ofd_lock(fd, 0, 1, False)  # "a live writer": kept until after publishing
-        os.posix_fallocate(fd, 0, size)  # ENOSPC now, rather than SIGBUS while copying
-        writable = mmap.PROT_READ | mmap.PROT_WRITE
-        with mmap.mmap(fd, size, mmap.MAP_SHARED, writable) as pages, memoryview(pages) as target:
-            _serial.write_frame(target, inband, buffers)
+        os.posix_fallocate(fd, 0, size)  # the disk's room, taken at once: ENOSPC now
+        _write_all(fd, _serial.frame_parts(inband, buffers))
         if not named:  # give it its name only now: locked and whole
             _name_unnamed(fd, directory, path)
             named = True
@@ -168,6 +166,26 @@ def _write(
         raise
     finally:
         os.close(fd)
+
+
+# The most one write(2) moves (Linux caps a call near 2 GiB).
+_WRITE_MAX: Final = 1 << 30
+
+
+def _write_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+    """Write *parts* one after the other from offset 0.
+
+    write(2), not a shared mapping: the kernel copies into the page cache in
+    bulk, where a mapping would fault each fresh page in one at a time
+    (measured 2-5x slower for 256 MiB; docs/design.md, "Spilling").
+    """
+    offset = 0
+    for part in parts:
+        with memoryview(part) as view, view.cast("B") as data:
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done : done + _WRITE_MAX], offset + done)
+            offset += done
 
 
 def _name_unnamed(fd: int, directory: str, path: str) -> None:
@@ -221,7 +239,10 @@ def open_view(native: _native.Arena, fd: int, token: int, inode: int, length: in
                 "one this result names (replaced, or another user's, or readable by others): "
                 "refusing to read it",
             )
-        pages = mmap.mmap(fd, info.st_size, mmap.MAP_SHARED, mmap.PROT_READ)
+        # Every page mapped in one call (they are in the page cache), rather
+        # than one fault per page as the reader goes.
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        pages = mmap.mmap(fd, info.st_size, flags, mmap.PROT_READ)
     finally:
         os.close(fd)
     return memoryview(pages)
