@@ -225,6 +225,8 @@ typedef struct {
     uint64_t large_free_resident;/* reserved bytes of free large blocks */
     uint64_t large_given_back;   /* bytes ever punched out of free blocks */
     uint64_t large_free[LARGE_CLASSES];
+    uint64_t reserve_bytes;      /* data bytes of free BLOCK_RESERVE blocks (heap.c) */
+    int64_t reserve_stamp;       /* CLOCK_MONOTONIC ns of the last refill */
     uint32_t unlinked;     /* 1 once the segment's name is gone: nobody may join */
     uint32_t probe_cursor; /* next attach entry the bounded liveness probe looks at */
     pthread_mutex_t lock;  /* guards allocation and the attach table */
@@ -309,6 +311,8 @@ typedef struct {
 #define BLOCK_WRITING 1u /* allocated, being written, not yet published */
 #define BLOCK_LIVE 2u    /* published in a value slot, or still viewed */
 #define BLOCK_FREEING 3u /* being freed by whoever won it */
+#define BLOCK_RESERVE 1u /* free, faulted in ahead for the next value: counted in reserve_bytes */
+#define BLOCK_REFILL 2u  /* allocated with fresh pages: publishing it refills the reserve */
 
 /* The header page of a large block (heap.c has the life of a block). */
 typedef struct {
@@ -320,6 +324,8 @@ typedef struct {
     uint64_t length;    /* bytes of data */
     uint32_t owner;     /* attach entry of the writer while BLOCK_WRITING */
     uint32_t refs;      /* 1 for the value slot holding it + reader pins */
+    uint32_t flags;     /* BLOCK_RESERVE, BLOCK_REFILL (heap.c, "the reserve") */
+    uint32_t pad;
     uint16_t pins[ATTACH_ENTRIES]; /* reader pins per attached process */
 } LargeBlock;
 
@@ -390,7 +396,7 @@ record_clear(Record *r)
 extern PyTypeObject ArenaType;
 #define RESERVE_FULL 1 /* /dev/shm has no room */
 #define RESERVE_CAP 2  /* MPEVENT_MAX_SHM reached */
-#define REGION_FULL 3  /* a region of the arena (small blocks) has no room left */
+#define REGION_FULL 3  /* a region of the arena (small blocks, large blocks) has no room */
 
 /*
  * "Full", one way: a table of the arena that cannot take one more row
@@ -499,7 +505,15 @@ void small_give(ArenaObject *a, uint64_t offset, uint32_t nbytes);
 void large_unref(ArenaObject *a, uint64_t block, uint32_t count);
 int large_pin(ArenaObject *a, uint64_t block, uint32_t entry);
 PyObject *block_view_new(ArenaObject *a, uint64_t block, uint32_t entry);
-int large_adopt(ArenaObject *a, uint64_t offset);
+/* What publishing a block needs to know to refill the reserve (heap.c). */
+typedef struct {
+    uint32_t flags;
+    int cls;
+    uint64_t size;     /* the class's block size */
+    uint64_t resident; /* what this value needed: what the next one likely needs */
+} LargeRefill;
+int large_adopt(ArenaObject *a, uint64_t offset, LargeRefill *refill);
+void large_published(ArenaObject *a, const LargeRefill *refill);
 uint64_t large_length(ArenaObject *a, uint64_t offset);
 void release_values(ArenaObject *a, ValueSlot *slots, int count);
 void note_lock_fault(int rc);

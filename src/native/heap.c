@@ -30,6 +30,20 @@
  * each header says its size) and drops its pins and its unpublished blocks:
  * a writer killed mid-copy never publishes, and its block comes back.
  *
+ * The reserve: writers do not wait for fresh pages.  A value in a block
+ * whose pages had to be faulted in (carved fresh, or the reserve's own
+ * block) is published first -- readers are woken -- and then one more
+ * block of its class is carved and faulted in, and left on the class's
+ * free list marked BLOCK_RESERVE: the next value of that size finds its
+ * pages ready.  Kept results (a list of AsyncResults read at the end) are
+ * the pattern this serves: each takes a fresh block, and without the
+ * reserve each set() paid for faulting its pages in before the reader
+ * could be woken.  The reserve is bounded (RESERVE_MAX bytes, one block per
+ * class at a time), counted against the cap like any reserved page, given
+ * back at once when a reservation for a real value fails (the value comes
+ * first), and given back by the next heap call of any process once it has
+ * sat unused for RESERVE_IDLE_NS.  Measured in docs/design.md ("Values").
+ *
  * Freeing is lock-free (a CAS push), because a view may be released by the
  * garbage collector at any allocation, also while this thread holds the
  * arena lock.  Pops happen under the arena lock, so a popped head cannot be
@@ -39,6 +53,7 @@
 
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -128,6 +143,10 @@ large_free(ArenaObject *a, uint64_t offset)
     uint64_t kept = __atomic_load_n(&h->large_free_resident, __ATOMIC_RELAXED);
     if (data > 0 && kept + data > h->free_watermark) {
         /* Past the watermark: give the data pages back to the OS. */
+        if (b->flags & BLOCK_RESERVE) {
+            __atomic_sub_fetch(&h->reserve_bytes, data, __ATOMIC_RELAXED);
+            b->flags &= ~BLOCK_RESERVE;
+        }
         unreserve_range(a, offset + BLOCK_HEADER, data);
         b->resident = BLOCK_HEADER;
         __atomic_sub_fetch(&h->large_resident, data, __ATOMIC_RELAXED);
@@ -231,11 +250,119 @@ check_block(ArenaObject *a, uint64_t offset, uint32_t state)
     return 0;
 }
 
+/* --- the reserve (see the top) ------------------------------------------ */
+
+#define RESERVE_MAX (64ull << 20)           /* data bytes the reserve may hold */
+#define RESERVE_IDLE_NS 5000000000LL        /* unused this long: given back */
+
+static int64_t
+monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Arena lock held: give back the pages of every reserve block.  The free
+ * lists are walked from their heads: pops are ours (the lock), and a
+ * racing push only puts a node before the head we read. */
+static void
+reserve_drop_locked(ArenaObject *a)
+{
+    Header *h = a->header;
+    if (__atomic_load_n(&h->reserve_bytes, __ATOMIC_RELAXED) == 0) return;
+    for (int cls = 0; cls < LARGE_CLASSES; cls++) {
+        uint64_t offset = __atomic_load_n(&h->large_free[cls], __ATOMIC_ACQUIRE);
+        for (uint32_t guard = 0; offset != 0 && guard < 1024; guard++) {
+            LargeBlock *b = block_at(a, offset);
+            if (b->flags & BLOCK_RESERVE) {
+                uint64_t data = b->resident - BLOCK_HEADER;
+                b->flags &= ~BLOCK_RESERVE;
+                unreserve_range(a, offset + BLOCK_HEADER, data);
+                b->resident = BLOCK_HEADER;
+                __atomic_sub_fetch(&h->large_resident, data, __ATOMIC_RELAXED);
+                __atomic_sub_fetch(&h->large_free_resident, data, __ATOMIC_RELAXED);
+                __atomic_sub_fetch(&h->reserve_bytes, data, __ATOMIC_RELAXED);
+                __atomic_add_fetch(&h->large_given_back, data, __ATOMIC_RELAXED);
+            }
+            offset = b->next_free;
+        }
+    }
+}
+
+/* Arena lock held: a reserve nobody used for RESERVE_IDLE_NS goes back. */
+static void
+reserve_expire_locked(ArenaObject *a)
+{
+    Header *h = a->header;
+    if (__atomic_load_n(&h->reserve_bytes, __ATOMIC_RELAXED) != 0 &&
+        monotonic_ns() - h->reserve_stamp > RESERVE_IDLE_NS)
+        reserve_drop_locked(a);
+}
+
+/* Arena lock held: carve a block of `size` bytes (class `cls`) from the
+ * region's end, its header page reserved; 0 with *error set if not. */
+static uint64_t
+carve_locked(ArenaObject *a, int cls, uint64_t size, int *error)
+{
+    Header *h = a->header;
+    *error = 0;
+    if (h->large_bump + size > h->large_capacity) {
+        *error = REGION_FULL;
+        return 0;
+    }
+    uint64_t offset = h->large_offset + h->large_bump;
+    *error = reserve_range(a, offset, BLOCK_HEADER);
+    if (*error) return 0;
+    LargeBlock *b = block_at(a, offset);
+    memset(b, 0, sizeof(LargeBlock));
+    b->size = size;
+    b->cls = (uint32_t)cls;
+    b->resident = BLOCK_HEADER;
+    __atomic_add_fetch(&h->large_resident, BLOCK_HEADER, __ATOMIC_RELAXED);
+    /* The header is whole before the bump makes it walkable. */
+    __atomic_store_n(&h->large_bump, h->large_bump + size, __ATOMIC_RELEASE);
+    return offset;
+}
+
+/* After publishing a block that needed fresh pages: one more of its class,
+ * with as many pages faulted in as that value needed (not the whole class:
+ * kept values must cost their size, not their class's), for the next value.
+ * No lock held; never fails (a reserve that cannot be had is not there). */
+static void
+reserve_refill(ArenaObject *a, int cls, uint64_t size, uint64_t resident)
+{
+    Header *h = a->header;
+    if (lock_mutex(a, &h->lock, NULL) != 0) return;
+    uint64_t data = resident - BLOCK_HEADER;
+    int error = 0;
+    uint64_t offset = 0;
+    if (__atomic_load_n(&h->large_free[cls], __ATOMIC_ACQUIRE) == 0 &&
+        __atomic_load_n(&h->reserve_bytes, __ATOMIC_RELAXED) + data <= RESERVE_MAX)
+        offset = carve_locked(a, cls, size, &error);
+    if (offset != 0) {
+        block_at(a, offset)->state = BLOCK_FREEING; /* nobody's yet: heap_forget skips it */
+        __atomic_add_fetch(&h->large_used, size, __ATOMIC_RELAXED); /* large_free subtracts */
+    }
+    unlock_mutex(&h->lock);
+    if (offset == 0) return;
+    LargeBlock *b = block_at(a, offset);
+    if (reserve_range(a, offset + BLOCK_HEADER, data) == 0) {
+        __atomic_add_fetch(&h->large_resident, data, __ATOMIC_RELAXED);
+        b->resident = resident;
+        b->flags = BLOCK_RESERVE;
+        __atomic_add_fetch(&h->reserve_bytes, data, __ATOMIC_RELAXED);
+        h->reserve_stamp = monotonic_ns();
+    }
+    large_free(a, offset); /* onto the class's free list, reserved or not */
+}
+
 /*
  * block_alloc(length, entry) -> offset: a large block for `length` bytes
  * of data (at offset + PAGE), reserved, owned by attach entry `entry`
  * until published.  Raises MemoryError when shared memory, the cap or the
- * heap's address range runs out; nothing is left allocated then.
+ * heap's address range runs out (after giving the reserve back); nothing
+ * is left allocated then.
  */
 PyObject *
 Arena_block_alloc(ArenaObject *self, PyObject *args)
@@ -259,39 +386,43 @@ Arena_block_alloc(ArenaObject *self, PyObject *args)
     int cls = large_class(BLOCK_HEADER + length, &size);
     uint64_t need = page_align(BLOCK_HEADER + length);
     if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    reserve_expire_locked(self);
     uint64_t offset = large_pop(self, cls);
     LargeBlock *b;
     int error = 0;
+    uint32_t flags = 0;
     if (offset != 0) {
         b = block_at(self, offset);
         __atomic_sub_fetch(&h->large_free_resident, b->resident - BLOCK_HEADER,
                            __ATOMIC_RELAXED);
-    } else if (h->large_bump + size <= h->large_capacity) {
-        offset = h->large_offset + h->large_bump;
-        error = reserve_range(self, offset, BLOCK_HEADER);
-        if (error) {
+        if (b->flags & BLOCK_RESERVE) { /* the reserve's block: refill it once published */
+            __atomic_sub_fetch(&h->reserve_bytes, b->resident - BLOCK_HEADER, __ATOMIC_RELAXED);
+            flags = BLOCK_REFILL;
+        }
+    } else {
+        offset = carve_locked(self, cls, size, &error);
+        if (offset == 0 && error != REGION_FULL) {
+            reserve_drop_locked(self); /* a real value before the reserve */
+            offset = carve_locked(self, cls, size, &error);
+        }
+        if (offset == 0) {
             unlock_mutex(&h->lock);
-            raise_reserve_error(self, error, need, "a value");
+            if (error == REGION_FULL) {
+                PyErr_Format(PyExc_MemoryError,
+                             "the arena's value heap (%llu bytes of address space) has no room "
+                             "for a value of %llu bytes; raise MPEVENT_ARENA_HEAP",
+                             (unsigned long long)h->large_capacity, length);
+            } else {
+                raise_reserve_error(self, error, need, "a value");
+            }
             return NULL;
         }
         b = block_at(self, offset);
-        memset(b, 0, sizeof(LargeBlock));
-        b->size = size;
-        b->cls = (uint32_t)cls;
-        b->resident = BLOCK_HEADER;
-        __atomic_add_fetch(&h->large_resident, BLOCK_HEADER, __ATOMIC_RELAXED);
-        /* The header is whole before the bump makes it walkable. */
-        __atomic_store_n(&h->large_bump, h->large_bump + size, __ATOMIC_RELEASE);
-    } else {
-        unlock_mutex(&h->lock);
-        PyErr_Format(PyExc_MemoryError,
-                     "the arena's value heap (%llu bytes of address space) has no room for a "
-                     "value of %llu bytes; raise MPEVENT_ARENA_HEAP",
-                     (unsigned long long)h->large_capacity, length);
-        return NULL;
+        flags = BLOCK_REFILL;
     }
     b->owner = (uint32_t)entry;
     b->length = length;
+    b->flags = flags;
     __atomic_store_n(&b->refs, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&b->state, BLOCK_WRITING, __ATOMIC_RELEASE);
     __atomic_add_fetch(&h->large_used, size, __ATOMIC_RELAXED);
@@ -299,6 +430,14 @@ Arena_block_alloc(ArenaObject *self, PyObject *args)
     if (b->resident < need) {
         /* Outside the lock: reserving 32 MiB takes milliseconds. */
         error = reserve_range(self, offset + b->resident, need - b->resident);
+        if (error) {
+            /* The reserve gives way to a real value: drop it, try once more. */
+            if (lock_mutex(self, &h->lock, NULL) == 0) {
+                reserve_drop_locked(self);
+                unlock_mutex(&h->lock);
+                error = reserve_range(self, offset + b->resident, need - b->resident);
+            }
+        }
         if (error) {
             large_free(self, offset);
             raise_reserve_error(self, error, need, "a value");
@@ -308,6 +447,14 @@ Arena_block_alloc(ArenaObject *self, PyObject *args)
         b->resident = need;
     }
     return PyLong_FromUnsignedLongLong(offset);
+}
+
+/* For records.c, after a block is published (readers woken): refill the
+ * reserve if this block used it up or had to be faulted in. */
+void
+large_published(ArenaObject *a, const LargeRefill *refill)
+{
+    if (refill->flags & BLOCK_REFILL) reserve_refill(a, refill->cls, refill->size, refill->resident);
 }
 
 /* block_abandon(offset): free a block that was allocated and never published. */
@@ -326,10 +473,15 @@ Arena_block_abandon(ArenaObject *self, PyObject *args)
 
 /* For records.c: check a block about to be published and take the slot's reference. */
 int
-large_adopt(ArenaObject *a, uint64_t offset)
+large_adopt(ArenaObject *a, uint64_t offset, LargeRefill *refill)
 {
     if (check_block(a, offset, BLOCK_WRITING) < 0) return -1;
     LargeBlock *b = block_at(a, offset);
+    /* Read now: once published, the block may be freed by anyone. */
+    refill->flags = b->flags;
+    refill->cls = (int)b->cls;
+    refill->size = b->size;
+    refill->resident = b->resident;
     __atomic_store_n(&b->refs, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&b->state, BLOCK_LIVE, __ATOMIC_RELEASE);
     return 0;
@@ -381,12 +533,13 @@ Arena_heap_statistics(ArenaObject *self, PyObject *Py_UNUSED(ignored))
     Header *h = self->header;
 #define LOAD(field) (unsigned long long)__atomic_load_n(&h->field, __ATOMIC_RELAXED)
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "small_used", LOAD(small_used),
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "small_used", LOAD(small_used),
         "small_carved", LOAD(small_bump), "small_reserved", LOAD(small_reserved),
         "large_used", LOAD(large_used), "large_carved", LOAD(large_bump), "large_resident",
         LOAD(large_resident), "large_free_resident", LOAD(large_free_resident),
         "large_given_back", LOAD(large_given_back), "free_watermark", LOAD(free_watermark),
-        "shm_reserved", LOAD(shm_reserved), "shm_cap", LOAD(shm_cap));
+        "shm_reserved", LOAD(shm_reserved), "shm_cap", LOAD(shm_cap), "reserve_bytes",
+        LOAD(reserve_bytes));
 #undef LOAD
 }
 

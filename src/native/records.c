@@ -572,7 +572,8 @@ Arena_publish_block(ArenaObject *self, PyObject *args)
     unsigned long long offset;
     if (!PyArg_ParseTuple(args, "kiK:publish_block", &index, &which, &offset)) return NULL;
     if (check_record(self, index) < 0 || check_which(which) < 0) return NULL;
-    if (large_adopt(self, offset) < 0) return NULL;
+    LargeRefill refill;
+    if (large_adopt(self, offset, &refill) < 0) return NULL;
     ValueSlot incoming;
     memset(&incoming, 0, sizeof incoming);
     incoming.tag = VALUE_LARGE;
@@ -583,6 +584,7 @@ Arena_publish_block(ArenaObject *self, PyObject *args)
         large_unref(self, offset, 1);
         return NULL;
     }
+    large_published(self, &refill); /* readers are awake: now ready the next block */
     Py_RETURN_NONE;
 }
 

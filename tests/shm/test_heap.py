@@ -318,3 +318,70 @@ def test_sizes_take_binary_suffixes(text: str, size: int) -> None:
     from mpevent import _checks
 
     assert _checks.parse_size(text, "X") == size
+
+
+# --- the reserve -------------------------------------------------------------
+
+
+RESERVE_PROGRAM = """
+import mpevent
+from mpevent.shm import _arena
+MiB = 1 << 20
+
+def heap():
+    return _arena.attached()[0].native.heap_statistics()
+
+first = mpevent.AsyncResult()
+first.set(b"w" * MiB)
+start = heap()
+kept = []
+for n in range(200):  # kept results of one size: each finds its block faulted in ahead
+    result = mpevent.AsyncResult()
+    result.set(bytes([n % 251]) * MiB)
+    kept.append(result)
+    stats = heap()
+    assert 0 < stats["reserve_bytes"] <= 64 * MiB, stats
+    assert stats["shm_reserved"] <= stats["shm_cap"], stats  # never over the cap
+grown = heap()["shm_reserved"] - start["shm_reserved"]
+per_value = MiB + 2 * 4096  # the value, its frame header and the block's header page
+assert grown <= 200 * per_value + heap()["reserve_bytes"], (grown, heap())
+
+# Room a real value needs comes before the reserve: 2 MiB more fits only
+# if the reserve (about 1 MiB here) gives its pages back; nothing spills.
+arena = _arena.attached()[0]
+stats = heap()
+room = stats["shm_cap"] - stats["shm_reserved"]
+big = mpevent.AsyncResult()
+big.set(b"b" * (room + stats["reserve_bytes"] - 64 * 1024 - 2 * 4096))
+assert arena.native.statistics()["spilled_values"] == 0, arena.native.statistics()
+print("ok", grown // MiB, heap()["reserve_bytes"])
+"""
+
+
+def test_the_reserve_is_bounded_within_the_cap_and_gives_way_to_a_real_value() -> None:
+    done = _run_script(RESERVE_PROGRAM, MPEVENT_MAX_SHM="260M", MPEVENT_SPILL_DIR="off")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok")
+
+
+def test_an_unused_reserve_is_given_back_after_five_seconds() -> None:
+    done = _run_script(
+        """
+        import time, mpevent
+        from mpevent.shm import _arena
+        kept = [mpevent.AsyncResult() for _ in range(3)]
+        for result in kept:
+            result.set(b"i" * (4 << 20))
+        native = _arena.attached()[0].native
+        held = native.heap_statistics()["reserve_bytes"]
+        assert held >= 4 << 20, native.heap_statistics()
+        time.sleep(5.3)  # idle: no event marks time passing
+        mpevent.AsyncResult().set(b"s" * (100 << 10))  # any later heap call gives it back
+        after = native.heap_statistics()
+        print(held, after["reserve_bytes"])
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    held, after = map(int, done.stdout.split())
+    # The 100 KiB value refilled a reserve of its own class; the 4 MiB one went.
+    assert after < 1 << 20 < held
