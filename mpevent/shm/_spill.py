@@ -239,10 +239,10 @@ def open_view(native: _native.Arena, fd: int, token: int, inode: int, length: in
                 "one this result names (replaced, or another user's, or readable by others): "
                 "refusing to read it",
             )
-        # Every page mapped in one call (they are in the page cache), rather
-        # than one fault per page as the reader goes.
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        pages = mmap.mmap(fd, info.st_size, flags, mmap.PROT_READ)
+        # Not MAP_POPULATE: the kernel maps a fault's neighbours too (fault
+        # around), and populating up front measured no faster, even for a
+        # reader that touches every page (docs/design.md, "Values").
+        pages = mmap.mmap(fd, info.st_size, mmap.MAP_SHARED, mmap.PROT_READ)
     finally:
         os.close(fd)
     return memoryview(pages)
