@@ -52,6 +52,10 @@ class Arena(AttachTable):
         super().__init__(name, native, fd)
         self.number = next(_numbers)  # small and unique in this process (_record's keys)
         self.view = memoryview(native)
+        if _segment.huge_pages() == "advise":
+            # Values in 2 MiB pages: 512 times fewer faults to fill or read
+            # one (each process advises its own mapping).
+            native.advise_huge()
 
     def __repr__(self) -> str:
         return f"<mpevent arena {self.name}>"

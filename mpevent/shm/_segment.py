@@ -28,6 +28,45 @@ def check_name(name: object) -> str:
     return _checks.check_name(name, NAME_MAX, "a segment name")
 
 
+_huge_mode: str | None = None
+
+
+def huge_pages() -> str:
+    """How the filesystem of /dev/shm gives out huge pages: never, advise, within_size, always.
+
+    Its mount's ``huge=`` option (tmpfs; never by default), unless
+    /sys/kernel/mm/transparent_hugepage/shmem_enabled forces (force) or
+    forbids (deny) them for every mount.  Read once per process.
+    """
+    global _huge_mode
+    if _huge_mode is not None:
+        return _huge_mode
+    mode = "never"
+    try:
+        with open("/proc/self/mounts") as mounts:
+            best = ""
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 4 or fields[2] != "tmpfs":
+                    continue
+                point = fields[1]
+                inside = point == SHM_DIR or SHM_DIR.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best = point
+                    options = dict(o.partition("=")[::2] for o in fields[3].split(","))
+                    mode = options.get("huge", "never")
+        with open("/sys/kernel/mm/transparent_hugepage/shmem_enabled") as policy:
+            chosen = next((w.strip("[]") for w in policy.read().split() if w.startswith("[")), "")
+        if chosen == "force":
+            mode = "always"
+        elif chosen == "deny":
+            mode = "never"
+    except OSError:
+        pass
+    _huge_mode = mode
+    return mode
+
+
 def path_of(name: str) -> str:
     return os.path.join(SHM_DIR, check_name(name))
 

@@ -514,6 +514,7 @@ typedef struct {
 } LargeRefill;
 int large_adopt(ArenaObject *a, uint64_t offset, LargeRefill *refill);
 void large_published(ArenaObject *a, const LargeRefill *refill);
+PyObject *Arena_advise_huge(ArenaObject *self, PyObject *ignored);
 uint64_t large_length(ArenaObject *a, uint64_t offset);
 void release_values(ArenaObject *a, ValueSlot *slots, int count);
 void note_lock_fault(int rc);

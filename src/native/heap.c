@@ -250,6 +250,25 @@ check_block(ArenaObject *a, uint64_t offset, uint32_t state)
     return 0;
 }
 
+/*
+ * advise_huge() -> bool: ask for huge pages for the large-block region
+ * (MADV_HUGEPAGE), for a /dev/shm mounted huge=advise (_arena decides).
+ * A 2 MiB page is faulted in, zeroed and mapped as one: a 32 MiB value
+ * takes 16 page faults instead of 8,192.  False if the kernel refused.
+ */
+PyObject *
+Arena_advise_huge(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Header *h = self->header;
+    uintptr_t start = (uintptr_t)(self->base + h->large_offset);
+    uintptr_t end = start + h->large_capacity;
+    uintptr_t huge = 2u << 20;
+    start = (start + huge - 1) & ~(huge - 1);
+    end &= ~(huge - 1);
+    if (end <= start) Py_RETURN_FALSE;
+    return PyBool_FromLong(madvise((void *)start, end - start, MADV_HUGEPAGE) == 0);
+}
+
 /* --- the reserve (see the top) ------------------------------------------ */
 
 #define RESERVE_MAX (64ull << 20)           /* data bytes the reserve may hold */

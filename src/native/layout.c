@@ -382,6 +382,7 @@ static PyMethodDef Arena_methods[] = {
     METHOD(probe_dead, METH_VARARGS,
            "probe_dead(fd, limit) -> [(e, state)] of dead entries among the next `limit`."),
     METHOD(mark_unlinked, METH_NOARGS, "mark_unlinked(): the segment's name is going away."),
+    METHOD(advise_huge, METH_NOARGS, "advise_huge() -> bool: MADV_HUGEPAGE on the value heap."),
     METHOD(is_unlinked, METH_NOARGS, "is_unlinked() -> bool."),
     METHOD(claim, METH_O, "claim(index): promise that this process sets the record."),
     METHOD(claim_info, METH_O, "claim_info(index) -> None or (pid, dead, exited)."),

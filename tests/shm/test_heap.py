@@ -6,6 +6,8 @@ import gc
 import multiprocessing as mp
 import os
 import pickle
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -385,3 +387,31 @@ def test_an_unused_reserve_is_given_back_after_five_seconds() -> None:
     held, after = map(int, done.stdout.split())
     # The 100 KiB value refilled a reserve of its own class; the 4 MiB one went.
     assert after < 1 << 20 < held
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare(1) for a private tmpfs mounted huge=advise (CI has both)",
+)
+def test_a_dev_shm_mounted_huge_advise_gets_huge_pages_asked_for() -> None:
+    script = textwrap.dedent(
+        """
+        import mpevent
+        from mpevent.shm import _arena, _segment
+        result = mpevent.AsyncResult()
+        result.set(b"h" * (8 << 20))
+        assert _segment.huge_pages() == "advise"
+        assert _arena.attached()[0].native.advise_huge()  # the kernel took the advice
+        assert result.get() == b"h" * (8 << 20)
+        print("ok")
+        """
+    )
+    command = (
+        "mount -t tmpfs -o size=256m,huge=advise tmpfs /dev/shm && "
+        f"exec {shlex.quote(sys.executable)} -c {shlex.quote(script)}"
+    )
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

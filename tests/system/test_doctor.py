@@ -11,7 +11,14 @@ import sys
 
 import pytest
 
-CHECKS = ["/dev/shm", "page reservation", "liveness locks", "shmem huge pages", "PID namespace"]
+CHECKS = [
+    "/dev/shm",
+    "page reservation",
+    "liveness locks",
+    "shmem huge pages",
+    "PID namespace",
+    "spilling",
+]
 
 
 def _doctor(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
