@@ -92,6 +92,7 @@ BENCH_ROWS = (
     "idle",
     "creation",
     "footprint",
+    "spill",
     "redis",
 )
 
@@ -117,6 +118,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         "idle": lambda: _bench.report_idle_cost(4, 50, 3.0 if quick else 10.0),
         "creation": lambda: {"seconds": _bench.report_creation(1_000_000)},
         "footprint": lambda: _bench.report_footprint(0.1 if quick else 1.0),
+        "spill": lambda: _bench.report_spill(256 << 20, 2 if quick else 5, 1 if quick else 3),
     }
     if args.url:
         from .tools.bench import across_machines

@@ -183,6 +183,10 @@ class Linkable:
             return self.ready()
         finally:
             self.unlink(on_set)
+        # Woken: set, or (Redis) vanished, whose state read raises the
+        # LookupError that says why.  A set then cleared at once still
+        # counts as set, as for a blocking wait.
+        self.ready()
         return True
 
     def rawlink(self, callback: Callable[[Any], object]) -> None:

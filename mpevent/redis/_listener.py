@@ -37,9 +37,14 @@ from .. import _lifecycle
 # subscription, or a reconnect after which messages may be lost), or MOVED:
 # the object's slot moved to another node of a cluster (resharding), the
 # server dropped the subscription, and the waiter must subscribe again
-# where the slot lives now, then look again.
+# where the slot lives now, then look again; or TICK: RECHECK seconds
+# passed with no message, for waiters that have no timer of their own
+# (rawlink callbacks, hence wait_async) to see whether their object vanished
+# (evicted, flushed, expired: a vanished key announces nothing).
 Wakeup = Callable[[int | None], object]
 MOVED = -1
+TICK = -2
+RECHECK = 1.0  # seconds between TICKs while anyone is subscribed
 IDLE_KEPT = 256  # channels kept subscribed with nobody waiting, most recent first
 
 
@@ -136,8 +141,15 @@ class Listener:
         backoff = 0.05
         while os.getpid() == pid and not self._closed:
             try:
-                # Blocking read with no timeout: an idle listener never wakes.
-                message = self.pubsub.handle_message(self.pubsub.parse_response(block=True))
+                if self.subscribers():
+                    # Someone waits: wake each RECHECK seconds to TICK them.
+                    response = self.pubsub.parse_response(block=False, timeout=RECHECK)
+                    if response is None:
+                        self._tick()
+                        continue
+                else:  # a blocking read with no timeout: an idle listener never wakes
+                    response = self.pubsub.parse_response(block=True)
+                message = self.pubsub.handle_message(response)
             except redis.ResponseError:
                 # A subscription refused (MOVED: a stale slot map); its caller
                 # times out waiting for the confirmation and tries again.
@@ -206,6 +218,12 @@ class Listener:
                 return
         for wakeup in wakeups:
             wakeup(generation)
+
+    def _tick(self) -> None:
+        with self._lock:
+            wakeups = [wakeup for listeners in self._wakeups.values() for wakeup in listeners]
+        for wakeup in wakeups:
+            wakeup(TICK)
 
     def _wake_all(self) -> None:
         with self._lock:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from .. import _callbacks, _serial
 from .._errors import BackendUnavailable
 from . import _scripts
-from ._listener import MOVED, listener_for
+from ._listener import MOVED, TICK, listener_for
 
 if TYPE_CHECKING:
     from ._backend import RedisBackend
@@ -156,6 +156,8 @@ class RedisRecord:
 
         def wakeup_for(i: int) -> Callable[[int | None], None]:
             def wakeup(generation: int | None) -> None:
+                if generation == TICK:
+                    return  # this loop reads on a timer of its own
                 with lock:
                     if generation is None:
                         unsure.add(i)
@@ -237,9 +239,15 @@ class RedisRecord:
             else:
                 try:
                     state = self.state()
-                except (LookupError, BackendUnavailable):
+                except BackendUnavailable:
                     return
-                moved = state.flag or state.generation != start[0] != -1
+                except LookupError:
+                    # Vanished (evicted, flushed, expired): it will never be
+                    # set, so the callback runs now, and what it reads raises
+                    # the LookupError that says why (wait_async ends alike).
+                    moved = generation == TICK
+                else:
+                    moved = state.flag or state.generation != start[0] != -1
             if moved and fired.acquire(False):
                 self._forget_link(lambda link: link[2] is wakeup)
                 _callbacks.run(callback, handle)

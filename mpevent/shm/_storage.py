@@ -84,7 +84,16 @@ def load(arena: Arena, index: int, which: int, copy: bool = False) -> tuple[bool
     Buffers of a large value are used in place (read-only, zero-copy) unless
     *copy* asks for private writable copies.
     """
-    got = arena.native.read(index, which, arena.entry)
+    try:
+        got = arena.native.read(index, which, arena.entry)
+    except OSError as exc:  # only a spilled value's file can fail to open
+        raise type(exc)(
+            exc.errno,
+            f"this result's value was spilled to {exc.filename}, which this process cannot "
+            f"open ({exc.strerror}): every process that reads it must see the same spill "
+            "directory (set MPEVENT_SPILL_DIR, in the process that creates the arena, to a "
+            "directory they share)",
+        ) from exc
     if got is None:
         return False, None
     tag, data = got

@@ -26,7 +26,14 @@ def plot(results: dict[str, Any], path: str) -> None:
     # One curve panel per "kind mode" (e.g. "numpy dropped"): a row label is
     # "<size> <unit> <kind> <mode>".
     for kind in sorted({_kind_of(label) for label in results.get("values", {})}):
-        curves.append((kind, lambda axis, kind=kind: _plot_sizes(axis, results["values"], kind)))
+        curves.append(
+            (
+                kind,
+                lambda axis, kind=kind: _plot_sizes(
+                    axis, results["values"], kind, results.get("ray") or {}
+                ),
+            )
+        )
     if "broadcast" in results:
         curves.append(("broadcast", lambda axis: _plot_broadcast(axis, results["broadcast"])))
     if not panels and not curves:
@@ -55,13 +62,26 @@ def plot(results: dict[str, Any], path: str) -> None:
     plt.close(figure)
 
 
-def _plot_sizes(axis: Any, table: dict[str, dict[str, float]], kind: str) -> None:
-    """Latency against value size, log-log, one line per peer."""
+def _plot_sizes(
+    axis: Any,
+    table: dict[str, dict[str, float]],
+    kind: str,
+    ray: dict[str, dict[str, float]],
+) -> None:
+    """Latency against value size, log-log, one line per peer (Ray's too, where measured)."""
     rows = [(label, row) for label, row in table.items() if _kind_of(label) == kind]
     sizes = [_bytes_of(label) for label, _ in rows]
     for peer in rows[0][1]:
         style = "-o" if peer.startswith("mpevent") else "--."
         axis.plot(sizes, [row[peer] * 1e6 for _, row in rows], style, label=peer)
+    beside = [(label, row) for label, row in ray.items() if _kind_of(label) == kind]
+    if beside:
+        axis.plot(
+            [_bytes_of(label) for label, _ in beside],
+            [row["ray.put + actor get"] * 1e6 for _, row in beside],
+            "s:",
+            label="Ray object store (ray.put + actor get)",
+        )
     axis.set_xscale("log", base=2)
     axis.set_yscale("log")
     axis.set_title(

@@ -113,6 +113,44 @@ def test_flushdb_under_a_waiter_raises_lookup_error_within_about_a_second(
     assert "FLUSHDB" in str(outcome["error"])
 
 
+def test_a_vanished_object_ends_rawlink_callbacks_and_wait_async(started: Any) -> None:
+    import asyncio
+
+    import redis
+
+    port = started()
+    backend = mpevent.connect(f"redis://127.0.0.1:{port}/0", authkey=AUTHKEY)
+    event, result = backend.Event(), backend.AsyncResult()
+    called = threading.Event()
+    seen: list[BaseException] = []
+
+    def on_set(obj: Any) -> None:
+        try:
+            obj.get()
+        except LookupError as exc:
+            seen.append(exc)
+        called.set()
+
+    result.rawlink(on_set)
+
+    async def main() -> BaseException | None:
+        waiting = asyncio.ensure_future(event.wait_async(30))
+        await asyncio.sleep(0.2)  # parked in the loop (a flush before is caught alike)
+        redis.Redis(port=port).flushdb()
+        try:
+            await asyncio.wait_for(waiting, 10)
+        except LookupError as exc:
+            return exc
+        return None
+
+    flushed = time.monotonic()
+    error = asyncio.run(main())
+    assert isinstance(error, LookupError) and "FLUSHDB" in str(error), error
+    assert called.wait(10), "the callback of a vanished result never ran"
+    assert time.monotonic() - flushed < 5
+    assert seen and "FLUSHDB" in str(seen[0]), seen
+
+
 def test_a_server_that_refuses_config_is_said_once_and_used(started: Any, tmp_path: Path) -> None:
     config = tmp_path / "no-config.conf"
     config.write_text('rename-command CONFIG ""\n')

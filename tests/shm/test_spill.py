@@ -397,3 +397,24 @@ def test_a_full_disk_is_a_memory_error_that_changes_nothing(tmp_path: Path) -> N
     done = _in_namespace(command)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "refused"
+
+
+def test_a_reader_that_cannot_see_the_spill_file_is_told_why(tmp_path: Path) -> None:
+    done = _run(
+        """
+        import os, pickle, mpevent
+        directory = os.environ["MPEVENT_SPILL_DIR"]
+        result = mpevent.AsyncResult()
+        result.set(b"v" * (16 << 20))
+        (name,) = os.listdir(directory)
+        os.unlink(os.path.join(directory, name))  # as if this container saw another disk
+        try:
+            pickle.loads(pickle.dumps(result)).get()
+        except FileNotFoundError as exc:
+            assert "same spill directory" in str(exc) and name in str(exc), exc
+            print("told")
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "told"

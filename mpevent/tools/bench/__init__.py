@@ -10,6 +10,7 @@ Used by ``python -m mpevent bench`` and ``demo`` and by the scripts in
 * ``wakeups``    -- the latency of each way of waiting;
 * ``idle``       -- what idle waiters cost;
 * ``footprint``  -- what objects cost to create and hold;
+* ``spill``      -- a value larger than a container's /dev/shm, spilled;
 * ``across_machines`` -- the Redis backend beside raw Redis and Dask.
 
 ``_common`` holds what they share: figures that keep their samples,
@@ -22,6 +23,7 @@ from .footprint import creation, footprint, report_creation, report_footprint
 from .idle import idle_cost, report_idle_cost
 from .ping_pong import ping_pong, report_ping_pong
 from .ray import ray_handoff, report_ray_handoff
+from .spill import report_spill, spill_handoff
 from .values import QUICK_VALUE_SIZES, VALUE_SIZES, report_value_handoff, value_handoff
 from .wakeups import report_wakeup_latency, wakeup_latency
 
@@ -43,9 +45,11 @@ __all__ = [
     "report_idle_cost",
     "report_ping_pong",
     "report_ray_handoff",
+    "report_spill",
     "report_value_handoff",
     "report_wakeup_latency",
     "script",
+    "spill_handoff",
     "value_handoff",
     "wakeup_latency",
 ]
