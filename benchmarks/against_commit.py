@@ -5,10 +5,11 @@
     python benchmarks/against_commit.py /tmp/old
 
 Measures what a refactoring must not slow down: ``is_set()`` on an Event,
-creating Events, and a two-process ping-pong (``Event.wait()`` blocking
-each round).  Each trial runs both trees in fresh interpreters, taking
-turns, so both see the same machine; the table gives each tree's median
-and the ratio this/other.
+creating Events, a two-process ping-pong (``Event.wait()`` blocking each
+round), and small values (100 B, 16 KiB) handed there and back through
+fresh, kept AsyncResults (half a round trip each).  Each trial runs both
+trees in fresh interpreters, taking turns, so both see the same machine;
+the table gives each tree's median and the ratio this/other.
 """
 
 from __future__ import annotations
@@ -51,6 +52,22 @@ for _ in range(rounds):
     ping.set(); pong.wait(); pong.clear()
 out["ping_pong_us"] = (time.perf_counter() - start) / rounds * 1e6
 os.waitpid(pid, 0)
+
+# Small values there and back, a fresh (kept) result each way per round.
+for size in (100, 16 << 10):
+    value = b"v" * size
+    pairs = [(mpevent.AsyncResult(), mpevent.AsyncResult()) for _ in range(rounds // 3)]
+    pid = os.fork()
+    if pid == 0:
+        for there, back in pairs:
+            back.set(there.get())
+        os._exit(0)
+    start = time.perf_counter()
+    for there, back in pairs:
+        there.set(value)
+        back.get()
+    out[f"value_{size}B_us"] = (time.perf_counter() - start) / len(pairs) / 2 * 1e6
+    os.waitpid(pid, 0)
 print(json.dumps(out))
 """
 

@@ -177,7 +177,7 @@ def _write_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None
 
     write(2), not a shared mapping: the kernel copies into the page cache in
     bulk, where a mapping would fault each fresh page in one at a time
-    (measured 2-5x slower for 256 MiB; docs/design.md, "Spilling").
+    (measured 2-5x slower for 256 MiB; docs/design.md, "Values").
     """
     offset = 0
     for part in parts:

@@ -65,6 +65,25 @@ def test_bytes_of_every_size_reach_a_blocked_parent(
     assert processes.join(child) == 0
 
 
+def _set_all(results: list[mpevent.AsyncResult], sizes: list[int]) -> None:
+    for result, size in zip(results, sizes, strict=True):
+        result.set(_make("bytes", size))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_kept_results_of_every_size_are_all_whole_at_the_end(
+    processes: ProcessRunner, method: str
+) -> None:
+    """A list of results, one per task, all kept, read at the end: each block is fresh."""
+    sizes = [size for size in SIZES for _ in range(3)] + [16 << 20] * 4
+    results = [mpevent.AsyncResult() for _ in sizes]
+    child = processes.start(_set_all, results, sizes, method=method)
+    assert processes.join(child, timeout=120) == 0
+    values = [result.get(timeout=30) for result in results]  # every one kept
+    for value, size in zip(values, sizes, strict=True):
+        assert value == _make("bytes", size)
+
+
 @pytest.mark.parametrize("kind", ["bytearray", "array", "nested"])
 def test_other_value_kinds_cross_processes(processes: ProcessRunner, kind: str) -> None:
     result = mpevent.AsyncResult()
