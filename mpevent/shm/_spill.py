@@ -39,7 +39,8 @@ from collections.abc import Sequence
 from typing import Final
 
 from .. import _serial
-from . import _native
+from ._native import Arena as NativeArena
+from ._native import fs_type, ofd_lock
 
 VARIABLE: Final = "MPEVENT_SPILL_DIR"
 _OFF: Final = ("off", "none", "no", "0", "false")
@@ -63,7 +64,7 @@ def configured_dir() -> str:
 
 def _on_disk(path: str) -> bool:
     try:
-        return _native.fs_type(path) not in _IN_MEMORY
+        return fs_type(path) not in _IN_MEMORY
     except OSError:
         return False
 
@@ -103,7 +104,7 @@ def _ready(directory: str) -> None:
 
 
 def store(
-    native: _native.Arena,
+    native: NativeArena,
     index: int,
     which: int,
     inband: bytes,
@@ -139,7 +140,7 @@ def store(
 
 
 def _write(
-    native: _native.Arena,
+    native: NativeArena,
     index: int,
     which: int,
     inband: bytes,
@@ -152,7 +153,7 @@ def _write(
     path = os.path.join(directory, file_name(name, token))
     fd, named = _create(directory, path)
     try:
-        _native.ofd_lock(fd, 0, 1, False)  # "a live writer": kept until after publishing
+        ofd_lock(fd, 0, 1, False)  # "a live writer": kept until after publishing
         os.posix_fallocate(fd, 0, size)  # the disk's room, taken at once: ENOSPC now
         _write_all(fd, _serial.frame_parts(inband, buffers))
         if not named:  # give it its name only now: locked and whole
@@ -220,7 +221,7 @@ def _create(directory: str, path: str) -> tuple[int, bool]:
     return os.open(path, flags, 0o600), True
 
 
-def open_view(native: _native.Arena, fd: int, token: int, inode: int, length: int) -> memoryview:
+def open_view(native: NativeArena, fd: int, token: int, inode: int, length: int) -> memoryview:
     """The frame of a spilled value, mapped read-only; closes *fd* (from ``read``)."""
     try:
         info = os.fstat(fd)
@@ -278,7 +279,7 @@ def remove_all(directory: str, name: str) -> list[str]:
 ORPHAN_AGE: Final = 60.0
 
 
-def remove_orphans(native: _native.Arena, dry_run: bool = False) -> list[str]:
+def remove_orphans(native: NativeArena, dry_run: bool = False) -> list[str]:
     """Unlink the spill files of a live arena that no slot names and no live writer holds."""
     directory, name = native.spill_settings()
     if not directory:
@@ -292,7 +293,7 @@ def remove_orphans(native: _native.Arena, dry_run: bool = False) -> list[str]:
                 continue  # gone meanwhile, or not ours to touch
             young = time.time() - os.fstat(fd).st_mtime < ORPHAN_AGE
             # A lock someone holds: a live writer, not yet published (spill.c).
-            if young or not _native.ofd_lock(fd, 0, 1, False):
+            if young or not ofd_lock(fd, 0, 1, False):
                 os.close(fd)
                 continue
             held[path] = fd
