@@ -73,6 +73,6 @@ def report_spill(size: int, count: int, trials: int) -> dict[str, dict[str, Any]
     if table is None:
         print("spilling past a 64 MiB /dev/shm: needs root, unshare(1) and NumPy, skipped")
         return None
-    title = f"NumPy array through a {SHM_SIZE.upper()}iB /dev/shm (spilled to disk), median"
+    title = f"NumPy array through a {SHM_SIZE[:-1]} MiB /dev/shm (spilled to disk), median"
     print_rows(title, table, "multiprocessing.Pipe", 22, short=True)
     return table
