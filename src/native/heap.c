@@ -352,7 +352,7 @@ static void
 reserve_refill(ArenaObject *a, int cls, uint64_t size, uint64_t resident)
 {
     Header *h = a->header;
-    if (lock_mutex(a, &h->lock, NULL) != 0) return;
+    if (a->held_entry < 0 || lock_mutex(a, &h->lock, NULL) != 0) return;
     uint64_t data = resident - BLOCK_HEADER;
     int error = 0;
     uint64_t offset = 0;
@@ -360,13 +360,27 @@ reserve_refill(ArenaObject *a, int cls, uint64_t size, uint64_t resident)
         __atomic_load_n(&h->reserve_bytes, __ATOMIC_RELAXED) + data <= RESERVE_MAX)
         offset = carve_locked(a, cls, size, &error);
     if (offset != 0) {
-        block_at(a, offset)->state = BLOCK_FREEING; /* nobody's yet: heap_forget skips it */
+        /* Ours while we fault it in, as a block being written: if this
+         * process dies meanwhile, heap_forget gives it back. */
+        LargeBlock *b = block_at(a, offset);
+        b->owner = (uint32_t)a->held_entry;
+        __atomic_store_n(&b->state, BLOCK_WRITING, __ATOMIC_RELEASE);
         __atomic_add_fetch(&h->large_used, size, __ATOMIC_RELAXED); /* large_free subtracts */
     }
     unlock_mutex(&h->lock);
     if (offset == 0) return;
     LargeBlock *b = block_at(a, offset);
-    if (reserve_range(a, offset + BLOCK_HEADER, data) == 0) {
+    int faulted = reserve_range(a, offset + BLOCK_HEADER, data) == 0;
+    uint32_t expected = BLOCK_WRITING;
+    if (!__atomic_compare_exchange_n(&b->state, &expected, BLOCK_FREEING, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        /* heap_forget took it: this process is leaving, and the block is
+         * free and may be someone's already.  Its pages stay (counted in
+         * the cap until reused): punching them now could hit the new
+         * owner's value. */
+        return;
+    }
+    if (faulted) {
         __atomic_add_fetch(&h->large_resident, data, __ATOMIC_RELAXED);
         b->resident = resident;
         b->flags = BLOCK_RESERVE;
