@@ -5,6 +5,10 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import os
+import shlex
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -99,6 +103,24 @@ def _spill_files() -> set[str]:
         return set(os.listdir(directory)) if directory else set()
     except FileNotFoundError:
         return set()
+
+
+def in_mount_namespace(
+    mounts: str, script: str, timeout: float = 300, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run Python *script* in a private mount namespace (``unshare -m``; root).
+
+    *mounts* are shell commands run there first (``mount -t tmpfs ...``);
+    *env* is set for the script.  The mounts vanish with the namespace.
+    """
+    assign = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
+    command = (
+        f"{mounts} && {assign} "
+        f"exec {shlex.quote(sys.executable)} -c {shlex.quote(textwrap.dedent(script))}"
+    )
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=timeout
+    )
 
 
 class ProcessRunner:

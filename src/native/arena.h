@@ -519,6 +519,8 @@ uint64_t large_length(ArenaObject *a, uint64_t offset);
 void release_values(ArenaObject *a, ValueSlot *slots, int count);
 void note_lock_fault(int rc);
 /* spill.c */
+#define SPILL_PATH_MAX (SPILL_DIR_MAX + SPILL_NAME_MAX + 32u)
+int spill_path(ArenaObject *a, uint64_t token, char *path, size_t size);
 void spill_release(ArenaObject *a, const ValueSlot *slot);
 int spill_open(ArenaObject *a, const ValueSlot *slot);
 PyObject *Arena_publish_spill(ArenaObject *self, PyObject *args);

@@ -684,10 +684,8 @@ Arena_read(ArenaObject *self, PyObject *args)
         int error = errno;
         unlock_mutex(&r->lock);
         if (fd < 0) {
-            char path[SPILL_DIR_MAX + SPILL_NAME_MAX + 32];
-            snprintf(path, sizeof path, "%.*s/%.*s-%016llx.spill", (int)SPILL_DIR_MAX,
-                     self->header->spill_dir, (int)SPILL_NAME_MAX, self->header->spill_name,
-                     (unsigned long long)slot.where.spill.token);
+            char path[SPILL_PATH_MAX];
+            if (spill_path(self, slot.where.spill.token, path, sizeof path) < 0) path[0] = '\0';
             errno = error;
             PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
             return NULL;

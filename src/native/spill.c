@@ -39,9 +39,9 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
-/* The path of the file a token names, or -1 if the arena has no spill
- * directory or the path does not fit. */
-static int
+/* The path of the file a token names (SPILL_PATH_MAX bytes), or -1 if the
+ * arena has no spill directory or the path does not fit. */
+int
 spill_path(ArenaObject *a, uint64_t token, char *path, size_t size)
 {
     Header *h = a->header;
@@ -55,7 +55,7 @@ spill_path(ArenaObject *a, uint64_t token, char *path, size_t size)
 void
 spill_release(ArenaObject *a, const ValueSlot *slot)
 {
-    char path[SPILL_DIR_MAX + SPILL_NAME_MAX + 32];
+    char path[SPILL_PATH_MAX];
     if (spill_path(a, slot->where.spill.token, path, sizeof path) == 0) {
         /* ENOENT: a cleaner or the last leaver got there first. */
         if (unlink(path) != 0 && errno != ENOENT)
@@ -70,7 +70,7 @@ spill_release(ArenaObject *a, const ValueSlot *slot)
 int
 spill_open(ArenaObject *a, const ValueSlot *slot)
 {
-    char path[SPILL_DIR_MAX + SPILL_NAME_MAX + 32];
+    char path[SPILL_PATH_MAX];
     if (spill_path(a, slot->where.spill.token, path, sizeof path) < 0) {
         errno = ENAMETOOLONG;
         return -1;

@@ -6,7 +6,6 @@ import gc
 import multiprocessing as mp
 import os
 import pickle
-import shlex
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 import pytest
-from conftest import ProcessRunner
+from conftest import ProcessRunner, in_mount_namespace
 
 import mpevent
 from mpevent.shm import _arena, _segment
@@ -394,8 +393,7 @@ def test_an_unused_reserve_is_given_back_after_five_seconds() -> None:
     reason="needs root and unshare(1) for a private tmpfs mounted huge=advise (CI has both)",
 )
 def test_a_dev_shm_mounted_huge_advise_gets_huge_pages_asked_for() -> None:
-    script = textwrap.dedent(
-        """
+    script = """
         import mpevent
         from mpevent.shm import _arena, _segment
         result = mpevent.AsyncResult()
@@ -405,13 +403,8 @@ def test_a_dev_shm_mounted_huge_advise_gets_huge_pages_asked_for() -> None:
         assert result.get() == b"h" * (8 << 20)
         print("ok")
         """
-    )
-    command = (
-        "mount -t tmpfs -o size=256m,huge=advise tmpfs /dev/shm && "
-        f"exec {shlex.quote(sys.executable)} -c {shlex.quote(script)}"
-    )
-    done = subprocess.run(
-        ["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=120
+    done = in_mount_namespace(
+        "mount -t tmpfs -o size=256m,huge=advise tmpfs /dev/shm", script, timeout=120
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"

@@ -9,14 +9,12 @@ MemoryErrors a value meets without it (tests/shm/test_spill.py spills).
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import signal
 import subprocess
-import sys
-import textwrap
 
 import pytest
+from conftest import in_mount_namespace
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None,
@@ -25,12 +23,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def _run_in_small_shm(script: str, size: str = "16m") -> subprocess.CompletedProcess[str]:
-    command = (
-        f"mount -t tmpfs -o size={size} tmpfs /dev/shm && MPEVENT_SPILL_DIR=off "
-        f"exec {shlex.quote(sys.executable)} -c {shlex.quote(textwrap.dedent(script))}"
-    )
-    done = subprocess.run(
-        ["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=300
+    done = in_mount_namespace(
+        f"mount -t tmpfs -o size={size} tmpfs /dev/shm", script, MPEVENT_SPILL_DIR="off"
     )
     assert done.returncode != -signal.SIGBUS, "a bus error: a page was touched unreserved"
     assert done.returncode == 0, done.stdout + done.stderr

@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import in_mount_namespace
 
 ROOT_ONLY = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None,
@@ -37,12 +38,6 @@ def _run(
         text=True,
         timeout=timeout,
         env=env,
-    )
-
-
-def _in_namespace(command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -357,12 +352,9 @@ def test_a_256_mib_array_crosses_a_container_sized_dev_shm(tmp_path: Path) -> No
         print("ok")
         """
     )
-    command = (
-        "mount -t tmpfs -o size=64m tmpfs /dev/shm && "
-        f"MPEVENT_SPILL_DIR={shlex.quote(str(tmp_path))} "
-        f"exec {shlex.quote(sys.executable)} -c {shlex.quote(script)}"
+    done = in_mount_namespace(
+        "mount -t tmpfs -o size=64m tmpfs /dev/shm", script, MPEVENT_SPILL_DIR=str(tmp_path)
     )
-    done = _in_namespace(command)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
     assert list(tmp_path.iterdir()) == []  # the last leaver took the file with the arena
@@ -388,13 +380,13 @@ def test_a_full_disk_is_a_memory_error_that_changes_nothing(tmp_path: Path) -> N
         assert os.listdir(disk) == ["filler"]  # no half-written file
         """
     )
-    disk = shlex.quote(str(tmp_path))
-    command = (
-        f"mount -t tmpfs -o size=8m tmpfs {disk} && "
-        f"MPEVENT_SPILL_DIR={disk} MPEVENT_MAX_SHM=4M "
-        f"exec {shlex.quote(sys.executable)} -c {shlex.quote(script)}"
+    disk = str(tmp_path)
+    done = in_mount_namespace(
+        f"mount -t tmpfs -o size=8m tmpfs {shlex.quote(disk)}",
+        script,
+        MPEVENT_SPILL_DIR=disk,
+        MPEVENT_MAX_SHM="4M",
     )
-    done = _in_namespace(command)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "refused"
 
