@@ -105,14 +105,14 @@ def size_from_env(variable: str, default: int) -> int:
     return parse_size(text, variable) if text.strip() else default
 
 
-def count_from_env(variable: str) -> int | None:
-    """The non-negative integer in environment variable *variable*; None if unset or empty."""
+def count_from_env(variable: str, maximum: int) -> int | None:
+    """The integer 0..*maximum* in environment variable *variable*; None if unset or empty."""
     text = os.environ.get(variable, "").strip()
     if not text:
         return None
-    if not text.isdigit():
+    if not text.isdigit() or int(text) > maximum:
         raise ValueError(
             f"{variable}={text!r} is not a count: give a whole number of spins "
-            f"(0 turns spinning off), or unset it for the default"
+            f"from 0 (turns spinning off) to {maximum}, or unset it for the default"
         )
     return int(text)

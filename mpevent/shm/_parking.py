@@ -32,9 +32,9 @@ from ._arena import Arena
 if TYPE_CHECKING:
     from ._record import Record
 
-# Read by the C extension at import; checked here so that a malformed value
-# is an error that names it rather than a silent default.
-SPIN_LIMIT = _checks.count_from_env("MPEVENT_SPIN")
+# MPEVENT_SPIN is read here only, so that a malformed value is an error that
+# names it; C applies the CPU rule to it (spin_for_flag in parking.c).
+SPIN_LIMIT = _native.set_spin_limit(_checks.count_from_env("MPEVENT_SPIN", 100_000_000))
 
 _fork_epoch = 0
 # Seconds a multi-wait sleeps before re-reading generations: the C watch's period.

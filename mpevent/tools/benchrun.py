@@ -51,7 +51,12 @@ def _comparisons(results: dict[str, Any]) -> list[tuple[str, str, float, str, fl
     found = []
 
     def compare(label: str, table: dict[str, Any]) -> None:
-        figures = {peer: value for peer, value in table.items() if isinstance(value, float)}
+        # "<peer> CPU" figures are CPU seconds beside a peer's time, not a peer.
+        figures = {
+            peer: value
+            for peer, value in table.items()
+            if isinstance(value, float) and not peer.endswith(" CPU")
+        }
         ours = {peer: value for peer, value in figures.items() if peer.startswith("mpevent")}
         others = {peer: value for peer, value in figures.items() if peer not in ours}
         if ours and others:

@@ -16,12 +16,11 @@ def plot(results: dict[str, Any], path: str) -> None:
         raise SystemExit("plotting needs matplotlib: pip install 'mpevent[bench]'") from None
     panels: list[tuple[str, dict[str, float]]] = [
         (title, results[key])
-        for key, title in (
-            ("ping_pong", "two-process ping-pong round trip"),
-            ("wakeups", "set() to waiter in another process"),
-        )
+        for key, title in (("wakeups", "set() to waiter in another process"),)
         if key in results
     ]
+    for regime, table in results.get("ping_pong", {}).items():
+        panels.insert(0, (f"two-process ping-pong round trip, {regime}", table))
     curves: list[tuple[str, Any]] = []
     # One curve panel per "kind mode" (e.g. "numpy dropped"): a row label is
     # "<size> <unit> <kind> <mode>".
@@ -48,7 +47,7 @@ def plot(results: dict[str, Any], path: str) -> None:
     for axis, (_, draw) in zip(axes[len(panels) :], curves, strict=True):
         draw(axis)
     for axis, (title, row) in zip(axes, panels, strict=False):
-        names = list(row)
+        names = [name for name in row if not name.endswith(" CPU")]
         micros = [row[name] * 1e6 for name in names]
         colors = ["tab:green" if name.startswith("mpevent") else "tab:gray" for name in names]
         axis.barh(names, micros, color=colors)

@@ -117,6 +117,12 @@
  *   | Slot.word              | a setter, under the record   | acquire (futex)     |
  *   |                        |   lock; the owner (reset)    |                     |
  *   | Slot.in_use, owner     | arena lock                   | acquire / under it  |
+ *   | Record.setter_cpu,     | set() / spinners, relaxed    | relaxed (a stale    |
+ *   |   spin_misses          |   stores; hints that order   |   value only        |
+ *   |                        |   nothing                    |   misjudges one     |
+ *   |                        |                              |   spin)             |
+ *   | Header.spin_seats[]    | spinners, CAS (acq_rel) in,  | relaxed + CAS       |
+ *   |                        |   release store out          |                     |
  *   | LargeBlock.state, refs,| atomic CAS / add (heap.c)    | acquire             |
  *   |   pins[]               |                              |                     |
  *
@@ -135,7 +141,7 @@
 #include <stdint.h>
 
 #define MAGIC 0x31544e4556504d00ULL /* "\0MPEVNT1" */
-#define LAYOUT_VERSION 8u
+#define LAYOUT_VERSION 9u
 #define RECORD_SIZE 128u
 #define PAYLOAD_SIZE 48u
 #define ATTACH_OFFSET 4096u
@@ -144,6 +150,7 @@
 #define PAGE 4096u
 #define RESERVE_CHUNK (64u * 1024u) /* regions grow by this much at a time */
 #define WAKE_BATCH 64
+#define SPIN_SEATS 8   /* most waiters of one arena spinning at once (parking.c) */
 #define LOCK_SPINS 200 /* trylock attempts before sleeping on a busy lock */
 /* How long a sleeper goes before re-reading what it waits on, for wakeups a
  * killed setter never sent (the watch in parking.c; multi-waits and hubs
@@ -236,6 +243,10 @@ typedef struct {
     uint64_t spilled_values;         /* published spilled values (atomic add/sub) */
     uint64_t spilled_bytes;
     uint64_t spill_errors;           /* spill files that could not be unlinked */
+    /* spinning (parking.c): a waiter spins only in a free seat; a seat
+     * holds the CLOCK_MONOTONIC ns at which its spinner must have left,
+     * so a spinner killed in its seat frees it by the clock alone. */
+    int64_t spin_seats[SPIN_SEATS];
 } Header;
 
 /*
@@ -279,7 +290,9 @@ typedef struct {
     uint32_t waiters;   /* head of the waiter list, link index+1 */
     uint32_t refcount;  /* processes holding it + pickles in flight */
     uint32_t inflight;  /* pickles not yet unpickled */
-    uint32_t kind;      /* KIND_FREE or the kind given at allocation */
+    uint8_t kind;        /* KIND_FREE or the kind given at allocation (< 256) */
+    uint8_t spin_misses; /* spins on it in a row that saw no set (parking.c); a hint */
+    uint16_t setter_cpu; /* CPU + 1 the last set() ran on (0: none yet); a hint for spinning */
     uint32_t serial;    /* allocation serial: stale handles do not match */
     uint32_t next_free; /* index+1 */
     uint32_t claim;       /* CLAIM_*: who promised to set it (liveness.c) */
@@ -424,6 +437,10 @@ int lock_or_error(ArenaObject *a, pthread_mutex_t *m, Record *repair);
 void futex_wake_all(uint32_t *word);
 void watch_init(void);
 extern int spin_limit;
+extern int spin_seats_usable;
+extern __thread int spin_woke_sleeper;
+PyObject *native_set_spin_limit(PyObject *module, PyObject *arg);
+PyObject *native_spin_stats(PyObject *module, PyObject *ignored);
 void wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake);
 void enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t slot);
 int remove_link(ArenaObject *a, Record *r, uint32_t link);
@@ -442,6 +459,7 @@ PyObject *Arena_park(ArenaObject *self, PyObject *args);
 PyObject *Arena_reset(ArenaObject *self, PyObject *arg);
 PyObject *Arena_wake(ArenaObject *self, PyObject *arg);
 PyObject *Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Arena_spinners(ArenaObject *self, PyObject *ignored);
 
 /* records.c */
 int check_record(ArenaObject *a, unsigned long index);

@@ -435,6 +435,7 @@ static PyMethodDef Arena_methods[] = {
     METHOD(reset, METH_O, "reset(slot): arm the slot's word."),
     METHOD(wake, METH_O, "wake(slot): wake the slot directly."),
     METHOD(wait, METH_FASTCALL, "wait(record, slot, timeout) -> bool."),
+    METHOD(spinners, METH_NOARGS, "spinners() -> int: spin seats held now, by waiters of any process."),
     {NULL, NULL, 0, NULL},
 };
 
@@ -480,6 +481,12 @@ native_spin_limit(PyObject *module, PyObject *Py_UNUSED(ignored))
 static PyMethodDef native_functions[] = {
     {"spin_limit", native_spin_limit, METH_NOARGS,
      "spin_limit() -> int: how long a waiter spins before parking (0: never)."},
+    {"set_spin_limit", native_set_spin_limit, METH_O,
+     "set_spin_limit(limit or None) -> int: set the spin limit (None: the default); "
+     "returns the one in force (0 with one usable CPU)."},
+    {"spin_stats", native_spin_stats, METH_NOARGS,
+     "spin_stats() -> dict: this process's spin decisions (spun, won, same_cpu, "
+     "no_seat, low_budget) and the limit and seats in force."},
     {"fs_type", native_fs_type, METH_O, "fs_type(path) -> int: statfs(2) f_type of path's filesystem."},
     {"lock_faults", native_lock_faults, METH_NOARGS,
      "lock_faults() -> int: lock calls that failed where no caller could be told (0)."},

@@ -8,6 +8,7 @@
 #include "arena.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -157,6 +158,10 @@ Arena_record_alloc(ArenaObject *self, PyObject *args)
 {
     unsigned int kind;
     if (!PyArg_ParseTuple(args, "I:record_alloc", &kind)) return NULL;
+    if (kind > 0xff) {
+        PyErr_Format(PyExc_ValueError, "kind %u does not fit a record (at most 255)", kind);
+        return NULL;
+    }
     if (kind == KIND_FREE) {
         PyErr_SetString(PyExc_ValueError, "kind 0 means free");
         return NULL;
@@ -203,7 +208,9 @@ Arena_record_alloc(ArenaObject *self, PyObject *args)
     r->next_free = 0;
     memset(r->payload, 0, PAYLOAD_SIZE);
     r->serial = ++h->serial;
-    r->kind = kind;
+    r->kind = (uint8_t)kind;
+    __atomic_store_n(&r->setter_cpu, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->spin_misses, 0, __ATOMIC_RELAXED);
     h->records_live++;
     unsigned int serial = r->serial;
     unlock_mutex(&h->lock);
@@ -449,11 +456,17 @@ record_set(ArenaObject *self, Record *r)
     }
     /* New generation and the flag in one store, before anyone wakes. */
     __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
+    /* Where the setter runs, for the next waiter's choice to spin
+     * (parking.c): the setter of a ping-pong is usually the next one too. */
+    int cpu = sched_getcpu();
+    __atomic_store_n(&r->setter_cpu, (uint16_t)(cpu >= 0 && cpu < 0xffff ? cpu + 1 : 0),
+                     __ATOMIC_RELAXED);
     uint32_t wake[WAKE_BATCH];
     int n = 0;
     wake_fired(self, r, wake, &n);
     unlock_mutex(&r->lock);
     for (int i = 0; i < n; i++) futex_wake_all(&self->slots[wake[i]].word);
+    spin_woke_sleeper = n > 0; /* parking.c: the woken may come to this CPU */
     return 1;
 }
 

@@ -3,7 +3,8 @@
 Used by ``python -m mpevent bench`` and ``demo`` and by the scripts in
 ``benchmarks/``; nothing else imports them.  Families:
 
-* ``ping_pong``  -- a flag handed back and forth between two processes;
+* ``ping_pong``  -- a flag handed back and forth between two processes, and a
+  100 B value there and back (idle, loaded, pinned; with the CPU it costs);
 * ``broadcast``  -- one set() waking N processes;
 * ``values``     -- a value to a process blocked in get(), kept or dropped;
 * ``ray``        -- the same beside Ray's object store;
@@ -21,7 +22,7 @@ from ._common import Figure, script
 from .broadcast import BROADCAST_SIZES, QUICK_BROADCAST_SIZES, broadcast, report_broadcast
 from .footprint import creation, footprint, report_creation, report_footprint
 from .idle import idle_cost, report_idle_cost
-from .ping_pong import ping_pong, report_ping_pong
+from .ping_pong import ping_pong, report_ping_pong, report_value_ping_pong, value_ping_pong
 from .ray import ray_handoff, report_ray_handoff
 from .spill import report_spill, spill_handoff
 from .values import QUICK_VALUE_SIZES, VALUE_SIZES, report_value_handoff, value_handoff
@@ -47,9 +48,11 @@ __all__ = [
     "report_ray_handoff",
     "report_spill",
     "report_value_handoff",
+    "report_value_ping_pong",
     "report_wakeup_latency",
     "script",
     "spill_handoff",
     "value_handoff",
+    "value_ping_pong",
     "wakeup_latency",
 ]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...event import Event
+from ...shm import _native
 from ._common import (
     CTX,
     Figure,
@@ -17,8 +18,16 @@ from ._common import (
 
 
 def _broadcast_waiter(
-    go: tuple[Any, Any], ready: Any, done: Any, stamps: Any, me: int, rounds: int
+    go: tuple[Any, Any],
+    ready: Any,
+    done: Any,
+    stamps: Any,
+    me: int,
+    rounds: int,
+    spin: int | None = None,
 ) -> None:
+    if spin is not None:
+        _native.set_spin_limit(spin)
     for event in go:  # a raw pub/sub channel subscribes before it says it is ready
         getattr(event, "prepare", lambda: None)()
     for r in range(rounds):
@@ -29,14 +38,19 @@ def _broadcast_waiter(
         done.set()
 
 
-def broadcast_round(make: Callable[[], Any], waiters: int, rounds: int, ctx: Any = CTX) -> float:
-    """Median seconds from one set() to the last of *waiters* processes running."""
+def broadcast_round(
+    make: Callable[[], Any], waiters: int, rounds: int, ctx: Any = CTX, spin: int | None = None
+) -> float:
+    """Median seconds from one set() to the last of *waiters* processes running.
+
+    *spin*: the waiters' spin limit (None: as configured).
+    """
     go = (make(), make())  # rounds alternate, so a round never sees the last one's set
     ready = [ctx.Event() for _ in range(waiters)]
     done = [ctx.Event() for _ in range(waiters)]
     stamps = ctx.Array("d", waiters, lock=False)
     children = [
-        ctx.Process(target=_broadcast_waiter, args=(go, ready[i], done[i], stamps, i, rounds))
+        ctx.Process(target=_broadcast_waiter, args=(go, ready[i], done[i], stamps, i, rounds, spin))
         for i in range(waiters)
     ]
     for child in children:
@@ -69,9 +83,10 @@ QUICK_BROADCAST_SIZES = [1, 4, 16]
 
 def broadcast(sizes: list[int], rounds: int) -> dict[str, dict[str, float]]:
     """Per N: median seconds until the last of N blocked processes runs, per peer."""
-    peers: dict[str, Callable[[], Any]] = {
-        "mpevent.Event": Event,
-        "multiprocessing.Event": CTX.Event,
+    peers: dict[str, tuple[Callable[[], Any], int | None]] = {
+        "mpevent.Event": (Event, None),
+        "mpevent.Event, no spin": (Event, 0),  # MPEVENT_SPIN=0 in the waiters
+        "multiprocessing.Event": (CTX.Event, None),
     }
     table: dict[str, dict[str, float]] = {}
     for waiters in sizes:
@@ -79,7 +94,8 @@ def broadcast(sizes: list[int], rounds: int) -> dict[str, dict[str, float]]:
         for trial in range(2):  # peers alternate within the row
             order = list(peers) if trial % 2 == 0 else list(reversed(peers))
             for name in order:
-                seconds = broadcast_round(peers[name], waiters, max(3, rounds // 2))
+                make, spin = peers[name]
+                seconds = broadcast_round(make, waiters, max(3, rounds // 2), spin=spin)
                 row[name] = min(row.get(name, seconds), seconds) if trial else seconds
         table[f"{waiters} waiters"] = row
     return table

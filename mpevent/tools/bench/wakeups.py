@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from ...event import Event
+from ...shm import _native
 from ._common import (
     CTX,
     Channel,
@@ -18,6 +19,21 @@ from .values import handoffs
 def _event_wait_channel(count: int) -> Channel:
     events = [Event() for _ in range(count)]
     return (lambda i: events[i].wait()), (lambda i, _value: events[i].set())
+
+
+def _no_spin_channel(count: int) -> Channel:
+    """Event.wait() with the receiver's spin limit at 0 (MPEVENT_SPIN=0) for each wait."""
+    events = [Event() for _ in range(count)]
+
+    def receive(i: int) -> object:
+        before = _native.spin_limit()
+        _native.set_spin_limit(0)
+        try:
+            return events[i].wait()
+        finally:
+            _native.set_spin_limit(before)
+
+    return receive, (lambda i, _value: events[i].set())
 
 
 def _mp_event_channel(count: int) -> Channel:
@@ -85,6 +101,7 @@ def wakeup_latency(count: int, trials: int = 3) -> dict[str, float]:
 
     peers = {
         "mpevent Event.wait()": _event_wait_channel,
+        "mpevent Event.wait(), no spin": _no_spin_channel,
         "mpevent rawlink callback": _callback_channel,
         "mpevent asyncio wait_async()": _asyncio_channel,
         "multiprocessing.Event.wait()": _mp_event_channel,
