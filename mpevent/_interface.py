@@ -73,13 +73,18 @@ class RecordBackend(Protocol):
         """
         ...
 
-    def load(self, which: int, copy: bool = False, known: int = -1) -> tuple[int, int, object]:
+    def load(
+        self, which: int, copy: bool = False, known: int = -1, woken: bool = False
+    ) -> tuple[int, int, object]:
         """What slot *which* (or EITHER) holds now: (generation, slot, object).
 
         *slot* is the slot read, -1 if it (or, for EITHER, both) is empty.
         If the generation equals *known* the object is not read (None): the
         caller has it already.  Large buffers may be read-only views unless
-        *copy*.  One round trip on a server.
+        *copy*.  One round trip on a server.  *woken*: this thread's wait on
+        the record has just returned True; the backend may answer from what
+        woke it (a value carried by the set's message), which was the
+        record's content at a moment of the wait.
         """
         ...
 

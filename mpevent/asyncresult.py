@@ -189,7 +189,7 @@ class AsyncResult(Linkable):
                 raise Timeout("AsyncResult holds no value or exception yet")
             if not self._wait_ready(timeout):
                 raise Timeout(f"AsyncResult.get() timed out after {timeout} s")
-            slot, outcome = self._load(EITHER, copy)
+            slot, outcome = self._load(EITHER, copy, woken=True)
         if slot == VALUE:
             return outcome
         if slot < 0:  # cannot happen: nothing empties a slot once filled
@@ -231,8 +231,10 @@ class AsyncResult(Linkable):
     def cancelled(self) -> bool:
         return False
 
-    def _load(self, which: int, copy: bool = False) -> tuple[int, Any]:
+    def _load(self, which: int, copy: bool = False, woken: bool = False) -> tuple[int, Any]:
         """(slot, object) of slot *which* (or EITHER), read now; slot -1 if empty.
+
+        *woken*: right after a wait that returned True (see RecordBackend.load).
 
         Rebuilt once per stored generation: like gevent, repeated reads
         return the same object, and a 32 MiB value is not fetched again.
@@ -240,7 +242,7 @@ class AsyncResult(Linkable):
         """
         generation, objects = self._cache
         known = -1 if copy else generation
-        now, slot, loaded = self._record.load(which, copy, known)
+        now, slot, loaded = self._record.load(which, copy, known, woken)
         if slot < 0:
             return -1, None
         if now == known:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .. import _callbacks, _serial
 from .._errors import BackendUnavailable
+from .._interface import EITHER, VALUE
 from . import _scripts
 from ._listener import MOVED, TICK, listener_for
 
@@ -108,18 +109,30 @@ class RedisRecord:
         _serial.write_frame(memoryview(frame), inband, buffers)
         signature = self._sign(which, frame)
         ttl = self.backend.settings.ttl_ms
-        self._expect(
-            self._run(
-                _scripts.STORE, [self.key, self.channel], [ttl, which, bytes(frame), signature]
-            )
-        )
+        args = [ttl, which, bytes(frame), signature, CARRIED_MAX]
+        self._expect(self._run(_scripts.STORE, [self.key, self.channel], args))
 
-    def load(self, which: int, copy: bool = False, known: int = -1) -> tuple[int, int, object]:
+    def load(
+        self, which: int, copy: bool = False, known: int = -1, woken: bool = False
+    ) -> tuple[int, int, object]:
         """(generation, slot, object) of slot *which* or EITHER: one script, one round trip.
 
+        *woken* (this thread's wait on the record just returned True): a
+        value that the waking message carried is used, with no round trip.
         The object is unpickled only if its HMAC matches (PermissionError
-        otherwise: nothing is run).
+        otherwise: nothing is run; a carried value that does not match is
+        read from the server instead).
         """
+        carried = _woken_by.values.pop(self.key, None) if woken else None
+        if carried is not None:
+            generation, slot, signed = carried
+            signature, frame = signed[:SIGNATURE_SIZE], signed[SIGNATURE_SIZE:]
+            # EITHER means "the value if any": a carried exception may hide one.
+            usable = slot == which or (which == EITHER and slot == VALUE)
+            if usable and hmac.compare_digest(signature, self._sign(slot, frame)):
+                if generation == known:
+                    return generation, slot, None
+                return generation, slot, _serial.read_frame(memoryview(frame), copy)
         ttl = self.backend.settings.ttl_ms
         got = self._run(_scripts.LOAD, [self.key], [ttl, which, known])
         if got is None:
@@ -170,6 +183,8 @@ class RedisRecord:
             return wakeup
 
         wakeups = [wakeup_for(i) for i in range(len(records))]
+        for record in records:
+            _woken_by.values.pop(record.key, None)
         subscribed = 0
         outage = _Outage(records[0], deadline)
         try:
@@ -206,6 +221,7 @@ class RedisRecord:
                 for i in newer:
                     if i not in ready:
                         ready.append(i)
+                        records[i]._keep_carried(heard[i])
                 try:
                     for i in relocate:
                         records[i]._resubscribe(wakeups[i])
@@ -223,6 +239,13 @@ class RedisRecord:
         finally:
             for record, wakeup in zip(records[:subscribed], wakeups, strict=False):
                 record._unsubscribe(wakeup)
+
+    def _keep_carried(self, generation: int) -> None:
+        """Keep what the message of *generation* carried, for this thread's next load()."""
+        connection = self.backend.connection
+        carried = listener_for(connection.node_url(self.channel)).carried(self.channel, generation)
+        if carried is not None:
+            _woken_by.values[self.key] = (generation, *carried)
 
     def rawlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
         """Run callback(handle) once, on this process's listener thread, after the next set."""
@@ -335,6 +358,21 @@ class RedisRecord:
 
 
 RECHECK: Final = 1.0  # seconds a waiter sleeps before reading its objects again
+# A frame up to this size travels in the set's message too (see _scripts.STORE):
+# a blocked get() then costs no second round trip.  Every subscriber of the
+# channel receives it, so large values are left to LOAD.
+CARRIED_MAX: Final = 8192
+SIGNATURE_SIZE: Final = hashlib.sha256().digest_size
+
+
+class _WokenBy(threading.local):
+    """Per thread: what the message that ended its last wait carried, by key."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[int, int, bytes]] = {}
+
+
+_woken_by = _WokenBy()
 
 
 class _Outage:

@@ -46,13 +46,20 @@ redis.call('HSET', KEYS[1], 'flag', 0)
 return 1
 """
 
-# KEYS[1] hash, KEYS[2] channel, ARGV: ttl ms, slot, frame, signature -> 1, or -1 gone
+# KEYS[1] hash, KEYS[2] channel, ARGV: ttl ms, slot, frame, signature, the
+# largest frame a message carries -> 1, or -1 gone.  A frame that small
+# travels in the message too ("<gen> <slot> <signature><frame>"), so a
+# blocked reader has it without a second round trip (RedisRecord.load).
 STORE: Final = """
 if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return -1 end
 local w = ARGV[2]
 redis.call('HSET', KEYS[1], 'v' .. w, ARGV[3], 's' .. w, ARGV[4], 'h' .. w, 1, 'flag', 1)
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
-redis.call('SPUBLISH', KEYS[2], gen)
+if #ARGV[3] <= tonumber(ARGV[5]) then
+  redis.call('SPUBLISH', KEYS[2], gen .. ' ' .. w .. ' ' .. ARGV[4] .. ARGV[3])
+else
+  redis.call('SPUBLISH', KEYS[2], gen)
+end
 return 1
 """
 

@@ -267,8 +267,12 @@ class Record:
         """Store a pickled value in slot *which* and raise the flag."""
         _storage.store(self.arena, self.index, which, inband, buffers)
 
-    def load(self, which: int, copy: bool = False, known: int = -1) -> tuple[int, int, object]:
+    def load(
+        self, which: int, copy: bool = False, known: int = -1, woken: bool = False
+    ) -> tuple[int, int, object]:
         """(generation, slot, object) of slot *which* or EITHER; see RecordBackend.load.
+
+        *woken* changes nothing here: reading shared memory costs no round trip.
 
         Large buffers are zero-copy read-only views unless *copy*.
         """

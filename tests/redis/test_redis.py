@@ -272,3 +272,96 @@ def test_closing_one_backend_leaves_the_waits_of_another_on_the_same_server(serv
             setter.Event("shared-listener").set()
         waiter.join(30)
         assert outcome == [True]
+
+
+def _blocked_get(result: Any) -> tuple[threading.Thread, list[Any]]:
+    got: list[Any] = []
+
+    def reader() -> None:
+        try:
+            got.append(result.get(timeout=30))
+        except BaseException as exc:  # the test asserts on it
+            got.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    return thread, got
+
+
+def _loads_counted(backend: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The scripts run through *backend* from now on: 'LOAD' for each load."""
+    from mpevent.redis import _scripts
+
+    names = {getattr(_scripts, name): name for name in ("LOAD", "STATE", "STORE", "SET")}
+    run = backend.run
+    ran: list[str] = []
+
+    def counting(script: str, keys: list[str], args: list[Any]) -> Any:
+        ran.append(names.get(script, "other"))
+        return run(script, keys, args)
+
+    monkeypatch.setattr(backend, "run", counting)
+    return ran
+
+
+def test_a_blocked_get_takes_a_small_value_from_the_message_that_woke_it(
+    server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"redis://127.0.0.1:{server}/0"
+    with (
+        mpevent.connect(url, authkey=AUTHKEY) as reader,
+        mpevent.connect(url + "?ttl=600", authkey=AUTHKEY) as writer,
+    ):
+        result = reader.AsyncResult("carried", create=True)
+        ran = _loads_counted(reader, monkeypatch)
+        thread, got = _blocked_get(result)
+        try:
+            _until_subscribed(reader, result, 1)
+            writer.AsyncResult("carried").set({"payload": b"x" * 100})
+        finally:
+            thread.join(30)
+        assert not thread.is_alive()
+        assert got == [{"payload": b"x" * 100}]
+        # One LOAD found it empty before the wait; none after the wake.
+        assert ran.count("LOAD") == 1, ran
+        # Later reads go to the server as before (the object is cached).
+        assert result.get() == {"payload": b"x" * 100}
+
+
+def test_a_large_value_or_a_forged_message_is_read_from_the_server(
+    server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis as redis_py
+
+    from mpevent.redis._record import CARRIED_MAX
+
+    url = f"redis://127.0.0.1:{server}/0"
+    with mpevent.connect(url, authkey=AUTHKEY) as backend:
+        big = backend.AsyncResult("big", create=True)
+        ran = _loads_counted(backend, monkeypatch)
+        thread, got = _blocked_get(big)
+        try:
+            _until_subscribed(backend, big, 1)
+            with mpevent.connect(url, authkey=AUTHKEY) as writer:
+                writer.AsyncResult("big").set(b"y" * (CARRIED_MAX + 1))
+        finally:
+            thread.join(30)
+        assert got == [b"y" * (CARRIED_MAX + 1)]
+        assert ran.count("LOAD") == 2, ran  # too large to travel in the message
+
+        forged = backend.AsyncResult("forged", create=True)
+        thread, got = _blocked_get(forged)
+        try:
+            _until_subscribed(backend, forged, 1)
+            client = redis_py.Redis(port=server)
+            # A message that claims generation 1 carries a value signed with
+            # another key: not trusted, so the reader reads the server, which
+            # holds nothing yet, and goes on waiting for the real set().
+            frame = pickle.dumps("forged")
+            client.execute_command("SPUBLISH", forged._record.channel, b"1 0 " + b"\0" * 32 + frame)
+            backend.AsyncResult("forged").set("real")
+        finally:
+            thread.join(30)
+        # Never the forged value: the real one, or (woken by the forgery
+        # before the set) the Timeout that says it found nothing stored.
+        assert got == ["real"] or isinstance(got[0], mpevent.Timeout), got
