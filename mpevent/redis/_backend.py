@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._base import BackendBase
 from .._interface import CleanReport
-from . import _registry
+from . import _inbox, _registry
 from ._connection import Connection, Settings
 from ._listener import close_listeners, use_listeners
 from ._objects import RedisAsyncResult, RedisEvent
@@ -95,7 +95,7 @@ class RedisBackend(BackendBase):
         """Close the connections, and this process's listeners no other backend uses."""
         _registry.forget(self)
         nodes, self._nodes = self._nodes, []  # a second close() releases nothing
-        close_listeners(nodes)
+        _inbox.close_nodes(close_listeners(nodes))
         self.connection.close()
 
 

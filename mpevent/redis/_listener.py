@@ -271,8 +271,10 @@ def use_listeners(node_urls: list[str]) -> None:
         _users.update(node_urls)
 
 
-def close_listeners(node_urls: list[str]) -> None:
+def close_listeners(node_urls: list[str]) -> list[str]:
     """A backend of *node_urls* is closing: close the listeners no other backend uses.
+
+    Returns those nodes' URLs (the inboxes of their waits close too).
 
     Two backends of one server in a process share its listener, so closing
     one must not end the waits of the other.
@@ -285,6 +287,7 @@ def close_listeners(node_urls: list[str]) -> None:
         closing = [_listeners.pop(url) for url in unused if url in _listeners]
     for listener in closing:
         listener.close()
+    return unused
 
 
 def _after_fork_in_child() -> None:

@@ -17,10 +17,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+import redis
+
 from .. import _callbacks, _serial
 from .._errors import BackendUnavailable
 from .._interface import EITHER, VALUE
-from . import _scripts
+from . import _inbox, _scripts
 from ._listener import MOVED, TICK, listener_for
 
 if TYPE_CHECKING:
@@ -157,49 +159,43 @@ class RedisRecord:
     def wait_many(records: Sequence[RedisRecord], timeout: float | None, count: int) -> list[int]:
         """Positions of records seen set, in order; fewer if *timeout* passes first.
 
-        While the server cannot be reached, keeps trying until the deadline
-        (then BackendUnavailable); with no timeout, keeps trying and warns once.
+        The calling thread reads the set() messages itself, on its own
+        connection to each node (``_inbox``).  While the server cannot be
+        reached, keeps trying until the deadline (then BackendUnavailable);
+        with no timeout, keeps trying and warns once.
         """
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        woken = threading.Event()
-        lock = threading.Lock()
         heard = [-1] * len(records)  # the highest generation a message announced
         unsure: set[int] = set()  # records to read again (no message, or maybe lost)
         moved: set[int] = set()  # records whose slot moved: subscribe again, then read
+        waiting: dict[str, list[int]] = {}  # channel -> positions of its records
 
-        def wakeup_for(i: int) -> Callable[[int | None], None]:
-            def wakeup(generation: int | None) -> None:
-                if generation == TICK:
-                    return  # this loop reads on a timer of its own
-                with lock:
-                    if generation is None:
-                        unsure.add(i)
-                    elif generation == MOVED:
-                        moved.add(i)
-                    else:
-                        heard[i] = max(heard[i], generation)
-                woken.set()
+        def deliver(channel: str, generation: int | None) -> None:
+            for i in waiting.get(channel, ()):
+                if generation is None:
+                    unsure.add(i)
+                elif generation == MOVED:
+                    moved.add(i)
+                else:
+                    heard[i] = max(heard[i], generation)
 
-            return wakeup
-
-        wakeups = [wakeup_for(i) for i in range(len(records))]
-        for record in records:
+        for i, record in enumerate(records):
+            waiting.setdefault(record.channel, []).append(i)
             _woken_by.values.pop(record.key, None)
-        subscribed = 0
         outage = _Outage(records[0], deadline)
-        try:
-            while True:
-                try:
-                    while subscribed < len(records):
-                        records[subscribed]._subscribe(wakeups[subscribed])
-                        subscribed += 1
-                    starts = [record.state() for record in records]
-                    break
-                except BackendUnavailable:
-                    outage.pause()
-            with lock:
-                unsure.clear()  # the state was read after every subscription
-            ready = [i for i, state in enumerate(starts) if state.flag]
+        nodes: dict[int, str] = {}  # position -> node URL it is subscribed on
+        while True:
+            try:
+                for i, record in enumerate(records):
+                    if i not in nodes:
+                        nodes[i] = record._subscribe_inbox(deliver)
+                starts = [record.state() for record in records]
+                break
+            except BackendUnavailable:
+                outage.pause()
+        unsure.clear()  # the state was read after every subscription
+        ready = [i for i, state in enumerate(starts) if state.flag]
+        with _inbox.counted([record.channel for record in records]):
             while len(ready) < count:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -207,43 +203,61 @@ class RedisRecord:
                 # A vanished object (evicted, flushed, expired) announces
                 # nothing: read the state again every RECHECK seconds, which
                 # raises LookupError for an object that is gone.
-                if not woken.wait(RECHECK if left is None else min(left, RECHECK)):
-                    with lock:
+                inboxes = [_inbox.inbox_for(url) for url in dict.fromkeys(nodes.values())]
+                try:
+                    wait = RECHECK if left is None else min(left, RECHECK)
+                    if not _inbox.pump(inboxes, wait, deliver):
                         unsure.update(i for i in range(len(records)) if i not in ready)
-                woken.clear()
-                with lock:
-                    # A set() after our read announces a newer generation: no read needed.
-                    newer = [i for i in range(len(records)) if heard[i] > starts[i].generation]
-                    relocate = sorted(moved)
-                    moved.clear()
-                    to_read = [i for i in unsure | set(relocate) if i not in newer]
-                    unsure.clear()
+                except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError):
+                    # The connection dropped (a restart): messages may be lost.
+                    for url in set(nodes.values()):
+                        _inbox.drop(url)
+                    moved.update(range(len(records)))
+                # A set() after our read announces a newer generation: no read needed.
+                newer = [i for i in range(len(records)) if heard[i] > starts[i].generation]
+                relocate = sorted(moved)
+                moved.clear()
+                to_read = [i for i in unsure | set(relocate) if i not in newer]
+                unsure.clear()
                 for i in newer:
                     if i not in ready:
                         ready.append(i)
-                        records[i]._keep_carried(heard[i])
+                        records[i]._keep_carried(nodes.get(i), heard[i])
                 try:
                     for i in relocate:
-                        records[i]._resubscribe(wakeups[i])
+                        nodes.pop(i, None)
+                        records[i].state()  # through the cluster client: refreshes its slot map
+                        nodes[i] = records[i]._subscribe_inbox(deliver)
                     for i in to_read:
                         now = records[i].state()
                         if i not in ready and (now.flag or now.generation != starts[i].generation):
                             ready.append(i)
                 except BackendUnavailable:
-                    with lock:
-                        unsure.update(to_read)
-                        moved.update(relocate)
+                    unsure.update(to_read)
+                    moved.update(i for i in relocate if i not in nodes)
                     outage.pause()
-                    woken.set()  # look again once it is back
-            return ready[:count]
-        finally:
-            for record, wakeup in zip(records[:subscribed], wakeups, strict=False):
-                record._unsubscribe(wakeup)
+        return ready[:count]
 
-    def _keep_carried(self, generation: int) -> None:
-        """Keep what the message of *generation* carried, for this thread's next load()."""
+    def _subscribe_inbox(self, deliver: _inbox.Deliver) -> str:
+        """Subscribe this thread's inbox to the object's channel; the node's URL."""
         connection = self.backend.connection
-        carried = listener_for(connection.node_url(self.channel)).carried(self.channel, generation)
+        url = connection.node_url(self.channel)
+
+        def subscribe() -> None:
+            try:
+                _inbox.inbox_for(url).subscribe([self.channel], deliver)
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                _inbox.drop(url)  # the next try starts with a fresh connection
+                raise
+
+        connection.call(subscribe)
+        return url
+
+    def _keep_carried(self, url: str | None, generation: int) -> None:
+        """Keep what the message of *generation* carried, for this thread's next load()."""
+        if url is None:
+            return
+        carried = _inbox.inbox_for(url).take_carried(self.channel, generation)
         if carried is not None:
             _woken_by.values[self.key] = (generation, *carried)
 

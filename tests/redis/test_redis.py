@@ -31,14 +31,22 @@ def server(tmp_path: Path) -> Iterator[int]:
 
 
 def _until_subscribed(backend: Any, obj: Any, count: int) -> None:
-    """Return once *count* waiters or links of *obj* are subscribed in this process."""
-    from mpevent.redis import _listener
+    """Return once *count* waiters or links are subscribed in this process.
+
+    Links (rawlink, asyncio) subscribe on the node's listener; blocking
+    waits on their thread's own inbox.
+    """
+    from mpevent.redis import _inbox, _listener
 
     listener = _listener.listener_for(backend.connection.node_url(obj._record.channel))
+
+    def subscribed() -> int:
+        return listener.subscribers() + _inbox.waiting()
+
     deadline = time.monotonic() + 10
-    while listener.subscribers() < count and time.monotonic() < deadline:
+    while subscribed() < count and time.monotonic() < deadline:
         time.sleep(0.01)  # subscribing has no event to wait on
-    assert listener.subscribers() == count
+    assert subscribed() == count
 
 
 def _parked_waiter(
