@@ -32,12 +32,12 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import redis
 
-from ._listener import MOVED
+from ._listener import MOVED, parse_publication
 
 Deliver = Callable[[str, int | None], None]
 KEPT = 64  # channels an inbox keeps subscribed after its waits, most recent last
@@ -57,11 +57,19 @@ class Inbox:
         # channel -> (generation, slot, signed frame) a message carried (_scripts.STORE)
         self.carried: dict[str, tuple[int, int, bytes]] = {}
 
-    def subscribe(self, channels: Sequence[str], deliver: Deliver, timeout: float = 2.0) -> None:
+    def subscribe(
+        self,
+        channels: Sequence[str],
+        deliver: Deliver,
+        keep: Collection[str] = (),
+        timeout: float = 2.0,
+    ) -> None:
         """Subscribe to *channels* and return once the server has confirmed each.
 
-        Messages read meanwhile are delivered.  Raises redis.ConnectionError
-        if the connection fails or no confirmation comes within *timeout*.
+        Messages read meanwhile are delivered.  Channels beyond the KEPT
+        most recent are unsubscribed, except *channels* and *keep* (those of
+        the wait in progress).  Raises redis.ConnectionError if the
+        connection fails or no confirmation comes within *timeout*.
         """
         new = [channel for channel in channels if channel not in self.subscribed]
         if new:
@@ -81,7 +89,11 @@ class Inbox:
         for channel in channels:
             self.subscribed[channel] = None
             self.subscribed.move_to_end(channel)
-        old = [channel for channel in list(self.subscribed)[:-KEPT] if channel not in channels]
+        old = [
+            channel
+            for channel in list(self.subscribed)[:-KEPT]
+            if channel not in channels and channel not in keep
+        ]
         if old:
             for channel in old:
                 del self.subscribed[channel]
@@ -128,13 +140,11 @@ class Inbox:
         if kind == "ssubscribe":
             deliver(channel, None)  # look again: a set() may have come before
         elif kind == "smessage":
-            head, _, rest = message["data"].partition(b" ")
-            generation = int(head)
-            if rest:  # "<slot> <signature><frame>": a small value, carried
-                slot, _, signed = rest.partition(b" ")
-                self.carried[channel] = (generation, int(slot), signed)
-            else:
+            generation, carried = parse_publication(message["data"])
+            if carried is None:
                 self.carried.pop(channel, None)
+            else:
+                self.carried[channel] = (generation, *carried)
             deliver(channel, generation)
         elif kind == "sunsubscribe":
             if channel in self.leaving:

@@ -48,6 +48,19 @@ RECHECK = 1.0  # seconds between TICKs while anyone is subscribed
 IDLE_KEPT = 256  # channels kept subscribed with nobody waiting, most recent first
 
 
+def parse_publication(data: bytes) -> tuple[int, tuple[int, bytes] | None]:
+    """(generation, (slot, signed frame) or None) of a set()'s message.
+
+    The message is ``<gen>``, or ``<gen> <slot> <signature><frame>`` when it
+    carries a small value (``_scripts.STORE``).
+    """
+    head, _, rest = data.partition(b" ")
+    if not rest:
+        return int(head), None
+    slot, _, signed = rest.partition(b" ")
+    return int(head), (int(slot), signed)
+
+
 class Listener:
     """The pub/sub connection of one node, its thread and its subscribers."""
 
@@ -58,9 +71,6 @@ class Listener:
         self._wakeups: dict[str, list[Wakeup]] = {}  # channel -> registered wakeups
         self._confirmed: dict[str, threading.Event] = {}  # channel -> subscription acked
         self._idle: collections.OrderedDict[str, None] = collections.OrderedDict()
-        # channel -> (generation, slot, signed frame) of the last value a
-        # message carried (_scripts.STORE), for the waiter it woke.
-        self._carried: dict[str, tuple[int, int, bytes]] = {}
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -122,19 +132,10 @@ class Listener:
                 if not self._wakeups.get(old):
                     self._wakeups.pop(old, None)
                     self._confirmed.pop(old, None)
-                    self._carried.pop(old, None)
                     evicted.append(old)
         if evicted:
             with contextlib.suppress(redis.ConnectionError, OSError):  # gone with it anyway
                 self.pubsub.sunsubscribe(*evicted)
-
-    def carried(self, channel: str, generation: int) -> tuple[int, bytes] | None:
-        """(slot, signed frame) that the message of *generation* on *channel* carried."""
-        with self._lock:
-            found = self._carried.get(channel)
-        if found is None or found[0] != generation:
-            return None
-        return found[1], found[2]
 
     def subscribers(self) -> int:
         """How many wakeups are registered (for statistics and tests)."""
@@ -218,19 +219,12 @@ class Listener:
                 generation = None
             elif kind == "smessage":
                 wakeups = list(self._wakeups.get(channel, []))
-                head, _, rest = message["data"].partition(b" ")
-                generation = int(head)
-                if rest:  # "<slot> <signature><frame>": a small value, carried
-                    slot, _, signed = rest.partition(b" ")
-                    self._carried[channel] = (generation, int(slot), signed)
-                else:
-                    self._carried.pop(channel, None)
+                generation = parse_publication(message["data"])[0]
             elif kind == "sunsubscribe" and channel in self._wakeups:
                 # Not ours (we unsubscribe only channels nobody waits on): the
                 # node gave the slot away.  Its waiters move with it.
                 wakeups = self._wakeups.pop(channel)
                 self._confirmed.pop(channel, None)
-                self._carried.pop(channel, None)
                 self._idle.pop(channel, None)
                 generation = MOVED
             else:

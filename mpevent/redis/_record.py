@@ -14,7 +14,7 @@ import pickle
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import redis
@@ -188,7 +188,7 @@ class RedisRecord:
             try:
                 for i, record in enumerate(records):
                     if i not in nodes:
-                        nodes[i] = record._subscribe_inbox(deliver)
+                        nodes[i] = record._subscribe_inbox(deliver, waiting)
                 starts = [record.state() for record in records]
                 break
             except BackendUnavailable:
@@ -203,10 +203,17 @@ class RedisRecord:
                 # A vanished object (evicted, flushed, expired) announces
                 # nothing: read the state again every RECHECK seconds, which
                 # raises LookupError for an object that is gone.
+                # Subscriptions this wait lost (the slot moved, the backend
+                # was closed, the connection dropped) are made again first.
+                moved.update(
+                    i
+                    for i, url in nodes.items()
+                    if records[i].channel not in _inbox.inbox_for(url).subscribed
+                )
                 inboxes = [_inbox.inbox_for(url) for url in dict.fromkeys(nodes.values())]
                 try:
                     wait = RECHECK if left is None else min(left, RECHECK)
-                    if not _inbox.pump(inboxes, wait, deliver):
+                    if not moved and not _inbox.pump(inboxes, wait, deliver):
                         unsure.update(i for i in range(len(records)) if i not in ready)
                 except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError):
                     # The connection dropped (a restart): messages may be lost.
@@ -227,7 +234,7 @@ class RedisRecord:
                     for i in relocate:
                         nodes.pop(i, None)
                         records[i].state()  # through the cluster client: refreshes its slot map
-                        nodes[i] = records[i]._subscribe_inbox(deliver)
+                        nodes[i] = records[i]._subscribe_inbox(deliver, waiting)
                     for i in to_read:
                         now = records[i].state()
                         if i not in ready and (now.flag or now.generation != starts[i].generation):
@@ -238,14 +245,17 @@ class RedisRecord:
                     outage.pause()
         return ready[:count]
 
-    def _subscribe_inbox(self, deliver: _inbox.Deliver) -> str:
-        """Subscribe this thread's inbox to the object's channel; the node's URL."""
+    def _subscribe_inbox(self, deliver: _inbox.Deliver, keep: Collection[str]) -> str:
+        """Subscribe this thread's inbox to the object's channel; the node's URL.
+
+        *keep*: the channels of the whole wait, which stay subscribed.
+        """
         connection = self.backend.connection
         url = connection.node_url(self.channel)
 
         def subscribe() -> None:
             try:
-                _inbox.inbox_for(url).subscribe([self.channel], deliver)
+                _inbox.inbox_for(url).subscribe([self.channel], deliver, keep)
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 _inbox.drop(url)  # the next try starts with a fresh connection
                 raise

@@ -373,3 +373,31 @@ def test_a_large_value_or_a_forged_message_is_read_from_the_server(
         # Never the forged value: the real one, or (woken by the forgery
         # before the set) the Timeout that says it found nothing stored.
         assert got == ["real"] or isinstance(got[0], mpevent.Timeout), got
+
+
+def test_a_wait_on_more_objects_than_an_inbox_keeps_stays_subscribed_to_all(server: int) -> None:
+    from mpevent.redis import _inbox
+
+    url = f"redis://127.0.0.1:{server}/0"
+    with mpevent.connect(url, authkey=AUTHKEY) as backend:
+        events = [backend.Event() for _ in range(_inbox.KEPT + 36)]
+        woken: list[Any] = []
+        waiter = threading.Thread(target=lambda: woken.extend(mpevent.wait(events, 30, count=1)))
+        waiter.start()
+        try:
+            deadline = time.monotonic() + 20
+            while _inbox.waiting() < len(events):
+                assert time.monotonic() < deadline, "the wait never subscribed to all"
+                time.sleep(0.01)  # subscribing has no event to wait on
+            subscribed = {
+                channel
+                for inbox in list(_inbox._all)
+                if not inbox.closed
+                for channel in inbox.subscribed
+            }
+            assert {event._record.channel for event in events} <= subscribed
+            events[0].set()  # the first subscribed: the oldest, were any evicted
+        finally:
+            waiter.join(30)
+        assert not waiter.is_alive()
+        assert woken == [events[0]]
