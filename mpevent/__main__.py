@@ -104,9 +104,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     quick = args.quick
     scale = 0.2 if quick else 1.0
     rows: dict[str, Callable[[], object]] = {
-        "ping_pong": lambda: _bench.report_ping_pong(int(5000 * scale), 3 if quick else 7),
+        "ping_pong": lambda: _bench.report_ping_pong(int(5000 * scale), 1 if quick else 7),
         "value_ping_pong": lambda: _bench.report_value_ping_pong(
-            int(5000 * scale), 3 if quick else 7
+            int(5000 * scale), 1 if quick else 7
         ),
         "broadcast": lambda: _bench.report_broadcast(
             _bench.QUICK_BROADCAST_SIZES if quick else _bench.BROADCAST_SIZES, 6 if quick else 20

@@ -10,6 +10,7 @@ ATTACH_ENTRY_SIZE: Final[int]
 SMALL_MAX: Final[int]
 PAGE: Final[int]
 RECHECK_MS: Final[int]
+SPIN_LIMIT_MAX: Final[int]
 
 class Full(MemoryError):
     """A table of an arena (records, waiter slots, links, attach entries) has no free row."""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 # MPEVENT_SPIN is read here only, so that a malformed value is an error that
 # names it; C applies the CPU rule to it (spin_for_flag in parking.c).
-SPIN_LIMIT = _native.set_spin_limit(_checks.count_from_env("MPEVENT_SPIN", 100_000_000))
+SPIN_LIMIT = _native.set_spin_limit(_checks.count_from_env("MPEVENT_SPIN", _native.SPIN_LIMIT_MAX))
 
 _fork_epoch = 0
 # Seconds a multi-wait sleeps before re-reading generations: the C watch's period.

@@ -151,6 +151,7 @@
 #define RESERVE_CHUNK (64u * 1024u) /* regions grow by this much at a time */
 #define WAKE_BATCH 64
 #define SPIN_SEATS 8   /* most waiters of one arena spinning at once (parking.c) */
+#define SPIN_LIMIT_MAX 100000000 /* the largest MPEVENT_SPIN: seconds of pauses */
 #define LOCK_SPINS 200 /* trylock attempts before sleeping on a busy lock */
 /* How long a sleeper goes before re-reading what it waits on, for wakeups a
  * killed setter never sent (the watch in parking.c; multi-waits and hubs
@@ -438,10 +439,11 @@ void futex_wake_all(uint32_t *word);
 void watch_init(void);
 extern int spin_limit;
 extern int spin_seats_usable;
-extern __thread int spin_woke_sleeper;
 PyObject *native_set_spin_limit(PyObject *module, PyObject *arg);
 PyObject *native_spin_stats(PyObject *module, PyObject *ignored);
 void wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake);
+void wake_slots(ArenaObject *a, const uint32_t *wake, int n);
+void note_setter(Record *r);
 void enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t slot);
 int remove_link(ArenaObject *a, Record *r, uint32_t link);
 int check_slot(ArenaObject *a, unsigned long slot);

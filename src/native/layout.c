@@ -550,7 +550,8 @@ PyInit__native(void)
         PyModule_AddIntConstant(m, "ENTRY_ATTACHED", ENTRY_ATTACHED) < 0 ||
         PyModule_AddIntConstant(m, "ENTRY_RECLAIMING", ENTRY_RECLAIMING) < 0 ||
         PyModule_AddIntConstant(m, "PAGE", PAGE) < 0 ||
-        PyModule_AddIntConstant(m, "RECHECK_MS", RECHECK_NS / 1000000) < 0) {
+        PyModule_AddIntConstant(m, "RECHECK_MS", RECHECK_NS / 1000000) < 0 ||
+        PyModule_AddIntConstant(m, "SPIN_LIMIT_MAX", SPIN_LIMIT_MAX) < 0) {
         Py_DECREF(m);
         return NULL;
     }

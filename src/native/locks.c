@@ -75,7 +75,7 @@ lock_mutex(ArenaObject *a, pthread_mutex_t *m, Record *repair)
             uint32_t wake[WAKE_BATCH];
             int n = 0;
             wake_fired(a, repair, wake, &n);
-            for (int i = 0; i < n; i++) futex_wake_all(&a->slots[wake[i]].word);
+            wake_slots(a, wake, n);
         }
         rc = 0;
     }

@@ -141,6 +141,29 @@ wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake)
     }
 }
 
+/* A set() has published its new state (record lock held): note the CPU it
+ * ran on, the hint of spinning's rule 5 (the setter of a ping-pong is
+ * usually the next setter too). */
+void
+note_setter(Record *r)
+{
+    int cpu = sched_getcpu();
+    __atomic_store_n(&r->setter_cpu, (uint16_t)(cpu >= 0 && cpu < 0xffff ? cpu + 1 : 0),
+                     __ATOMIC_RELAXED);
+}
+
+static __thread int spin_woke_sleeper; /* this thread's last set() woke a parked waiter */
+
+/* Wake the slots wake_fired() collected (after unlocking), and remember for
+ * spinning's rule 3 whether this thread woke anyone asleep: a thread woken
+ * from sleep may be placed on this CPU. */
+void
+wake_slots(ArenaObject *a, const uint32_t *wake, int n)
+{
+    for (int i = 0; i < n; i++) futex_wake_all(&a->slots[wake[i]].word);
+    spin_woke_sleeper = n > 0;
+}
+
 /* --- slots and links ---------------------------------------------- */
 
 /*
@@ -710,7 +733,6 @@ int spin_limit = 0;        /* set_spin_limit(); 0: never spin */
 int spin_seats_usable = 0; /* seats of an arena a waiter may take */
 static __thread int spin_budget = -1;
 static __thread unsigned spin_skipped;
-__thread int spin_woke_sleeper; /* this thread's last set() woke a parked waiter */
 
 /* Counted per process for spin_stats() (tests, the benchmark's CPU column). */
 static uint64_t spin_counts[7];
@@ -868,11 +890,11 @@ native_set_spin_limit(PyObject *module, PyObject *arg)
     if (arg != Py_None) {
         requested = PyLong_AsLong(arg);
         if (requested == -1 && PyErr_Occurred()) return NULL;
-        if (requested < 0 || requested > 100000000) {
+        if (requested < 0 || requested > SPIN_LIMIT_MAX) {
             PyErr_Format(PyExc_ValueError,
                          "a spin limit of %ld is out of range: give 0 (never spin) to "
-                         "100000000 pause instructions",
-                         requested);
+                         "%d pause instructions",
+                         requested, SPIN_LIMIT_MAX);
             return NULL;
         }
     }

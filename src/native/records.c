@@ -8,7 +8,6 @@
 #include "arena.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -456,17 +455,12 @@ record_set(ArenaObject *self, Record *r)
     }
     /* New generation and the flag in one store, before anyone wakes. */
     __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
-    /* Where the setter runs, for the next waiter's choice to spin
-     * (parking.c): the setter of a ping-pong is usually the next one too. */
-    int cpu = sched_getcpu();
-    __atomic_store_n(&r->setter_cpu, (uint16_t)(cpu >= 0 && cpu < 0xffff ? cpu + 1 : 0),
-                     __ATOMIC_RELAXED);
+    note_setter(r);
     uint32_t wake[WAKE_BATCH];
     int n = 0;
     wake_fired(self, r, wake, &n);
     unlock_mutex(&r->lock);
-    for (int i = 0; i < n; i++) futex_wake_all(&self->slots[wake[i]].word);
-    spin_woke_sleeper = n > 0; /* parking.c: the woken may come to this CPU */
+    wake_slots(self, wake, n);
     return 1;
 }
 
@@ -521,12 +515,13 @@ publish_slot(ArenaObject *self, uint32_t index, int which, const ValueSlot *inco
     /* The descriptor is complete before the state store makes it visible. */
     uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
     __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
+    note_setter(r);
     uint32_t wake[WAKE_BATCH];
     int n = 0;
     wake_fired(self, r, wake, &n);
     release_values(self, &old, 1);
     unlock_mutex(&r->lock);
-    for (int i = 0; i < n; i++) futex_wake_all(&self->slots[wake[i]].word);
+    wake_slots(self, wake, n);
     return 0;
 }
 

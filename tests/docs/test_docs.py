@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -34,15 +35,28 @@ def test_every_example_is_checked() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_runs(name: str) -> None:
     env = {key: value for key, value in os.environ.items() if key != "MPEVENT_URL"}
-    done = subprocess.run(
+    env["PYTHONFAULTHANDLER"] = "1"  # a hung example shows where, on SIGABRT
+    example = subprocess.Popen(
         [sys.executable, str(EXAMPLES / name)],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
         cwd=EXAMPLES,
     )
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    try:
+        # Below pytest-timeout's 120 s, so that a hang ends here with the
+        # example's own stacks rather than with the test runner's.
+        stdout, stderr = example.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        example.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+        stdout, stderr = example.communicate(timeout=15)
+        pytest.fail(f"{name} hung for 90 s; its threads:\n{stderr}")
+    finally:
+        if example.poll() is None:
+            example.kill()
+            example.wait(15)
+    assert example.returncode == 0, stderr
+    lines = stdout.splitlines()
     for expected in EXPECTED[name]:
-        assert any(expected in line for line in lines), (expected, done.stdout)
+        assert any(expected in line for line in lines), (expected, stdout)

@@ -76,6 +76,7 @@ def test_clean_keeps_live_arenas() -> None:
         assert os.path.exists(_segment.path_of(arena.name))
 
 
+@pytest.mark.timeout(600)  # every row, ping-pong in three regimes: minutes on a busy VM
 def test_bench_quick_prints_every_benchmark_and_plots(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     plot = tmp_path / "bench.png"
