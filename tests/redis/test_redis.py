@@ -179,11 +179,19 @@ def test_wait_without_timeout_warns_while_the_server_is_away(server: int, tmp_pa
     with mpevent.connect(url, authkey=AUTHKEY) as backend:
         event = backend.Event("patient", create=True)
         redis_servers.stop_server(server)
-        threading.Timer(2.0, redis_servers.start_server, (tmp_path / "redis", server)).start()
-        threading.Timer(4.0, lambda: backend.Event("patient").set()).start()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            assert event.wait() is True
+        timers = [
+            threading.Timer(2.0, redis_servers.start_server, (tmp_path / "redis", server)),
+            threading.Timer(4.0, lambda: backend.Event("patient").set()),
+        ]
+        for timer in timers:
+            timer.start()
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                assert event.wait() is True
+        finally:
+            for timer in timers:  # the setter may still be returning: not past the backend
+                timer.join(30)
         assert any("keeps retrying" in str(warning.message) for warning in caught)
 
 
