@@ -58,17 +58,25 @@ class RedisRecord:
         # bound methods are new objects at each attribute access.
         self._links: list[tuple[Any, Callable[[Any], object], Callable[[int | None], object]]] = []
         self._links_lock = threading.Lock()
+        # When this handle must refresh the TTL again (time.monotonic()); see
+        # _scripts: at most every REFRESH_FRACTION of the TTL.
+        self._refresh_due = 0.0
 
     # --- lifecycle -------------------------------------------------------
 
     def create(self) -> bool:
         """Create the object on the server; False if the name is taken."""
-        return bool(
-            self._run(_scripts.CREATE, [self.key], [self.backend.settings.ttl_ms, self.kind])
-        )
+        return bool(self._run(_scripts.CREATE, [self.key], [self.kind], refresh=True))
 
     def state(self) -> State:
-        got = self._run(_scripts.STATE, [self.key], [self.backend.settings.ttl_ms])
+        if time.monotonic() < self._refresh_due:  # a read, no script: HMGET
+            connection = self.backend.connection
+            fields = ("kind", "gen", "flag", "h0", "h1")
+            got = connection.call(lambda: connection.client.hmget(self.key, fields))
+            if got[0] is None:  # every object has a kind: this one is gone
+                got = None
+        else:
+            got = self._run(_scripts.STATE, [self.key], [])
         if got is None:
             raise LookupError(
                 f"mpevent object {self.name!r} no longer exists on {self.backend.settings.public}: "
@@ -93,12 +101,10 @@ class RedisRecord:
         return self.state().flag
 
     def set(self) -> None:
-        self._expect(
-            self._run(_scripts.SET, [self.key, self.channel], [self.backend.settings.ttl_ms])
-        )
+        self._expect(self._run(_scripts.SET, [self.key, self.channel], []))
 
     def clear(self) -> None:
-        self._expect(self._run(_scripts.CLEAR, [self.key], [self.backend.settings.ttl_ms]))
+        self._expect(self._run(_scripts.CLEAR, [self.key], []))
 
     def generation(self) -> int:
         return self.state().generation
@@ -110,8 +116,7 @@ class RedisRecord:
         frame = bytearray(_serial.frame_size(inband, buffers))
         _serial.write_frame(memoryview(frame), inband, buffers)
         signature = self._sign(which, frame)
-        ttl = self.backend.settings.ttl_ms
-        args = [ttl, which, bytes(frame), signature, CARRIED_MAX]
+        args = [which, bytes(frame), signature, CARRIED_MAX]
         self._expect(self._run(_scripts.STORE, [self.key, self.channel], args))
 
     def load(
@@ -135,8 +140,7 @@ class RedisRecord:
                 if generation == known:
                     return generation, slot, None
                 return generation, slot, _serial.read_frame(memoryview(frame), copy)
-        ttl = self.backend.settings.ttl_ms
-        got = self._run(_scripts.LOAD, [self.key], [ttl, which, known])
+        got = self._run(_scripts.LOAD, [self.key], [which, known])
         if got is None:
             self._expect(-1)
         generation, slot = int(got[0] or 0), int(got[1])
@@ -340,8 +344,16 @@ class RedisRecord:
 
     # --- plumbing --------------------------------------------------------
 
-    def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        return self.backend.run(script, keys, args)
+    def _run(self, script: str, keys: list[str], args: list[Any], refresh: bool = False) -> Any:
+        """Run *script* with the expiry first in its ARGV: the TTL's refresh, when due."""
+        now = time.monotonic()
+        ttl_ms = self.backend.settings.ttl_ms
+        refresh = refresh or now >= self._refresh_due
+        expiry = int(ttl_ms * (1 + _scripts.REFRESH_FRACTION)) if refresh else 0
+        got = self.backend.run(script, keys, [expiry, *args])
+        if refresh:  # done: the next refresh is due a fraction of the TTL from now
+            self._refresh_due = now + ttl_ms / 1000 * _scripts.REFRESH_FRACTION
+        return got
 
     def _sign(self, which: int, frame: bytes | bytearray) -> bytes:
         mac = hmac.new(self.backend.settings.authkey, digestmod=hashlib.sha256)

@@ -7,15 +7,38 @@ An object is one hash, ``<prefix>:{<name>}``, with the fields ``kind``,
 tag ``{<name>}`` puts both in one slot of a cluster, so every script runs
 on one node, and SPUBLISH (sharded pub/sub) reaches that node's
 subscribers only.  A script is atomic: a value is stored, flagged and
-announced at once, never half.  Every script refreshes the TTL, so an
-object expires only once unused.
+announced at once, never half.
+
+ARGV[1] of every script is the expiry to set in ms, or 0: each handle
+refreshes the TTL at most every REFRESH_FRACTION of it (``RedisRecord``),
+and sets it to the TTL plus that fraction, so an object in use never
+expires and an unused one expires between one and 1.25 TTLs after its last
+use.  With 0 the script only checks that the object exists.  PEXPIRE is a
+write, copied to replicas and the AOF; most calls no longer make one, and
+the state read is then a plain HMGET, with no script (docs/design.md).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-# KEYS[1] hash, ARGV[1] ttl ms, ARGV[2] kind -> 1 created, 0 name taken
+REFRESH_FRACTION: Final = 0.25
+
+
+def _script(body: str) -> str:
+    """*body* after the one rule of ARGV[1]: alive() is false if the object is gone,
+    and refreshes its expiry first when ARGV[1] asks for it."""
+    return (
+        """
+local function alive()
+  if ARGV[1] == '0' then return redis.call('EXISTS', KEYS[1]) == 1 end
+  return redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 1
+end"""
+        + body
+    )
+
+
+# KEYS[1] hash, ARGV[1] expiry ms, ARGV[2] kind -> 1 created, 0 name taken
 CREATE: Final = """
 if redis.call('HSETNX', KEYS[1], 'kind', ARGV[2]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'gen', 0, 'flag', 0)
@@ -23,35 +46,36 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
-# KEYS[1] hash, ARGV[1] ttl ms -> {kind, gen, flag, h0, h1} or nil if gone
-STATE: Final = """
-if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return nil end
+# KEYS[1] hash, ARGV[1] expiry ms -> {kind, gen, flag, h0, h1} or nil if gone.
+# Run only when a refresh is due; otherwise the state is a plain HMGET.
+STATE: Final = _script("""
+if not alive() then return nil end
 return redis.call('HMGET', KEYS[1], 'kind', 'gen', 'flag', 'h0', 'h1')
-"""
+""")
 
-# KEYS[1] hash, KEYS[2] channel, ARGV[1] ttl ms -> 1 raised, 0 was up, -1 gone
-SET: Final = """
-if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return -1 end
+# KEYS[1] hash, KEYS[2] channel, ARGV[1] expiry ms -> 1 raised, 0 was up, -1 gone
+SET: Final = _script("""
+if not alive() then return -1 end
 if redis.call('HGET', KEYS[1], 'flag') == '1' then return 0 end
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
 redis.call('HSET', KEYS[1], 'flag', 1)
 redis.call('SPUBLISH', KEYS[2], gen)
 return 1
-"""
+""")
 
-# KEYS[1] hash, ARGV[1] ttl ms -> 1, or -1 gone
-CLEAR: Final = """
-if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return -1 end
+# KEYS[1] hash, ARGV[1] expiry ms -> 1, or -1 gone
+CLEAR: Final = _script("""
+if not alive() then return -1 end
 redis.call('HSET', KEYS[1], 'flag', 0)
 return 1
-"""
+""")
 
-# KEYS[1] hash, KEYS[2] channel, ARGV: ttl ms, slot, frame, signature, the
+# KEYS[1] hash, KEYS[2] channel, ARGV: expiry ms, slot, frame, signature, the
 # largest frame a message carries -> 1, or -1 gone.  A frame that small
 # travels in the message too ("<gen> <slot> <signature><frame>"), so a
 # blocked reader has it without a second round trip (RedisRecord.load).
-STORE: Final = """
-if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return -1 end
+STORE: Final = _script("""
+if not alive() then return -1 end
 local w = ARGV[2]
 redis.call('HSET', KEYS[1], 'v' .. w, ARGV[3], 's' .. w, ARGV[4], 'h' .. w, 1, 'flag', 1)
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
@@ -61,15 +85,15 @@ else
   redis.call('SPUBLISH', KEYS[2], gen)
 end
 return 1
-"""
+""")
 
-# KEYS[1] hash, ARGV: ttl ms, slot (0, 1, or -1: the value if any, else the
+# KEYS[1] hash, ARGV: expiry ms, slot (0, 1, or -1: the value if any, else the
 # exception), the generation the caller has -> {gen, slot} when the slot is
 # empty (slot -1) or the caller has it, else {gen, slot, frame, signature};
 # nil if gone.  One round trip for get(), and none of a value's bytes again
 # for a reader that holds them.
-LOAD: Final = """
-if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return nil end
+LOAD: Final = _script("""
+if not alive() then return nil end
 local got = redis.call('HMGET', KEYS[1], 'gen', 'h0', 'h1')
 local w = tonumber(ARGV[2])
 if w < 0 then
@@ -79,4 +103,4 @@ if not got[w + 2] then return {got[1], -1} end
 if got[1] == ARGV[3] then return {got[1], w} end
 local v = redis.call('HMGET', KEYS[1], 'v' .. w, 's' .. w)
 return {got[1], w, v[1], v[2]}
-"""
+""")

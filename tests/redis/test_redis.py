@@ -137,6 +137,32 @@ def test_objects_expire_only_when_unused_for_their_ttl(server: int) -> None:
             event.is_set()
 
 
+def test_a_handle_refreshes_the_ttl_only_when_a_quarter_of_it_has_passed(server: int) -> None:
+    import redis
+
+    client = redis.Redis(port=server)
+    with mpevent.connect(f"redis://127.0.0.1:{server}/0?ttl=10", authkey=AUTHKEY) as backend:
+        event = backend.Event()
+        key = event._record.key
+        created = client.pttl(key)
+        assert 12_000 < created <= 12_500  # the TTL and the quarter that bounds a refresh
+        # Let the clock visibly run down, then use the object: no refresh yet.
+        deadline = time.monotonic() + 5
+        while client.pttl(key) > created - 300 and time.monotonic() < deadline:
+            time.sleep(0.05)  # expiry is the clock's work: nothing to wait on
+        for _ in range(20):
+            event.set()
+            event.clear()
+            assert not event.is_set()
+        unrefreshed = client.pttl(key)
+        assert unrefreshed < created - 250, "every call refreshed the TTL"
+        event._record._refresh_due = 0.0  # as if a quarter of the TTL had passed
+        event.set()
+        assert client.pttl(key) > unrefreshed + 200, "a due refresh was not made"
+        assert event.is_set()
+    client.close()
+
+
 def test_remove_name_deletes_the_object_for_everyone(server: int) -> None:
     """The one place Redis differs: the name is the object, with no references counted."""
     with mpevent.connect(f"redis://127.0.0.1:{server}/0", authkey=AUTHKEY) as backend:

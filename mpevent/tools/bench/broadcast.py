@@ -39,11 +39,19 @@ def _broadcast_waiter(
 
 
 def broadcast_round(
-    make: Callable[[], Any], waiters: int, rounds: int, ctx: Any = CTX, spin: int | None = None
+    make: Callable[[], Any],
+    waiters: int,
+    rounds: int,
+    ctx: Any = CTX,
+    spin: int | None = None,
+    settle: float = 0.0002,
 ) -> float:
     """Median seconds from one set() to the last of *waiters* processes running.
 
-    *spin*: the waiters' spin limit (None: as configured).
+    *spin*: the waiters' spin limit (None: as configured).  *settle*: seconds
+    per waiter that the setter lets pass, once all are about to wait, before
+    it sets: a wait that has not blocked by then sees the flag up instead
+    of being woken, and its start, not the wakeup, is measured.
     """
     go = (make(), make())  # rounds alternate, so a round never sees the last one's set
     ready = [ctx.Event() for _ in range(waiters)]
@@ -61,7 +69,7 @@ def broadcast_round(
             for flag in ready:
                 flag.wait(60)
                 flag.clear()
-            time.sleep(0.002 + 0.0002 * waiters)  # let every waiter block
+            time.sleep(0.002 + settle * waiters)  # let every waiter block
             start = time.perf_counter()
             go[r % 2].set()
             for flag in done:
