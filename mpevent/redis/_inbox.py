@@ -37,7 +37,7 @@ from typing import Any
 
 import redis
 
-from ._listener import MOVED, parse_publication
+from ._listener import MOVED, notice_of
 
 Deliver = Callable[[str, int | None], None]
 KEPT = 64  # channels an inbox keeps subscribed after its waits, most recent last
@@ -128,33 +128,33 @@ class Inbox:
             if response is None:
                 return seen
             message = self.pubsub.handle_message(response)
-            if message is not None:
-                seen.append(self._dispatch(message, deliver))
+            read = None if message is None else self._dispatch(message, deliver)
+            if read is not None:
+                seen.append(read)
             wait = 0.0
 
-    def _dispatch(self, message: dict[str, Any], deliver: Deliver) -> tuple[str, str]:
-        kind = message["type"]
-        channel = message["channel"]
-        if isinstance(channel, bytes):
-            channel = channel.decode()
-        if kind == "ssubscribe":
-            deliver(channel, None)  # look again: a set() may have come before
-        elif kind == "smessage":
-            generation, carried = parse_publication(message["data"])
-            if carried is None:
+    def _dispatch(self, message: dict[str, Any], deliver: Deliver) -> tuple[str, str] | None:
+        notice = notice_of(message)
+        if notice is None:
+            return None
+        channel = notice.channel
+        if notice.generation == MOVED:
+            if channel in self.leaving:
+                self.leaving.discard(channel)  # ours: the goodbye of a sunsubscribe
+                return notice.kind, channel
+            if channel not in self.subscribed:
+                return notice.kind, channel
+            # The node gave the slot away.  Subscribe anew where it lives.
+            del self.subscribed[channel]
+            self.carried.pop(channel, None)
+        elif notice.kind == "smessage":
+            if notice.carried is None:
                 self.carried.pop(channel, None)
             else:
-                self.carried[channel] = (generation, *carried)
-            deliver(channel, generation)
-        elif kind == "sunsubscribe":
-            if channel in self.leaving:
-                self.leaving.discard(channel)
-            elif channel in self.subscribed:
-                # Not ours: the node gave the slot away.  Subscribe anew where it lives.
-                del self.subscribed[channel]
-                self.carried.pop(channel, None)
-                deliver(channel, MOVED)
-        return kind, channel
+                assert notice.generation is not None
+                self.carried[channel] = (notice.generation, *notice.carried)
+        deliver(channel, notice.generation)
+        return notice.kind, channel
 
     def take_carried(self, channel: str, generation: int) -> tuple[int, bytes] | None:
         """(slot, signed frame) that the message of *generation* carried, if any."""

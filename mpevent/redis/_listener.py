@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -59,6 +59,39 @@ def parse_publication(data: bytes) -> tuple[int, tuple[int, bytes] | None]:
         return int(head), None
     slot, _, signed = rest.partition(b" ")
     return int(head), (int(slot), signed)
+
+
+class Notice(NamedTuple):
+    """What one pub/sub message means to the waiters of its channel.
+
+    The one reading of a message, for both subscribers: the listener
+    (callbacks) and each thread's inbox (blocking waits).
+    """
+
+    kind: str  # "ssubscribe", "smessage" or "sunsubscribe"
+    channel: str
+    # The Wakeup's argument: a confirmed subscription means None ("look
+    # again": a set() may have come before it), a publication its
+    # generation, and a subscription the node ended MOVED -- unless the
+    # subscriber itself asked for that end, which only it knows.
+    generation: int | None
+    carried: tuple[int, bytes] | None  # (slot, signed frame) of a small value
+
+
+def notice_of(message: dict[str, Any]) -> Notice | None:
+    """The Notice of a redis-py pub/sub message; None for kinds we never subscribe to."""
+    kind = message["type"]
+    channel = message["channel"]
+    if isinstance(channel, bytes):
+        channel = channel.decode()
+    if kind == "ssubscribe":
+        return Notice(kind, channel, None, None)
+    if kind == "smessage":
+        generation, carried = parse_publication(message["data"])
+        return Notice(kind, channel, generation, carried)
+    if kind == "sunsubscribe":
+        return Notice(kind, channel, MOVED, None)
+    return None
 
 
 class Listener:
@@ -206,31 +239,26 @@ class Listener:
             return  # the next read fails too and brings us back here
 
     def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        channel = message["channel"]
-        if isinstance(channel, bytes):
-            channel = channel.decode()
+        notice = notice_of(message)
+        if notice is None:
+            return
+        channel = notice.channel
         with self._lock:
-            if kind == "ssubscribe":
-                confirmed = self._confirmed.get(channel)
-                if confirmed is not None:
-                    confirmed.set()
-                wakeups = list(self._wakeups.get(channel, []))  # look again: maybe missed
-                generation = None
-            elif kind == "smessage":
-                wakeups = list(self._wakeups.get(channel, []))
-                generation = parse_publication(message["data"])[0]
-            elif kind == "sunsubscribe" and channel in self._wakeups:
-                # Not ours (we unsubscribe only channels nobody waits on): the
-                # node gave the slot away.  Its waiters move with it.
+            if notice.generation == MOVED:
+                if channel not in self._wakeups:
+                    return  # ours: we unsubscribe only channels nobody waits on
+                # The node gave the slot away.  Its waiters move with it.
                 wakeups = self._wakeups.pop(channel)
                 self._confirmed.pop(channel, None)
                 self._idle.pop(channel, None)
-                generation = MOVED
             else:
-                return
+                if notice.kind == "ssubscribe":
+                    confirmed = self._confirmed.get(channel)
+                    if confirmed is not None:
+                        confirmed.set()
+                wakeups = list(self._wakeups.get(channel, []))
         for wakeup in wakeups:
-            wakeup(generation)
+            wakeup(notice.generation)
 
     def _tick(self) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ a waiter returns True when the generation moved, as in shared memory.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import pickle
@@ -15,7 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Collection, Sequence
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 import redis
 
@@ -237,8 +238,8 @@ class RedisRecord:
                 try:
                     for i in relocate:
                         nodes.pop(i, None)
-                        records[i].state()  # through the cluster client: refreshes its slot map
-                        nodes[i] = records[i]._subscribe_inbox(deliver, waiting)
+                        subscribe = functools.partial(records[i]._subscribe_inbox, deliver, waiting)
+                        nodes[i] = records[i]._follow_slot(subscribe)
                     for i in to_read:
                         now = records[i].state()
                         if i not in ready and (now.flag or now.generation != starts[i].generation):
@@ -370,20 +371,21 @@ class RedisRecord:
         listener = listener_for(connection.node_url(self.channel))
         connection.call(lambda: listener.subscribe(self.channel, wakeup))
 
-    def _resubscribe(self, wakeup: Callable[[int | None], object]) -> None:
-        """Subscribe again after the slot moved (the old node dropped us).
+    def _follow_slot(self, subscribe: Callable[[], _T]) -> _T:
+        """Run *subscribe* again after the slot moved (the old node dropped us).
 
         The state read first goes through the cluster client, whose MOVED
         reply refreshes its slot map, so the subscription goes to the
-        slot's new owner.
+        slot's new owner.  For a rawlink() (the listener) and a wait (the
+        inbox) alike.
         """
         self.state()
-        self._subscribe(wakeup)
+        return subscribe()
 
     def _relink(self, wakeup: Callable[[int | None], object]) -> None:
-        """A rawlink()'s _resubscribe(), then a look at the state (on its own thread)."""
+        """A rawlink()'s _follow_slot(), then a look at the state (on its own thread)."""
         try:
-            self._resubscribe(wakeup)
+            self._follow_slot(lambda: self._subscribe(wakeup))
         except (LookupError, BackendUnavailable):
             return  # the object is gone, or the server: nothing will set it
         wakeup(None)
@@ -393,6 +395,7 @@ class RedisRecord:
         listener_for(connection.node_url(self.channel)).unsubscribe(self.channel, wakeup)
 
 
+_T = TypeVar("_T")
 RECHECK: Final = 1.0  # seconds a waiter sleeps before reading its objects again
 # A frame up to this size travels in the set's message too (see _scripts.STORE):
 # a blocked get() then costs no second round trip.  Every subscriber of the
