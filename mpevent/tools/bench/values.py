@@ -46,12 +46,16 @@ def _receive_all(
 
 
 def handoffs(
-    makers: Mapping[str, Callable[[int], Channel]], value: Any, count: int
+    makers: Mapping[str, Callable[[int], Channel]],
+    value: Any,
+    count: int,
+    settle: float = 0.002,
 ) -> dict[str, float]:
     """Median seconds from send/set in the parent to the blocked child holding the value.
 
     One child receives from every peer in turn, handoff by handoff, so all
-    peers see the same moments of a noisy machine.
+    peers see the same moments of a noisy machine.  *settle*: seconds the
+    parent lets pass for the child to block before each send.
     """
     channels = {name: make(count) for name, make in makers.items()}
     ready = CTX.Event()
@@ -68,7 +72,7 @@ def handoffs(
                     channel[2](i)  # untimed preparation (hand over a fresh handle)
                 ready.wait(30)
                 ready.clear()
-                time.sleep(0.002)  # let the child block in receive
+                time.sleep(settle)  # let the child block in receive
                 starts[name].append(time.perf_counter())
                 channel[1](i, value)
         arrivals = stamps_in.recv()
