@@ -117,7 +117,7 @@ class RedisRecord:
         frame = bytearray(_serial.frame_size(inband, buffers))
         _serial.write_frame(memoryview(frame), inband, buffers)
         signature = self._sign(which, frame)
-        args = [which, bytes(frame), signature, CARRIED_MAX]
+        args = [which, memoryview(frame), signature, CARRIED_MAX]  # sent without a copy
         self._expect(self._run(_scripts.STORE, [self.key, self.channel], args))
 
     def load(

@@ -254,6 +254,7 @@ def check_redis() -> Check | None:
             "start the server, or fix MPEVENT_URL",
         )
     version, policy = facts["version"], facts["maxmemory-policy"]
+    facts["reply parser"] = _connection.reply_parser()
     finding = f"{shown}: Redis {version}, maxmemory-policy {policy}"
     if _connection.too_old(version):
         return Check("Redis", "fail", finding + ": mpevent needs 7.0+", "upgrade the server", facts)

@@ -184,3 +184,16 @@ def test_doctor_reports_the_version_and_an_evicting_policy(started: Any) -> None
     assert "maxmemory-policy volatile-lru: the server may evict" in done.stdout
     assert "noeviction" in done.stdout
     assert f"redis://127.0.0.1:{port}/0: Redis 7." in done.stdout
+    as_json = subprocess.run(
+        [sys.executable, "-m", "mpevent", "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MPEVENT_URL": f"redis://127.0.0.1:{port}/0"},
+    )
+    import json
+
+    from mpevent.redis import _connection
+
+    (check,) = [c for c in json.loads(as_json.stdout)["checks"] if c["name"] == "Redis"]
+    assert check["facts"]["reply parser"] == _connection.reply_parser()
