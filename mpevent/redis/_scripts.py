@@ -16,6 +16,12 @@ expires and an unused one expires between one and 1.25 TTLs after its last
 use.  With 0 the script only checks that the object exists.  PEXPIRE is a
 write, copied to replicas and the AOF; most calls no longer make one, and
 the state read is then a plain HMGET, with no script (docs/design.md).
+
+A server out of memory (maxmemory, a policy that does not evict) refuses
+a write that would use memory (HSET, HSETNX, HINCRBY) and ends the script
+there, without undoing what it did before.  In every script that write is
+the first change but a refreshed TTL, so a refused script changed nothing
+(``RedisBackend.run`` raises MemoryError).
 """
 
 from __future__ import annotations

@@ -197,3 +197,31 @@ def test_doctor_reports_the_version_and_an_evicting_policy(started: Any) -> None
 
     (check,) = [c for c in json.loads(as_json.stdout)["checks"] if c["name"] == "Redis"]
     assert check["facts"]["reply parser"] == _connection.reply_parser()
+
+
+def test_a_full_server_raises_memory_error_and_changes_nothing(started: Any) -> None:
+    import redis
+
+    port = started("--maxmemory-policy", "noeviction")
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis(port=port)
+    try:
+        with mpevent.connect(url, authkey=AUTHKEY) as backend:
+            event, result = backend.Event(), backend.AsyncResult()
+            filler = [f"filler:{i}" for i in range(200)]
+            for key in filler:
+                client.set(key, b"x" * 10_000)
+            # Full: maxmemory well below what is used, and nothing to evict.
+            used = int(client.info("memory")["used_memory"])
+            client.config_set("maxmemory", used // 2)
+            for call in (event.set, lambda: result.set(b"v" * 1000), backend.Event):
+                with pytest.raises(MemoryError, match=r"out of memory.*nothing was changed"):
+                    call()
+            assert not event.is_set() and not result.ready()  # reads still work
+            assert event.wait(0) is False
+            client.config_set("maxmemory", 0)  # room again: the same objects work
+            event.set()
+            result.set(b"v" * 1000)
+            assert event.is_set() and result.get(timeout=5) == b"v" * 1000
+    finally:
+        client.close()

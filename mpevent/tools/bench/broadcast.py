@@ -19,13 +19,13 @@ from ._common import (
 
 def _broadcast_waiter(
     go: tuple[Any, Any],
-    ready: Any,
-    done: Any,
+    flags: tuple[Any, Any, Any],
     stamps: Any,
     me: int,
     rounds: int,
     spin: int | None = None,
 ) -> None:
+    ready, done, proceed = flags
     if spin is not None:
         _native.set_spin_limit(spin)
     for event in go:  # a raw pub/sub channel subscribes before it says it is ready
@@ -36,6 +36,10 @@ def _broadcast_waiter(
         event.wait()
         stamps[me] = time.perf_counter()
         done.set()
+        # The next wait starts once the round is over: what a wait does
+        # before it blocks (on a server, a round trip) is not a wakeup.
+        proceed.wait(60)
+        proceed.clear()
 
 
 def broadcast_round(
@@ -56,9 +60,13 @@ def broadcast_round(
     go = (make(), make())  # rounds alternate, so a round never sees the last one's set
     ready = [ctx.Event() for _ in range(waiters)]
     done = [ctx.Event() for _ in range(waiters)]
+    proceed = [ctx.Event() for _ in range(waiters)]
     stamps = ctx.Array("d", waiters, lock=False)
     children = [
-        ctx.Process(target=_broadcast_waiter, args=(go, ready[i], done[i], stamps, i, rounds, spin))
+        ctx.Process(
+            target=_broadcast_waiter,
+            args=(go, (ready[i], done[i], proceed[i]), stamps, i, rounds, spin),
+        )
         for i in range(waiters)
     ]
     for child in children:
@@ -77,6 +85,8 @@ def broadcast_round(
                 flag.clear()
             go[r % 2].clear()
             samples.append(float(max(stamps)) - start)
+            for flag in proceed:
+                flag.set()
     finally:
         for child in children:
             child.join(30)
