@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-import redis
-
 from .._base import BackendBase
 from .._interface import CleanReport
 from . import _inbox, _registry
@@ -53,10 +51,8 @@ class RedisBackend(BackendBase):
     def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """Run one of ``_scripts`` on the node of *keys*, retrying a lost connection.
 
-        A server out of memory (maxmemory reached, a policy that does not
-        evict) refuses a script's first write that would use memory, and in
-        every script that write comes before any other change (``_scripts``),
-        so the object is unchanged: MemoryError, as for a full /dev/shm.
+        On a server out of memory a script changes nothing (``_scripts``),
+        and Connection.call raises MemoryError.
         """
         compiled = self._scripts.get(script)
         if compiled is None:
@@ -64,16 +60,7 @@ class RedisBackend(BackendBase):
                 compiled = self._scripts.setdefault(
                     script, self.connection.client.register_script(script)
                 )
-        try:
-            return self.connection.call(lambda: compiled(keys=keys, args=args))
-        except redis.exceptions.OutOfMemoryError:
-            raise MemoryError(
-                f"the Redis server at {self.settings.public} is out of memory (its used "
-                "memory is over maxmemory and its maxmemory-policy does not evict); nothing "
-                "was changed. Free memory there (remove_name() deletes an object at once, "
-                "unused ones expire after their TTL; other keys may be larger), raise "
-                "maxmemory, or store smaller values"
-            ) from None
+        return self.connection.call(lambda: compiled(keys=keys, args=args))
 
     def delete(self, record: RedisRecord) -> None:
         self.connection.call(lambda: self.connection.client.delete(record.key))

@@ -218,10 +218,31 @@ class Connection:
         return unsplit(parts._replace(netloc=netloc, path=""))
 
     def call(self, action: Callable[[], T]) -> T:
-        """Run *action*, retrying a lost connection; BackendUnavailable at the end."""
+        """Run *action*, retrying a lost connection; BackendUnavailable at the end.
+
+        The server's refusals become the errors of the same causes here: out
+        of memory (maxmemory reached, a policy that does not evict) is
+        MemoryError, as a full /dev/shm is; a command the Redis user may
+        not run (ACL) is PermissionError.  Both name the fix.
+        """
         for attempt in range(RETRIES + 1):
             try:
                 return action()
+            except redis.exceptions.OutOfMemoryError:
+                raise MemoryError(
+                    f"the Redis server at {self.settings.public} is out of memory (its used "
+                    "memory is over maxmemory and its maxmemory-policy does not evict); "
+                    "nothing was changed. Free memory there (remove_name() deletes an object "
+                    "at once, unused ones expire after their TTL; other keys may be larger), "
+                    "raise maxmemory, or store smaller values"
+                ) from None
+            except redis.exceptions.NoPermissionError as exc:
+                raise PermissionError(
+                    f"the Redis user on {self.settings.public} may not run a command mpevent "
+                    f"needs ({exc}); grant the scripting, hash, key and sharded pub/sub "
+                    "commands, e.g. ACL SETUSER <user> +@scripting +@hash +@keyspace "
+                    "+@pubsub +ping"
+                ) from None
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 if attempt == RETRIES:
                     raise BackendUnavailable(

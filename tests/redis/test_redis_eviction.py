@@ -225,3 +225,21 @@ def test_a_full_server_raises_memory_error_and_changes_nothing(started: Any) -> 
             assert event.is_set() and result.get(timeout=5) == b"v" * 1000
     finally:
         client.close()
+
+
+def test_a_user_the_server_forbids_a_command_gets_permission_error(started: Any) -> None:
+    import redis
+
+    port = started()
+    admin = redis.Redis(port=port)
+    try:
+        admin.execute_command(
+            "ACL", "SETUSER", "limited", "on", ">pw", "~*", "&*", "+@all", "-evalsha", "-eval"
+        )
+        with mpevent.connect(f"redis://limited:pw@127.0.0.1:{port}/0", authkey=AUTHKEY) as backend:
+            with pytest.raises(PermissionError, match=r"may not run.*ACL SETUSER") as raised:
+                backend.Event()
+            assert "pw@" not in str(raised.value)  # the password stays out of the message
+        assert admin.dbsize() == 0  # nothing was created
+    finally:
+        admin.close()
