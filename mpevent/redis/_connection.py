@@ -205,6 +205,9 @@ class Connection:
             )
         else:
             self.client = redis.Redis.from_url(settings.url, socket_connect_timeout=2)
+        # A MULTI with EVAL in it (RedisRecord.store): on one server only, as
+        # redis-py's cluster pipelines refuse EVAL.
+        self.scripted_multi = not self.cluster
 
     def node_url(self, channel: str) -> str:
         """The URL of the server that owns *channel*'s slot (itself, unless a cluster)."""

@@ -1,4 +1,8 @@
-"""The server side: every operation on an object is one Lua script, one round trip.
+"""The server side: every operation on an object is one atomic step, one round trip.
+
+Each step is one Lua script, except a plain HMGET for a state read (see
+the expiry below) and, for frames too large for Lua's copies, a plain HSET
+and STORED in one MULTI, or a plain HMGET after LOAD.
 
 An object is one hash, ``<prefix>:{<name>}``, with the fields ``kind``,
 ``gen`` (bumped by every set), ``flag``, and per value slot *w* (0 value,
@@ -6,7 +10,7 @@ An object is one hash, ``<prefix>:{<name>}``, with the fields ``kind``,
 (present once filled).  Its channel is ``<prefix>:{<name>}:set``: the hash
 tag ``{<name>}`` puts both in one slot of a cluster, so every script runs
 on one node, and SPUBLISH (sharded pub/sub) reaches that node's
-subscribers only.  A script is atomic: a value is stored, flagged and
+subscribers only.  A step is atomic: a value is stored, flagged and
 announced at once, never half.
 
 ARGV[1] of every script is the expiry to set in ms, or 0: each handle
@@ -93,9 +97,31 @@ end
 return 1
 """)
 
+# KEYS[1] hash, KEYS[2] channel, ARGV: expiry ms, slot -> 1, or -1 gone.
+# STORE for a frame too large to carry: run in one MULTI after a plain HSET
+# of v<slot> and s<slot> (RedisRecord.store), so the frame never passes
+# through Lua, which copies an argument in and out again (1 MiB: 3.1 ms of
+# the server's time as STORE against 0.6 ms as HSET; docs/design.md).  If
+# the object was gone, that HSET made a hash with no kind: it goes here.
+# Out of memory, the MULTI's HSET is refused and EXEC with it: no change.
+STORED: Final = """
+if redis.call('HEXISTS', KEYS[1], 'kind') == 0 then
+  redis.call('DEL', KEYS[1])
+  return -1
+end
+if ARGV[1] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local w = ARGV[2]
+redis.call('HSET', KEYS[1], 'h' .. w, 1, 'flag', 1)
+local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('SPUBLISH', KEYS[2], gen)
+return 1
+"""
+
 # KEYS[1] hash, ARGV: expiry ms, slot (0, 1, or -1: the value if any, else the
-# exception), the generation the caller has -> {gen, slot} when the slot is
-# empty (slot -1) or the caller has it, else {gen, slot, frame, signature};
+# exception), the generation the caller has, the largest frame to return ->
+# {gen, slot} when the slot is empty (slot -1) or the caller has it, else
+# {gen, slot, frame, signature}, or {gen, slot, nil, signature} when the
+# frame is larger (the caller reads it with a plain HGET: not through Lua);
 # nil if gone.  One round trip for get(), and none of a value's bytes again
 # for a reader that holds them.
 LOAD: Final = _script("""
@@ -107,6 +133,9 @@ if w < 0 then
 end
 if not got[w + 2] then return {got[1], -1} end
 if got[1] == ARGV[3] then return {got[1], w} end
-local v = redis.call('HMGET', KEYS[1], 'v' .. w, 's' .. w)
-return {got[1], w, v[1], v[2]}
+local signature = redis.call('HGET', KEYS[1], 's' .. w)
+if redis.call('HSTRLEN', KEYS[1], 'v' .. w) > tonumber(ARGV[4]) then
+  return {got[1], w, false, signature}
+end
+return {got[1], w, redis.call('HGET', KEYS[1], 'v' .. w), signature}
 """)

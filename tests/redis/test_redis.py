@@ -64,14 +64,22 @@ def _parked_waiter(
     return waiter, outcome
 
 
-class _TouchesAFile:
-    """A value whose unpickling has a visible effect: it creates a file."""
+def _touch(path: Path, padding: bytes) -> None:
+    path.touch()
 
-    def __init__(self, path: Path) -> None:
+
+class _TouchesAFile:
+    """A value whose unpickling has a visible effect: it creates a file.
+
+    *size*: bytes of padding, to make the value large.
+    """
+
+    def __init__(self, path: Path, size: int = 0) -> None:
         self.path = path
+        self.size = size
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Path.touch, (self.path,))
+        return (_touch, (self.path, bytes(self.size)))
 
 
 def test_no_password_in_repr_pickle_or_errors(tmp_path: Path) -> None:
@@ -95,12 +103,15 @@ def test_no_password_in_repr_pickle_or_errors(tmp_path: Path) -> None:
     assert f"127.0.0.1:{port}" in texts[0]
 
 
-def test_a_value_with_a_wrong_signature_is_refused_unread(server: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [0, 400_000], ids=["small", "read-by-HMGET"])
+def test_a_value_with_a_wrong_signature_is_refused_unread(
+    server: int, tmp_path: Path, size: int
+) -> None:
     url = f"redis://127.0.0.1:{server}/0"
     marker = tmp_path / "unpickled"
     with mpevent.connect(url, authkey="the-real-key") as writer:
         result = writer.AsyncResult("signed", create=True)
-        result.set(_TouchesAFile(marker))
+        result.set(_TouchesAFile(marker, size))
     with (
         mpevent.connect(url, authkey="an-attackers-key") as reader,
         pytest.raises(PermissionError, match="valid signature"),
@@ -435,3 +446,37 @@ def test_a_wait_on_more_objects_than_an_inbox_keeps_stays_subscribed_to_all(serv
             waiter.join(30)
         assert not waiter.is_alive()
         assert woken == [events[0]]
+
+
+def test_large_values_bypass_lua_and_stay_atomic(
+    server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    from mpevent.redis import _record
+
+    client = redis.Redis(port=server)
+    value = bytes(range(256)) * 2000  # 512 KB: a MULTI to store, an HMGET to read
+    assert len(value) > _record.LOAD_INLINE_MAX
+    try:
+        with mpevent.connect(f"redis://127.0.0.1:{server}/0", authkey=AUTHKEY) as backend:
+            result = backend.AsyncResult()
+            client.config_resetstat()
+            result.set(value)
+            assert "cmdstat_exec" in client.info("commandstats")  # stored by a MULTI
+            reader = pickle.loads(pickle.dumps(result))
+            assert reader.get(timeout=5) == value
+            # Stored again between LOAD and its HMGET: read whole through LOAD.
+            again = pickle.loads(pickle.dumps(result))
+            monkeypatch.setattr(_record.RedisRecord, "_read_large", lambda *args: None)
+            assert again.get(timeout=5) == value
+            monkeypatch.undo()
+            # A large set() on an object that is gone leaves no key behind.
+            gone = backend.AsyncResult()
+            client.delete(gone._record.key)
+            with pytest.raises(LookupError):
+                gone.set(value)
+            assert not client.exists(gone._record.key)
+            assert client.dbsize() == 1  # the first result only
+    finally:
+        client.close()

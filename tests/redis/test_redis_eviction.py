@@ -214,7 +214,13 @@ def test_a_full_server_raises_memory_error_and_changes_nothing(started: Any) -> 
             # Full: maxmemory well below what is used, and nothing to evict.
             used = int(client.info("memory")["used_memory"])
             client.config_set("maxmemory", used // 2)
-            for call in (event.set, lambda: result.set(b"v" * 1000), backend.Event):
+            large = b"v" * 100_000  # stored by a MULTI (RedisRecord.store)
+            for call in (
+                event.set,
+                lambda: result.set(b"v" * 1000),
+                lambda: result.set(large),
+                backend.Event,
+            ):
                 with pytest.raises(MemoryError, match=r"out of memory.*nothing was changed"):
                     call()
             assert not event.is_set() and not result.ready()  # reads still work
