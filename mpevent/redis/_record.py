@@ -10,8 +10,6 @@ generation moved, as in shared memory.
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import pickle
 import threading
 import time
@@ -24,7 +22,7 @@ import redis
 from .. import _callbacks, _serial
 from .._errors import BackendUnavailable
 from .._interface import EITHER, VALUE
-from . import _inbox, _scripts
+from . import _inbox, _scripts, _values
 from ._listener import MOVED, TICK, listener_for
 
 if TYPE_CHECKING:
@@ -71,10 +69,9 @@ class RedisRecord:
         return bool(self._run(_scripts.CREATE, [self.key], [self.kind], refresh=True))
 
     def state(self) -> State:
-        if time.monotonic() < self._refresh_due:  # a read, no script: HMGET
-            connection = self.backend.connection
-            fields = ("kind", "gen", "flag", "h0", "h1")
-            got = connection.call(lambda: connection.client.hmget(self.key, fields))
+        got: list[Any] | None
+        if time.monotonic() < self._refresh_due:  # a read, no script
+            got = self._hmget("kind", "gen", "flag", "h0", "h1")
             if got[0] is None:  # every object has a kind: this one is gone
                 got = None
         else:
@@ -117,9 +114,9 @@ class RedisRecord:
     def store(self, which: int, inband: bytes, buffers: Sequence[pickle.PickleBuffer]) -> None:
         frame = bytearray(_serial.frame_size(inband, buffers))
         _serial.write_frame(memoryview(frame), inband, buffers)
-        signature = self._sign(which, frame)
-        if len(frame) <= CARRIED_MAX or not self.backend.connection.scripted_multi:
-            args = [which, memoryview(frame), signature, CARRIED_MAX]  # sent without a copy
+        signature = _values.sign(self.backend.settings.authkey, self.key, which, frame)
+        if len(frame) <= _values.CARRIED_MAX or not self.backend.connection.scripted_multi:
+            args = [which, memoryview(frame), signature, _values.CARRIED_MAX]  # sent, not copied
             self._expect(self._run(_scripts.STORE, [self.key, self.channel], args))
             return
         # Too large to carry: a plain HSET and STORED in one MULTI (_scripts).
@@ -148,13 +145,14 @@ class RedisRecord:
         otherwise: nothing is run; a carried value that does not match is
         read from the server instead).
         """
-        carried = _woken_by.values.pop(self.key, None) if woken else None
+        authkey = self.backend.settings.authkey
+        carried = _values.take_carried(self.key) if woken else None
         if carried is not None:
-            generation, slot, signed = carried
-            signature, frame = signed[:SIGNATURE_SIZE], signed[SIGNATURE_SIZE:]
+            generation, slot, signed_frame = carried
+            signature, frame = _values.split_carried(signed_frame)
             # EITHER means "the value if any": a carried exception may hide one.
             usable = slot == which or (which == EITHER and slot == VALUE)
-            if usable and hmac.compare_digest(signature, self._sign(slot, frame)):
+            if usable and _values.signed(authkey, self.key, slot, frame, signature):
                 if generation == known:
                     return generation, slot, None
                 return generation, slot, _serial.read_frame(memoryview(frame), copy)
@@ -162,7 +160,7 @@ class RedisRecord:
         if found is None:
             return generation, slot, None
         stored, stored_signature = found
-        if stored is None or not self._signed(stored_signature, slot, stored):
+        if stored is None or not _values.signed(authkey, self.key, slot, stored, stored_signature):
             raise PermissionError(
                 f"the value of mpevent object {self.name!r} on {self.backend.settings.public} "
                 "does not carry a valid signature: it was not stored with this MPEVENT_AUTHKEY "
@@ -180,14 +178,14 @@ class RedisRecord:
         after LOAD (Lua would copy it in and out), and if it was stored
         again in between, LOAD is asked again for it whole.
         """
-        for inline in (LOAD_INLINE_MAX, ANY_SIZE):
+        for inline in (_values.LOAD_INLINE_MAX, _values.ANY_SIZE):
             got = self._run(_scripts.LOAD, [self.key], [which, known, inline])
             if got is None:
                 self._expect(-1)
             generation, slot = int(got[0] or 0), int(got[1])
             if len(got) < 4:
                 return generation, slot, None
-            if got[2] is not None or inline == ANY_SIZE:
+            if got[2] is not None or inline == _values.ANY_SIZE:
                 return generation, slot, (got[2], got[3])
             large = self._read_large(slot, generation)
             if large is not None:
@@ -197,15 +195,10 @@ class RedisRecord:
     def _read_large(self, slot: int, generation: int) -> tuple[bytes, bytes | None] | None:
         """(frame, signature) of *slot*, read together by one HMGET, if the object
         is still at *generation*; else None."""
-        connection = self.backend.connection
-        fields = ["gen", f"v{slot}", f"s{slot}"]
-        now, frame, signature = connection.call(lambda: connection.client.hmget(self.key, fields))
+        now, frame, signature = self._hmget("gen", f"v{slot}", f"s{slot}")
         if now is None or frame is None or int(now) != generation:
             return None
         return frame, signature
-
-    def _signed(self, signature: bytes | None, slot: int, frame: bytes) -> bool:
-        return signature is not None and hmac.compare_digest(signature, self._sign(slot, frame))
 
     def wait(self, timeout: float | None) -> bool:
         """Block until set or *timeout* passes; True if set (or set and cleared meanwhile)."""
@@ -237,7 +230,7 @@ class RedisRecord:
 
         for i, record in enumerate(records):
             waiting.setdefault(record.channel, []).append(i)
-            _woken_by.values.pop(record.key, None)
+            _values.take_carried(record.key)  # a stale one, from an earlier wait
         outage = _Outage(records[0], deadline)
         nodes: dict[int, str] = {}  # position -> node URL it is subscribed on
         while True:
@@ -325,7 +318,7 @@ class RedisRecord:
             return
         carried = _inbox.inbox_for(url).take_carried(self.channel, generation)
         if carried is not None:
-            _woken_by.values[self.key] = (generation, *carried)
+            _values.keep_carried(self.key, generation, *carried)
 
     def rawlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
         """Run callback(handle) once, on this process's listener thread, after the next set."""
@@ -412,11 +405,10 @@ class RedisRecord:
             self._refresh_due = now + ttl_ms / 1000 * _scripts.REFRESH_FRACTION
         return got
 
-    def _sign(self, which: int, frame: bytes | bytearray) -> bytes:
-        mac = hmac.new(self.backend.settings.authkey, digestmod=hashlib.sha256)
-        mac.update(f"{self.key}\0{which}\0".encode())
-        mac.update(frame)
-        return mac.digest()
+    def _hmget(self, *fields: str) -> list[Any]:
+        """HMGET of *fields* of the object: a plain read, atomic, no script."""
+        connection = self.backend.connection
+        return connection.call(lambda: connection.client.hmget(self.key, fields))
 
     def _expect(self, result: int) -> None:
         if result == -1:
@@ -453,26 +445,6 @@ class RedisRecord:
 
 _T = TypeVar("_T")
 RECHECK: Final = 1.0  # seconds a waiter sleeps before reading its objects again
-# A frame up to this size travels in the set's message too (see _scripts.STORE):
-# a blocked get() then costs no second round trip.  Every subscriber of the
-# channel receives it, so large values are left to LOAD.
-CARRIED_MAX: Final = 8192
-# A frame larger than this is read with a plain HGET after LOAD, not through
-# Lua (a second round trip, where Lua's copies would cost more: 1 MiB took
-# 2.1 ms of the server's time as LOAD against 0.13 ms as HGET).
-LOAD_INLINE_MAX: Final = 256 * 1024
-ANY_SIZE: Final = 1 << 62
-SIGNATURE_SIZE: Final = hashlib.sha256().digest_size
-
-
-class _WokenBy(threading.local):
-    """Per thread: what the message that ended its last wait carried, by key."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, tuple[int, int, bytes]] = {}
-
-
-_woken_by = _WokenBy()
 
 
 class _Outage:

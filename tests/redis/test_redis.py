@@ -386,7 +386,7 @@ def test_a_large_value_or_a_forged_message_is_read_from_the_server(
 ) -> None:
     import redis as redis_py
 
-    from mpevent.redis._record import CARRIED_MAX
+    from mpevent.redis._values import CARRIED_MAX
 
     url = f"redis://127.0.0.1:{server}/0"
     with mpevent.connect(url, authkey=AUTHKEY) as backend:
@@ -453,11 +453,11 @@ def test_large_values_bypass_lua_and_stay_atomic(
 ) -> None:
     import redis
 
-    from mpevent.redis import _record
+    from mpevent.redis import _record, _values
 
     client = redis.Redis(port=server)
     value = bytes(range(256)) * 2000  # 512 KB: a MULTI to store, an HMGET to read
-    assert len(value) > _record.LOAD_INLINE_MAX
+    assert len(value) > _values.LOAD_INLINE_MAX
     try:
         with mpevent.connect(f"redis://127.0.0.1:{server}/0", authkey=AUTHKEY) as backend:
             result = backend.AsyncResult()
