@@ -89,11 +89,12 @@ def ping_pong(url: str, rounds: int, trials: int) -> dict[str, float]:
             client.close()
 
 
-def _redis_result_channel(url: str) -> Callable[[int], Any]:
-    """A fresh AsyncResult on the server per value, pickled to the reader beforehand."""
+def _redis_result_channel(url: str, keep: bool = False) -> Callable[[int], Any]:
+    """A fresh AsyncResult on the server per value, pickled to the reader beforehand;
+    *keep*: both sides keep every result and value (as the shared-memory row does)."""
     from .values import async_result_channel
 
-    return async_result_channel(False, url)
+    return async_result_channel(keep, url)
 
 
 def _raw_list_channel(url: str) -> Callable[[int], Any]:
@@ -319,6 +320,7 @@ def value_handoff(url: str, count: int) -> dict[str, dict[str, float]]:
     for size in VALUE_SIZES:
         peers = {
             "mpevent.AsyncResult on Redis": _redis_result_channel(url),
+            "mpevent.AsyncResult on Redis, kept": _redis_result_channel(url, keep=True),
             "raw RPUSH/BLPOP pair": _raw_list_channel(url),
             "mpevent.AsyncResult (shm)": async_result_channel(False),
         }
