@@ -70,13 +70,19 @@ def _warn_once(public: str, message: str) -> None:
 
 
 def server_facts(client: Any) -> dict[str, str]:
-    """The server's version and maxmemory-policy ("unknown" where CONFIG is refused)."""
+    """The server's version, maxmemory-policy and proto-max-bulk-len (the largest
+    argument it accepts); "unknown" where CONFIG is refused."""
     version = str(client.info("server").get("redis_version", "0"))
     try:
-        policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy", ""))
+        config = client.config_get("maxmemory-policy")
+        config.update(client.config_get("proto-max-bulk-len"))
     except redis.exceptions.ResponseError:  # CONFIG renamed or disabled (managed services)
-        policy = "unknown"
-    return {"version": version, "maxmemory-policy": policy}
+        config = {}
+    return {
+        "version": version,
+        "maxmemory-policy": str(config.get("maxmemory-policy", "unknown")),
+        "proto-max-bulk-len": str(config.get("proto-max-bulk-len", "unknown")),
+    }
 
 
 def reply_parser() -> str:
@@ -84,6 +90,9 @@ def reply_parser() -> str:
     from redis.utils import HIREDIS_AVAILABLE
 
     return "hiredis" if HIREDIS_AVAILABLE else "pure Python (pip install hiredis)"
+
+
+DEFAULT_MAX_BULK = 512 << 20  # Redis's default proto-max-bulk-len
 
 
 def too_old(version: str) -> bool:
@@ -208,6 +217,10 @@ class Connection:
         # A MULTI with EVAL in it (RedisRecord.store): on one server only, as
         # redis-py's cluster pipelines refuse EVAL.
         self.scripted_multi = not self.cluster
+        # The largest value the server takes: to more it replies with a
+        # protocol error and drops the connection, so it is checked first.
+        bulk = self.server["proto-max-bulk-len"]
+        self.largest_value = int(bulk) if bulk.isdigit() else DEFAULT_MAX_BULK
 
     def node_url(self, channel: str) -> str:
         """The URL of the server that owns *channel*'s slot (itself, unless a cluster)."""

@@ -112,7 +112,16 @@ class RedisRecord:
         return self.state().holds[which]
 
     def store(self, which: int, inband: bytes, buffers: Sequence[pickle.PickleBuffer]) -> None:
-        frame = bytearray(_serial.frame_size(inband, buffers))
+        size = _serial.frame_size(inband, buffers)
+        largest = self.backend.connection.largest_value
+        if size > largest:
+            raise MemoryError(
+                f"a value of {size} bytes is larger than the Redis server at "
+                f"{self.backend.settings.public} accepts (proto-max-bulk-len {largest} bytes); "
+                "nothing was sent or changed. Raise proto-max-bulk-len on the server, or pass "
+                "the value another way (a file, shared memory) and its name here"
+            )
+        frame = bytearray(size)
         _serial.write_frame(memoryview(frame), inband, buffers)
         signature = _values.sign(self.backend.settings.authkey, self.key, which, frame)
         if len(frame) <= _values.CARRIED_MAX or not self.backend.connection.scripted_multi:

@@ -249,3 +249,14 @@ def test_a_user_the_server_forbids_a_command_gets_permission_error(started: Any)
         assert admin.dbsize() == 0  # nothing was created
     finally:
         admin.close()
+
+
+def test_a_value_larger_than_the_server_accepts_is_refused_before_sending(started: Any) -> None:
+    port = started("--proto-max-bulk-len", "1mb")
+    with mpevent.connect(f"redis://127.0.0.1:{port}/0", authkey=AUTHKEY) as backend:
+        result = backend.AsyncResult()
+        with pytest.raises(MemoryError, match=r"larger than .* accepts \(proto-max-bulk-len"):
+            result.set(bytes(2 << 20))
+        assert not result.ready()  # nothing changed, and the connection is still good
+        result.set(bytes(100_000))
+        assert result.get(timeout=5) == bytes(100_000)
