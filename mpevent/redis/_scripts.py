@@ -25,7 +25,7 @@ A server out of memory (maxmemory, a policy that does not evict) refuses
 a write that would use memory (HSET, HSETNX, HINCRBY) and ends the script
 there, without undoing what it did before.  In every script that write is
 the first change but a refreshed TTL, so a refused script changed nothing
-(``RedisBackend.run`` raises MemoryError).
+(``Connection.call`` raises MemoryError).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ return 1
 # exception), the generation the caller has, the largest frame to return ->
 # {gen, slot} when the slot is empty (slot -1) or the caller has it, else
 # {gen, slot, frame, signature}, or {gen, slot, nil, signature} when the
-# frame is larger (the caller reads it with a plain HGET: not through Lua);
+# frame is larger (the caller reads it with a plain HMGET: not through Lua);
 # nil if gone.  One round trip for get(), and none of a value's bytes again
 # for a reader that holds them.
 LOAD: Final = _script("""
