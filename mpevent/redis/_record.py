@@ -69,13 +69,13 @@ class RedisRecord:
         return bool(self._run(_scripts.CREATE, [self.key], [self.kind], refresh=True))
 
     def state(self) -> State:
-        got: list[Any] | None
-        if time.monotonic() < self._refresh_due:  # a read, no script
-            got = self._hmget("kind", "gen", "flag", "h0", "h1")
-            if got[0] is None:  # every object has a kind: this one is gone
-                got = None
-        else:
-            got = self._run(_scripts.STATE, [self.key], [])
+        def read(expiry: int) -> list[Any] | None:
+            if expiry:  # a refresh is due: the script refreshes and reads
+                return self.backend.run(_scripts.STATE, [self.key], [expiry])  # type: ignore[no-any-return]
+            got = self._hmget("kind", "gen", "flag", "h0", "h1")  # a read, no script
+            return None if got[0] is None else got  # every object has a kind
+
+        got = self._with_expiry(read)
         if got is None:
             raise LookupError(
                 f"mpevent object {self.name!r} no longer exists on {self.backend.settings.public}: "
@@ -124,7 +124,7 @@ class RedisRecord:
         frame = bytearray(size)
         _serial.write_frame(memoryview(frame), inband, buffers)
         signature = _values.sign(self.backend.settings.authkey, self.key, which, frame)
-        if len(frame) <= _values.CARRIED_MAX or not self.backend.connection.scripted_multi:
+        if size <= _values.CARRIED_MAX or not self.backend.connection.scripted_multi:
             args = [which, memoryview(frame), signature, _values.CARRIED_MAX]  # sent, not copied
             self._expect(self._run(_scripts.STORE, [self.key, self.channel], args))
             return
