@@ -353,8 +353,9 @@ class RedisRecord:
                     moved = generation == TICK
                 else:
                     moved = state.flag or state.generation != start[0] != -1
-            if moved and fired.acquire(False):
-                self._forget_link(lambda link: link[2] is wakeup)
+            # Run only if still linked: unlink() may have come while this
+            # wakeup was on its way (the listener calls it outside its lock).
+            if moved and fired.acquire(False) and self._forget_link(lambda link: link[2] is wakeup):
                 _callbacks.run(callback, handle)
 
         with self._links_lock:
@@ -373,7 +374,8 @@ class RedisRecord:
         self,
         matches: Callable[[tuple[Any, Any, Callable[[int | None], object]]], bool],
         first: bool = False,
-    ) -> None:
+    ) -> bool:
+        """Remove the links that match (the first only, if *first*); True if any did."""
         with self._links_lock:
             found = [link for link in self._links if matches(link)]
             if first:
@@ -382,6 +384,7 @@ class RedisRecord:
                 self._links.remove(link)
         for link in found:
             self._unsubscribe(link[2])
+        return bool(found)
 
     def claim(self) -> None:
         """Not on Redis: a dead claimer would need a TTL key refreshed by a thread."""
