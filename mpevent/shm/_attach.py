@@ -72,9 +72,24 @@ class AttachTable:
         self.detached = False  # left (or never could join): attach nothing more
         self.entry = -1  # this process's attach-table entry, once joined
         self.epoch = 0
-        self.child: tuple[int, int, int] | None = None  # (entry, epoch, fd) for a fork
+        self.child: tuple[int, int, int, int] | None = None  # (entry, epoch, fd, label) for a fork
         self.shared_into_child = False  # the child's held bits are marked already
         self._reclaiming: set[int] = set()  # entries this process is reclaiming now
+        self._take_lock_owner(fd)
+
+    def _take_lock_owner(self, fd: int) -> None:
+        """Make this process a lock owner of the arena, through *fd*, before any lock.
+
+        Its lock words then name it, and a waiter can tell whether it died
+        holding one (``src/native/locks.c``).  With every owner in use (as
+        many processes as the attach table holds) its locks are anonymous:
+        they work, but are never taken over.
+        """
+        try:
+            label = self.native.owner_reserve(fd)
+        except _native.Full:
+            return
+        self.native.owner_adopt(label, fd)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -211,9 +226,16 @@ class AttachTable:
             except _native.Full:
                 free = None
             if free is not None and _native.ofd_lock(fd, free, 1, False):
+                try:
+                    label = self.native.owner_reserve(fd)
+                except _native.Full:
+                    label = 0
+            else:
+                label = 0
+            if label:
                 self.native.held_wipe(free)
                 epoch = self.native.entry_write(free, ENTRY_ATTACHED, 0)
-                self.child = (free, epoch, fd)
+                self.child = (free, epoch, fd, label)
         if self.child is None:
             os.close(fd)  # no room: the child joins by itself after the fork
         # The child's references, taken now, while this process still holds
@@ -229,11 +251,18 @@ class AttachTable:
             self.child = None
 
     def after_fork_in_child(self) -> None:
-        if self.detached:
-            return
+        # Until it has a lock owner of its own the child's locks carry its
+        # parent's label: it must take none before (liveness.c).
         inherited = self.fd
+        if self.detached:
+            if inherited >= 0:
+                self.fd = reopen(inherited, self.name)
+                os.close(inherited)
+                self._take_lock_owner(self.fd)
+            return
         if self.child is not None:
-            self.entry, self.epoch, self.fd = self.child
+            self.entry, self.epoch, self.fd, label = self.child
+            self.native.owner_adopt(label, self.fd)
             self.child = None
             with self.locked():
                 self.native.entry_write(self.entry, ENTRY_ATTACHED, os.getpid())
@@ -242,6 +271,7 @@ class AttachTable:
         else:
             self.fd = reopen(inherited, self.name)
             os.close(inherited)
+            self._take_lock_owner(self.fd)
             self.entry = -1
             if not self.join():
                 self.detached = True

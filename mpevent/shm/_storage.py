@@ -32,7 +32,7 @@ from typing import Final
 from .. import _serial
 from . import _spill
 from ._arena import Arena
-from ._native import PAGE
+from ._native import BLOCK_HEADER
 
 VALUE_LARGE: Final = 3  # the tags read() gives with a frame (see arena.h)
 VALUE_SPILLED: Final = 4
@@ -69,7 +69,7 @@ def store(
         _spill.store(native, index, which, inband, buffers, size, full)
         return
     try:
-        start = block + PAGE
+        start = block + BLOCK_HEADER
         with arena.view[start : start + size] as target:
             _serial.write_frame(target, inband, buffers)
     except BaseException:

@@ -3,15 +3,22 @@
  *
  * This header owns the layout; each .c file owns one idea:
  *
+ *   os.h/os.c  every call to the operating system: waits and wakes on a
+ *              shared word, OFD locks, populating and punching pages, the
+ *              CPU, the page size (a port to another kernel is this file)
  *   layout.c   the Arena type: mapping, formatting, validating, reserving
  *              pages before they are touched, statistics, the module
- *   locks.c    robust process-shared mutexes
+ *   locks.c    the arena's lock words, owned by a lock owner and taken
+ *              over from a dead one; the process-local lock of the watch
  *   parking.c  waiter slots, links, futex sleeps and wakes, wait()
  *   records.c  records: allocation, reference counts, held bitmaps, the
  *              state word (set/clear/is_set) and value slots
  *   heap.c     the value heap: small blocks, large blocks, zero-copy views
- *   liveness.c who is attached: OFD locks the kernel drops when a process
- *              dies, the attach table, and promised (claimed) results
+ *   spill.c    values in files of the spill directory
+ *   handle.c   the Handle types: a record's reference in a Python object
+ *   liveness.c who is alive: OFD locks the kernel drops when a process
+ *              dies, the attach table, lock owners, and promised
+ *              (claimed) results
  *
  * Why C: the hot paths (wait on one record, set, clear) must cost about as
  * much as a bare semaphore round trip.  Done from Python with ctypes they
@@ -19,9 +26,11 @@
  * each, and the GIL is released only around the sleep.
  *
  * Why these pieces:
- *   - A record's guard is a robust, process-shared pthread mutex: the kernel
- *     hands it to the next locker with EOWNERDEAD when its holder dies, so a
- *     SIGKILLed process can never leave a record locked.
+ *   - A record's guard is a 32-bit lock word naming its holder's lock
+ *     owner (locks.c).  A waiter that finds the owner dead -- its OFD lock
+ *     gone, the kernel's word for it -- takes the lock over, so a
+ *     SIGKILLed process can never leave a record locked.  No libc type is
+ *     in shared memory: the bytes are the same on every CPU and libc.
  *   - Waiters sleep on a futex word of their own *slot* (one slot per
  *     waiting thread, not per record), so a thread can wait on many records
  *     at once (the hub, mpevent.wait) and records cost no kernel object.
@@ -48,12 +57,15 @@
  *     record and needs that same lock.  Errors found under a lock are
  *     raised after unlocking.
  *
- * Layout of a segment (all integers native-endian; offsets in bytes):
+ * Layout of a segment (all integers native-endian, little-endian on every
+ * CPU we build for; offsets in bytes; regions start on a page boundary of
+ * the page size the arena was made with, Header.page_size):
  *
  *   | offset         | size                | what                             |
  *   |----------------|---------------------|----------------------------------|
  *   | 0              | sizeof(Header)      | Header (below)                   |
  *   | ATTACH_OFFSET  | ATTACH_ENTRIES*16   | attach table: AttachEntry[]      |
+ *   | OWNERS_OFFSET  | LOCK_OWNERS*8       | lock owners: LockOwner[]         |
  *   | slots_offset   | slot_capacity*32    | Slot[]                           |
  *   | links_offset   | link_capacity*32    | Link[]; link i < slot_capacity   |
  *   |                |                     | is slot i's own link             |
@@ -79,11 +91,12 @@
  *   1. a record's lock (Record.lock; one at a time)
  *   2. the arena lock (Header.lock)
  *   3. OFD locks on the segment file (liveness.c), only ever taken
- *      non-blocking while 1 or 2 is held
- *   process-local, innermost: the watch lock (parking.c), which is held
- *   around nothing but its own list and futex wakes.
- *   Python's GIL is released around every blocking lock taken here
- *   (locks.c), so a holder that needs the GIL can finish.
+ *      non-blocking while 1 or 2 is held (a lock owner's byte is taken
+ *      before any lock of ours, and kept)
+ *   process-local, innermost: the watch lock (parking.c, a local_lock),
+ *   which is held around nothing but its own list and futex wakes.
+ *   Python's GIL is released around every sleep on a lock word (locks.c),
+ *   so a holder that needs the GIL can finish.
  *
  * Shared fields: who writes them, under which lock, how readers load them.
  *
@@ -100,6 +113,13 @@
  *   | AttachEntry.held_      | its process, arena lock      | acquire             |
  *   |   reserved             |   (release store)            |                     |
  *   | held bitmap words      | its process, atomic or/and   | acquire             |
+ *   | Record.lock, Header.   | its taker, CAS 0 -> label    | relaxed + CAS       |
+ *   |   lock (locks.c)       |   (acquire); its holder,     |   (acquire)         |
+ *   |                        |   CAS label -> 0 (release);  |                     |
+ *   |                        |   a sleeper ORs LOCK_WAITERS |                     |
+ *   | LockOwner.epoch        | the holder of the owner's    | acquire             |
+ *   |                        |   byte, atomic add, once     |                     |
+ *   | Header.page_size       | the creator, before magic    | after magic         |
  *   | Record.state           | set(): record lock, release  | acquire, always:    |
  *   |                        |   store; clear(): atomic and |   clear() takes no  |
  *   |                        |   without the lock           |   lock, so even a   |
@@ -137,22 +157,40 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "os.h"
+
 #define MAGIC 0x31544e4556504d00ULL /* "\0MPEVNT1" */
-#define LAYOUT_VERSION 9u
+#define LAYOUT_VERSION 10u
 #define RECORD_SIZE 128u
 #define PAYLOAD_SIZE 48u
 #define ATTACH_OFFSET 4096u
 #define ATTACH_ENTRIES 1024u
 #define ATTACH_ENTRY_SIZE 16u
-#define PAGE 4096u
+#define OWNERS_OFFSET (ATTACH_OFFSET + ATTACH_ENTRIES * ATTACH_ENTRY_SIZE)
+#define OWNERS_END (OWNERS_OFFSET + LOCK_OWNERS * 8u)
 #define RESERVE_CHUNK (64u * 1024u) /* regions grow by this much at a time */
 #define WAKE_BATCH 64
 #define SPIN_SEATS 8   /* most waiters of one arena spinning at once (parking.c) */
 #define SPIN_LIMIT_MAX 100000000 /* the largest MPEVENT_SPIN: seconds of pauses */
-#define LOCK_SPINS 200 /* trylock attempts before sleeping on a busy lock */
+#define LOCK_SPINS 200 /* attempts before sleeping on a busy lock word (locks.c) */
+/* Lock words (locks.c): a label, and a bit for sleepers. */
+#define LOCK_OWNERS ATTACH_ENTRIES /* lock owners of an arena: one per process mapping it */
+#define LOCK_OWNER_BITS 11u        /* owner index + 1: 1..LOCK_OWNERS */
+#define LOCK_EPOCH_MASK 0xfffffu   /* the owner's epoch, its low 20 bits */
+#define LOCK_LABEL(owner, epoch) \
+    ((((epoch) & LOCK_EPOCH_MASK) << LOCK_OWNER_BITS) | ((uint32_t)(owner) + 1u))
+#define LOCK_OWNER_OF(label) (((label) & ((1u << LOCK_OWNER_BITS) - 1u)) - 1u)
+#define LOCK_EPOCH_OF(label) (((label) >> LOCK_OWNER_BITS) & LOCK_EPOCH_MASK)
+#define LOCK_ANONYMOUS ((1u << LOCK_OWNER_BITS) - 1u) /* no owner: never taken over */
+#define LOCK_WAITERS 0x80000000u
+/* A sleeper on a busy lock asks this often whether its holder lives. */
+#define LOCK_CHECK_NS 50000000LL
+/* A lock owner's liveness is the OFD lock on this byte of the segment file
+ * (after the attach entries' bytes, so a "whole table" lock leaves them be). */
+#define OWNER_BYTE(owner) ((long long)ATTACH_ENTRIES + (owner))
 /* How long a sleeper goes before re-reading what it waits on, for wakeups a
  * killed setter never sent (the watch in parking.c; multi-waits and hubs
  * read it as _native.RECHECK_MS). */
@@ -167,7 +205,10 @@
 #define LARGE_MIN_SHIFT 16
 #define LARGE_STEPS 4
 #define LARGE_CLASSES (1 + LARGE_STEPS * (48 - LARGE_MIN_SHIFT))
-#define BLOCK_HEADER PAGE /* a large block's data starts one page in */
+/* The page size of this process (os_page_size, read at import); an arena
+ * made with another one is refused (validate). */
+extern uint64_t page_size;
+#define BLOCK_HEADER page_size /* a large block's data starts one page in */
 
 #define VALUE_NONE 0u
 #define VALUE_INLINE 1u
@@ -237,7 +278,8 @@ typedef struct {
     int64_t reserve_stamp;       /* CLOCK_MONOTONIC ns of the last refill */
     uint32_t unlinked;     /* 1 once the segment's name is gone: nobody may join */
     uint32_t probe_cursor; /* next attach entry the bounded liveness probe looks at */
-    pthread_mutex_t lock;  /* guards allocation and the attach table */
+    uint32_t lock;         /* guards allocation and the attach table (locks.c) */
+    uint32_t page_size;    /* the creator's page size: every region is aligned to it */
     /* spilling (spill.c): set once by the creator; "" = off */
     char spill_dir[SPILL_DIR_MAX];   /* where values that shared memory cannot hold go */
     char spill_name[SPILL_NAME_MAX]; /* the arena's name: files are <name>-<token>.spill */
@@ -266,6 +308,17 @@ typedef struct {
     uint32_t pid;           /* display only: a pid in the joiner's own namespace */
 } AttachEntry;
 
+/*
+ * One lock owner per process mapping the arena (liveness.c).  Its
+ * liveness is the OFD lock on byte OWNER_BYTE(owner) of the file; its
+ * epoch, bumped by each process that takes the byte, tells a label of the
+ * dead apart from one of the byte's next holder.
+ */
+typedef struct {
+    uint32_t epoch;
+    uint32_t pid; /* display only */
+} LockOwner;
+
 typedef struct {
     uint32_t word;      /* futex: 0 parked, 1 woken */
     uint32_t in_use;
@@ -286,7 +339,7 @@ typedef struct {
 } Link;
 
 typedef struct {
-    pthread_mutex_t lock;
+    uint32_t lock;      /* a lock word (locks.c) */
     uint32_t state;     /* generation << 1 | flag */
     uint32_t waiters;   /* head of the waiter list, link index+1 */
     uint32_t refcount;  /* processes holding it + pickles in flight */
@@ -299,6 +352,7 @@ typedef struct {
     uint32_t claim;       /* CLAIM_*: who promised to set it (liveness.c) */
     uint32_t claim_epoch; /* the claimer's attach-entry epoch */
     uint32_t claim_pid;   /* display only: the claimer's pid in its namespace */
+    uint32_t pad;         /* the payload's ValueSlots start 8-byte aligned */
     unsigned char payload[PAYLOAD_SIZE];
 } Record;
 
@@ -349,8 +403,23 @@ _Static_assert(sizeof(AttachEntry) == ATTACH_ENTRY_SIZE, "AttachEntry layout");
 _Static_assert(ATTACH_ENTRIES < 0xffffu, "claims hold an entry in 16 bits");
 _Static_assert(sizeof(Link) == 32, "Link layout");
 _Static_assert(sizeof(Record) <= RECORD_SIZE, "Record layout");
+/* The bytes of an arena are the same on every target we build (x86-64 and
+ * aarch64, glibc and musl): only fixed-width fields, and these pins. */
+_Static_assert(sizeof(Record) == 96 && offsetof(Record, state) == 4 &&
+                   offsetof(Record, kind) == 20 && offsetof(Record, claim) == 32 &&
+                   offsetof(Record, payload) == 48,
+               "Record layout differs on this target");
+_Static_assert(sizeof(Header) == 1824 && offsetof(Header, large_free) == 352 &&
+                   offsetof(Header, lock) == 1408 && offsetof(Header, page_size) == 1412 &&
+                   offsetof(Header, spin_seats) == 1760,
+               "Header layout differs on this target");
+_Static_assert(sizeof(ValueSlot) == 24 && offsetof(ValueSlot, where) == 8,
+               "ValueSlot layout differs on this target");
+_Static_assert(sizeof(LargeBlock) == 2104 && offsetof(LargeBlock, pins) == 56,
+               "LargeBlock layout differs on this target");
 _Static_assert(sizeof(Header) <= ATTACH_OFFSET, "Header layout");
-_Static_assert(sizeof(LargeBlock) <= BLOCK_HEADER, "LargeBlock layout");
+_Static_assert(sizeof(LargeBlock) <= 4096, "LargeBlock fits the smallest page");
+_Static_assert(sizeof(LockOwner) == 8, "LockOwner layout");
 
 typedef struct {
     PyObject_HEAD
@@ -369,6 +438,10 @@ typedef struct {
      * description): it holds the OFD lock on byte held_entry. -1: none. */
     int live_fd;
     uint32_t held_epoch;
+    /* This process's lock owner: the label its lock words carry (0: none
+     * yet), and the descriptor whose OFD lock holds the owner's byte. */
+    uint32_t lock_label;
+    int owner_fd;
 } ArenaObject;
 
 /* --- shared by the files ------------------------------------------- */
@@ -394,7 +467,7 @@ record_at(ArenaObject *a, uint32_t index)
 static inline uint64_t
 page_align(uint64_t offset)
 {
-    return (offset + PAGE - 1) & ~(uint64_t)(PAGE - 1);
+    return (offset + page_size - 1) & ~(page_size - 1);
 }
 
 /* No lock: one atomic AND.  set() writes the state (under the lock) only
@@ -429,10 +502,13 @@ int grow_region(ArenaObject *a, uint64_t region, uint64_t *reserved, uint64_t ne
 int append_new(PyObject *list, PyObject *item);
 
 /* locks.c */
-int mutex_init(pthread_mutex_t *m);
-int lock_mutex(ArenaObject *a, pthread_mutex_t *m, Record *repair);
-void unlock_mutex(pthread_mutex_t *m);
-int lock_or_error(ArenaObject *a, pthread_mutex_t *m, Record *repair);
+int lock_word(ArenaObject *a, uint32_t *word, Record *repair);
+void unlock_word(ArenaObject *a, uint32_t *word);
+int lock_or_error(ArenaObject *a, uint32_t *word, Record *repair);
+void local_lock(uint32_t *word);
+void local_unlock(uint32_t *word);
+void note_lock_fault(int rc);
+unsigned long lock_fault_count(void);
 
 /* parking.c */
 void futex_wake_all(uint32_t *word);
@@ -495,6 +571,15 @@ entry_at(ArenaObject *a, uint32_t entry)
     return (AttachEntry *)(a->base + ATTACH_OFFSET) + entry;
 }
 int entry_alive(ArenaObject *a, uint32_t entry, uint32_t epoch);
+static inline LockOwner *
+owner_at(ArenaObject *a, uint32_t owner)
+{
+    return (LockOwner *)(a->base + OWNERS_OFFSET) + owner;
+}
+int owner_alive(ArenaObject *a, uint32_t label);
+PyObject *Arena_owner_reserve(ArenaObject *self, PyObject *arg);
+PyObject *Arena_owner_adopt(ArenaObject *self, PyObject *args);
+PyObject *Arena_lock_label(ArenaObject *self, PyObject *ignored);
 int claim_lost(ArenaObject *a, Record *r);
 int record_fail_claim(ArenaObject *self, Record *r, uint32_t how);
 PyObject *native_ofd_lock(PyObject *module, PyObject *args);
@@ -537,7 +622,6 @@ void large_published(ArenaObject *a, const LargeRefill *refill);
 PyObject *Arena_advise_huge(ArenaObject *self, PyObject *ignored);
 uint64_t large_length(ArenaObject *a, uint64_t offset);
 void release_values(ArenaObject *a, ValueSlot *slots, int count);
-void note_lock_fault(int rc);
 /* spill.c */
 #define SPILL_PATH_MAX (SPILL_DIR_MAX + SPILL_NAME_MAX + 32u)
 int spill_path(ArenaObject *a, uint64_t token, char *path, size_t size);
@@ -548,7 +632,6 @@ PyObject *Arena_spill_tokens(ArenaObject *self, PyObject *ignored);
 PyObject *Arena_spill_settings(ArenaObject *self, PyObject *ignored);
 PyObject *Arena_set_spill(ArenaObject *self, PyObject *args);
 PyObject *native_fs_type(PyObject *module, PyObject *arg);
-unsigned long lock_fault_count(void);
 PyObject *Arena_block_alloc(ArenaObject *self, PyObject *args);
 PyObject *Arena_block_abandon(ArenaObject *self, PyObject *args);
 PyObject *Arena_heap_forget(ArenaObject *self, PyObject *arg);

@@ -52,8 +52,6 @@
 #include "arena.h"
 
 #include <string.h>
-#include <sys/mman.h>
-#include <time.h>
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -123,13 +121,15 @@ large_class(uint64_t bytes, uint64_t *size)
 {
     uint64_t floor_size = (uint64_t)1 << LARGE_MIN_SHIFT;
     if (bytes <= floor_size) {
-        *size = floor_size;
+        *size = page_align(floor_size);
         return 0;
     }
     int p = 63 - __builtin_clzll(bytes - 1); /* 2^p < bytes <= 2^(p+1) */
     uint64_t quarter = (uint64_t)1 << (p - 2);
     uint64_t k = (bytes - ((uint64_t)1 << p) + quarter - 1) / quarter; /* 1..4 */
-    *size = ((uint64_t)1 << p) + k * quarter;
+    /* Whole pages, so that every block starts on a page (with 64 KiB
+     * pages some classes share a size; each keeps its own free list). */
+    *size = page_align(((uint64_t)1 << p) + k * quarter);
     return (p - LARGE_MIN_SHIFT) * LARGE_STEPS + (int)k;
 }
 
@@ -220,11 +220,11 @@ release_values(ArenaObject *a, ValueSlot *slots, int count)
             /* The record lock comes before the arena lock; taking it fails
              * only if the lock is unrecoverable, and then the block leaks
              * (counted) rather than being freed unprotected. */
-            int rc = lock_mutex(a, &a->header->lock, NULL);
+            int rc = lock_word(a, &a->header->lock, NULL);
             note_lock_fault(rc);
             if (rc == 0) {
                 small_give(a, slot->where.location, slot->length);
-                unlock_mutex(&a->header->lock);
+                unlock_word(a, &a->header->lock);
             }
         } else if (slot->tag == VALUE_LARGE) {
             large_unref(a, slot->where.location, 1);
@@ -241,7 +241,7 @@ check_block(ArenaObject *a, uint64_t offset, uint32_t state)
     Header *h = a->header;
     uint64_t bump = __atomic_load_n(&h->large_bump, __ATOMIC_ACQUIRE);
     if (offset < h->large_offset || offset >= h->large_offset + bump ||
-        (offset - h->large_offset) % PAGE != 0 ||
+        (offset - h->large_offset) % page_size != 0 ||
         __atomic_load_n(&block_at(a, offset)->state, __ATOMIC_ACQUIRE) != state) {
         PyErr_Format(PyExc_ValueError, "offset %llu is not a large block in state %u",
                      (unsigned long long)offset, state);
@@ -262,11 +262,12 @@ Arena_advise_huge(ArenaObject *self, PyObject *Py_UNUSED(ignored))
     Header *h = self->header;
     uintptr_t start = (uintptr_t)(self->base + h->large_offset);
     uintptr_t end = start + h->large_capacity;
-    uintptr_t huge = 2u << 20;
+    uintptr_t huge = os_huge_page_size();
+    if (huge == 0) Py_RETURN_FALSE;
     start = (start + huge - 1) & ~(huge - 1);
     end &= ~(huge - 1);
     if (end <= start) Py_RETURN_FALSE;
-    return PyBool_FromLong(madvise((void *)start, end - start, MADV_HUGEPAGE) == 0);
+    return PyBool_FromLong(os_advise_huge((void *)start, end - start));
 }
 
 /* --- the reserve (see the top) ------------------------------------------ */
@@ -277,9 +278,7 @@ Arena_advise_huge(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 static int64_t
 monotonic_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    return (int64_t)os_now_ns();
 }
 
 /* Arena lock held: give back the pages of every reserve block.  The free
@@ -352,7 +351,7 @@ static void
 reserve_refill(ArenaObject *a, int cls, uint64_t size, uint64_t resident)
 {
     Header *h = a->header;
-    if (a->held_entry < 0 || lock_mutex(a, &h->lock, NULL) != 0) return;
+    if (a->held_entry < 0 || lock_word(a, &h->lock, NULL) != 0) return;
     uint64_t data = resident - BLOCK_HEADER;
     int error = 0;
     uint64_t offset = 0;
@@ -367,7 +366,7 @@ reserve_refill(ArenaObject *a, int cls, uint64_t size, uint64_t resident)
         __atomic_store_n(&b->state, BLOCK_WRITING, __ATOMIC_RELEASE);
         __atomic_add_fetch(&h->large_used, size, __ATOMIC_RELAXED); /* large_free subtracts */
     }
-    unlock_mutex(&h->lock);
+    unlock_word(a, &h->lock);
     if (offset == 0) return;
     LargeBlock *b = block_at(a, offset);
     int faulted = reserve_range(a, offset + BLOCK_HEADER, data) == 0;
@@ -392,7 +391,7 @@ reserve_refill(ArenaObject *a, int cls, uint64_t size, uint64_t resident)
 
 /*
  * block_alloc(length, entry) -> offset: a large block for `length` bytes
- * of data (at offset + PAGE), reserved, owned by attach entry `entry`
+ * of data (at offset + BLOCK_HEADER), reserved, owned by attach entry `entry`
  * until published.  Raises MemoryError when shared memory, the cap or the
  * heap's address range runs out (after giving the reserve back); nothing
  * is left allocated then.
@@ -439,7 +438,7 @@ Arena_block_alloc(ArenaObject *self, PyObject *args)
             offset = carve_locked(self, cls, size, &error);
         }
         if (offset == 0) {
-            unlock_mutex(&h->lock);
+            unlock_word(self, &h->lock);
             if (error == REGION_FULL) {
                 PyErr_Format(PyExc_MemoryError,
                              "the arena's value heap (%llu bytes of address space) has no room "
@@ -459,15 +458,15 @@ Arena_block_alloc(ArenaObject *self, PyObject *args)
     __atomic_store_n(&b->refs, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&b->state, BLOCK_WRITING, __ATOMIC_RELEASE);
     __atomic_add_fetch(&h->large_used, size, __ATOMIC_RELAXED);
-    unlock_mutex(&h->lock);
+    unlock_word(self, &h->lock);
     if (b->resident < need) {
         /* Outside the lock: reserving 32 MiB takes milliseconds. */
         error = reserve_range(self, offset + b->resident, need - b->resident);
         if (error) {
             /* The reserve gives way to a real value: drop it, try once more. */
-            if (lock_mutex(self, &h->lock, NULL) == 0) {
+            if (lock_word(self, &h->lock, NULL) == 0) {
                 reserve_drop_locked(self);
-                unlock_mutex(&h->lock);
+                unlock_word(self, &h->lock);
                 error = reserve_range(self, offset + b->resident, need - b->resident);
             }
         }
@@ -707,18 +706,20 @@ Arena_after_fork_child(ArenaObject *self, PyObject *arg)
  * costs a fraction of faulting them one by one during the copy.
  */
 #define POPULATE_MIN (256u * 1024u)
-#define HUGE_PAGE (2u * 1024u * 1024u)
 
 static void
 prefault(char *start, size_t length)
 {
-    uintptr_t first = ((uintptr_t)start + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
-    uintptr_t end = ((uintptr_t)start + length) & ~(uintptr_t)(PAGE - 1);
+    uintptr_t first = ((uintptr_t)start + page_size - 1) & ~(uintptr_t)(page_size - 1);
+    uintptr_t end = ((uintptr_t)start + length) & ~(uintptr_t)(page_size - 1);
     if (end <= first) return;
-    uintptr_t huge_first = (first + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
-    uintptr_t huge_end = end & ~(uintptr_t)(HUGE_PAGE - 1);
-    if (huge_end > huge_first) madvise((void *)huge_first, huge_end - huge_first, MADV_HUGEPAGE);
-    madvise((void *)first, end - first, MADV_POPULATE_WRITE);
+    uintptr_t huge = os_huge_page_size();
+    if (huge != 0) {
+        uintptr_t huge_first = (first + huge - 1) & ~(huge - 1);
+        uintptr_t huge_end = end & ~(huge - 1);
+        if (huge_end > huge_first) os_advise_huge((void *)huge_first, huge_end - huge_first);
+    }
+    os_populate((void *)first, end - first);
 }
 
 PyObject *

@@ -8,9 +8,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
+uint64_t page_size = 4096; /* os_page_size(), set when the module is made */
 
 /* Populating this much or more releases the GIL meanwhile. */
 #define RESERVE_NOGIL (1u << 20)
@@ -30,7 +28,7 @@ Arena_init(ArenaObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "Arena is already initialised");
         return -1;
     }
-    if ((size_t)size < ATTACH_OFFSET + ATTACH_ENTRIES * ATTACH_ENTRY_SIZE) {
+    if ((size_t)size < OWNERS_END) {
         PyErr_Format(PyExc_ValueError, "a segment of %zd bytes is too small to hold an arena",
                      size);
         return -1;
@@ -52,6 +50,8 @@ Arena_init(ArenaObject *self, PyObject *args, PyObject *kwds)
     self->pins_forgotten = 0;
     self->live_fd = -1;
     self->held_epoch = 0;
+    self->lock_label = 0;
+    self->owner_fd = -1;
     return 0;
 }
 
@@ -106,18 +106,16 @@ reserve_range(ArenaObject *a, uint64_t offset, uint64_t length)
         return RESERVE_CAP;
     }
     if (!populate_supported) return 0;
-    int rc, error = 0;
+    int error;
     if (length >= RESERVE_NOGIL) {
         Py_BEGIN_ALLOW_THREADS
-        rc = madvise(a->base + offset, length, MADV_POPULATE_WRITE);
-        if (rc != 0) error = errno;
+        error = os_populate(a->base + offset, length);
         Py_END_ALLOW_THREADS
     } else {
-        rc = madvise(a->base + offset, length, MADV_POPULATE_WRITE);
-        if (rc != 0) error = errno;
+        error = os_populate(a->base + offset, length);
     }
-    if (rc == 0) return 0;
-    if (error == EINVAL) {
+    if (error == 0) return 0;
+    if (error == ENOSYS) {
         /* Linux < 5.14: no way to reserve without touching; pages fault in
          * on first use as before (a full /dev/shm is then a SIGBUS). */
         populate_supported = 0;
@@ -132,7 +130,7 @@ void
 unreserve_range(ArenaObject *a, uint64_t offset, uint64_t length)
 {
     if (length == 0) return;
-    madvise(a->base + offset, length, MADV_REMOVE);
+    os_punch(a->base + offset, length);
     __atomic_sub_fetch(&a->header->shm_reserved, length, __ATOMIC_RELAXED);
 }
 
@@ -194,7 +192,7 @@ static Layout
 compute_layout(uint64_t records, uint64_t slots, uint64_t links, uint64_t small, uint64_t large)
 {
     Layout l;
-    l.slots_offset = ATTACH_OFFSET + ATTACH_ENTRIES * ATTACH_ENTRY_SIZE;
+    l.slots_offset = page_align(OWNERS_END);
     l.links_offset = page_align(l.slots_offset + slots * sizeof(Slot));
     l.records_offset = page_align(l.links_offset + links * sizeof(Link));
     l.small_offset = page_align(l.records_offset + records * RECORD_SIZE);
@@ -252,9 +250,9 @@ Arena_format(ArenaObject *self, PyObject *args)
                      "(%llu bytes); raise it", c.cap, (unsigned long long)layout.slots_offset);
         return NULL;
     }
-    if (populate_supported && madvise(self->base, layout.slots_offset, MADV_POPULATE_WRITE) != 0 &&
-        errno != EINVAL) {
-        madvise(self->base, layout.slots_offset, MADV_REMOVE);
+    int error = populate_supported ? os_populate(self->base, layout.slots_offset) : 0;
+    if (error != 0 && error != ENOSYS) {
+        os_punch(self->base, layout.slots_offset);
         raise_memory_error(RESERVE_FULL, layout.slots_offset, 0, 0, "a new arena");
         return NULL;
     }
@@ -279,11 +277,7 @@ Arena_format(ArenaObject *self, PyObject *args)
     h->shm_reserved = layout.slots_offset;
     h->shm_cap = c.cap;
     h->free_watermark = c.watermark;
-    int rc = mutex_init(&h->lock);
-    if (rc != 0) {
-        errno = rc;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
+    h->page_size = (uint32_t)page_size; /* the lock word is 0: free */
     /* The magic goes last: an attacher that sees it sees a whole header. */
     __atomic_store_n(&h->magic, MAGIC, __ATOMIC_RELEASE);
     Arena_bind(self);
@@ -299,8 +293,17 @@ Arena_validate(ArenaObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     if (h->layout_version != LAYOUT_VERSION || h->record_size != RECORD_SIZE) {
-        PyErr_Format(PyExc_ValueError, "arena layout %u is not the layout %u of this mpevent",
+        PyErr_Format(PyExc_ValueError,
+                     "arena layout %u is not the layout %u of this mpevent: it was made by "
+                     "another mpevent version; use one version in every process that shares it",
                      h->layout_version, LAYOUT_VERSION);
+        return NULL;
+    }
+    if (h->page_size != page_size) {
+        PyErr_Format(PyExc_ValueError,
+                     "arena made with %u-byte pages cannot be used with this machine's %llu-byte "
+                     "pages: processes that share an arena must run under kernels of one page "
+                     "size", h->page_size, (unsigned long long)page_size);
         return NULL;
     }
     if (h->total_size > (uint64_t)self->size) {
@@ -321,7 +324,7 @@ Arena_lock(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Arena_unlock(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
-    unlock_mutex(&self->header->lock);
+    unlock_word(self, &self->header->lock);
     Py_RETURN_NONE;
 }
 
@@ -362,6 +365,11 @@ static PyMethodDef Arena_methods[] = {
            "new segment."),
     METHOD(validate, METH_NOARGS, "validate(): check an existing segment's header."),
     METHOD(lock, METH_NOARGS, "Take the arena lock (allocation, attach table)."),
+    METHOD(owner_reserve, METH_O,
+           "owner_reserve(fd) -> label: take a free lock owner's byte with fd (Full if none)."),
+    METHOD(owner_adopt, METH_VARARGS,
+           "owner_adopt(label, fd): this process's locks carry label, held through fd."),
+    METHOD(lock_label, METH_NOARGS, "lock_label() -> this process's label (0: none)."),
     METHOD(unlock, METH_NOARGS, "Release the arena lock."),
     METHOD(statistics, METH_NOARGS, "Counters of the arena."),
     METHOD(heap_statistics, METH_NOARGS, "Counters of the value heap."),
@@ -464,11 +472,11 @@ native_lock_faults(PyObject *module, PyObject *Py_UNUSED(ignored))
 static PyObject *
 native_populate_supported(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    void *page = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void *page = mmap(NULL, page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (page == MAP_FAILED) return PyErr_SetFromErrno(PyExc_OSError);
-    int rc = madvise(page, PAGE, MADV_POPULATE_WRITE);
-    munmap(page, PAGE);
-    return PyBool_FromLong(rc == 0);
+    int error = os_populate(page, page_size);
+    munmap(page, page_size);
+    return PyBool_FromLong(error == 0);
 }
 
 /* spin_limit() -> int: pause instructions a waiter may spin before parking. */
@@ -522,6 +530,7 @@ PyInit__native(void)
     if (PyType_Ready(&ArenaType) < 0 || PyType_Ready(&BlockViewType) < 0 ||
         PyType_Ready(&HandleType) < 0 || PyType_Ready(&EventHandleType) < 0)
         return NULL;
+    page_size = os_page_size();
     watch_init();
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL) return NULL;
@@ -549,7 +558,11 @@ PyInit__native(void)
         PyModule_AddIntConstant(m, "ENTRY_FREE", ENTRY_FREE) < 0 ||
         PyModule_AddIntConstant(m, "ENTRY_ATTACHED", ENTRY_ATTACHED) < 0 ||
         PyModule_AddIntConstant(m, "ENTRY_RECLAIMING", ENTRY_RECLAIMING) < 0 ||
-        PyModule_AddIntConstant(m, "PAGE", PAGE) < 0 ||
+        PyModule_AddIntConstant(m, "PAGE", (long)page_size) < 0 ||
+        PyModule_AddIntConstant(m, "BLOCK_HEADER", (long)BLOCK_HEADER) < 0 ||
+        PyModule_AddIntConstant(m, "HUGE_PAGE", (long)os_huge_page_size()) < 0 ||
+        PyModule_AddIntConstant(m, "OWNER_BYTES", (long)OWNER_BYTE(0)) < 0 ||
+        PyModule_AddIntConstant(m, "LOCK_OWNERS", LOCK_OWNERS) < 0 ||
         PyModule_AddIntConstant(m, "RECHECK_MS", RECHECK_NS / 1000000) < 0 ||
         PyModule_AddIntConstant(m, "SPIN_LIMIT_MAX", SPIN_LIMIT_MAX) < 0) {
         Py_DECREF(m);

@@ -59,28 +59,9 @@
 #include "arena.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 /* --- OFD locks ----------------------------------------------------- */
-
-static int
-ofd(int fd, int command, short type, long long start, long long length)
-{
-    struct flock lock = {.l_type = type, .l_whence = SEEK_SET, .l_start = start,
-                         .l_len = length, .l_pid = 0};
-    return fcntl(fd, command, &lock);
-}
-
-/* Whether another open file description locks a byte of the range (-1: error). */
-static int
-ofd_is_held(int fd, long long start, long long length)
-{
-    struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = start,
-                         .l_len = length, .l_pid = 0};
-    if (fcntl(fd, F_OFD_GETLK, &lock) < 0) return -1;
-    return lock.l_type != F_UNLCK;
-}
 
 PyObject *
 native_ofd_lock(PyObject *module, PyObject *args)
@@ -92,14 +73,15 @@ native_ofd_lock(PyObject *module, PyObject *args)
         int rc;
         if (wait) {
             Py_BEGIN_ALLOW_THREADS
-            rc = ofd(fd, F_OFD_SETLKW, F_WRLCK, start, length);
+            rc = os_ofd_lock(fd, start, length, 1);
             Py_END_ALLOW_THREADS
         } else {
-            rc = ofd(fd, F_OFD_SETLK, F_WRLCK, start, length);
+            rc = os_ofd_lock(fd, start, length, 0);
         }
         if (rc == 0) Py_RETURN_TRUE;
-        if (errno == EAGAIN || errno == EACCES) Py_RETURN_FALSE;
-        if (errno != EINTR) return PyErr_SetFromErrno(PyExc_OSError);
+        if (rc == EAGAIN) Py_RETURN_FALSE;
+        errno = rc;
+        if (rc != EINTR) return PyErr_SetFromErrno(PyExc_OSError);
         if (PyErr_CheckSignals() < 0) return NULL;
     }
 }
@@ -110,8 +92,11 @@ native_ofd_unlock(PyObject *module, PyObject *args)
     int fd;
     long long start, length;
     if (!PyArg_ParseTuple(args, "iLL:ofd_unlock", &fd, &start, &length)) return NULL;
-    if (ofd(fd, F_OFD_SETLK, F_UNLCK, start, length) < 0)
+    int rc = os_ofd_unlock(fd, start, length);
+    if (rc != 0) {
+        errno = rc;
         return PyErr_SetFromErrno(PyExc_OSError);
+    }
     Py_RETURN_NONE;
 }
 
@@ -121,9 +106,95 @@ native_ofd_held(PyObject *module, PyObject *args)
     int fd;
     long long start, length;
     if (!PyArg_ParseTuple(args, "iLL:ofd_held", &fd, &start, &length)) return NULL;
-    int held = ofd_is_held(fd, start, length);
+    int held = os_ofd_held(fd, start, length);
     if (held < 0) return PyErr_SetFromErrno(PyExc_OSError);
     return PyBool_FromLong(held);
+}
+
+/* --- lock owners ------------------------------------------------------ */
+
+/*
+ * Every process that maps an arena takes a lock owner before it takes any
+ * lock of the arena, and keeps it for as long as its descriptor is open:
+ * it locks byte OWNER_BYTE(owner) of the file (non-blocking; a byte held
+ * by another description belongs to a live process) and bumps the owner's
+ * epoch, so labels of the byte's earlier holders no longer match.  Its lock
+ * words carry LOCK_LABEL(owner, epoch) (locks.c).  A lock owner is not the
+ * attach entry: a process takes locks before it joins (to join), after it
+ * leaves (handles still released at exit), while it reclaims the dead, and
+ * to clean arenas it never joined; an entry's byte comes and goes with
+ * those, the owner's byte lives with the mapping.
+ *
+ * A fork: the parent takes an owner for the child with the child's own
+ * descriptor before the fork (_attach.prepare_child), and the child adopts
+ * it first thing, before it takes a lock; a child inherits the parent's
+ * label until then and must take no lock before.
+ */
+
+/* 1 if the owner of `label` lives (or this process cannot tell: never
+ * take a lock over on doubt), 0 if it is dead.  No GIL needed. */
+int
+owner_alive(ArenaObject *a, uint32_t label)
+{
+    if (label == a->lock_label || label == LOCK_ANONYMOUS) return 1;
+    uint32_t owner = LOCK_OWNER_OF(label);
+    if (owner >= LOCK_OWNERS || a->owner_fd < 0) return 1;
+    /* The epoch first: only the byte's holder bumps it, so a label whose
+     * epoch moved is of a holder that let the byte go.  Then the byte: a
+     * holder alive holds it (a newer holder that has not bumped the epoch
+     * yet looks alive for one more sleep, which is safe). */
+    uint32_t epoch = __atomic_load_n(&owner_at(a, owner)->epoch, __ATOMIC_ACQUIRE);
+    if ((epoch & LOCK_EPOCH_MASK) != LOCK_EPOCH_OF(label)) return 0;
+    return os_ofd_held(a->owner_fd, OWNER_BYTE(owner), 1) != 0; /* an error counts as alive */
+}
+
+/* owner_reserve(fd) -> label: lock a free owner's byte through fd. */
+PyObject *
+Arena_owner_reserve(ArenaObject *self, PyObject *arg)
+{
+    int fd;
+    if (!PyArg_Parse(arg, "i:owner_reserve", &fd)) return NULL;
+    /* Start at a place of our own, so that joiners rarely probe the same bytes. */
+    uint32_t start = (uint32_t)getpid() * 2654435761u % LOCK_OWNERS;
+    for (uint32_t n = 0; n < LOCK_OWNERS; n++) {
+        uint32_t owner = (start + n) % LOCK_OWNERS;
+        int rc = os_ofd_lock(fd, OWNER_BYTE(owner), 1, 0);
+        if (rc == EAGAIN) continue;
+        if (rc != 0) {
+            errno = rc;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        LockOwner *o = owner_at(self, owner);
+        uint32_t epoch = __atomic_add_fetch(&o->epoch, 1, __ATOMIC_ACQ_REL);
+        __atomic_store_n(&o->pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+        return PyLong_FromUnsignedLong(LOCK_LABEL(owner, epoch));
+    }
+    PyErr_Format(FullError,
+                 "all %u lock owners of the arena are in use: that many processes map it",
+                 LOCK_OWNERS);
+    return NULL;
+}
+
+/* owner_adopt(label, fd): from now on this process's locks carry `label`. */
+PyObject *
+Arena_owner_adopt(ArenaObject *self, PyObject *args)
+{
+    unsigned int label;
+    int fd;
+    if (!PyArg_ParseTuple(args, "Ii:owner_adopt", &label, &fd)) return NULL;
+    if (label == 0 || LOCK_OWNER_OF(label) >= LOCK_OWNERS) {
+        PyErr_Format(PyExc_ValueError, "%u is not a lock owner's label", label);
+        return NULL;
+    }
+    self->lock_label = label;
+    self->owner_fd = fd;
+    Py_RETURN_NONE;
+}
+
+PyObject *
+Arena_lock_label(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLong(self->lock_label);
 }
 
 /* --- the attach table ---------------------------------------------- */
@@ -155,7 +226,7 @@ entry_alive(ArenaObject *a, uint32_t entry, uint32_t epoch)
     /* Our own lock never conflicts with our own open file description. */
     if (a->held_entry == (long)entry) return 1;
     if (a->live_fd < 0) return 1;
-    int held = ofd_is_held(a->live_fd, entry, 1);
+    int held = os_ofd_held(a->live_fd, entry, 1);
     return held != 0; /* an error counts as alive */
 }
 
@@ -256,7 +327,7 @@ Arena_probe_dead(ArenaObject *self, PyObject *args)
         AttachEntry *e = entry_at(self, i);
         uint32_t state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
         if (state != ENTRY_FREE && (long)i != self->held_entry) {
-            int held = ofd_is_held(fd, i, 1);
+            int held = os_ofd_held(fd, i, 1);
             if (held < 0) {
                 error = errno;
                 break;
@@ -326,11 +397,11 @@ record_fail_claim(ArenaObject *self, Record *r, uint32_t how)
     if (lock_or_error(self, &r->lock, r) < 0) return -1;
     uint32_t claim = r->claim;
     if (claim == 0 || (claim & CLAIM_DEAD) || (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG)) {
-        unlock_mutex(&r->lock);
+        unlock_word(self, &r->lock);
         return 0;
     }
     __atomic_store_n(&r->claim, claim | how, __ATOMIC_RELEASE);
-    unlock_mutex(&r->lock);
+    unlock_word(self, &r->lock);
     /* Raised by the one set() path: a set() racing with us is no harm, the
      * value it stores wins over the failure (holds() is checked first). */
     return record_set(self, r) < 0 ? -1 : 1;
@@ -358,7 +429,7 @@ Arena_claim(ArenaObject *self, PyObject *arg)
         r->claim_pid = (uint32_t)getpid();
         __atomic_store_n(&r->claim, mine, __ATOMIC_RELEASE);
     }
-    unlock_mutex(&r->lock);
+    unlock_word(self, &r->lock);
     if (set) {
         PyErr_SetString(PyExc_ValueError,
                         "this AsyncResult is set already: only an unset result can be claimed");

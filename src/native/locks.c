@@ -1,19 +1,59 @@
 /*
- * Robust process-shared mutexes: every record's guard and the arena lock.
+ * The arena's locks: a 32-bit word in shared memory, owned by a liveness
+ * lock, and the process-local lock of the watch.
  *
- * PTHREAD_MUTEX_ROBUST: when a holder dies, the next locker gets EOWNERDEAD
- * and takes over; for a record whose flag is up it then finishes the dead
- * setter's wakeups.  Critical sections are a few hundred nanoseconds, so a
- * busy lock is spun on briefly before sleeping (the robust type never spins
- * by itself).
+ * An arena lock (every Record.lock, and Header.lock) is a word:
+ *
+ *   0                     free
+ *   label                 held by the process whose lock owner is `label`
+ *   label | LOCK_WAITERS  held, and someone may sleep on the word
+ *
+ * A label (LOCK_LABEL) names a lock owner: an index into the owner table
+ * and that owner's epoch.  Each process that maps an arena takes one lock
+ * owner for as long as it maps it (liveness.c, "lock owners"): it holds
+ * the OFD lock on the owner's byte of the segment file, which the kernel
+ * drops when the process dies, SIGKILL included, in any PID namespace.
+ * So the one liveness mechanism of the arena (OFD locks) also says whether
+ * a lock's holder lives.  This replaces robust pthread mutexes, whose size
+ * and meaning are libc's (40 bytes on x86-64 glibc, 48 on aarch64; another
+ * layout on musl), which need a kernel robust list (missing under
+ * qemu-user and on macOS), and which are a second liveness mechanism.
+ * Boost.Interprocess emulates robust mutexes the same way (an owner id in
+ * the mutex and a lock file per process); SQLite's -shm DMS lock is the
+ * same OFD idea.
+ *
+ * The protocol (lock_word / unlock_word):
+ *
+ *   - take: one compare-and-swap 0 -> label.  Busy: retry LOCK_SPINS times
+ *     (critical sections are a few hundred nanoseconds), then set
+ *     LOCK_WAITERS and sleep on the word (os_wait_word) for at most
+ *     LOCK_CHECK_NS, the GIL released.  A sleeper that takes the lock
+ *     takes it with LOCK_WAITERS set, since others may still sleep.
+ *   - give back: the holder swaps its label for 0 (a CAS, so a word that
+ *     is not its own is never touched: that is a fault, counted); if
+ *     LOCK_WAITERS was set it wakes one sleeper.
+ *   - a dead holder: a sleeper whose sleep timed out asks whether the
+ *     word's owner lives (owner_alive: epoch still the label's, and its
+ *     byte still locked by someone).  If not, it takes the lock over with
+ *     one CAS from exactly the word it read, so of two would-be
+ *     recoverers only one wins and repairs; the other reads the winner's
+ *     label, alive, and sleeps on.  The winner counts the recovery and,
+ *     for a record whose flag is up, finishes the dead setter's wakeups.
+ *   - a stopped holder (SIGSTOP, a debugger) still holds its byte: it is
+ *     never taken for dead; its lock is waited for.
+ *   - a process with no lock owner (none could be had: every owner byte
+ *     held) uses LOCK_ANONYMOUS, which is never taken over.
+ *
+ * Lock order: arena.h.
  */
 #include "arena.h"
 
 #include <errno.h>
+#include <limits.h>
 
-/* Lock calls that failed where no caller could be told (an unlock, a
- * lock taken while another is held): counted, and asserted zero by the
- * tests (_native.lock_faults()), never ignored. */
+/* Lock calls that failed where no caller could be told (an unlock of a
+ * word that was not ours): counted, and asserted zero by the tests
+ * (_native.lock_faults()), never ignored. */
 static unsigned long faults;
 
 void
@@ -28,75 +68,122 @@ lock_fault_count(void)
     return __atomic_load_n(&faults, __ATOMIC_RELAXED);
 }
 
-int
-mutex_init(pthread_mutex_t *m)
+static uint32_t
+label_of(ArenaObject *a)
 {
-    pthread_mutexattr_t attr;
-    int rc = pthread_mutexattr_init(&attr);
-    if (rc == 0) rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-    if (rc == 0) rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-    if (rc == 0) rc = pthread_mutex_init(m, &attr);
-    pthread_mutexattr_destroy(&attr);
-    return rc;
+    return a->lock_label != 0 ? a->lock_label : LOCK_ANONYMOUS;
+}
+
+/* The word's holder is dead: finish what it may have left half done. */
+static void
+repair_after(ArenaObject *a, Record *repair)
+{
+    __atomic_add_fetch(&a->header->recoveries, 1, __ATOMIC_RELAXED);
+    if (repair != NULL && (__atomic_load_n(&repair->state, __ATOMIC_ACQUIRE) & STATE_FLAG)) {
+        /* The dead holder published the flag but may not have woken
+         * everyone: finish its set().  Waking under the lock is fine. */
+        uint32_t wake[WAKE_BATCH];
+        int n = 0;
+        wake_fired(a, repair, wake, &n);
+        wake_slots(a, wake, n);
+    }
 }
 
 /*
- * Lock without holding the GIL while blocked: the holder may be another
- * thread of this process that needs the GIL to finish.  Returns 0 or an
- * errno value (no exception is set: the caller may hold another lock).  A
- * lock taken over from a dead holder is made consistent; `repair` (may be
- * NULL) is a record whose interrupted set() is finished.
+ * Take an arena lock word, sleeping without the GIL while it is busy (the
+ * holder may be another thread of this process that needs the GIL to
+ * finish).  The GIL is held on entry.  `repair` (may be NULL) is the
+ * record the word guards, whose interrupted set() is finished if the lock
+ * is taken over from a dead holder.  Returns 0: taking a lock cannot fail.
  */
 int
-lock_mutex(ArenaObject *a, pthread_mutex_t *m, Record *repair)
+lock_word(ArenaObject *a, uint32_t *word, Record *repair)
 {
-    int rc = pthread_mutex_trylock(m);
-    for (int spin = 0; rc == EBUSY && spin < LOCK_SPINS; spin++) {
+    uint32_t label = label_of(a);
+    uint32_t seen = 0;
+    if (__atomic_compare_exchange_n(word, &seen, label, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return 0;
+    for (int spin = 0; spin < LOCK_SPINS; spin++) {
         cpu_relax();
-        rc = pthread_mutex_trylock(m);
+        seen = 0;
+        if (__atomic_load_n(word, __ATOMIC_RELAXED) == 0 &&
+            __atomic_compare_exchange_n(word, &seen, label, 0, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED))
+            return 0;
     }
-    if (rc == EBUSY) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = pthread_mutex_lock(m);
-        Py_END_ALLOW_THREADS
-    }
-    if (rc == EOWNERDEAD) {
-        int made = pthread_mutex_consistent(m);
-        if (made != 0) {
-            /* Left inconsistent, the mutex turns unusable (ENOTRECOVERABLE)
-             * for everyone: say so rather than go on unprotected. */
-            note_lock_fault(pthread_mutex_unlock(m));
-            return made;
+    int recovered = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        seen = __atomic_load_n(word, __ATOMIC_RELAXED);
+        if (seen == 0) {
+            if (__atomic_compare_exchange_n(word, &seen, label | LOCK_WAITERS, 0,
+                                            __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+                break;
+            continue;
         }
-        __atomic_add_fetch(&a->header->recoveries, 1, __ATOMIC_RELAXED);
-        if (repair != NULL && (__atomic_load_n(&repair->state, __ATOMIC_ACQUIRE) & STATE_FLAG)) {
-            /* The dead holder published the flag but may not have woken
-             * everyone: finish its set(). Waking under the lock is fine here. */
-            uint32_t wake[WAKE_BATCH];
-            int n = 0;
-            wake_fired(a, repair, wake, &n);
-            wake_slots(a, wake, n);
+        if (!(seen & LOCK_WAITERS)) {
+            uint32_t marked = seen | LOCK_WAITERS;
+            if (!__atomic_compare_exchange_n(word, &seen, marked, 0, __ATOMIC_RELAXED,
+                                             __ATOMIC_RELAXED))
+                continue;
+            seen = marked;
         }
-        rc = 0;
+        if (os_wait_word(word, seen, LOCK_CHECK_NS) != ETIMEDOUT) continue;
+        /* Held for a whole LOCK_CHECK_NS: is its holder still alive? */
+        if (__atomic_load_n(word, __ATOMIC_RELAXED) == seen &&
+            !owner_alive(a, seen & ~LOCK_WAITERS) &&
+            __atomic_compare_exchange_n(word, &seen, label | LOCK_WAITERS, 0, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED)) {
+            recovered = 1;
+            break;
+        }
     }
-    return rc;
-}
-
-/* lock_mutex, raising OSError on failure: for callers holding no other lock. */
-int
-lock_or_error(ArenaObject *a, pthread_mutex_t *m, Record *repair)
-{
-    int rc = lock_mutex(a, m, repair);
-    if (rc != 0) {
-        errno = rc;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
+    Py_END_ALLOW_THREADS
+    if (recovered) repair_after(a, repair);
     return 0;
 }
 
-void
-unlock_mutex(pthread_mutex_t *m)
+/* lock_word, for callers that may report an error: kept so that a lock
+ * that can fail (another OS) has one place to say so. */
+int
+lock_or_error(ArenaObject *a, uint32_t *word, Record *repair)
 {
-    note_lock_fault(pthread_mutex_unlock(m));
+    return lock_word(a, word, repair);
+}
+
+void
+unlock_word(ArenaObject *a, uint32_t *word)
+{
+    uint32_t label = label_of(a);
+    uint32_t seen = __atomic_load_n(word, __ATOMIC_RELAXED);
+    do {
+        if ((seen & ~LOCK_WAITERS) != label) {
+            note_lock_fault(1); /* not ours: taken over while we lived, or never held */
+            return;
+        }
+    } while (!__atomic_compare_exchange_n(word, &seen, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    if (seen & LOCK_WAITERS) os_wake_word(word, 1);
+}
+
+/* --- the process-local lock (the watch's list) ----------------------- */
+
+/* 0 free, 1 held, 2 held and maybe slept on (Drepper, "Futexes Are
+ * Tricky", mutex 2).  Never held across a sleep of its own holder. */
+void
+local_lock(uint32_t *word)
+{
+    uint32_t seen = 0;
+    if (__atomic_compare_exchange_n(word, &seen, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return;
+    if (seen != 2) seen = __atomic_exchange_n(word, 2, __ATOMIC_ACQUIRE);
+    while (seen != 0) {
+        os_wait_private(word, 2, -1);
+        seen = __atomic_exchange_n(word, 2, __ATOMIC_ACQUIRE);
+    }
+}
+
+void
+local_unlock(uint32_t *word)
+{
+    if (__atomic_exchange_n(word, 0, __ATOMIC_RELEASE) == 2) os_wake_private(word, 1);
 }

@@ -12,40 +12,16 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 /* ------------------------------------------------------------------ */
 /* futex and time                                                      */
 
-/* Sleep while *word == expected; timeout_ns < 0 sleeps with no timer. */
-static long
-futex_wait(uint32_t *word, uint32_t expected, long long timeout_ns)
-{
-    struct timespec ts;
-    ts.tv_sec = (time_t)(timeout_ns / 1000000000LL);
-    ts.tv_nsec = (long)(timeout_ns % 1000000000LL);
-    return syscall(SYS_futex, word, FUTEX_WAIT, expected, timeout_ns < 0 ? NULL : &ts, NULL, 0);
-}
-
 void
 futex_wake_all(uint32_t *word)
 {
-    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-}
-
-static long long
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    os_wake_word(word, INT_MAX);
 }
 
 int
@@ -147,7 +123,7 @@ wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake)
 void
 note_setter(Record *r)
 {
-    int cpu = sched_getcpu();
+    int cpu = os_cpu();
     __atomic_store_n(&r->setter_cpu, (uint16_t)(cpu >= 0 && cpu < 0xffff ? cpu + 1 : 0),
                      __ATOMIC_RELAXED);
 }
@@ -231,13 +207,13 @@ Arena_slot_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
     } else if (h->slot_bump < h->slot_capacity) {
         int error = reserve_slot_pages(self, h->slot_bump);
         if (error) {
-            unlock_mutex(&h->lock);
+            unlock_word(self, &h->lock);
             raise_reserve_error(self, error, RESERVE_CHUNK, "a waiter slot");
             return NULL;
         }
         slot = h->slot_bump++;
     } else {
-        unlock_mutex(&h->lock);
+        unlock_word(self, &h->lock);
         PyErr_Format(FullError,
                      "all %u waiter slots of the arena are in use (one per waiting thread)",
                      h->slot_capacity);
@@ -251,7 +227,7 @@ Arena_slot_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
     s->in_use = 1;
     self->links[slot].flags = 0;
     h->slots_live++;
-    unlock_mutex(&h->lock);
+    unlock_word(self, &h->lock);
     return PyLong_FromUnsignedLong(slot);
 }
 
@@ -263,7 +239,7 @@ Arena_slot_free(ArenaObject *self, PyObject *arg)
     Header *h = self->header;
     if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
     slot_give_back(self, (uint32_t)slot);
-    unlock_mutex(&h->lock);
+    unlock_word(self, &h->lock);
     Py_RETURN_NONE;
 }
 
@@ -314,7 +290,7 @@ Arena_slot_reclaim(ArenaObject *self, PyObject *args)
     if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
     int ours = s->in_use && s->owner == entry + 1 && s->owner_epoch == epoch;
     if (ours) s->owner = 0; /* being reclaimed: nobody else's any more */
-    unlock_mutex(&h->lock);
+    unlock_word(self, &h->lock);
     if (!ours) Py_RETURN_FALSE;
     uint32_t bump = h->link_bump;
     for (uint32_t i = 0; i < bump; i++) {
@@ -329,18 +305,18 @@ Arena_slot_reclaim(ArenaObject *self, PyObject *args)
                 Record *r = record_at(self, index);
                 if (lock_or_error(self, &r->lock, r) < 0) return NULL;
                 remove_link(self, r, i);
-                unlock_mutex(&r->lock);
+                unlock_word(self, &r->lock);
             }
         }
         if (i >= h->slot_capacity) {
             if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
             link_give_back(self, i);
-            unlock_mutex(&h->lock);
+            unlock_word(self, &h->lock);
         }
     }
     if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
     slot_give_back(self, (uint32_t)slot);
-    unlock_mutex(&h->lock);
+    unlock_word(self, &h->lock);
     Py_RETURN_TRUE;
 }
 
@@ -361,13 +337,13 @@ Arena_link_alloc(ArenaObject *self, PyObject *arg)
         int error = grow_region(self, h->links_offset + (uint64_t)h->slot_capacity * sizeof(Link),
                                 &h->links_reserved, needed, extra * sizeof(Link));
         if (error) {
-            unlock_mutex(&h->lock);
+            unlock_word(self, &h->lock);
             raise_reserve_error(self, error, RESERVE_CHUNK, "a waiter link");
             return NULL;
         }
         link = h->link_bump++;
     } else {
-        unlock_mutex(&h->lock);
+        unlock_word(self, &h->lock);
         PyErr_Format(FullError, "all %u waiter links of the arena are in use",
                      h->link_capacity);
         return NULL;
@@ -376,7 +352,7 @@ Arena_link_alloc(ArenaObject *self, PyObject *arg)
     self->links[link].slot = (uint32_t)slot;
     self->links[link].flags = LINK_OWNED;
     h->links_live++;
-    unlock_mutex(&h->lock);
+    unlock_word(self, &h->lock);
     return PyLong_FromUnsignedLong(link);
 }
 
@@ -392,7 +368,7 @@ Arena_link_free(ArenaObject *self, PyObject *arg)
     }
     if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
     link_give_back(self, (uint32_t)link);
-    unlock_mutex(&h->lock);
+    unlock_word(self, &h->lock);
     Py_RETURN_NONE;
 }
 
@@ -414,13 +390,13 @@ Arena_enqueue(ArenaObject *self, PyObject *args)
     uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
     if (!(state & STATE_FLAG)) {
         if (self->links[link].flags & LINK_QUEUED) {
-            unlock_mutex(&r->lock);
+            unlock_word(self, &r->lock);
             PyErr_Format(PyExc_RuntimeError, "link %lu is already queued", link);
             return NULL;
         }
         enqueue_link(self, r, (uint32_t)index, (uint32_t)link, (uint32_t)slot);
     }
-    unlock_mutex(&r->lock);
+    unlock_word(self, &r->lock);
     return PyLong_FromUnsignedLong(state);
 }
 
@@ -439,7 +415,7 @@ Arena_dequeue(ArenaObject *self, PyObject *args)
     if (lock_or_error(self, &r->lock, r) < 0) return NULL;
     remove_link(self, r, (uint32_t)link);
     int fired = l->fired;
-    unlock_mutex(&r->lock);
+    unlock_word(self, &r->lock);
     return PyBool_FromLong(fired);
 }
 
@@ -483,27 +459,27 @@ typedef struct Parked {
     struct Parked *prev, *next;
 } Parked;
 
-static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint32_t watch_lock; /* a local_lock (locks.c) */
 static Parked *parked_head;
 static Parked *watcher; /* the registered waiter holding the watch, or NULL */
 
 static void
 watch_prepare_fork(void)
 {
-    note_lock_fault(pthread_mutex_lock(&watch_lock));
+    local_lock(&watch_lock);
 }
 
 static void
 watch_after_fork_parent(void)
 {
-    note_lock_fault(pthread_mutex_unlock(&watch_lock));
+    local_unlock(&watch_lock);
 }
 
 static void
 watch_after_fork_child(void)
 {
     /* Only the forking thread lives on, and it was not parked. */
-    note_lock_fault(pthread_mutex_init(&watch_lock, NULL));
+    __atomic_store_n(&watch_lock, 0, __ATOMIC_RELAXED);
     parked_head = NULL;
     watcher = NULL;
 }
@@ -518,18 +494,18 @@ watch_init(void)
 static void
 watch_register(Parked *p)
 {
-    note_lock_fault(pthread_mutex_lock(&watch_lock));
+    local_lock(&watch_lock);
     p->prev = NULL;
     p->next = parked_head;
     if (parked_head != NULL) parked_head->prev = p;
     parked_head = p;
-    note_lock_fault(pthread_mutex_unlock(&watch_lock));
+    local_unlock(&watch_lock);
 }
 
 static void
 watch_unregister(Parked *p)
 {
-    note_lock_fault(pthread_mutex_lock(&watch_lock));
+    local_lock(&watch_lock);
     if (p->prev != NULL) p->prev->next = p->next;
     else parked_head = p->next;
     if (p->next != NULL) p->next->prev = p->prev;
@@ -538,17 +514,17 @@ watch_unregister(Parked *p)
         /* Hand the watch over: the woken thread finds it free and takes it. */
         if (parked_head != NULL) futex_wake_all(&parked_head->slot->word);
     }
-    note_lock_fault(pthread_mutex_unlock(&watch_lock));
+    local_unlock(&watch_lock);
 }
 
 /* Take the watch if nobody holds it; returns whether `p` holds it. */
 static int
 watch_claim(Parked *p)
 {
-    note_lock_fault(pthread_mutex_lock(&watch_lock));
+    local_lock(&watch_lock);
     if (watcher == NULL) watcher = p;
     int mine = watcher == p;
-    note_lock_fault(pthread_mutex_unlock(&watch_lock));
+    local_unlock(&watch_lock);
     return mine;
 }
 
@@ -556,7 +532,7 @@ watch_claim(Parked *p)
 static void
 watch_round(void)
 {
-    note_lock_fault(pthread_mutex_lock(&watch_lock));
+    local_lock(&watch_lock);
     for (Parked *p = parked_head; p != NULL; p = p->next) {
         uint32_t word = __atomic_load_n(&p->slot->word, __ATOMIC_ACQUIRE);
         uint32_t state = __atomic_load_n(&p->record->state, __ATOMIC_ACQUIRE);
@@ -564,7 +540,7 @@ watch_round(void)
         if (word != 0 || GENERATION(state) != p->generation || claim_lost(p->arena, p->record))
             futex_wake_all(&p->slot->word);
     }
-    note_lock_fault(pthread_mutex_unlock(&watch_lock));
+    local_unlock(&watch_lock);
 }
 
 /*
@@ -578,7 +554,7 @@ watch_round(void)
 static int
 park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double timeout)
 {
-    long long deadline = timeout < 0 ? -1 : now_ns() + (long long)(timeout * 1e9);
+    long long deadline = timeout < 0 ? -1 : os_now_ns() + (long long)(timeout * 1e9);
     Parked parked = {.arena = self, .slot = s, .record = watch, .generation = generation};
     if (watch != NULL) watch_register(&parked);
     int result = -2;
@@ -601,16 +577,16 @@ park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double
             int watching = watch != NULL && watch_claim(&parked);
             long long wait_ns = watching ? RECHECK_NS : -1;
             if (deadline >= 0) {
-                long long left = deadline - now_ns();
+                long long left = deadline - os_now_ns();
                 if (left <= 0) {
                     result = 0;
                     break;
                 }
                 if (wait_ns < 0 || left < wait_ns) wait_ns = left;
             }
-            long rc = futex_wait(&s->word, 0, wait_ns);
-            if (rc < 0 && errno == EINTR) break;
-            if (rc < 0 && errno == ETIMEDOUT && watching) watch_round();
+            int rc = os_wait_word(&s->word, 0, wait_ns);
+            if (rc == EINTR) break;
+            if (rc == ETIMEDOUT && watching) watch_round();
         }
         Py_END_ALLOW_THREADS
         if (result != -2) break;
@@ -744,31 +720,11 @@ count_spin(int what)
     __atomic_fetch_add(&spin_counts[what], 1, __ATOMIC_RELAXED);
 }
 
-/* CPUs this process may use: its affinity, bounded by a cgroup v2 quota. */
-static double
-usable_cpus(void)
-{
-    cpu_set_t set;
-    double cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
-    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
-    if (f != NULL) {
-        char quota[32];
-        long period = 0;
-        if (fscanf(f, "%31s %ld", quota, &period) == 2 && period > 0 &&
-            quota[0] >= '0' && quota[0] <= '9') {
-            double limit = (double)atol(quota) / (double)period;
-            if (limit < cpus) cpus = limit;
-        }
-        fclose(f);
-    }
-    return cpus;
-}
-
 /* Apply a limit (< 0: the default) and the CPU rule; returns the limit in force. */
 static int
 spin_configure(long requested)
 {
-    double cpus = usable_cpus();
+    double cpus = os_usable_cpus();
     int seats = (int)cpus - 1;
     if (seats > SPIN_SEATS) seats = SPIN_SEATS;
     int limit = requested < 0 ? SPIN_DEFAULT : (int)requested;
@@ -828,12 +784,12 @@ spin_for_flag(ArenaObject *self, Record *r)
         count_spin(RECORD_MISSES);
         return 0;
     }
-    int cpu = sched_getcpu();
+    int cpu = os_cpu();
     if (cpu >= 0 && __atomic_load_n(&r->setter_cpu, __ATOMIC_RELAXED) == cpu + 1) {
         count_spin(SAME_CPU);
         return 0;
     }
-    int seat = take_seat(self->header, now_ns());
+    int seat = take_seat(self->header, os_now_ns());
     if (seat < 0) {
         count_spin(NO_SEAT);
         return 0;
@@ -849,7 +805,7 @@ spin_for_flag(ArenaObject *self, Record *r)
         }
         if (i % SPIN_RENEW == SPIN_RENEW - 1) {
             /* Still here: the seat stays ours (a dead spinner's lapses). */
-            __atomic_store_n(&self->header->spin_seats[seat], now_ns() + SPIN_SEAT_NS,
+            __atomic_store_n(&self->header->spin_seats[seat], os_now_ns() + SPIN_SEAT_NS,
                              __ATOMIC_RELAXED);
         }
         cpu_relax();
@@ -874,7 +830,7 @@ spin_for_flag(ArenaObject *self, Record *r)
 PyObject *
 Arena_spinners(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
-    long long now = now_ns();
+    long long now = os_now_ns();
     long held = 0;
     for (int i = 0; i < SPIN_SEATS; i++) {
         held += __atomic_load_n(&self->header->spin_seats[i], __ATOMIC_RELAXED) > now;
@@ -935,12 +891,12 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
     if (lock_or_error(self, &r->lock, r) < 0) return NULL;
     uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
     if (state & STATE_FLAG) {
-        unlock_mutex(&r->lock);
+        unlock_word(self, &r->lock);
         Py_RETURN_TRUE;
     }
     __atomic_store_n(&s->word, 0, __ATOMIC_RELAXED);
     enqueue_link(self, r, index, (uint32_t)slot, (uint32_t)slot);
-    unlock_mutex(&r->lock);
+    unlock_word(self, &r->lock);
 
     int woken = park_slot(self, s, r, GENERATION(state), timeout);
     if (woken == 2 && record_fail_claim(self, r, CLAIM_DEAD) < 0) woken = -1;
@@ -959,7 +915,7 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
     }
     remove_link(self, r, (uint32_t)slot);
     int fired = GENERATION(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE)) != GENERATION(state);
-    unlock_mutex(&r->lock);
+    unlock_word(self, &r->lock);
     if (exc_type != NULL) {
         PyErr_Restore(exc_type, exc_value, exc_tb);
         return NULL;

@@ -97,7 +97,7 @@ reserve_held(ArenaObject *a, unsigned long entry, unsigned long index)
     int error = grow_region(a, h->held_offset + entry * h->held_stride, &done, needed,
                             h->held_stride);
     if (error == 0) __atomic_store_n(reserved, (uint32_t)done, __ATOMIC_RELEASE);
-    unlock_mutex(&h->lock);
+    unlock_word(a, &h->lock);
     if (error) {
         raise_reserve_error(a, error, RESERVE_CHUNK, "a new object");
         return -1;
@@ -179,21 +179,15 @@ Arena_record_alloc(ArenaObject *self, PyObject *args)
                                 (uint64_t)(index + 1) * RECORD_SIZE,
                                 (uint64_t)h->record_capacity * RECORD_SIZE);
         if (error) {
-            unlock_mutex(&h->lock);
+            unlock_word(self, &h->lock);
             raise_reserve_error(self, error, RESERVE_CHUNK, "a new object");
             return NULL;
         }
         r = record_at(self, index);
-        memset(r, 0, RECORD_SIZE);
-        int rc = mutex_init(&r->lock);
-        if (rc != 0) {
-            unlock_mutex(&h->lock);
-            errno = rc;
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
+        memset(r, 0, RECORD_SIZE); /* its lock word free */
         h->record_bump = index + 1;
     } else {
-        unlock_mutex(&h->lock);
+        unlock_word(self, &h->lock);
         PyErr_Format(FullError, "all %u records of the arena are in use", h->record_capacity);
         return NULL; /* the caller opens another arena */
     }
@@ -212,7 +206,7 @@ Arena_record_alloc(ArenaObject *self, PyObject *args)
     __atomic_store_n(&r->spin_misses, 0, __ATOMIC_RELAXED);
     h->records_live++;
     unsigned int serial = r->serial;
-    unlock_mutex(&h->lock);
+    unlock_word(self, &h->lock);
     return Py_BuildValue("II", index, serial);
 }
 
@@ -228,7 +222,7 @@ Arena_record_retain(ArenaObject *self, PyObject *args)
     Record *r = record_at(self, (uint32_t)index);
     if (lock_or_error(self, &r->lock, r) < 0) return NULL;
     if (r->kind == KIND_FREE || r->serial != serial) {
-        unlock_mutex(&r->lock);
+        unlock_word(self, &r->lock);
         PyErr_Format(PyExc_LookupError,
                      "record %lu (serial %u) no longer exists: every process holding it has "
                      "dropped it", index, serial);
@@ -240,7 +234,7 @@ Arena_record_retain(ArenaObject *self, PyObject *args)
         r->refcount++;
     }
     unsigned int kind = r->kind;
-    unlock_mutex(&r->lock);
+    unlock_word(self, &r->lock);
     return PyLong_FromUnsignedLong(kind);
 }
 
@@ -255,7 +249,7 @@ Arena_record_pin(ArenaObject *self, PyObject *args)
     if (lock_or_error(self, &r->lock, r) < 0) return NULL;
     r->refcount++;
     r->inflight++;
-    unlock_mutex(&r->lock);
+    unlock_word(self, &r->lock);
     Py_RETURN_NONE;
 }
 
@@ -269,22 +263,22 @@ record_release_one(ArenaObject *self, uint32_t index)
     Record *r = record_at(self, index);
     if (lock_or_error(self, &r->lock, r) < 0) return -1;
     if (r->kind == KIND_FREE || r->refcount == 0) {
-        unlock_mutex(&r->lock);
+        unlock_word(self, &r->lock);
         PyErr_Format(PyExc_RuntimeError, "record %u released more often than retained", index);
         return -1;
     }
     if (--r->refcount > 0) {
-        unlock_mutex(&r->lock);
+        unlock_word(self, &r->lock);
         return 0;
     }
     release_values(self, (ValueSlot *)r->payload, 2);
     r->kind = KIND_FREE;
-    unlock_mutex(&r->lock);
+    unlock_word(self, &r->lock);
     if (lock_or_error(self, &h->lock, NULL) < 0) return -1;
     r->next_free = h->record_free;
     h->record_free = index + 1;
     h->records_live--;
-    unlock_mutex(&h->lock);
+    unlock_word(self, &h->lock);
     return 1;
 }
 
@@ -353,7 +347,7 @@ Arena_held_share(ArenaObject *self, PyObject *args)
             if (lock_or_error(self, &r->lock, r) < 0) return NULL;
             int alive = r->kind != KIND_FREE && r->refcount > 0;
             if (alive) r->refcount++;
-            unlock_mutex(&r->lock);
+            unlock_word(self, &r->lock);
             if (!alive) continue;
             if (dst >= 0) {
                 if (reserve_held(self, (unsigned long)dst, index) < 0) {
@@ -385,7 +379,7 @@ Arena_record_info(ArenaObject *self, PyObject *args)
         next = self->links[next - 1].next;
     }
     Record copy = *r;
-    unlock_mutex(&r->lock);
+    unlock_word(self, &r->lock);
     /* Built after unlocking: creating a dict may run the garbage collector,
      * whose finalizers may need this very lock. */
     return Py_BuildValue(
@@ -450,7 +444,7 @@ record_set(ArenaObject *self, Record *r)
     if (lock_or_error(self, &r->lock, r) < 0) return -1;
     uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
     if (state & STATE_FLAG) {
-        unlock_mutex(&r->lock);
+        unlock_word(self, &r->lock);
         return 0;
     }
     /* New generation and the flag in one store, before anyone wakes. */
@@ -459,7 +453,7 @@ record_set(ArenaObject *self, Record *r)
     uint32_t wake[WAKE_BATCH];
     int n = 0;
     wake_fired(self, r, wake, &n);
-    unlock_mutex(&r->lock);
+    unlock_word(self, &r->lock);
     wake_slots(self, wake, n);
     return 1;
 }
@@ -520,7 +514,7 @@ publish_slot(ArenaObject *self, uint32_t index, int which, const ValueSlot *inco
     int n = 0;
     wake_fired(self, r, wake, &n);
     release_values(self, &old, 1);
-    unlock_mutex(&r->lock);
+    unlock_word(self, &r->lock);
     wake_slots(self, wake, n);
     return 0;
 }
@@ -549,7 +543,7 @@ Arena_store(ArenaObject *self, PyObject *args)
         int error;
         if (lock_or_error(self, &self->header->lock, NULL) < 0) goto done;
         uint64_t offset = small_take(self, (uint32_t)data.len, &error);
-        unlock_mutex(&self->header->lock);
+        unlock_word(self, &self->header->lock);
         if (error == REGION_FULL) { /* the caller writes a large block instead */
             result = Py_NewRef(Py_False);
             goto done;
@@ -665,7 +659,7 @@ Arena_read(ArenaObject *self, PyObject *args)
     PyObject *data;
     switch (slot.tag) {
     case VALUE_INLINE:
-        unlock_mutex(&r->lock);
+        unlock_word(self, &r->lock);
         data = PyBytes_FromStringAndSize((const char *)slot.where.bytes,
                                          slot.length <= VALUE_INLINE_MAX ? slot.length : 0);
         break;
@@ -673,24 +667,24 @@ Arena_read(ArenaObject *self, PyObject *args)
         /* Copied under the lock: the block is freed under it.  A bytes
          * object is not tracked by the garbage collector. */
         data = PyBytes_FromStringAndSize(self->base + slot.where.location, slot.length);
-        unlock_mutex(&r->lock);
+        unlock_word(self, &r->lock);
         break;
     case VALUE_LARGE:
         if (!self->pins_forgotten && large_pin(self, slot.where.location, entry) == 0) {
-            unlock_mutex(&r->lock);
+            unlock_word(self, &r->lock);
             data = block_view_new(self, slot.where.location, (uint32_t)entry);
             break;
         }
         /* Left the arena (exiting), or 65535 views of it here: a copy. */
         data = PyBytes_FromStringAndSize(self->base + slot.where.location + BLOCK_HEADER,
                                          (Py_ssize_t)large_length(self, slot.where.location));
-        unlock_mutex(&r->lock);
+        unlock_word(self, &r->lock);
         break;
     case VALUE_SPILLED: {
         /* Opened under the lock: the file is the one the slot names (spill.c). */
         int fd = spill_open(self, &slot);
         int error = errno;
-        unlock_mutex(&r->lock);
+        unlock_word(self, &r->lock);
         if (fd < 0) {
             char path[SPILL_PATH_MAX];
             if (spill_path(self, slot.where.spill.token, path, sizeof path) < 0) path[0] = '\0';
@@ -704,7 +698,7 @@ Arena_read(ArenaObject *self, PyObject *args)
         break;
     }
     default:
-        unlock_mutex(&r->lock);
+        unlock_word(self, &r->lock);
         Py_RETURN_NONE;
     }
     if (data == NULL) return NULL;

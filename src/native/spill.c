@@ -99,7 +99,7 @@ Arena_spill_tokens(ArenaObject *self, PyObject *Py_UNUSED(ignored))
         int n = 0;
         for (int which = 0; which < 2; which++)
             if (slots[which].tag == VALUE_SPILLED) found[n++] = slots[which].where.spill.token;
-        unlock_mutex(&r->lock);
+        unlock_word(self, &r->lock);
         for (int k = 0; k < n; k++) {
             PyObject *token = PyLong_FromUnsignedLongLong(found[k]);
             if (token == NULL || PySet_Add(tokens, token) < 0) {

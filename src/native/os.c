@@ -1,0 +1,179 @@
+/*
+ * Linux: the one file that talks to the kernel (os.h has the interface
+ * and what other kernels would use).
+ */
+#define _GNU_SOURCE
+#include "os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14; older headers lack it */
+#endif
+
+/* --- shared words ---------------------------------------------------- */
+
+static int
+futex_wait(uint32_t *word, int op, uint32_t expected, long long timeout_ns)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)(timeout_ns / 1000000000LL);
+    ts.tv_nsec = (long)(timeout_ns % 1000000000LL);
+    long rc = syscall(SYS_futex, word, op, expected, timeout_ns < 0 ? NULL : &ts, NULL, 0);
+    if (rc == 0 || errno == EAGAIN) return 0; /* woken, or the word had moved */
+    return errno;
+}
+
+int
+os_wait_word(uint32_t *word, uint32_t expected, long long timeout_ns)
+{
+    return futex_wait(word, FUTEX_WAIT, expected, timeout_ns);
+}
+
+void
+os_wake_word(uint32_t *word, int count)
+{
+    syscall(SYS_futex, word, FUTEX_WAKE, count, NULL, NULL, 0);
+}
+
+int
+os_wait_private(uint32_t *word, uint32_t expected, long long timeout_ns)
+{
+    return futex_wait(word, FUTEX_WAIT_PRIVATE, expected, timeout_ns);
+}
+
+void
+os_wake_private(uint32_t *word, int count)
+{
+    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
+}
+
+/* --- liveness locks -------------------------------------------------- */
+
+static int
+ofd(int fd, int command, short type, long long start, long long length)
+{
+    struct flock lock = {.l_type = type, .l_whence = SEEK_SET, .l_start = start,
+                         .l_len = length, .l_pid = 0};
+    return fcntl(fd, command, &lock);
+}
+
+int
+os_ofd_lock(int fd, long long start, long long length, int wait)
+{
+    if (ofd(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, F_WRLCK, start, length) == 0) return 0;
+    return errno == EACCES ? EAGAIN : errno;
+}
+
+int
+os_ofd_unlock(int fd, long long start, long long length)
+{
+    return ofd(fd, F_OFD_SETLK, F_UNLCK, start, length) == 0 ? 0 : errno;
+}
+
+int
+os_ofd_held(int fd, long long start, long long length)
+{
+    struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = start,
+                         .l_len = length, .l_pid = 0};
+    if (fcntl(fd, F_OFD_GETLK, &lock) < 0) return -1;
+    return lock.l_type != F_UNLCK;
+}
+
+/* --- memory ---------------------------------------------------------- */
+
+int
+os_populate(void *addr, size_t length)
+{
+    if (madvise(addr, length, MADV_POPULATE_WRITE) == 0) return 0;
+    return errno == EINVAL ? ENOSYS : errno;
+}
+
+void
+os_punch(void *addr, size_t length)
+{
+    madvise(addr, length, MADV_REMOVE);
+}
+
+int
+os_advise_huge(void *addr, size_t length)
+{
+    return madvise(addr, length, MADV_HUGEPAGE) == 0;
+}
+
+/* --- the machine ----------------------------------------------------- */
+
+int
+os_cpu(void)
+{
+    return sched_getcpu();
+}
+
+double
+os_usable_cpus(void)
+{
+    cpu_set_t set;
+    double cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "re");
+    if (f != NULL) {
+        char quota[32];
+        long period = 0;
+        if (fscanf(f, "%31s %ld", quota, &period) == 2 && period > 0 &&
+            quota[0] >= '0' && quota[0] <= '9') {
+            double limit = (double)atol(quota) / (double)period;
+            if (limit < cpus) cpus = limit;
+        }
+        fclose(f);
+    }
+    return cpus;
+}
+
+size_t
+os_page_size(void)
+{
+    static size_t page;
+    size_t known = __atomic_load_n(&page, __ATOMIC_RELAXED);
+    if (known == 0) {
+        long value = sysconf(_SC_PAGESIZE);
+        known = value > 0 ? (size_t)value : 4096;
+        __atomic_store_n(&page, known, __ATOMIC_RELAXED);
+    }
+    return known;
+}
+
+size_t
+os_huge_page_size(void)
+{
+    static long long huge = -1; /* read once; a race reads the same file twice */
+    long long known = __atomic_load_n(&huge, __ATOMIC_RELAXED);
+    if (known < 0) {
+        unsigned long long size = 0;
+        FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "re");
+        if (f != NULL) {
+            if (fscanf(f, "%llu", &size) != 1) size = 0;
+            fclose(f);
+        }
+        /* Only a power of two is a page size: anything else means none. */
+        known = (size & (size - 1)) == 0 ? (long long)size : 0;
+        __atomic_store_n(&huge, known, __ATOMIC_RELAXED);
+    }
+    return (size_t)known;
+}
+
+long long
+os_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}

@@ -1,0 +1,79 @@
+/*
+ * Everything the arena asks of the operating system, behind one interface.
+ *
+ * No other file of src/native includes a kernel header or calls syscall():
+ * a port to another kernel is a new os.c.  Each call says what it needs
+ * and what the ports we know of would use.  Only Linux is built and run
+ * (x86-64 natively, aarch64 under qemu-user in CI); the macOS and FreeBSD
+ * notes are read from their manuals, not run.
+ *
+ *   call              Linux (os.c)             macOS                           FreeBSD
+ *   ----------------  -----------------------  ------------------------------  --------------------
+ *   os_wait_word      futex FUTEX_WAIT         os_sync_wait_on_address(...,    _umtx_op
+ *                     (shared: no _PRIVATE)      OS_SYNC_WAIT_ON_ADDRESS_SHARED) UMTX_OP_WAIT_UINT
+ *   os_wake_word      futex FUTEX_WAKE         os_sync_wake_by_address_all/any _umtx_op UMTX_OP_WAKE
+ *   os_ofd_*          fcntl F_OFD_SETLK(W),    the same calls, numbered 90-92  none: per-process
+ *                     F_OFD_GETLK (3.15+)                                     fcntl locks, one
+ *                                                                             open per process
+ *   os_populate       madvise                  F_PREALLOCATE on the file       posix_fallocate
+ *                     MADV_POPULATE_WRITE
+ *                     (5.14+; else touch)
+ *   os_punch          madvise MADV_REMOVE      fcntl F_PUNCHHOLE               fspacectl
+ *                                                                             SPACECTL_DEALLOC
+ *   os_advise_huge    madvise MADV_HUGEPAGE    nothing                         nothing (superpages
+ *                                                                             are automatic)
+ *   os_cpu            sched_getcpu             none: -1 (no same-CPU rule)     sched_getcpu (13+)
+ *   os_usable_cpus    sched_getaffinity, and   sysctl hw.activecpu             cpuset_getaffinity
+ *                     cgroup v2 cpu.max
+ *   os_page_size      sysconf(_SC_PAGESIZE)    the same                        the same
+ *   os_huge_page_size /sys/kernel/mm/          0                               0
+ *                     transparent_hugepage/
+ *                     hpage_pmd_size
+ *   os_now_ns         CLOCK_MONOTONIC          the same                        the same
+ *
+ * None of these takes or needs the GIL, and none raises: each returns 0 or
+ * an errno value (or the documented value), and its caller decides.
+ */
+#ifndef MPEVENT_OS_H
+#define MPEVENT_OS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Sleep while *word == expected, visible to every process mapping the word;
+ * timeout_ns < 0 sleeps with no timer.  0 when woken (or the word differed),
+ * else ETIMEDOUT, EINTR or another errno. */
+int os_wait_word(uint32_t *word, uint32_t expected, long long timeout_ns);
+/* Wake up to `count` sleepers of os_wait_word on `word` (INT_MAX: all). */
+void os_wake_word(uint32_t *word, int count);
+/* The same pair for words no other process sees (cheaper where the kernel
+ * tells the two apart: FUTEX_PRIVATE_FLAG). */
+int os_wait_private(uint32_t *word, uint32_t expected, long long timeout_ns);
+void os_wake_private(uint32_t *word, int count);
+
+/* Byte-range locks owned by an open file description (not by a process or
+ * a thread): the kernel drops them when the description's last descriptor
+ * closes, at exit or SIGKILL.  os_ofd_lock: 0 taken, EAGAIN held by another
+ * description, or an errno (EINTR when `wait` was interrupted). */
+int os_ofd_lock(int fd, long long start, long long length, int wait);
+int os_ofd_unlock(int fd, long long start, long long length);
+/* 1 if another open file description locks a byte of the range, 0 if
+ * none does (the caller's own locks never count), -1 with errno. */
+int os_ofd_held(int fd, long long start, long long length);
+
+/* Back [addr, addr + length) with memory now, so a full tmpfs is an error
+ * here and never a SIGBUS later.  0, ENOSYS where the kernel cannot
+ * (older than 5.14: pages then fault in on first touch), or ENOMEM etc. */
+int os_populate(void *addr, size_t length);
+/* Give the pages back to the file system: the range reads as zeros. */
+void os_punch(void *addr, size_t length);
+/* Ask for transparent huge pages over the range; 1 if the kernel took it. */
+int os_advise_huge(void *addr, size_t length);
+
+int os_cpu(void);                /* the CPU this thread runs on, or -1 */
+double os_usable_cpus(void);     /* CPUs this process may use: affinity, cgroup quota */
+size_t os_page_size(void);       /* read once, at first call */
+size_t os_huge_page_size(void);  /* 0 when the kernel has none */
+long long os_now_ns(void);       /* a monotonic clock */
+
+#endif
