@@ -553,6 +553,7 @@ PyObject *Arena_record_pin(ArenaObject *self, PyObject *args);
 PyObject *Arena_record_release(ArenaObject *self, PyObject *args);
 PyObject *Arena_record_info(ArenaObject *self, PyObject *args);
 PyObject *Arena_record_lock(ArenaObject *self, PyObject *arg);
+PyObject *Arena_lock_word(ArenaObject *self, PyObject *arg);
 PyObject *Arena_record_half_set(ArenaObject *self, PyObject *arg);
 PyObject *Arena_is_set(ArenaObject *self, PyObject *arg);
 PyObject *Arena_state(ArenaObject *self, PyObject *arg);

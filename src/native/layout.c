@@ -370,6 +370,8 @@ static PyMethodDef Arena_methods[] = {
     METHOD(owner_adopt, METH_VARARGS,
            "owner_adopt(label, fd): this process's locks carry label, held through fd."),
     METHOD(lock_label, METH_NOARGS, "lock_label() -> this process's label (0: none)."),
+    METHOD(lock_word, METH_O,
+           "lock_word(index) -> a record's lock word, lock-free (-1: the arena lock's)."),
     METHOD(unlock, METH_NOARGS, "Release the arena lock."),
     METHOD(statistics, METH_NOARGS, "Counters of the arena."),
     METHOD(heap_statistics, METH_NOARGS, "Counters of the value heap."),
@@ -563,6 +565,10 @@ PyInit__native(void)
         PyModule_AddIntConstant(m, "HUGE_PAGE", (long)os_huge_page_size()) < 0 ||
         PyModule_AddIntConstant(m, "OWNER_BYTES", (long)OWNER_BYTE(0)) < 0 ||
         PyModule_AddIntConstant(m, "LOCK_OWNERS", LOCK_OWNERS) < 0 ||
+        PyModule_AddIntConstant(m, "LOCK_WAITERS", (long)LOCK_WAITERS) < 0 ||
+        PyModule_AddIntConstant(m, "LOCK_CHECK_MS", LOCK_CHECK_NS / 1000000) < 0 ||
+        PyModule_AddIntConstant(m, "HEADER_LAYOUT_VERSION", offsetof(Header, layout_version)) < 0 ||
+        PyModule_AddIntConstant(m, "HEADER_PAGE_SIZE", offsetof(Header, page_size)) < 0 ||
         PyModule_AddIntConstant(m, "RECHECK_MS", RECHECK_NS / 1000000) < 0 ||
         PyModule_AddIntConstant(m, "SPIN_LIMIT_MAX", SPIN_LIMIT_MAX) < 0) {
         Py_DECREF(m);

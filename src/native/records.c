@@ -388,6 +388,23 @@ Arena_record_info(ArenaObject *self, PyObject *args)
         "refcount", copy.refcount, "inflight", copy.inflight, "waiters", waiters);
 }
 
+/* lock_word(index) -> the record's lock word, read without taking it
+ * (index -1: the arena lock's).  Tests watch sleepers and owners with it. */
+PyObject *
+Arena_lock_word(ArenaObject *self, PyObject *arg)
+{
+    long index = PyLong_AsLong(arg);
+    if (index == -1 && PyErr_Occurred()) return NULL;
+    if (index == -1)
+        return PyLong_FromUnsignedLong(__atomic_load_n(&self->header->lock, __ATOMIC_RELAXED));
+    if (index < 0 || check_record(self, (unsigned long)index) < 0) {
+        if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "no record %ld", index);
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(
+        __atomic_load_n(&record_at(self, (uint32_t)index)->lock, __ATOMIC_RELAXED));
+}
+
 /* record_lock(index): take a record's lock and keep it.  Fault tests and
  * debugging only: nothing else may hold a record lock across calls. */
 PyObject *
