@@ -56,6 +56,7 @@ def test_events_waits_and_small_values_work_in_16_mib() -> None:
     assert done.stdout.strip() == "ok"
 
 
+@pytest.mark.needs_populate  # a full tmpfs must be seen before a page is touched
 def test_creating_events_until_dev_shm_is_full_raises_and_changes_nothing() -> None:
     done = _run_in_small_shm(
         """
@@ -87,6 +88,7 @@ def test_creating_events_until_dev_shm_is_full_raises_and_changes_nothing() -> N
     assert created > 10_000
 
 
+@pytest.mark.needs_populate  # a full tmpfs must be seen before a page is touched
 def test_a_value_larger_than_dev_shm_raises_and_the_result_stays_unset() -> None:
     done = _run_in_small_shm(
         """
@@ -113,6 +115,7 @@ def test_a_value_larger_than_dev_shm_raises_and_the_result_stays_unset() -> None
     assert done.stdout.rstrip().endswith("alive")
 
 
+@pytest.mark.needs_populate  # a full tmpfs must be seen before a page is touched
 def test_a_waiter_slot_that_does_not_fit_raises_in_its_thread_only() -> None:
     done = _run_in_small_shm(
         """

@@ -332,6 +332,7 @@ def test_list_shows_what_is_spilled(tmp_path: Path) -> None:
     assert f"spilled to disk: 1 values, 16.0 MiB in {tmp_path}" in done.stdout, done.stdout
 
 
+@pytest.mark.needs_populate  # a full tmpfs must be seen before a page is touched
 @ROOT_ONLY
 def test_a_256_mib_array_crosses_a_container_sized_dev_shm(tmp_path: Path) -> None:
     pytest.importorskip("numpy")
