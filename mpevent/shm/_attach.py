@@ -225,14 +225,11 @@ class AttachTable:
                 free = self.native.free_entry()
             except _native.Full:
                 free = None
+            label = 0  # the child's lock owner, taken with its own descriptor
             if free is not None and _native.ofd_lock(fd, free, 1, False):
-                try:
+                with contextlib.suppress(_native.Full):
                     label = self.native.owner_reserve(fd)
-                except _native.Full:
-                    label = 0
-            else:
-                label = 0
-            if label:
+            if free is not None and label:
                 self.native.held_wipe(free)
                 epoch = self.native.entry_write(free, ENTRY_ATTACHED, 0)
                 self.child = (free, epoch, fd, label)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import platform
 import secrets
 import sys
 from typing import Any
@@ -124,6 +125,21 @@ def check_locks() -> Check:
     )
 
 
+def check_pages() -> Check:
+    """The page size arenas are laid out in: every process sharing one must agree."""
+    page, huge = _native.PAGE, _native.HUGE_PAGE
+    facts = {"page_size": page, "huge_page_size": huge, "machine": platform.machine()}
+    finding = f"{format_size(page)} pages on {platform.machine()}" + (
+        f", {format_size(huge)} transparent huge pages" if huge else ", no transparent huge pages"
+    )
+    return Check(
+        "page size",
+        "ok",
+        finding + ": an arena is shared only with processes under the same page size",
+        facts=facts,
+    )
+
+
 def check_huge_pages() -> Check:
     mode = _segment.huge_pages()
     facts = {"dev_shm_huge": mode}
@@ -133,7 +149,7 @@ def check_huge_pages() -> Check:
     return Check(
         "shmem huge pages",
         "note",
-        f"/dev/shm huge={mode}: large values fault in 4 KiB pages",
+        f"/dev/shm huge={mode}: large values fault in {format_size(_native.PAGE)} pages",
         "as root: mount -o remount,huge=advise /dev/shm (measured 1.2-1.5x faster kept values "
         "from 1 MiB; optional)",
         facts,
@@ -281,6 +297,7 @@ def run_checks() -> list[Check]:
         check_shm(),
         check_populate(),
         check_locks(),
+        check_pages(),
         check_huge_pages(),
         check_pid_namespace(),
         check_spill(),

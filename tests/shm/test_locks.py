@@ -79,7 +79,7 @@ def test_a_holder_killed_while_two_wait_is_repaired_exactly_once(
     recoveries = native.statistics()["recoveries"]
     os.kill(holder.pid, signal.SIGKILL)
     processes.join(holder)
-    for setter, d in zip(setters, done):
+    for setter, d in zip(setters, done, strict=True):
         assert d.wait(10), "a setter was left asleep on a dead holder's lock"
         assert processes.join(setter) == 0
     assert event.is_set()
@@ -148,5 +148,5 @@ def test_an_arena_of_another_page_size_or_layout_is_refused(
 
 
 def test_the_page_size_is_the_machines() -> None:
-    assert _native.PAGE == os.sysconf("SC_PAGESIZE")
+    assert os.sysconf("SC_PAGESIZE") == _native.PAGE
     assert _native.BLOCK_HEADER == _native.PAGE
