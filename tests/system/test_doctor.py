@@ -15,6 +15,7 @@ CHECKS = [
     "/dev/shm",
     "page reservation",
     "liveness locks",
+    "page size",
     "shmem huge pages",
     "PID namespace",
     "spilling",
@@ -49,6 +50,8 @@ def test_json_gives_the_same_checks_for_scripts() -> None:
     assert report["ok"] == (done.returncode == 0)
     shm = report["checks"][0]
     assert shm["facts"]["size"] > 0 and shm["facts"]["free"] <= shm["facts"]["size"]
+    pages = report["checks"][CHECKS.index("page size")]
+    assert pages["facts"]["page_size"] == os.sysconf("SC_PAGESIZE")
 
 
 def test_a_dead_redis_server_is_a_failure_with_advice() -> None:
