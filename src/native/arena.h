@@ -502,9 +502,8 @@ int grow_region(ArenaObject *a, uint64_t region, uint64_t *reserved, uint64_t ne
 int append_new(PyObject *list, PyObject *item);
 
 /* locks.c */
-int lock_word(ArenaObject *a, uint32_t *word, Record *repair);
+void lock_word(ArenaObject *a, uint32_t *word, Record *repair);
 void unlock_word(ArenaObject *a, uint32_t *word);
-int lock_or_error(ArenaObject *a, uint32_t *word, Record *repair);
 void local_lock(uint32_t *word);
 void local_unlock(uint32_t *word);
 void note_lock_fault(int rc);

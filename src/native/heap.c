@@ -217,15 +217,10 @@ release_values(ArenaObject *a, ValueSlot *slots, int count)
     for (int i = 0; i < count; i++) {
         ValueSlot *slot = &slots[i];
         if (slot->tag == VALUE_SMALL) {
-            /* The record lock comes before the arena lock; taking it fails
-             * only if the lock is unrecoverable, and then the block leaks
-             * (counted) rather than being freed unprotected. */
-            int rc = lock_word(a, &a->header->lock, NULL);
-            note_lock_fault(rc);
-            if (rc == 0) {
-                small_give(a, slot->where.location, slot->length);
-                unlock_word(a, &a->header->lock);
-            }
+            /* The record lock comes before the arena lock. */
+            lock_word(a, &a->header->lock, NULL);
+            small_give(a, slot->where.location, slot->length);
+            unlock_word(a, &a->header->lock);
         } else if (slot->tag == VALUE_LARGE) {
             large_unref(a, slot->where.location, 1);
         } else if (slot->tag == VALUE_SPILLED) {
@@ -351,7 +346,8 @@ static void
 reserve_refill(ArenaObject *a, int cls, uint64_t size, uint64_t resident)
 {
     Header *h = a->header;
-    if (a->held_entry < 0 || lock_word(a, &h->lock, NULL) != 0) return;
+    if (a->held_entry < 0) return;
+    lock_word(a, &h->lock, NULL);
     uint64_t data = resident - BLOCK_HEADER;
     int error = 0;
     uint64_t offset = 0;
@@ -417,7 +413,7 @@ Arena_block_alloc(ArenaObject *self, PyObject *args)
     uint64_t size;
     int cls = large_class(BLOCK_HEADER + length, &size);
     uint64_t need = page_align(BLOCK_HEADER + length);
-    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    lock_word(self, &h->lock, NULL);
     reserve_expire_locked(self);
     uint64_t offset = large_pop(self, cls);
     LargeBlock *b;
@@ -464,11 +460,10 @@ Arena_block_alloc(ArenaObject *self, PyObject *args)
         error = reserve_range(self, offset + b->resident, need - b->resident);
         if (error) {
             /* The reserve gives way to a real value: drop it, try once more. */
-            if (lock_word(self, &h->lock, NULL) == 0) {
-                reserve_drop_locked(self);
-                unlock_word(self, &h->lock);
-                error = reserve_range(self, offset + b->resident, need - b->resident);
-            }
+            lock_word(self, &h->lock, NULL);
+            reserve_drop_locked(self);
+            unlock_word(self, &h->lock);
+            error = reserve_range(self, offset + b->resident, need - b->resident);
         }
         if (error) {
             large_free(self, offset);

@@ -394,7 +394,7 @@ claim_lost(ArenaObject *a, Record *r)
 int
 record_fail_claim(ArenaObject *self, Record *r, uint32_t how)
 {
-    if (lock_or_error(self, &r->lock, r) < 0) return -1;
+    lock_word(self, &r->lock, r);
     uint32_t claim = r->claim;
     if (claim == 0 || (claim & CLAIM_DEAD) || (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG)) {
         unlock_word(self, &r->lock);
@@ -418,7 +418,7 @@ Arena_claim(ArenaObject *self, PyObject *arg)
         return NULL;
     }
     uint32_t mine = (uint32_t)self->held_entry + 1;
-    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    lock_word(self, &r->lock, r);
     uint32_t claim = r->claim, epoch = r->claim_epoch, pid = r->claim_pid;
     int set = (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) != 0;
     int ours = claim != 0 && CLAIM_ENTRY(claim) == mine && epoch == self->held_epoch;

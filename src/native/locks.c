@@ -94,22 +94,23 @@ repair_after(ArenaObject *a, Record *repair)
  * holder may be another thread of this process that needs the GIL to
  * finish).  The GIL is held on entry.  `repair` (may be NULL) is the
  * record the word guards, whose interrupted set() is finished if the lock
- * is taken over from a dead holder.  Returns 0: taking a lock cannot fail.
+ * is taken over from a dead holder.  It cannot fail: it returns once the
+ * word is this process's.
  */
-int
+void
 lock_word(ArenaObject *a, uint32_t *word, Record *repair)
 {
     uint32_t label = label_of(a);
     uint32_t seen = 0;
     if (__atomic_compare_exchange_n(word, &seen, label, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-        return 0;
+        return;
     for (int spin = 0; spin < LOCK_SPINS; spin++) {
         cpu_relax();
         seen = 0;
         if (__atomic_load_n(word, __ATOMIC_RELAXED) == 0 &&
             __atomic_compare_exchange_n(word, &seen, label, 0, __ATOMIC_ACQUIRE,
                                         __ATOMIC_RELAXED))
-            return 0;
+            return;
     }
     int recovered = 0;
     Py_BEGIN_ALLOW_THREADS
@@ -140,15 +141,6 @@ lock_word(ArenaObject *a, uint32_t *word, Record *repair)
     }
     Py_END_ALLOW_THREADS
     if (recovered) repair_after(a, repair);
-    return 0;
-}
-
-/* lock_word, for callers that may report an error: kept so that a lock
- * that can fail (another OS) has one place to say so. */
-int
-lock_or_error(ArenaObject *a, uint32_t *word, Record *repair)
-{
-    return lock_word(a, word, repair);
 }
 
 void

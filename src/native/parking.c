@@ -199,7 +199,7 @@ Arena_slot_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     Header *h = self->header;
-    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    lock_word(self, &h->lock, NULL);
     uint32_t slot;
     if (h->slot_free != 0) {
         slot = h->slot_free - 1;
@@ -237,7 +237,7 @@ Arena_slot_free(ArenaObject *self, PyObject *arg)
     unsigned long slot;
     if (parse_slot(self, arg, &slot) < 0) return NULL;
     Header *h = self->header;
-    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    lock_word(self, &h->lock, NULL);
     slot_give_back(self, (uint32_t)slot);
     unlock_word(self, &h->lock);
     Py_RETURN_NONE;
@@ -287,7 +287,7 @@ Arena_slot_reclaim(ArenaObject *self, PyObject *args)
         return NULL;
     }
     Slot *s = &self->slots[slot];
-    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    lock_word(self, &h->lock, NULL);
     int ours = s->in_use && s->owner == entry + 1 && s->owner_epoch == epoch;
     if (ours) s->owner = 0; /* being reclaimed: nobody else's any more */
     unlock_word(self, &h->lock);
@@ -303,18 +303,18 @@ Arena_slot_reclaim(ArenaObject *self, PyObject *args)
             uint32_t index = l->record;
             if (index < h->record_bump) {
                 Record *r = record_at(self, index);
-                if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+                lock_word(self, &r->lock, r);
                 remove_link(self, r, i);
                 unlock_word(self, &r->lock);
             }
         }
         if (i >= h->slot_capacity) {
-            if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+            lock_word(self, &h->lock, NULL);
             link_give_back(self, i);
             unlock_word(self, &h->lock);
         }
     }
-    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    lock_word(self, &h->lock, NULL);
     slot_give_back(self, (uint32_t)slot);
     unlock_word(self, &h->lock);
     Py_RETURN_TRUE;
@@ -326,7 +326,7 @@ Arena_link_alloc(ArenaObject *self, PyObject *arg)
     unsigned long slot;
     if (parse_slot(self, arg, &slot) < 0) return NULL;
     Header *h = self->header;
-    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    lock_word(self, &h->lock, NULL);
     uint32_t link;
     if (h->link_free != 0) {
         link = h->link_free - 1;
@@ -366,7 +366,7 @@ Arena_link_free(ArenaObject *self, PyObject *arg)
         PyErr_Format(PyExc_ValueError, "link %lu was not allocated with link_alloc", link);
         return NULL;
     }
-    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    lock_word(self, &h->lock, NULL);
     link_give_back(self, (uint32_t)link);
     unlock_word(self, &h->lock);
     Py_RETURN_NONE;
@@ -386,7 +386,7 @@ Arena_enqueue(ArenaObject *self, PyObject *args)
         check_slot(self, slot) < 0)
         return NULL;
     Record *r = record_at(self, (uint32_t)index);
-    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    lock_word(self, &r->lock, r);
     uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
     if (!(state & STATE_FLAG)) {
         if (self->links[link].flags & LINK_QUEUED) {
@@ -412,7 +412,7 @@ Arena_dequeue(ArenaObject *self, PyObject *args)
     if (!(__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_QUEUED) &&
         __atomic_load_n(&l->fired, __ATOMIC_ACQUIRE))
         Py_RETURN_TRUE;
-    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    lock_word(self, &r->lock, r);
     remove_link(self, r, (uint32_t)link);
     int fired = l->fired;
     unlock_word(self, &r->lock);
@@ -888,7 +888,7 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
     uint32_t index = (uint32_t)(((char *)r - self->records) / RECORD_SIZE);
 
     if (spin_for_flag(self, r)) Py_RETURN_TRUE;
-    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    lock_word(self, &r->lock, r);
     uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
     if (state & STATE_FLAG) {
         unlock_word(self, &r->lock);
@@ -907,12 +907,7 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
      * dequeued (its setter died): take our link out ourselves. */
     PyObject *exc_type, *exc_value, *exc_tb;
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-    if (lock_or_error(self, &r->lock, r) < 0) {
-        Py_XDECREF(exc_type);
-        Py_XDECREF(exc_value);
-        Py_XDECREF(exc_tb);
-        return NULL;
-    }
+    lock_word(self, &r->lock, r);
     remove_link(self, r, (uint32_t)slot);
     int fired = GENERATION(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE)) != GENERATION(state);
     unlock_word(self, &r->lock);

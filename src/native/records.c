@@ -92,7 +92,7 @@ reserve_held(ArenaObject *a, unsigned long entry, unsigned long index)
     uint64_t needed = page_align((index / 64 + 1) * 8);
     if (needed <= __atomic_load_n(reserved, __ATOMIC_ACQUIRE)) return 0;
     Header *h = a->header;
-    if (lock_or_error(a, &h->lock, NULL) < 0) return -1;
+    lock_word(a, &h->lock, NULL);
     uint64_t done = *reserved;
     int error = grow_region(a, h->held_offset + entry * h->held_stride, &done, needed,
                             h->held_stride);
@@ -166,7 +166,7 @@ Arena_record_alloc(ArenaObject *self, PyObject *args)
         return NULL;
     }
     Header *h = self->header;
-    if (lock_or_error(self, &h->lock, NULL) < 0) return NULL;
+    lock_word(self, &h->lock, NULL);
     uint32_t index;
     Record *r;
     if (h->record_free != 0) {
@@ -220,7 +220,7 @@ Arena_record_retain(ArenaObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "kIp:record_retain", &index, &serial, &adopt)) return NULL;
     if (check_record(self, index) < 0) return NULL;
     Record *r = record_at(self, (uint32_t)index);
-    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    lock_word(self, &r->lock, r);
     if (r->kind == KIND_FREE || r->serial != serial) {
         unlock_word(self, &r->lock);
         PyErr_Format(PyExc_LookupError,
@@ -246,7 +246,7 @@ Arena_record_pin(ArenaObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "k:record_pin", &index)) return NULL;
     if (check_record(self, index) < 0) return NULL;
     Record *r = record_at(self, (uint32_t)index);
-    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    lock_word(self, &r->lock, r);
     r->refcount++;
     r->inflight++;
     unlock_word(self, &r->lock);
@@ -261,7 +261,7 @@ record_release_one(ArenaObject *self, uint32_t index)
 {
     Header *h = self->header;
     Record *r = record_at(self, index);
-    if (lock_or_error(self, &r->lock, r) < 0) return -1;
+    lock_word(self, &r->lock, r);
     if (r->kind == KIND_FREE || r->refcount == 0) {
         unlock_word(self, &r->lock);
         PyErr_Format(PyExc_RuntimeError, "record %u released more often than retained", index);
@@ -274,7 +274,7 @@ record_release_one(ArenaObject *self, uint32_t index)
     release_values(self, (ValueSlot *)r->payload, 2);
     r->kind = KIND_FREE;
     unlock_word(self, &r->lock);
-    if (lock_or_error(self, &h->lock, NULL) < 0) return -1;
+    lock_word(self, &h->lock, NULL);
     r->next_free = h->record_free;
     h->record_free = index + 1;
     h->records_live--;
@@ -344,7 +344,7 @@ Arena_held_share(ArenaObject *self, PyObject *args)
             bits &= bits - 1;
             uint32_t index = (uint32_t)(w * 64 + b);
             Record *r = record_at(self, index);
-            if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+            lock_word(self, &r->lock, r);
             int alive = r->kind != KIND_FREE && r->refcount > 0;
             if (alive) r->refcount++;
             unlock_word(self, &r->lock);
@@ -371,7 +371,7 @@ Arena_record_info(ArenaObject *self, PyObject *args)
     if (check_record(self, index) < 0) return NULL;
     Record *r = record_at(self, (uint32_t)index);
     unsigned int waiters = 0;
-    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    lock_word(self, &r->lock, r);
     uint32_t next = r->waiters;
     uint32_t guard = self->header->link_capacity;
     while (next != 0 && guard--) {
@@ -412,7 +412,7 @@ Arena_record_lock(ArenaObject *self, PyObject *arg)
 {
     Record *r = parse_record(self, arg);
     if (r == NULL) return NULL;
-    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    lock_word(self, &r->lock, r);
     Py_RETURN_NONE;
 }
 
@@ -424,7 +424,7 @@ Arena_record_half_set(ArenaObject *self, PyObject *arg)
 {
     Record *r = parse_record(self, arg);
     if (r == NULL) return NULL;
-    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    lock_word(self, &r->lock, r);
     uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
     __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
     Py_RETURN_NONE;
@@ -458,7 +458,7 @@ int
 record_set(ArenaObject *self, Record *r)
 {
     if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) return 0;
-    if (lock_or_error(self, &r->lock, r) < 0) return -1;
+    lock_word(self, &r->lock, r);
     uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
     if (state & STATE_FLAG) {
         unlock_word(self, &r->lock);
@@ -516,7 +516,7 @@ static int
 publish_slot(ArenaObject *self, uint32_t index, int which, const ValueSlot *incoming)
 {
     Record *r = record_at(self, index);
-    if (lock_or_error(self, &r->lock, r) < 0) return -1;
+    lock_word(self, &r->lock, r);
     ValueSlot *slot = (ValueSlot *)r->payload + which;
     ValueSlot old = *slot;
     /* The tag last, as one atomic store: holds() reads it without the lock. */
@@ -558,7 +558,7 @@ Arena_store(ArenaObject *self, PyObject *args)
         memcpy(incoming.where.bytes, data.buf, data.len);
     } else if (data.len <= SMALL_MAX) {
         int error;
-        if (lock_or_error(self, &self->header->lock, NULL) < 0) goto done;
+        lock_word(self, &self->header->lock, NULL);
         uint64_t offset = small_take(self, (uint32_t)data.len, &error);
         unlock_word(self, &self->header->lock);
         if (error == REGION_FULL) { /* the caller writes a large block instead */
@@ -671,7 +671,7 @@ Arena_read(ArenaObject *self, PyObject *args)
     if (check_record(self, index) < 0 || check_which(which) < 0 || check_entry(entry) < 0)
         return NULL;
     Record *r = record_at(self, (uint32_t)index);
-    if (lock_or_error(self, &r->lock, r) < 0) return NULL;
+    lock_word(self, &r->lock, r);
     ValueSlot slot = ((ValueSlot *)r->payload)[which];
     PyObject *data;
     switch (slot.tag) {

@@ -91,10 +91,7 @@ Arena_spill_tokens(ArenaObject *self, PyObject *Py_UNUSED(ignored))
         if (__atomic_load_n(&slots[0].tag, __ATOMIC_ACQUIRE) != VALUE_SPILLED &&
             __atomic_load_n(&slots[1].tag, __ATOMIC_ACQUIRE) != VALUE_SPILLED)
             continue; /* a slot only becomes spilled under the lock, after its file exists */
-        if (lock_or_error(self, &r->lock, r) < 0) {
-            Py_DECREF(tokens);
-            return NULL;
-        }
+        lock_word(self, &r->lock, r);
         uint64_t found[2];
         int n = 0;
         for (int which = 0; which < 2; which++)
