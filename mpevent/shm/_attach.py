@@ -253,7 +253,10 @@ class AttachTable:
         inherited = self.fd
         if self.detached:
             if inherited >= 0:
-                self.fd = reopen(inherited, self.name)
+                try:
+                    self.fd = reopen(inherited, self.name)
+                except OSError:  # no /proc and the name is gone: keep the parent's
+                    return
                 os.close(inherited)
                 self._take_lock_owner(self.fd)
             return
