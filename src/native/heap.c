@@ -53,10 +53,6 @@
 
 #include <string.h>
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
 /* --- small blocks ---------------------------------------------------- */
 
 static int

@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/mman.h>
 
 int
 check_record(ArenaObject *a, unsigned long index)
