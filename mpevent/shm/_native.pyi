@@ -11,8 +11,6 @@ SMALL_MAX: Final[int]
 PAGE: Final[int]  # this machine's page size, read at import
 BLOCK_HEADER: Final[int]  # where a large block's data starts: one page in
 HUGE_PAGE: Final[int]  # the kernel's transparent huge page size; 0: none
-OWNER_BYTES: Final[int]  # the first lock owner's byte in the segment file
-LOCK_OWNERS: Final[int]
 LOCK_WAITERS: Final[int]  # the bit of a lock word that says someone sleeps on it
 LOCK_CHECK_MS: Final[int]  # how often a sleeper on a lock asks whether its holder lives
 HEADER_LAYOUT_VERSION: Final[int]  # byte offsets of two header fields (validate() reads them)

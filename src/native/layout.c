@@ -563,8 +563,6 @@ PyInit__native(void)
         PyModule_AddIntConstant(m, "PAGE", (long)page_size) < 0 ||
         PyModule_AddIntConstant(m, "BLOCK_HEADER", (long)BLOCK_HEADER) < 0 ||
         PyModule_AddIntConstant(m, "HUGE_PAGE", (long)os_huge_page_size()) < 0 ||
-        PyModule_AddIntConstant(m, "OWNER_BYTES", (long)OWNER_BYTE(0)) < 0 ||
-        PyModule_AddIntConstant(m, "LOCK_OWNERS", LOCK_OWNERS) < 0 ||
         PyModule_AddIntConstant(m, "LOCK_WAITERS", (long)LOCK_WAITERS) < 0 ||
         PyModule_AddIntConstant(m, "LOCK_CHECK_MS", LOCK_CHECK_NS / 1000000) < 0 ||
         PyModule_AddIntConstant(m, "HEADER_LAYOUT_VERSION", offsetof(Header, layout_version)) < 0 ||
