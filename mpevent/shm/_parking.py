@@ -5,7 +5,7 @@ knows how a waiter goes to sleep and is woken; ``Event``, ``AsyncResult``,
 the hub and ``mpevent.wait`` all park here.
 
 Each thread that ever waits holds one *waiter slot* per arena (a futex word
-in shared memory, see ``src/native/parking.c``).  Waiting on a record queues a *link*
+in shared memory, see ``src/native/slots.c``).  Waiting on a record queues a *link*
 (slot -> record) on the record's waiter list; ``set()``, in whatever process
 it runs, dequeues every link, marks it fired and wakes its slot.  A slot can
 be linked to many records at once, which is how one thread waits on many
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ._record import Record
 
 # MPEVENT_SPIN is read here only, so that a malformed value is an error that
-# names it; C applies the CPU rule to it (spin_for_flag in parking.c).
+# names it; C applies the CPU rule to it (spin_for_flag in spin.c).
 SPIN_LIMIT = _native.set_spin_limit(_checks.count_from_env("MPEVENT_SPIN", _native.SPIN_LIMIT_MAX))
 
 _fork_epoch = 0

@@ -10,7 +10,12 @@
  *              pages before they are touched, statistics, the module
  *   locks.c    the arena's lock words, owned by a lock owner and taken
  *              over from a dead one; the process-local lock of the watch
- *   parking.c  waiter slots, links, futex sleeps and wakes, wait()
+ *   waiters.c  waiter lists: queueing a link on a record, firing them all
+ *   slots.c    waiter slots and links: allocating, freeing, reclaiming
+ *   wait.c     sleeping until a record is set: wait(), park(), and the
+ *              one rule for a wakeup a dead setter or claimer never sent
+ *   watch.c    one parked thread per process re-checks the others
+ *   spin.c     adaptive spinning before parking
  *   records.c  records: allocation, reference counts, held bitmaps, the
  *              state word (set/clear/is_set) and value slots
  *   heap.c     the value heap: small blocks, large blocks, zero-copy views
@@ -45,7 +50,7 @@
  *   - A parked waiter sleeps with no timer unless its caller gave a
  *     timeout.  One parked thread per process keeps a one-second watch for
  *     waiters whose setter was killed after publishing the state but before
- *     waking them (parking.c), so they still return within about a second.
+ *     waking them (watch.c), so they still return within about a second.
  *   - Every page is *reserved* (MADV_POPULATE_WRITE, which fails with an
  *     error where a plain store would raise SIGBUS) before it is first
  *     touched: records, slots and links as their regions grow, held bitmaps
@@ -93,7 +98,7 @@
  *   3. OFD locks on the segment file (liveness.c), only ever taken
  *      non-blocking while 1 or 2 is held (a lock owner's byte is taken
  *      before any lock of ours, and kept)
- *   process-local, innermost: the watch lock (parking.c, a local_lock),
+ *   process-local, innermost: the watch lock (watch.c, a local_lock),
  *   which is held around nothing but its own list and futex wakes.
  *   Python's GIL is released around every sleep on a lock word (locks.c),
  *   so a holder that needs the GIL can finish.
@@ -173,7 +178,7 @@
 #define OWNERS_END (OWNERS_OFFSET + LOCK_OWNERS * 8u)
 #define RESERVE_CHUNK (64u * 1024u) /* regions grow by this much at a time */
 #define WAKE_BATCH 64
-#define SPIN_SEATS 8   /* most waiters of one arena spinning at once (parking.c) */
+#define SPIN_SEATS 8   /* most waiters of one arena spinning at once (spin.c) */
 #define SPIN_LIMIT_MAX 100000000 /* the largest MPEVENT_SPIN: seconds of pauses */
 #define LOCK_SPINS 200 /* attempts before sleeping on a busy lock word (locks.c) */
 /* Lock words (locks.c): a label, and a bit for sleepers. */
@@ -192,7 +197,7 @@
  * (after the attach entries' bytes, so a "whole table" lock leaves them be). */
 #define OWNER_BYTE(owner) ((long long)ATTACH_ENTRIES + (owner))
 /* How long a sleeper goes before re-reading what it waits on, for wakeups a
- * killed setter never sent (the watch in parking.c; multi-waits and hubs
+ * killed setter never sent (the watch in watch.c; multi-waits and hubs
  * read it as _native.RECHECK_MS). */
 #define RECHECK_NS 1000000000LL
 
@@ -286,7 +291,7 @@ typedef struct {
     uint64_t spilled_values;         /* published spilled values (atomic add/sub) */
     uint64_t spilled_bytes;
     uint64_t spill_errors;           /* spill files that could not be unlinked */
-    /* spinning (parking.c): a waiter spins only in a free seat; a seat
+    /* spinning (spin.c): a waiter spins only in a free seat; a seat
      * holds the CLOCK_MONOTONIC ns at which its spinner must have left,
      * so a spinner killed in its seat frees it by the clock alone. */
     int64_t spin_seats[SPIN_SEATS];
@@ -345,7 +350,7 @@ typedef struct {
     uint32_t refcount;  /* processes holding it + pickles in flight */
     uint32_t inflight;  /* pickles not yet unpickled */
     uint8_t kind;        /* KIND_FREE or the kind given at allocation (< 256) */
-    uint8_t spin_misses; /* spins on it in a row that saw no set (parking.c); a hint */
+    uint8_t spin_misses; /* spins on it in a row that saw no set (spin.c); a hint */
     uint16_t setter_cpu; /* CPU + 1 the last set() ran on (0: none yet); a hint for spinning */
     uint32_t serial;    /* allocation serial: stale handles do not match */
     uint32_t next_free; /* index+1 */
@@ -509,34 +514,57 @@ void local_unlock(uint32_t *word);
 void note_lock_fault(int rc);
 unsigned long lock_fault_count(void);
 
-/* parking.c */
+/* waiters.c */
 void futex_wake_all(uint32_t *word);
-void watch_init(void);
-extern int spin_limit;
-extern int spin_seats_usable;
-PyObject *native_set_spin_limit(PyObject *module, PyObject *arg);
-PyObject *native_spin_stats(PyObject *module, PyObject *ignored);
+int check_slot(ArenaObject *a, unsigned long slot);
+int parse_slot(ArenaObject *a, PyObject *arg, unsigned long *slot);
+void enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t slot);
+int remove_link(ArenaObject *a, Record *r, uint32_t link);
 void wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake);
 void wake_slots(ArenaObject *a, const uint32_t *wake, int n);
 void note_setter(Record *r);
-void enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t slot);
-int remove_link(ArenaObject *a, Record *r, uint32_t link);
-int check_slot(ArenaObject *a, unsigned long slot);
-int parse_timeout(PyObject *arg, double *timeout);
+PyObject *Arena_enqueue(ArenaObject *self, PyObject *args);
+PyObject *Arena_dequeue(ArenaObject *self, PyObject *args);
+PyObject *Arena_fired(ArenaObject *self, PyObject *arg);
+
+/* slots.c */
 PyObject *Arena_slot_alloc(ArenaObject *self, PyObject *args);
 PyObject *Arena_slot_free(ArenaObject *self, PyObject *arg);
 PyObject *Arena_slot_owners(ArenaObject *self, PyObject *ignored);
 PyObject *Arena_slot_reclaim(ArenaObject *self, PyObject *args);
 PyObject *Arena_link_alloc(ArenaObject *self, PyObject *arg);
 PyObject *Arena_link_free(ArenaObject *self, PyObject *arg);
-PyObject *Arena_enqueue(ArenaObject *self, PyObject *args);
-PyObject *Arena_dequeue(ArenaObject *self, PyObject *args);
-PyObject *Arena_fired(ArenaObject *self, PyObject *arg);
+
+/* watch.c: a waiter parked on one record, as the watch sees it */
+typedef struct Parked {
+    ArenaObject *arena;
+    Slot *slot;
+    Record *record;
+    uint32_t generation;
+    struct Parked *prev, *next;
+} Parked;
+void watch_init(void);
+void watch_register(Parked *p);
+void watch_unregister(Parked *p);
+int watch_claim(Parked *p);
+void watch_round(void);
+
+/* spin.c */
+extern int spin_limit;
+extern int spin_seats_usable;
+extern __thread int spin_woke_sleeper;
+void spin_init(void);
+int spin_for_flag(ArenaObject *self, Record *r);
+PyObject *native_set_spin_limit(PyObject *module, PyObject *arg);
+PyObject *native_spin_stats(PyObject *module, PyObject *ignored);
+PyObject *Arena_spinners(ArenaObject *self, PyObject *ignored);
+
+/* wait.c */
+int parse_timeout(PyObject *arg, double *timeout);
 PyObject *Arena_park(ArenaObject *self, PyObject *args);
 PyObject *Arena_reset(ArenaObject *self, PyObject *arg);
 PyObject *Arena_wake(ArenaObject *self, PyObject *arg);
 PyObject *Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs);
-PyObject *Arena_spinners(ArenaObject *self, PyObject *ignored);
 
 /* records.c */
 int check_record(ArenaObject *a, unsigned long index);

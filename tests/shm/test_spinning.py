@@ -1,6 +1,6 @@
 """Spinning before parking: when a waiter spins, and that it never does where it cannot pay.
 
-The rules are in ``spin_for_flag`` (src/native/parking.c); each test runs
+The rules are in ``spin_for_flag`` (src/native/spin.c); each test runs
 its waits in a fresh interpreter with the spin limit it needs, and reads
 that process's decisions from ``_native.spin_stats()``.
 """

@@ -1,0 +1,240 @@
+/*
+ * Waiter slots and links: who may sleep, and on which records.
+ *
+ * Slot i owns link i; waiting on many records at once takes extra links.
+ * Both tables grow page by page (reserved before first touched, arena.h),
+ * under the arena lock, and a dead process's slots and links are reclaimed
+ * by whoever finds it dead (slot_reclaim).
+ */
+#include "arena.h"
+
+/*
+ * Reserve the pages of slot `slot` and of its own link (arena lock held):
+ * the two regions grow together, chunk by chunk.  Returns 0 or a
+ * RESERVE_* error, having given back what it reserved.
+ */
+static int
+reserve_slot_pages(ArenaObject *a, uint32_t slot)
+{
+    Header *h = a->header;
+    uint64_t needed = (uint64_t)(slot + 1) * sizeof(Slot);
+    if (needed <= h->slots_reserved) return 0;
+    uint64_t capacity = (uint64_t)h->slot_capacity * sizeof(Slot);
+    uint64_t slots_done = h->slots_reserved, links_done = h->slots_reserved;
+    int error = grow_region(a, h->slots_offset, &slots_done, needed, capacity);
+    if (error) return error;
+    error = grow_region(a, h->links_offset, &links_done, needed, capacity);
+    if (error) {
+        unreserve_range(a, h->slots_offset + h->slots_reserved, slots_done - h->slots_reserved);
+        return error;
+    }
+    h->slots_reserved = slots_done;
+    return 0;
+}
+
+/* Put a slot back on the free list.  Arena lock held. */
+static void
+slot_give_back(ArenaObject *a, uint32_t slot)
+{
+    Header *h = a->header;
+    Slot *s = &a->slots[slot];
+    s->in_use = 0;
+    s->owner = 0;
+    s->owner_epoch = 0;
+    s->next_free = h->slot_free;
+    h->slot_free = slot + 1;
+    h->slots_live--;
+}
+
+/* Put an extra link back on the free list.  Arena lock held. */
+static void
+link_give_back(ArenaObject *a, uint32_t link)
+{
+    Header *h = a->header;
+    a->links[link].flags = 0;
+    a->links[link].next_free = h->link_free;
+    h->link_free = link + 1;
+    h->links_live--;
+}
+
+PyObject *
+Arena_slot_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->held_entry < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "this process has not joined the arena");
+        return NULL;
+    }
+    Header *h = self->header;
+    lock_word(self, &h->lock, NULL);
+    uint32_t slot;
+    if (h->slot_free != 0) {
+        slot = h->slot_free - 1;
+        h->slot_free = self->slots[slot].next_free;
+    } else if (h->slot_bump < h->slot_capacity) {
+        int error = reserve_slot_pages(self, h->slot_bump);
+        if (error) {
+            unlock_word(self, &h->lock);
+            raise_reserve_error(self, error, RESERVE_CHUNK, "a waiter slot");
+            return NULL;
+        }
+        slot = h->slot_bump++;
+    } else {
+        unlock_word(self, &h->lock);
+        PyErr_Format(FullError,
+                     "all %u waiter slots of the arena are in use (one per waiting thread)",
+                     h->slot_capacity);
+        return NULL;
+    }
+    Slot *s = &self->slots[slot];
+    s->word = 0;
+    s->owner = (uint32_t)self->held_entry + 1;
+    s->owner_epoch = self->held_epoch;
+    s->next_free = 0;
+    s->in_use = 1;
+    self->links[slot].flags = 0;
+    h->slots_live++;
+    unlock_word(self, &h->lock);
+    return PyLong_FromUnsignedLong(slot);
+}
+
+PyObject *
+Arena_slot_free(ArenaObject *self, PyObject *arg)
+{
+    unsigned long slot;
+    if (parse_slot(self, arg, &slot) < 0) return NULL;
+    Header *h = self->header;
+    lock_word(self, &h->lock, NULL);
+    slot_give_back(self, (uint32_t)slot);
+    unlock_word(self, &h->lock);
+    Py_RETURN_NONE;
+}
+
+/*
+ * slot_owners() -> [(slot, entry, epoch)]: the slots in use and the attach
+ * entry of the process that holds each, so Python can ask which are dead.
+ */
+PyObject *
+Arena_slot_owners(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *owners = PyList_New(0);
+    if (owners == NULL) return NULL;
+    uint32_t bump = self->header->slot_bump;
+    for (uint32_t i = 0; i < bump; i++) {
+        Slot *s = &self->slots[i];
+        if (!__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE)) continue;
+        if (append_new(owners, Py_BuildValue("III", i, s->owner - 1, s->owner_epoch)) < 0) {
+            Py_DECREF(owners);
+            return NULL;
+        }
+    }
+    return owners;
+}
+
+/*
+ * slot_reclaim(slot, entry, epoch) -> bool: free the slot of a process that
+ * died (the one that joined as `entry` at `epoch`), and every link it left:
+ * queued links are taken out of their records' lists (under each record's
+ * lock, so no setter can still write to the slot afterwards), its extra
+ * links go back to the free list.  The caller must know that owner is
+ * dead.  Two reclaimers may race for one slot (a dead entry's reclaimer
+ * and a process out of slots): the first takes it under the arena lock by
+ * clearing its owner, so the other -- or one holding a stale list, after
+ * the slot went to a new owner -- finds it not theirs and does nothing.
+ */
+PyObject *
+Arena_slot_reclaim(ArenaObject *self, PyObject *args)
+{
+    unsigned long slot;
+    unsigned int entry, epoch;
+    if (!PyArg_ParseTuple(args, "kII:slot_reclaim", &slot, &entry, &epoch)) return NULL;
+    Header *h = self->header;
+    if (slot >= h->slot_bump) {
+        PyErr_Format(PyExc_ValueError, "slot %lu is not allocated", slot);
+        return NULL;
+    }
+    Slot *s = &self->slots[slot];
+    lock_word(self, &h->lock, NULL);
+    int ours = s->in_use && s->owner == entry + 1 && s->owner_epoch == epoch;
+    if (ours) s->owner = 0; /* being reclaimed: nobody else's any more */
+    unlock_word(self, &h->lock);
+    if (!ours) Py_RETURN_FALSE;
+    uint32_t bump = h->link_bump;
+    for (uint32_t i = 0; i < bump; i++) {
+        Link *l = &self->links[i];
+        int mine = i < h->slot_capacity ? i == slot
+                                        : (__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_OWNED) &&
+                                              l->slot == slot;
+        if (!mine) continue;
+        if (__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_QUEUED) {
+            uint32_t index = l->record;
+            if (index < h->record_bump) {
+                Record *r = record_at(self, index);
+                lock_word(self, &r->lock, r);
+                remove_link(self, r, i);
+                unlock_word(self, &r->lock);
+            }
+        }
+        if (i >= h->slot_capacity) {
+            lock_word(self, &h->lock, NULL);
+            link_give_back(self, i);
+            unlock_word(self, &h->lock);
+        }
+    }
+    lock_word(self, &h->lock, NULL);
+    slot_give_back(self, (uint32_t)slot);
+    unlock_word(self, &h->lock);
+    Py_RETURN_TRUE;
+}
+
+PyObject *
+Arena_link_alloc(ArenaObject *self, PyObject *arg)
+{
+    unsigned long slot;
+    if (parse_slot(self, arg, &slot) < 0) return NULL;
+    Header *h = self->header;
+    lock_word(self, &h->lock, NULL);
+    uint32_t link;
+    if (h->link_free != 0) {
+        link = h->link_free - 1;
+        h->link_free = self->links[link].next_free;
+    } else if (h->link_bump < h->link_capacity) {
+        uint64_t extra = (uint64_t)h->link_capacity - h->slot_capacity;
+        uint64_t needed = (uint64_t)(h->link_bump + 1 - h->slot_capacity) * sizeof(Link);
+        int error = grow_region(self, h->links_offset + (uint64_t)h->slot_capacity * sizeof(Link),
+                                &h->links_reserved, needed, extra * sizeof(Link));
+        if (error) {
+            unlock_word(self, &h->lock);
+            raise_reserve_error(self, error, RESERVE_CHUNK, "a waiter link");
+            return NULL;
+        }
+        link = h->link_bump++;
+    } else {
+        unlock_word(self, &h->lock);
+        PyErr_Format(FullError, "all %u waiter links of the arena are in use",
+                     h->link_capacity);
+        return NULL;
+    }
+    memset(&self->links[link], 0, sizeof(Link));
+    self->links[link].slot = (uint32_t)slot;
+    self->links[link].flags = LINK_OWNED;
+    h->links_live++;
+    unlock_word(self, &h->lock);
+    return PyLong_FromUnsignedLong(link);
+}
+
+PyObject *
+Arena_link_free(ArenaObject *self, PyObject *arg)
+{
+    unsigned long link = PyLong_AsUnsignedLong(arg);
+    if (link == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    Header *h = self->header;
+    if (link < h->slot_capacity || link >= h->link_bump) {
+        PyErr_Format(PyExc_ValueError, "link %lu was not allocated with link_alloc", link);
+        return NULL;
+    }
+    lock_word(self, &h->lock, NULL);
+    link_give_back(self, (uint32_t)link);
+    unlock_word(self, &h->lock);
+    Py_RETURN_NONE;
+}
+

@@ -1,0 +1,227 @@
+/*
+ * Spinning before parking: when a waiter watches the state word first.
+ */
+#include "arena.h"
+
+/*
+ * Spinning before parking.
+ *
+ * A ping-pong between two processes costs two futex wakeups when both
+ * sides sleep at once; a waiter that watches the state word for a few
+ * microseconds first often sees the set() arrive and never sleeps, and the
+ * setter, finding nobody queued, makes no system call at all.  A spin only
+ * pays while the setter runs on *another* CPU, so a waiter spins only when
+ * all of these hold (each one check, in this order):
+ *
+ *   1. spin_limit > 0: MPEVENT_SPIN (pause instructions), checked by
+ *      Python and given to set_spin_limit(); SPIN_DEFAULT otherwise; 0
+ *      with fewer than two usable CPUs (affinity, cgroup v2 quota), where
+ *      a spinning waiter could only delay its setter.
+ *   2. The thread's budget (adaptive, as glibc's adaptive mutexes): a spin
+ *      that sees the set doubles it back toward the limit, one that does
+ *      not takes a quarter off; below SPIN_MIN the thread parks at once and
+ *      tries the whole limit again every SPIN_REPROBE waits.
+ *   3. The thread's own last set() woke nobody parked (spin_woke_sleeper;
+ *      every SPIN_REPROBE-th wait spins anyway): a thread it woke from
+ *      sleep is often placed on its waker's CPU, where our spin would keep
+ *      it from running -- the partner we wait for.  Two threads that
+ *      both spin find nobody parked and keep spinning.
+ *   4. Spins on this record have not missed SPIN_RECORD_MISSES times in a
+ *      row (Record.spin_misses; every SPIN_REPROBE-th wait spins anyway):
+ *      a record whose sets come long after its waiters start (a broadcast,
+ *      a result of slow work) would cost every waiter of every process a
+ *      whole window each time.  A spin that sees the set resets the count.
+ *   5. Not on the CPU the record's last set() ran on (Record.setter_cpu):
+ *      there the setter, usually the next setter too, can only run once we
+ *      stop.  The kernel's optimistic spinning asks the same question
+ *      ("is the owner running elsewhere?") of its own data; this is our
+ *      nearest hint, and a wrong one costs one spin window.
+ *   6. A free seat (Header.spin_seats): at most usable CPUs - 1 waiters of
+ *      one arena spin at once, so N waiters of a broadcast do not take every
+ *      CPU from the setter.  A seat holds a lease (CLOCK_MONOTONIC ns) that
+ *      its spinner renews every SPIN_RENEW pauses; a lapsed lease is a free
+ *      seat, so a spinner killed in its seat frees it within SPIN_SEAT_NS.
+ *
+ * Only blocking OS-thread waits spin (wait_record); the hub, asyncio and
+ * gevent waits never do.  The GIL is released while spinning.  The choice
+ * of SPIN_DEFAULT and the figures are in docs/design.md.
+ */
+#define SPIN_DEFAULT 10000
+#define SPIN_MIN 16
+#define SPIN_REPROBE 32
+#define SPIN_RECORD_MISSES 4
+#define SPIN_SEAT_NS 5000000LL /* a seat's lease, renewed while its spinner spins */
+#define SPIN_RENEW 1024        /* pauses between renewals: tens of microseconds */
+
+__thread int spin_woke_sleeper; /* this thread's last set() woke a parked waiter */
+int spin_limit = 0;        /* set_spin_limit(); 0: never spin */
+int spin_seats_usable = 0; /* seats of an arena a waiter may take */
+static __thread int spin_budget = -1;
+static __thread unsigned spin_skipped;
+
+/* Counted per process for spin_stats() (tests, the benchmark's CPU column). */
+static uint64_t spin_counts[7];
+enum { SPUN, WON, SAME_CPU, NO_SEAT, LOW_BUDGET, AFTER_WAKE, RECORD_MISSES };
+
+static void
+count_spin(int what)
+{
+    __atomic_fetch_add(&spin_counts[what], 1, __ATOMIC_RELAXED);
+}
+
+/* Apply a limit (< 0: the default) and the CPU rule; returns the limit in force. */
+static int
+spin_configure(long requested)
+{
+    double cpus = os_usable_cpus();
+    int seats = (int)cpus - 1;
+    if (seats > SPIN_SEATS) seats = SPIN_SEATS;
+    int limit = requested < 0 ? SPIN_DEFAULT : (int)requested;
+    if (seats < 1) limit = 0;
+    spin_seats_usable = limit > 0 ? seats : 0;
+    spin_limit = limit;
+    spin_budget = -1;
+    return limit;
+}
+
+void
+spin_init(void)
+{
+    spin_configure(-1);
+}
+
+/* Take a free seat of the arena: its index, or -1 if none is free. */
+static int
+take_seat(Header *h, long long now)
+{
+    for (int i = 0; i < spin_seats_usable; i++) {
+        int64_t lease = __atomic_load_n(&h->spin_seats[i], __ATOMIC_RELAXED);
+        if (lease > now) continue;
+        if (__atomic_compare_exchange_n(&h->spin_seats[i], &lease, now + SPIN_SEAT_NS, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Spin until the flag is up or the thread's budget runs out; 1 if it is up. */
+int
+spin_for_flag(ArenaObject *self, Record *r)
+{
+    if (spin_limit <= 0) return 0;
+    if (spin_budget < 0) spin_budget = spin_limit;
+    if (spin_budget < SPIN_MIN) {
+        /* Re-probe with the whole limit: a peer that also stopped spinning
+         * answers only after a futex wakeup, and a short probe would never
+         * see it, leaving both sides asleep for good. */
+        if (++spin_skipped % SPIN_REPROBE != 0) {
+            count_spin(LOW_BUDGET);
+            return 0;
+        }
+        spin_budget = spin_limit;
+    }
+    if (spin_woke_sleeper) {
+        spin_woke_sleeper = 0;
+        if (++spin_skipped % SPIN_REPROBE != 0) {
+            count_spin(AFTER_WAKE);
+            return 0;
+        }
+    }
+    uint8_t misses = __atomic_load_n(&r->spin_misses, __ATOMIC_RELAXED);
+    if (misses >= SPIN_RECORD_MISSES && ++spin_skipped % SPIN_REPROBE != 0) {
+        count_spin(RECORD_MISSES);
+        return 0;
+    }
+    int cpu = os_cpu();
+    if (cpu >= 0 && __atomic_load_n(&r->setter_cpu, __ATOMIC_RELAXED) == cpu + 1) {
+        count_spin(SAME_CPU);
+        return 0;
+    }
+    int seat = take_seat(self->header, os_now_ns());
+    if (seat < 0) {
+        count_spin(NO_SEAT);
+        return 0;
+    }
+    count_spin(SPUN);
+    int seen = 0;
+    int budget = spin_budget;
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < budget; i++) {
+        if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) {
+            seen = 1;
+            break;
+        }
+        if (i % SPIN_RENEW == SPIN_RENEW - 1) {
+            /* Still here: the seat stays ours (a dead spinner's lapses). */
+            __atomic_store_n(&self->header->spin_seats[seat], os_now_ns() + SPIN_SEAT_NS,
+                             __ATOMIC_RELAXED);
+        }
+        cpu_relax();
+    }
+    __atomic_store_n(&self->header->spin_seats[seat], 0, __ATOMIC_RELEASE);
+    Py_END_ALLOW_THREADS
+    if (seen) {
+        count_spin(WON);
+        if (misses != 0) __atomic_store_n(&r->spin_misses, 0, __ATOMIC_RELAXED);
+        spin_budget = budget * 2 > spin_limit ? spin_limit : budget * 2;
+    } else {
+        /* Counted without a lock: two spinners may count one miss, which
+         * only makes the hint a little quicker. */
+        misses = __atomic_load_n(&r->spin_misses, __ATOMIC_RELAXED);
+        if (misses < 0xff) __atomic_store_n(&r->spin_misses, misses + 1, __ATOMIC_RELAXED);
+        spin_budget = budget - budget / 4; /* a quarter less: one late set is noise */
+    }
+    return seen;
+}
+
+/* spinners() -> int: seats of this arena held now (waiters spinning in any process). */
+PyObject *
+Arena_spinners(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    long long now = os_now_ns();
+    long held = 0;
+    for (int i = 0; i < SPIN_SEATS; i++) {
+        held += __atomic_load_n(&self->header->spin_seats[i], __ATOMIC_RELAXED) > now;
+    }
+    return PyLong_FromLong(held);
+}
+
+/* set_spin_limit(limit or None) -> int: the limit in force (0 on one CPU). */
+PyObject *
+native_set_spin_limit(PyObject *module, PyObject *arg)
+{
+    long requested = -1;
+    if (arg != Py_None) {
+        requested = PyLong_AsLong(arg);
+        if (requested == -1 && PyErr_Occurred()) return NULL;
+        if (requested < 0 || requested > SPIN_LIMIT_MAX) {
+            PyErr_Format(PyExc_ValueError,
+                         "a spin limit of %ld is out of range: give 0 (never spin) to "
+                         "%d pause instructions",
+                         requested, SPIN_LIMIT_MAX);
+            return NULL;
+        }
+    }
+    return PyLong_FromLong(spin_configure(requested));
+}
+
+/* spin_stats() -> dict: this process's spin decisions since import. */
+PyObject *
+native_spin_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:i,s:i}", "spun",
+        (unsigned long long)__atomic_load_n(&spin_counts[SPUN], __ATOMIC_RELAXED), "won",
+        (unsigned long long)__atomic_load_n(&spin_counts[WON], __ATOMIC_RELAXED), "same_cpu",
+        (unsigned long long)__atomic_load_n(&spin_counts[SAME_CPU], __ATOMIC_RELAXED),
+        "no_seat", (unsigned long long)__atomic_load_n(&spin_counts[NO_SEAT], __ATOMIC_RELAXED),
+        "low_budget",
+        (unsigned long long)__atomic_load_n(&spin_counts[LOW_BUDGET], __ATOMIC_RELAXED),
+        "after_wake",
+        (unsigned long long)__atomic_load_n(&spin_counts[AFTER_WAKE], __ATOMIC_RELAXED),
+        "record_misses",
+        (unsigned long long)__atomic_load_n(&spin_counts[RECORD_MISSES], __ATOMIC_RELAXED),
+        "limit", spin_limit, "seats", spin_seats_usable);
+}
+

@@ -1,0 +1,194 @@
+/*
+ * Waiter lists: the links queued on a record, and how set() fires them.
+ *
+ * A waiting thread owns one slot per arena (slots.c); its first word is the
+ * futex it sleeps on.  Waiting on a record queues a link (slot -> record)
+ * on the record's waiter list; set() dequeues every link, marks it fired
+ * and wakes its slot.  A slot can be linked to many records at once (the
+ * hub, mpevent.wait).  Every list operation here runs under the record's
+ * lock (locks.c).
+ */
+#include "arena.h"
+
+#include <limits.h>
+
+/* futex and time                                                      */
+
+void
+futex_wake_all(uint32_t *word)
+{
+    os_wake_word(word, INT_MAX);
+}
+
+int
+check_slot(ArenaObject *a, unsigned long slot)
+{
+    if (slot >= a->header->slot_bump || !a->slots[slot].in_use) {
+        PyErr_Format(PyExc_ValueError, "slot %lu is not allocated", slot);
+        return -1;
+    }
+    return 0;
+}
+
+/* Convert a Python int argument to a slot index that is allocated. */
+int
+parse_slot(ArenaObject *a, PyObject *arg, unsigned long *slot)
+{
+    *slot = PyLong_AsUnsignedLong(arg);
+    if (*slot == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    return check_slot(a, *slot);
+}
+
+static int
+check_link(ArenaObject *a, unsigned long link)
+{
+    if (link >= a->header->link_bump && link >= a->header->slot_capacity) {
+        PyErr_Format(PyExc_ValueError, "link %lu is not allocated", link);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* waiter lists (record lock held)                                     */
+
+void
+enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t slot)
+{
+    Link *l = &a->links[link];
+    l->slot = slot;
+    l->record = record;
+    l->fired = 0;
+    uint32_t owned = __atomic_load_n(&l->flags, __ATOMIC_RELAXED) & LINK_OWNED;
+    __atomic_store_n(&l->flags, owned | LINK_QUEUED, __ATOMIC_RELEASE);
+    l->next = r->waiters;
+    /* Publishing the head is the single store that puts the link in. */
+    __atomic_store_n(&r->waiters, link + 1, __ATOMIC_RELEASE);
+}
+
+/* Returns 1 if the link was queued and is now removed. */
+int
+remove_link(ArenaObject *a, Record *r, uint32_t link)
+{
+    Link *l = &a->links[link];
+    if (!(__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_QUEUED)) return 0;
+    uint32_t *prev = &r->waiters;
+    uint32_t guard = a->header->link_capacity;
+    while (*prev != 0 && guard--) {
+        if (*prev == link + 1) {
+            __atomic_store_n(prev, l->next, __ATOMIC_RELEASE);
+            __atomic_and_fetch(&l->flags, ~LINK_QUEUED, __ATOMIC_RELEASE);
+            return 1;
+        }
+        prev = &a->links[*prev - 1].next;
+    }
+    __atomic_and_fetch(&l->flags, ~LINK_QUEUED, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/*
+ * Dequeue every waiter, mark it fired and set its slot's word; collect the
+ * slots to wake after unlocking.  The word is written under the lock so a
+ * waiter that finds itself dequeued knows no later write to its slot from
+ * this record can arrive (its next wait may reuse the slot at once).
+ */
+void
+wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake)
+{
+    uint32_t next = r->waiters;
+    uint32_t guard = a->header->link_capacity;
+    __atomic_store_n(&r->waiters, 0, __ATOMIC_RELEASE);
+    while (next != 0 && guard--) {
+        Link *l = &a->links[next - 1];
+        next = l->next;
+        __atomic_and_fetch(&l->flags, ~LINK_QUEUED, __ATOMIC_RELEASE);
+        __atomic_store_n(&l->fired, 1, __ATOMIC_RELEASE);
+        Slot *s = &a->slots[l->slot];
+        __atomic_store_n(&s->word, 1, __ATOMIC_RELEASE);
+        if (*nwake < WAKE_BATCH) {
+            wake[(*nwake)++] = l->slot;
+        } else {
+            futex_wake_all(&s->word);
+        }
+    }
+}
+
+/* A set() has published its new state (record lock held): note the CPU it
+ * ran on, the hint of spinning's rule 5 (the setter of a ping-pong is
+ * usually the next setter too). */
+void
+note_setter(Record *r)
+{
+    int cpu = os_cpu();
+    __atomic_store_n(&r->setter_cpu, (uint16_t)(cpu >= 0 && cpu < 0xffff ? cpu + 1 : 0),
+                     __ATOMIC_RELAXED);
+}
+
+
+/* Wake the slots wake_fired() collected (after unlocking), and remember for
+ * spinning's rule 3 whether this thread woke anyone asleep: a thread woken
+ * from sleep may be placed on this CPU. */
+void
+wake_slots(ArenaObject *a, const uint32_t *wake, int n)
+{
+    for (int i = 0; i < n; i++) futex_wake_all(&a->slots[wake[i]].word);
+    spin_woke_sleeper = n > 0;
+}
+
+
+/*
+ * enqueue(record, link, slot) -> state.  If the flag is down, queue the
+ * link so the next set() fires it and wakes the slot; returns the state
+ * word read under the lock either way (flag up: nothing was queued).
+ */
+PyObject *
+Arena_enqueue(ArenaObject *self, PyObject *args)
+{
+    unsigned long index, link, slot;
+    if (!PyArg_ParseTuple(args, "kkk:enqueue", &index, &link, &slot)) return NULL;
+    if (check_record(self, index) < 0 || check_link(self, link) < 0 ||
+        check_slot(self, slot) < 0)
+        return NULL;
+    Record *r = record_at(self, (uint32_t)index);
+    lock_word(self, &r->lock, r);
+    uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
+    if (!(state & STATE_FLAG)) {
+        if (self->links[link].flags & LINK_QUEUED) {
+            unlock_word(self, &r->lock);
+            PyErr_Format(PyExc_RuntimeError, "link %lu is already queued", link);
+            return NULL;
+        }
+        enqueue_link(self, r, (uint32_t)index, (uint32_t)link, (uint32_t)slot);
+    }
+    unlock_word(self, &r->lock);
+    return PyLong_FromUnsignedLong(state);
+}
+
+/* dequeue(record, link) -> fired: take the link out if still queued. */
+PyObject *
+Arena_dequeue(ArenaObject *self, PyObject *args)
+{
+    unsigned long index, link;
+    if (!PyArg_ParseTuple(args, "kk:dequeue", &index, &link)) return NULL;
+    if (check_record(self, index) < 0 || check_link(self, link) < 0) return NULL;
+    Record *r = record_at(self, (uint32_t)index);
+    Link *l = &self->links[link];
+    if (!(__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_QUEUED) &&
+        __atomic_load_n(&l->fired, __ATOMIC_ACQUIRE))
+        Py_RETURN_TRUE;
+    lock_word(self, &r->lock, r);
+    remove_link(self, r, (uint32_t)link);
+    int fired = l->fired;
+    unlock_word(self, &r->lock);
+    return PyBool_FromLong(fired);
+}
+
+PyObject *
+Arena_fired(ArenaObject *self, PyObject *arg)
+{
+    unsigned long link = PyLong_AsUnsignedLong(arg);
+    if (link == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_link(self, link) < 0) return NULL;
+    return PyBool_FromLong(__atomic_load_n(&self->links[link].fired, __ATOMIC_ACQUIRE));
+}
+
