@@ -129,15 +129,11 @@ class Hub:
                 if (
                     id(entry) in due
                     or self.native.fired(entry.link)
-                    # A setter that died between publishing and waking left
-                    # the link queued; the generation still moved.  A claimer
-                    # that died unset: failing the record moves it too.
+                    # A wakeup that never came (a dead setter or claimer):
+                    # the one rule, in C (wait.c).
                     or (
                         recheck
-                        and (
-                            entry.handle._record.check_claim()
-                            or entry.handle._record.generation() != entry.generation
-                        )
+                        and self.native.recheck(entry.handle._record.index, entry.generation)
                     )
                 ):
                     del self._entries[key]

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 SPIN_LIMIT = _native.set_spin_limit(_checks.count_from_env("MPEVENT_SPIN", _native.SPIN_LIMIT_MAX))
 
 _fork_epoch = 0
-# Seconds a multi-wait sleeps before re-reading generations: the C watch's period.
+# Seconds the hub sleeps before re-reading its records: the C watch's period.
 RECHECK = _native.RECHECK_MS / 1000
 
 
@@ -101,6 +101,30 @@ def slot_for(arena: Arena) -> int:
     return slot
 
 
+def _known_slot(arena: Arena) -> int:
+    """This thread's waiter slot in *arena*, or -1: never allocates."""
+    lease = _local.lease
+    if lease is None or lease.epoch != _fork_epoch:
+        return -1
+    return lease.slots.get(arena, -1)
+
+
+def wait(arena: Arena, index: int, timeout: float | None) -> bool:
+    """Block until record *index* is set or *timeout* passes; True if it was set.
+
+    One C call (``wait`` in ``src/native/wait.c``): it answers a set
+    record (and fails a lost claim) before it needs a slot, spins, parks
+    and owns the recheck.  A thread's first sleep in an arena makes a
+    second call, with the slot allocated then: a wait that does not sleep
+    never needs memory.
+    """
+    native = arena.native
+    woken = native.wait(index, _known_slot(arena), timeout)
+    if woken is None:
+        woken = native.wait(index, slot_for(arena), timeout)
+    return bool(woken)
+
+
 def park_on_many(records: Sequence[Record], timeout: float | None, count: int) -> list[int]:
     """Block until *count* of *records* are set; return their positions in order.
 
@@ -111,7 +135,8 @@ def park_on_many(records: Sequence[Record], timeout: float | None, count: int) -
     ready: list[int] = []
     pending = list(range(len(records)))
     while pending and len(ready) < count:
-        newly = _park_once([records[i] for i in pending], deadline)
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        newly = _wait_any([records[i] for i in pending], remaining)
         if not newly:
             break
         ready.extend(pending[i] for i in newly)
@@ -120,67 +145,39 @@ def park_on_many(records: Sequence[Record], timeout: float | None, count: int) -
     return ready
 
 
-def _park_once(records: Sequence[Record], deadline: float | None) -> list[int]:
-    """Queue one link per record, sleep until any fires, dequeue the rest."""
+def _wait_any(records: Sequence[Record], timeout: float | None) -> list[int]:
+    """Positions of *records* seen set; [] when *timeout* passed (0: only look)."""
     arenas = {record.arena for record in records}
     if len(arenas) > 1:
-        return _poll_many_arenas(records, deadline)
+        return _poll_many_arenas(records, timeout)
     (arena,) = arenas
+    indices = [record.index for record in records]
     native = arena.native
-    slot = slot_for(arena)
-    lease = _lease()
-    spare = lease.links.setdefault(arena, [])
-    while len(spare) < len(records):
-        spare.append(native.link_alloc(slot))
-    links = spare[: len(records)]
-    native.reset(slot)
-    queued: list[int] = []
-    generations: list[int] = []
-    ready: list[int] = []
-    try:
-        for position, (record, link) in enumerate(zip(records, links, strict=True)):
-            state = native.enqueue(record.index, link, slot)
-            if state & 1:
-                ready.append(position)  # already set: nothing was queued
-                break
-            queued.append(position)
-            generations.append(state >> 1)
-        while not ready and not _woken_or_due(native, slot, deadline):
-            # A setter that died between publishing and waking leaves our
-            # link queued and our word down; the generation still moved.  A
-            # claimer that died unset: failing the record moves it too.
-            ready.extend(
-                p
-                for p, generation in zip(queued, generations, strict=True)
-                if records[p].check_claim() or records[p].generation() != generation
-            )
-    finally:
-        # Dequeue everything so no later set() writes to this slot; a link
-        # that fired meanwhile reports it, in queueing order.
-        for position in queued:
-            if native.dequeue(records[position].index, links[position]):
-                ready.append(position)
-    return sorted(set(ready), key=ready.index)
+    ready = native.wait_any(indices, _known_slot(arena), _links(arena), timeout)
+    if ready is None:  # it must sleep, and this thread has no slot here yet
+        ready = native.wait_any(indices, slot_for(arena), _links(arena), timeout)
+    return ready or []
 
 
-def _woken_or_due(native: _native.Arena, slot: int, deadline: float | None) -> bool:
-    """Park for at most RECHECK seconds; True if woken or the deadline passed."""
-    if deadline is None:
-        return native.park(slot, RECHECK)
-    remaining = deadline - time.monotonic()
-    return remaining <= 0 or native.park(slot, min(remaining, RECHECK))
+def _links(arena: Arena) -> list[int]:
+    """This thread's extra links in *arena*, kept for its next multi-wait."""
+    return _lease().links.setdefault(arena, [])
 
 
-def _poll_many_arenas(records: Sequence[Record], deadline: float | None) -> list[int]:
+def _poll_many_arenas(records: Sequence[Record], timeout: float | None) -> list[int]:
     # A thread sleeps on one futex word, and words are per arena: records
     # from several arenas (rare: > millions of records, or handles from
-    # unrelated processes) are polled instead.
+    # unrelated processes) are polled instead, each arena's with one look.
+    deadline = None if timeout is None else time.monotonic() + timeout
+    groups: dict[Arena, list[int]] = {}
+    for position, record in enumerate(records):
+        groups.setdefault(record.arena, []).append(position)
     delay = 0.0005
     while True:
         ready = [
-            i
-            for i, record in enumerate(records)
-            if record.check_claim() or record.native.is_set(record.index)
+            positions[i]
+            for arena, positions in groups.items()
+            for i in _look(arena, [records[p].index for p in positions])
         ]
         if ready:
             return ready
@@ -188,6 +185,11 @@ def _poll_many_arenas(records: Sequence[Record], deadline: float | None) -> list
             return []
         time.sleep(delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0)))
         delay = min(delay * 2, 0.05)
+
+
+def _look(arena: Arena, indices: list[int]) -> list[int]:
+    """Positions of *indices* set now (or failed now: a lost claim); no slot, no sleep."""
+    return arena.native.wait_any(indices, -1, [], 0.0) or []
 
 
 def _after_fork_in_child() -> None:

@@ -33,8 +33,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .. import _lifecycle
-from .._errors import ProcessDied
-from .._interface import EITHER, EXCEPTION, VALUE
 from . import _arena, _attach, _hub, _native, _parking, _storage
 from ._arena import Arena
 
@@ -235,10 +233,10 @@ class Record:
         """Block until set or *timeout* passes; True if it was set.
 
         True also when the record was set and cleared again while we slept:
-        a waiter never misses a set() that happened during its wait.  The
-        thread sleeps on its own waiter slot (``_parking.slot_for``).
+        a waiter never misses a set() that happened during its wait.  See
+        ``_parking.wait``.
         """
-        return self.native.wait(self.index, _parking.slot_for(self.arena), timeout)
+        return _parking.wait(self.arena, self.index, timeout)
 
     @staticmethod
     def wait_many(records: Sequence[Record], timeout: float | None, count: int) -> list[int]:
@@ -248,20 +246,10 @@ class Record:
     def holds(self, which: int) -> bool:
         """True if value slot *which* (0 value, 1 exception) is filled.
 
-        A result whose claimer died unset holds its ProcessDied exception.
+        A result whose claimer died unset holds its ProcessDied exception
+        (written by C when the death was found).
         """
-        if self.native.holds(self.index, which):
-            return True
-        return which == EXCEPTION and self._failed_claim()
-
-    def _failed_claim(self) -> bool:
-        info = self.native.claim_info(self.index)
-        return (
-            info is not None
-            and info[1]
-            and not self.native.holds(self.index, VALUE)
-            and not self.native.holds(self.index, EXCEPTION)
-        )
+        return self.native.holds(self.index, which)
 
     def store(self, which: int, inband: bytes, buffers: Sequence[pickle.PickleBuffer]) -> None:
         """Store a pickled value in slot *which* and raise the flag."""
@@ -272,24 +260,11 @@ class Record:
     ) -> tuple[int, int, object]:
         """(generation, slot, object) of slot *which* or EITHER; see RecordBackend.load.
 
-        *woken* changes nothing here: reading shared memory costs no round trip.
-
-        Large buffers are zero-copy read-only views unless *copy*.
+        One C call.  *woken* changes nothing here: reading shared memory
+        costs no round trip.  Large buffers are zero-copy read-only views
+        unless *copy*.
         """
-        native, index = self.native, self.index
-        generation = native.state(index) >> 1
-        if which == EITHER:
-            which = VALUE if native.holds(index, VALUE) else EXCEPTION
-        if not native.holds(index, which):
-            if which == EXCEPTION and self._failed_claim():
-                # As stored by set_exception(): (exception, traceback text).
-                no_traceback = "(no traceback: the claimer ended without setting the result)"
-                return generation, EXCEPTION, (self.claim_failure(), no_traceback)
-            return generation, -1, None
-        if generation == known:
-            return generation, which, None
-        found, loaded = _storage.load(self.arena, index, which, copy)
-        return generation, which if found else -1, loaded
+        return _storage.load(self.arena, self.index, which, known, copy)
 
     def rawlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
         """Run callback(handle) once on this process's hub after the next set."""
@@ -310,18 +285,6 @@ class Record:
         """Promise that this process sets the record; see AsyncResult.claim."""
         self.native.claim(self.index)
         _claims.add((self.arena, self.index))
-
-    def claim_failure(self) -> BaseException | None:
-        """ProcessDied if the process that claimed the record ended without setting it."""
-        info = self.native.claim_info(self.index)
-        if info is None or not info[1]:
-            return None
-        pid, _, exited = info
-        return ProcessDied(pid, exited)
-
-    def check_claim(self) -> bool:
-        """Fail the record now if its claimer died unset; True if it has failed."""
-        return self.native.claim_check(self.index)
 
     def info(self) -> dict[str, int]:
         """kind, serial, flag, generation, refcount, inflight, waiters (for `list`)."""

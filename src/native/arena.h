@@ -168,7 +168,7 @@
 #include "os.h"
 
 #define MAGIC 0x31544e4556504d00ULL /* "\0MPEVNT1" */
-#define LAYOUT_VERSION 10u
+#define LAYOUT_VERSION 11u
 #define RECORD_SIZE 128u
 #define PAYLOAD_SIZE 48u
 #define ATTACH_OFFSET 4096u
@@ -220,6 +220,10 @@ extern uint64_t page_size;
 #define VALUE_SMALL 2u
 #define VALUE_LARGE 3u
 #define VALUE_SPILLED 4u /* in a file of the spill directory (spill.c) */
+#define VALUE_PICKLE 5u  /* a plain pickle too large for a small block, in a large block */
+#define VALUE_FAILED 6u  /* the claimer ended unset: its pid and how (where.failure) */
+/* Tags whose value is a large block of the heap (heap.c). */
+#define VALUE_IN_BLOCK(tag) ((tag) == VALUE_LARGE || (tag) == VALUE_PICKLE)
 #define VALUE_INLINE_MAX 16u
 #define SPILL_DIR_MAX 256u
 #define SPILL_NAME_MAX 64u
@@ -367,7 +371,7 @@ typedef struct {
 #define CLAIM_EXITED 0x20000000u /* ... and it ran its exit handlers (not killed) */
 
 typedef struct {
-    uint8_t tag;        /* VALUE_NONE, VALUE_INLINE, VALUE_SMALL, VALUE_LARGE */
+    uint8_t tag;        /* VALUE_*: how and where the value is stored */
     uint8_t pad[3];
     uint32_t length;    /* bytes of the stored form (large: see the block) */
     union {
@@ -377,6 +381,10 @@ typedef struct {
             uint64_t token; /* names the file: <spill_name>-<token>.spill */
             uint64_t inode; /* which file that must be (a replaced one is refused) */
         } spill;
+        struct {
+            uint32_t pid;    /* the claimer, in its PID namespace */
+            uint32_t exited; /* 1: it exited normally; 0: it was killed */
+        } failure;
     } where;
 } ValueSlot;
 
@@ -528,6 +536,7 @@ PyObject *Arena_dequeue(ArenaObject *self, PyObject *args);
 PyObject *Arena_fired(ArenaObject *self, PyObject *arg);
 
 /* slots.c */
+int link_take(ArenaObject *a, uint32_t slot, uint32_t *link);
 PyObject *Arena_slot_alloc(ArenaObject *self, PyObject *args);
 PyObject *Arena_slot_free(ArenaObject *self, PyObject *arg);
 PyObject *Arena_slot_owners(ArenaObject *self, PyObject *ignored);
@@ -560,7 +569,10 @@ PyObject *native_spin_stats(PyObject *module, PyObject *ignored);
 PyObject *Arena_spinners(ArenaObject *self, PyObject *ignored);
 
 /* wait.c */
+int record_moved(ArenaObject *a, Record *r, uint32_t generation);
 int parse_timeout(PyObject *arg, double *timeout);
+PyObject *Arena_wait_any(ArenaObject *self, PyObject *args);
+PyObject *Arena_recheck(ArenaObject *self, PyObject *args);
 PyObject *Arena_park(ArenaObject *self, PyObject *args);
 PyObject *Arena_reset(ArenaObject *self, PyObject *arg);
 PyObject *Arena_wake(ArenaObject *self, PyObject *arg);
@@ -586,10 +598,10 @@ PyObject *Arena_is_set(ArenaObject *self, PyObject *arg);
 PyObject *Arena_state(ArenaObject *self, PyObject *arg);
 PyObject *Arena_set(ArenaObject *self, PyObject *arg);
 int record_set(ArenaObject *self, Record *r);
+void record_publish_value(ArenaObject *self, Record *r, int which, const ValueSlot *incoming);
 PyObject *Arena_clear(ArenaObject *self, PyObject *arg);
 PyObject *Arena_store(ArenaObject *self, PyObject *args);
-PyObject *Arena_publish_block(ArenaObject *self, PyObject *args);
-PyObject *Arena_read(ArenaObject *self, PyObject *args);
+PyObject *Arena_load(ArenaObject *self, PyObject *args);
 PyObject *Arena_holds(ArenaObject *self, PyObject *args);
 
 /* liveness.c */
@@ -622,8 +634,6 @@ PyObject *Arena_probe_dead(ArenaObject *self, PyObject *args);
 PyObject *Arena_mark_unlinked(ArenaObject *self, PyObject *ignored);
 PyObject *Arena_is_unlinked(ArenaObject *self, PyObject *ignored);
 PyObject *Arena_claim(ArenaObject *self, PyObject *arg);
-PyObject *Arena_claim_info(ArenaObject *self, PyObject *arg);
-PyObject *Arena_claim_check(ArenaObject *self, PyObject *arg);
 PyObject *Arena_claim_abandon(ArenaObject *self, PyObject *arg);
 
 /* handle.c */
@@ -638,6 +648,11 @@ void small_give(ArenaObject *a, uint64_t offset, uint32_t nbytes);
 void large_unref(ArenaObject *a, uint64_t block, uint32_t count);
 int large_pin(ArenaObject *a, uint64_t block, uint32_t entry);
 PyObject *block_view_new(ArenaObject *a, uint64_t block, uint32_t entry);
+/* A large block of `length` bytes, being written by attach entry `entry`:
+ * its offset (the bytes start BLOCK_HEADER after it), or 0 with
+ * MemoryError set. */
+uint64_t large_take(ArenaObject *a, uint64_t length, uint32_t entry);
+void large_abandon(ArenaObject *a, uint64_t offset);
 /* What publishing a block needs to know to refill the reserve (heap.c). */
 typedef struct {
     uint32_t flags;
@@ -661,7 +676,6 @@ PyObject *Arena_spill_settings(ArenaObject *self, PyObject *ignored);
 PyObject *Arena_set_spill(ArenaObject *self, PyObject *args);
 PyObject *native_fs_type(PyObject *module, PyObject *arg);
 PyObject *Arena_block_alloc(ArenaObject *self, PyObject *args);
-PyObject *Arena_block_abandon(ArenaObject *self, PyObject *args);
 PyObject *Arena_heap_forget(ArenaObject *self, PyObject *arg);
 PyObject *Arena_heap_statistics(ArenaObject *self, PyObject *ignored);
 PyObject *native_before_fork(PyObject *module, PyObject *ignored);

@@ -22,7 +22,7 @@
  *     freed block's data pages are punched out (MADV_REMOVE) instead.
  *
  * Life of a large block: FREE -> WRITING (block_alloc; owner = the writer's
- * attach entry) -> LIVE (publish_block; refs = 1 for the value slot) ->
+ * attach entry) -> LIVE (store(); refs = 1 for the value slot) ->
  * FREE when refs drops to 0.  refs also counts reader pins: read() pins the
  * block for the reading process under the record lock, so a view outlives a
  * new set(), the record's release and the setter's death.  When a process
@@ -217,7 +217,7 @@ release_values(ArenaObject *a, ValueSlot *slots, int count)
             lock_word(a, &a->header->lock, NULL);
             small_give(a, slot->where.location, slot->length);
             unlock_word(a, &a->header->lock);
-        } else if (slot->tag == VALUE_LARGE) {
+        } else if (VALUE_IN_BLOCK(slot->tag)) {
             large_unref(a, slot->where.location, 1);
         } else if (slot->tag == VALUE_SPILLED) {
             spill_release(a, slot);
@@ -382,29 +382,22 @@ reserve_refill(ArenaObject *a, int cls, uint64_t size, uint64_t resident)
 }
 
 /*
- * block_alloc(length, entry) -> offset: a large block for `length` bytes
- * of data (at offset + BLOCK_HEADER), reserved, owned by attach entry `entry`
- * until published.  Raises MemoryError when shared memory, the cap or the
- * heap's address range runs out (after giving the reserve back); nothing
- * is left allocated then.
+ * large_take(length, entry): a large block for `length` bytes of data (at
+ * offset + BLOCK_HEADER), reserved, owned by attach entry `entry` until
+ * published.  Returns 0 with MemoryError set when shared memory, the cap
+ * or the heap's address range runs out (after giving the reserve back);
+ * nothing is left allocated then.
  */
-PyObject *
-Arena_block_alloc(ArenaObject *self, PyObject *args)
+uint64_t
+large_take(ArenaObject *self, uint64_t length, uint32_t entry)
 {
-    unsigned long long length;
-    unsigned long entry;
-    if (!PyArg_ParseTuple(args, "Kk:block_alloc", &length, &entry)) return NULL;
-    if (entry >= ATTACH_ENTRIES) {
-        PyErr_Format(PyExc_ValueError, "attach entry %lu is outside the table", entry);
-        return NULL;
-    }
     Header *h = self->header;
     if (length > h->large_capacity) {
         PyErr_Format(PyExc_MemoryError,
                      "a value of %llu bytes does not fit the arena's value heap of %llu bytes; "
                      "raise MPEVENT_ARENA_HEAP (address space only, not memory)",
-                     length, (unsigned long long)h->large_capacity);
-        return NULL;
+                     (unsigned long long)length, (unsigned long long)h->large_capacity);
+        return 0;
     }
     uint64_t size;
     int cls = large_class(BLOCK_HEADER + length, &size);
@@ -435,11 +428,11 @@ Arena_block_alloc(ArenaObject *self, PyObject *args)
                 PyErr_Format(PyExc_MemoryError,
                              "the arena's value heap (%llu bytes of address space) has no room "
                              "for a value of %llu bytes; raise MPEVENT_ARENA_HEAP",
-                             (unsigned long long)h->large_capacity, length);
+                             (unsigned long long)h->large_capacity, (unsigned long long)length);
             } else {
                 raise_reserve_error(self, error, need, "a value");
             }
-            return NULL;
+            return 0;
         }
         b = block_at(self, offset);
         flags = BLOCK_REFILL;
@@ -464,11 +457,28 @@ Arena_block_alloc(ArenaObject *self, PyObject *args)
         if (error) {
             large_free(self, offset);
             raise_reserve_error(self, error, need, "a value");
-            return NULL;
+            return 0;
         }
         __atomic_add_fetch(&h->large_resident, need - b->resident, __ATOMIC_RELAXED);
         b->resident = need;
     }
+    return offset;
+}
+
+/* block_alloc(length, entry) -> offset: a large block for a value being
+ * written from Python (tests of the heap; values are written by store()). */
+PyObject *
+Arena_block_alloc(ArenaObject *self, PyObject *args)
+{
+    unsigned long long length;
+    unsigned long entry;
+    if (!PyArg_ParseTuple(args, "Kk:block_alloc", &length, &entry)) return NULL;
+    if (entry >= ATTACH_ENTRIES) {
+        PyErr_Format(PyExc_ValueError, "attach entry %lu is outside the table", entry);
+        return NULL;
+    }
+    uint64_t offset = large_take(self, length, (uint32_t)entry);
+    if (offset == 0) return NULL;
     return PyLong_FromUnsignedLongLong(offset);
 }
 
@@ -480,18 +490,14 @@ large_published(ArenaObject *a, const LargeRefill *refill)
     if (refill->flags & BLOCK_REFILL) reserve_refill(a, refill->cls, refill->size, refill->resident);
 }
 
-/* block_abandon(offset): free a block that was allocated and never published. */
-PyObject *
-Arena_block_abandon(ArenaObject *self, PyObject *args)
+/* Free a block that was taken and never published (its writer failed). */
+void
+large_abandon(ArenaObject *a, uint64_t offset)
 {
-    unsigned long long offset;
-    if (!PyArg_ParseTuple(args, "K:block_abandon", &offset)) return NULL;
-    if (check_block(self, offset, BLOCK_WRITING) < 0) return NULL;
     uint32_t expected = BLOCK_WRITING;
-    if (__atomic_compare_exchange_n(&block_at(self, offset)->state, &expected, BLOCK_FREEING, 0,
+    if (__atomic_compare_exchange_n(&block_at(a, offset)->state, &expected, BLOCK_FREEING, 0,
                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-        large_free(self, offset);
-    Py_RETURN_NONE;
+        large_free(a, offset);
 }
 
 /* For records.c: check a block about to be published and take the slot's reference. */

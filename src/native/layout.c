@@ -395,9 +395,6 @@ static PyMethodDef Arena_methods[] = {
     METHOD(advise_huge, METH_NOARGS, "advise_huge() -> bool: MADV_HUGEPAGE on the value heap."),
     METHOD(is_unlinked, METH_NOARGS, "is_unlinked() -> bool."),
     METHOD(claim, METH_O, "claim(index): promise that this process sets the record."),
-    METHOD(claim_info, METH_O, "claim_info(index) -> None or (pid, dead, exited)."),
-    METHOD(claim_check, METH_O,
-           "claim_check(index) -> True if its claimer died (the record is then set)."),
     METHOD(claim_abandon, METH_O, "claim_abandon(index): this process exits without setting it."),
     METHOD(record_alloc, METH_VARARGS, "record_alloc(kind) -> (index, serial); Full if none."),
     METHOD(record_retain, METH_VARARGS,
@@ -413,18 +410,16 @@ static PyMethodDef Arena_methods[] = {
     METHOD(set, METH_O, "set(index) -> True if this call raised the flag."),
     METHOD(clear, METH_O, "clear(index): lower the flag."),
     METHOD(store, METH_VARARGS,
-           "store(index, which, data) -> True, or False if too big for a small block."),
+           "store(index, which, parts, entry): store a pickle (one part) or a frame, raise the flag."),
     METHOD(block_alloc, METH_VARARGS,
            "block_alloc(length, entry) -> offset: a large block to write a value into."),
-    METHOD(block_abandon, METH_VARARGS, "block_abandon(offset): free an unpublished block."),
-    METHOD(publish_block, METH_VARARGS,
-           "publish_block(index, which, offset): store a written block and raise the flag."),
     METHOD(publish_spill, METH_VARARGS,
            "publish_spill(index, which, token, inode, length): store a spilled value, raise the flag."),
     METHOD(spill_tokens, METH_NOARGS, "spill_tokens() -> the tokens of every published spill file."),
     METHOD(spill_settings, METH_NOARGS, "spill_settings() -> (dir, name); dir '' when off."),
     METHOD(set_spill, METH_VARARGS, "set_spill(dir, name): where the arena spills (creator, once)."),
-    METHOD(read, METH_VARARGS, "read(index, which, entry) -> None, (tag, bytes | BlockView | spill)."),
+    METHOD(load, METH_VARARGS,
+           "load(index, which, known, entry) -> (generation, slot, tag, data), in one call."),
     METHOD(holds, METH_VARARGS, "holds(index, which) -> bool."),
     METHOD(heap_forget, METH_O,
            "heap_forget(entry): give back the reader pins and unpublished blocks of a process."),
@@ -444,7 +439,11 @@ static PyMethodDef Arena_methods[] = {
     METHOD(park, METH_VARARGS, "park(slot, timeout) -> woken."),
     METHOD(reset, METH_O, "reset(slot): arm the slot's word."),
     METHOD(wake, METH_O, "wake(slot): wake the slot directly."),
-    METHOD(wait, METH_FASTCALL, "wait(record, slot, timeout) -> bool."),
+    METHOD(wait, METH_FASTCALL, "wait(record, slot, timeout) -> bool, or None: needs a slot."),
+    METHOD(wait_any, METH_VARARGS,
+           "wait_any(records, slot, links, timeout) -> positions seen set, or None: needs a slot."),
+    METHOD(recheck, METH_VARARGS,
+           "recheck(index, generation) -> bool: moved since, a lost claim failed now."),
     METHOD(spinners, METH_NOARGS, "spinners() -> int: spin seats held now, by waiters of any process."),
     {NULL, NULL, 0, NULL},
 };
@@ -556,6 +555,12 @@ PyInit__native(void)
         PyModule_AddIntConstant(m, "ATTACH_ENTRIES", ATTACH_ENTRIES) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_ENTRY_SIZE", ATTACH_ENTRY_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "SMALL_MAX", SMALL_MAX) < 0 ||
+        PyModule_AddIntConstant(m, "VALUE_INLINE", VALUE_INLINE) < 0 ||
+        PyModule_AddIntConstant(m, "VALUE_SMALL", VALUE_SMALL) < 0 ||
+        PyModule_AddIntConstant(m, "VALUE_LARGE", VALUE_LARGE) < 0 ||
+        PyModule_AddIntConstant(m, "VALUE_SPILLED", VALUE_SPILLED) < 0 ||
+        PyModule_AddIntConstant(m, "VALUE_PICKLE", VALUE_PICKLE) < 0 ||
+        PyModule_AddIntConstant(m, "VALUE_FAILED", VALUE_FAILED) < 0 ||
         PyModule_AddIntConstant(m, "LAYOUT_VERSION", LAYOUT_VERSION) < 0 ||
         PyModule_AddIntConstant(m, "ENTRY_FREE", ENTRY_FREE) < 0 ||
         PyModule_AddIntConstant(m, "ENTRY_ATTACHED", ENTRY_ATTACHED) < 0 ||

@@ -59,6 +59,7 @@
 #include "arena.h"
 
 #include <errno.h>
+#include <string.h>
 #include <unistd.h>
 
 /* --- OFD locks ----------------------------------------------------- */
@@ -387,9 +388,12 @@ claim_lost(ArenaObject *a, Record *r)
 
 /*
  * Fail a claimed, unset record: write `how` (CLAIM_DEAD, with CLAIM_EXITED
- * when the claimer left normally) into its claim and set it, waking every
- * waiter.  Returns 1 if this call failed it, 0 if it was set or failed
- * already, -1 with an exception.  GIL held.
+ * when the claimer left normally) into its claim, store the failure in its
+ * exception slot (VALUE_FAILED: the claimer's pid and how it ended) and
+ * set it, waking every waiter -- once, under the record lock, so every
+ * reader now and later finds the same failure where set_exception() would
+ * have put one.  Returns 1 if this call failed it, 0 if it was set or
+ * failed already.  GIL held.
  */
 int
 record_fail_claim(ArenaObject *self, Record *r, uint32_t how)
@@ -401,10 +405,13 @@ record_fail_claim(ArenaObject *self, Record *r, uint32_t how)
         return 0;
     }
     __atomic_store_n(&r->claim, claim | how, __ATOMIC_RELEASE);
-    unlock_word(self, &r->lock);
-    /* Raised by the one set() path: a set() racing with us is no harm, the
-     * value it stores wins over the failure (holds() is checked first). */
-    return record_set(self, r) < 0 ? -1 : 1;
+    ValueSlot failure;
+    memset(&failure, 0, sizeof failure);
+    failure.tag = VALUE_FAILED;
+    failure.where.failure.pid = r->claim_pid;
+    failure.where.failure.exited = (how & CLAIM_EXITED) != 0;
+    record_publish_value(self, r, 1, &failure);
+    return 1;
 }
 
 /* claim(index): this process promises to set the record (an AsyncResult). */
@@ -445,29 +452,6 @@ Arena_claim(ArenaObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* claim_info(index) -> None if unclaimed, else (pid, dead, exited). */
-PyObject *
-Arena_claim_info(ArenaObject *self, PyObject *arg)
-{
-    Record *r = parse_record(self, arg);
-    if (r == NULL) return NULL;
-    uint32_t claim = __atomic_load_n(&r->claim, __ATOMIC_ACQUIRE);
-    if (claim == 0) Py_RETURN_NONE;
-    return Py_BuildValue("IOO", __atomic_load_n(&r->claim_pid, __ATOMIC_RELAXED),
-                         (claim & CLAIM_DEAD) ? Py_True : Py_False,
-                         (claim & CLAIM_EXITED) ? Py_True : Py_False);
-}
-
-/* claim_check(index) -> True if the claimer died unset (failed now or before). */
-PyObject *
-Arena_claim_check(ArenaObject *self, PyObject *arg)
-{
-    Record *r = parse_record(self, arg);
-    if (r == NULL) return NULL;
-    if (claim_lost(self, r) && record_fail_claim(self, r, CLAIM_DEAD) < 0) return NULL;
-    return PyBool_FromLong((__atomic_load_n(&r->claim, __ATOMIC_ACQUIRE) & CLAIM_DEAD) != 0);
-}
-
 /* claim_abandon(index): this process, the claimer, exits without setting it. */
 PyObject *
 Arena_claim_abandon(ArenaObject *self, PyObject *arg)
@@ -478,6 +462,6 @@ Arena_claim_abandon(ArenaObject *self, PyObject *arg)
     if (self->held_entry < 0 || CLAIM_ENTRY(claim) != (uint32_t)self->held_entry + 1 ||
         __atomic_load_n(&r->claim_epoch, __ATOMIC_ACQUIRE) != self->held_epoch)
         Py_RETURN_NONE; /* not ours (any more) */
-    if (record_fail_claim(self, r, CLAIM_DEAD | CLAIM_EXITED) < 0) return NULL;
+    record_fail_claim(self, r, CLAIM_DEAD | CLAIM_EXITED);
     Py_RETURN_NONE;
 }

@@ -449,9 +449,28 @@ Arena_state(ArenaObject *self, PyObject *arg)
 }
 
 /*
+ * Raise the flag with a new generation and fire every waiter: the one
+ * publish step of set(), of a stored value and of a failed claim.  The
+ * record lock is held on entry and released here; the futex wakes come
+ * after unlocking.  `state` is the state word read under the lock.
+ */
+static void
+publish_unlock(ArenaObject *self, Record *r, uint32_t state)
+{
+    /* New generation and the flag in one store, before anyone wakes. */
+    __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
+    note_setter(r);
+    uint32_t wake[WAKE_BATCH];
+    int n = 0;
+    wake_fired(self, r, wake, &n);
+    unlock_word(self, &r->lock);
+    wake_slots(self, wake, n);
+}
+
+/*
  * Raise the flag and wake every waiter: 1 if this call raised it, 0 if it
- * was up, -1 with an exception.  Never blocks on the waiters: it only
- * writes their words and issues futex wakes.
+ * was up.  Never blocks on the waiters: it only writes their words and
+ * issues futex wakes.
  */
 int
 record_set(ArenaObject *self, Record *r)
@@ -463,14 +482,7 @@ record_set(ArenaObject *self, Record *r)
         unlock_word(self, &r->lock);
         return 0;
     }
-    /* New generation and the flag in one store, before anyone wakes. */
-    __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
-    note_setter(r);
-    uint32_t wake[WAKE_BATCH];
-    int n = 0;
-    wake_fired(self, r, wake, &n);
-    unlock_word(self, &r->lock);
-    wake_slots(self, wake, n);
+    publish_unlock(self, r, state);
     return 1;
 }
 
@@ -507,103 +519,124 @@ check_which(int which)
 }
 
 /*
- * Store `incoming` in slot `which` of a record, raise the flag with a new
- * generation and wake every waiter.  What the slot held before is freed
- * (a large block lives on while readers still view it).
+ * Put `incoming` in slot `which` of a record, raise the flag with a new
+ * generation and wake every waiter.  The record lock is held on entry and
+ * released here.  What the slot held before is freed (a large block lives
+ * on while readers still view it).
  */
-static int
-publish_slot(ArenaObject *self, uint32_t index, int which, const ValueSlot *incoming)
+void
+record_publish_value(ArenaObject *self, Record *r, int which, const ValueSlot *incoming)
 {
-    Record *r = record_at(self, index);
-    lock_word(self, &r->lock, r);
     ValueSlot *slot = (ValueSlot *)r->payload + which;
     ValueSlot old = *slot;
     /* The tag last, as one atomic store: holds() reads it without the lock. */
     slot->length = incoming->length;
     memcpy(&slot->where, &incoming->where, sizeof slot->where);
     __atomic_store_n(&slot->tag, incoming->tag, __ATOMIC_RELEASE);
-    /* The descriptor is complete before the state store makes it visible. */
-    uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
-    __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
-    note_setter(r);
-    uint32_t wake[WAKE_BATCH];
-    int n = 0;
-    wake_fired(self, r, wake, &n);
     release_values(self, &old, 1);
-    unlock_word(self, &r->lock);
-    wake_slots(self, wake, n);
-    return 0;
+    /* The descriptor is complete before the state store makes it visible. */
+    publish_unlock(self, r, __atomic_load_n(&r->state, __ATOMIC_ACQUIRE));
 }
 
+/* Copies of at least this many bytes are made without the GIL. */
+#define COPY_WITHOUT_GIL (1u << 20)
+
 /*
- * store(index, which, data) -> bool: copy a plain pickle inline or into a
- * small block and publish it, the whole small-value path in one call.
- * False if it does not fit (the caller then writes a large block).
+ * store(index, which, parts, entry): store a pickled value in slot `which`
+ * and publish it -- the whole write, one call.  `parts` is a tuple of
+ * buffers.  One part is a plain pickle, placed by its size: inline in the
+ * record up to VALUE_INLINE_MAX bytes, a small block up to SMALL_MAX (or
+ * while the small region has room), a large block beyond (VALUE_PICKLE).
+ * Several parts are the pieces of a frame (mpevent._serial.frame_parts),
+ * copied one after another into a large block (VALUE_LARGE), which the
+ * writer, attach entry `entry`, owns until it is published.  Raises
+ * MemoryError when shared memory, the cap or the heap's range runs out:
+ * the slot then keeps what it held and nothing stays allocated.
  */
 PyObject *
 Arena_store(ArenaObject *self, PyObject *args)
 {
-    unsigned long index;
+    unsigned long index, entry;
     int which;
-    Py_buffer data;
-    if (!PyArg_ParseTuple(args, "kiy*:store", &index, &which, &data)) return NULL;
+    PyObject *parts;
+    if (!PyArg_ParseTuple(args, "kiO!k:store", &index, &which, &PyTuple_Type, &parts, &entry))
+        return NULL;
+    if (check_record(self, index) < 0 || check_which(which) < 0 || check_entry(entry) < 0)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(parts);
+    if (n < 1) {
+        PyErr_SetString(PyExc_ValueError, "store() needs a pickle or the parts of a frame");
+        return NULL;
+    }
+    Py_buffer few[8];
+    Py_buffer *views = n <= 8 ? few : PyMem_Calloc((size_t)n, sizeof(Py_buffer));
+    if (views == NULL) return PyErr_NoMemory();
+    Py_ssize_t got = 0;
+    uint64_t total = 0;
     PyObject *result = NULL;
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(parts, got), &views[got], PyBUF_SIMPLE) < 0)
+            goto done;
+        total += (uint64_t)views[got].len;
+    }
+    Record *r = record_at(self, (uint32_t)index);
     ValueSlot incoming;
     memset(&incoming, 0, sizeof incoming);
-    if (check_record(self, index) < 0 || check_which(which) < 0) goto done;
-    incoming.length = (uint32_t)data.len;
-    if (data.len <= VALUE_INLINE_MAX) {
+    incoming.length = total > UINT32_MAX ? UINT32_MAX : (uint32_t)total;
+    if (n == 1 && total <= VALUE_INLINE_MAX) {
         incoming.tag = VALUE_INLINE;
-        memcpy(incoming.where.bytes, data.buf, data.len);
-    } else if (data.len <= SMALL_MAX) {
+        memcpy(incoming.where.bytes, views[0].buf, total);
+        lock_word(self, &r->lock, r);
+        record_publish_value(self, r, which, &incoming);
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (n == 1 && total <= SMALL_MAX) {
         int error;
         lock_word(self, &self->header->lock, NULL);
-        uint64_t offset = small_take(self, (uint32_t)data.len, &error);
+        uint64_t offset = small_take(self, (uint32_t)total, &error);
         unlock_word(self, &self->header->lock);
-        if (error == REGION_FULL) { /* the caller writes a large block instead */
-            result = Py_NewRef(Py_False);
+        if (error == 0) {
+            memcpy(self->base + offset, views[0].buf, total);
+            incoming.tag = VALUE_SMALL;
+            incoming.where.location = offset;
+            lock_word(self, &r->lock, r);
+            record_publish_value(self, r, which, &incoming);
+            result = Py_NewRef(Py_None);
             goto done;
         }
-        if (error) {
+        if (error != REGION_FULL) { /* the small region has room, memory has not */
             raise_reserve_error(self, error, SMALL_MAX, "a value");
             goto done;
         }
-        memcpy(self->base + offset, data.buf, data.len);
-        incoming.tag = VALUE_SMALL;
-        incoming.where.location = offset;
+    }
+    uint64_t offset = large_take(self, total, (uint32_t)entry);
+    if (offset == 0) goto done;
+    char *target = self->base + offset + BLOCK_HEADER;
+    if (total >= COPY_WITHOUT_GIL) {
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; target += views[i].len, i++)
+            memcpy(target, views[i].buf, (size_t)views[i].len);
+        Py_END_ALLOW_THREADS
     } else {
-        result = Py_NewRef(Py_False);
+        for (Py_ssize_t i = 0; i < n; target += views[i].len, i++)
+            memcpy(target, views[i].buf, (size_t)views[i].len);
+    }
+    LargeRefill refill;
+    if (large_adopt(self, offset, &refill) < 0) {
+        large_abandon(self, offset);
         goto done;
     }
-    if (publish_slot(self, (uint32_t)index, which, &incoming) == 0) result = Py_NewRef(Py_True);
-done:
-    PyBuffer_Release(&data);
-    return result;
-}
-
-/* publish_block(index, which, offset): publish a large block written by Python. */
-PyObject *
-Arena_publish_block(ArenaObject *self, PyObject *args)
-{
-    unsigned long index;
-    int which;
-    unsigned long long offset;
-    if (!PyArg_ParseTuple(args, "kiK:publish_block", &index, &which, &offset)) return NULL;
-    if (check_record(self, index) < 0 || check_which(which) < 0) return NULL;
-    LargeRefill refill;
-    if (large_adopt(self, offset, &refill) < 0) return NULL;
-    ValueSlot incoming;
-    memset(&incoming, 0, sizeof incoming);
-    incoming.tag = VALUE_LARGE;
-    uint64_t length = large_length(self, offset);
-    incoming.length = length > UINT32_MAX ? UINT32_MAX : (uint32_t)length;
+    incoming.tag = n == 1 ? VALUE_PICKLE : VALUE_LARGE;
     incoming.where.location = offset;
-    if (publish_slot(self, (uint32_t)index, which, &incoming) < 0) {
-        large_unref(self, offset, 1);
-        return NULL;
-    }
+    lock_word(self, &r->lock, r);
+    record_publish_value(self, r, which, &incoming);
     large_published(self, &refill); /* readers are awake: now ready the next block */
-    Py_RETURN_NONE;
+    result = Py_NewRef(Py_None);
+done:
+    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+    if (views != few) PyMem_Free(views);
+    return result;
 }
 
 /*
@@ -632,11 +665,9 @@ Arena_publish_spill(ArenaObject *self, PyObject *args)
     incoming.where.spill.inode = inode;
     __atomic_add_fetch(&self->header->spilled_values, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&self->header->spilled_bytes, incoming.length, __ATOMIC_RELAXED);
-    if (publish_slot(self, (uint32_t)index, which, &incoming) < 0) {
-        __atomic_sub_fetch(&self->header->spilled_values, 1, __ATOMIC_RELAXED);
-        __atomic_sub_fetch(&self->header->spilled_bytes, incoming.length, __ATOMIC_RELAXED);
-        return NULL;
-    }
+    Record *r = record_at(self, (uint32_t)index);
+    lock_word(self, &r->lock, r);
+    record_publish_value(self, r, which, &incoming);
     Py_RETURN_NONE;
 }
 
@@ -654,24 +685,40 @@ Arena_holds(ArenaObject *self, PyObject *args)
 }
 
 /*
- * read(index, which, entry) -> None | (tag, bytes | BlockView): the stored
- * form of slot `which`: a plain pickle (bytes, copied under the lock) for
- * inline and small values; for a large value its frame, as a BlockView
- * pinning the block for this process (attach entry `entry`), or as bytes
- * once the process has left the arena; None if the slot is empty.
+ * load(index, which, known, entry) -> (generation, slot, tag, data): what
+ * a result holds, read under the record lock in one call.  `which` is 0
+ * (the value), 1 (the exception) or -1 (the value if there is one, else
+ * the exception); `slot` is the slot read, or -1 with tag 0 and data None
+ * when it is empty.  data is None as well when the generation equals
+ * `known` (the caller has that value already).  Otherwise, by tag:
+ *   INLINE, SMALL  bytes of a plain pickle (copied under the lock);
+ *   LARGE, PICKLE  a BlockView of the block, pinned for attach entry
+ *                  `entry` (bytes once the process has left the arena);
+ *                  a frame, or a plain pickle;
+ *   SPILLED        (fd, token, inode, length) of its file, opened under
+ *                  the lock (spill.c);
+ *   FAILED         (pid, exited) of a claimer that ended unset.
  */
 PyObject *
-Arena_read(ArenaObject *self, PyObject *args)
+Arena_load(ArenaObject *self, PyObject *args)
 {
-    unsigned long index;
+    unsigned long index, entry;
     int which;
-    unsigned long entry;
-    if (!PyArg_ParseTuple(args, "kik:read", &index, &which, &entry)) return NULL;
-    if (check_record(self, index) < 0 || check_which(which) < 0 || check_entry(entry) < 0)
-        return NULL;
+    long long known;
+    if (!PyArg_ParseTuple(args, "kiLk:load", &index, &which, &known, &entry)) return NULL;
+    if (check_record(self, index) < 0 || check_entry(entry) < 0) return NULL;
+    if (which != -1 && check_which(which) < 0) return NULL;
     Record *r = record_at(self, (uint32_t)index);
+    ValueSlot *slots = (ValueSlot *)r->payload;
     lock_word(self, &r->lock, r);
-    ValueSlot slot = ((ValueSlot *)r->payload)[which];
+    uint32_t generation = GENERATION(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE));
+    if (which == -1) which = slots[0].tag != VALUE_NONE ? 0 : 1;
+    ValueSlot slot = slots[which];
+    if (slot.tag == VALUE_NONE || (long long)generation == known) {
+        unlock_word(self, &r->lock);
+        return Py_BuildValue("(IiIO)", generation, slot.tag == VALUE_NONE ? -1 : which,
+                             (unsigned int)slot.tag, Py_None);
+    }
     PyObject *data;
     switch (slot.tag) {
     case VALUE_INLINE:
@@ -686,7 +733,8 @@ Arena_read(ArenaObject *self, PyObject *args)
         unlock_word(self, &r->lock);
         break;
     case VALUE_LARGE:
-        if (!self->pins_forgotten && large_pin(self, slot.where.location, entry) == 0) {
+    case VALUE_PICKLE:
+        if (!self->pins_forgotten && large_pin(self, slot.where.location, (uint32_t)entry) == 0) {
             unlock_word(self, &r->lock);
             data = block_view_new(self, slot.where.location, (uint32_t)entry);
             break;
@@ -713,10 +761,17 @@ Arena_read(ArenaObject *self, PyObject *args)
         if (data == NULL) close(fd);
         break;
     }
+    case VALUE_FAILED:
+        unlock_word(self, &r->lock);
+        data = Py_BuildValue("(IO)", slot.where.failure.pid,
+                             slot.where.failure.exited ? Py_True : Py_False);
+        break;
     default:
         unlock_word(self, &r->lock);
-        Py_RETURN_NONE;
+        PyErr_Format(PyExc_RuntimeError, "value slot %d of record %lu has unknown tag %u",
+                     which, index, (unsigned int)slot.tag);
+        return NULL;
     }
     if (data == NULL) return NULL;
-    return Py_BuildValue("(IN)", (unsigned int)slot.tag, data);
+    return Py_BuildValue("(IiIN)", generation, which, (unsigned int)slot.tag, data);
 }

@@ -8,6 +8,8 @@
  */
 #include "arena.h"
 
+#include <string.h>
+
 /*
  * Reserve the pages of slot `slot` and of its own link (arena lock held):
  * the two regions grow together, chunk by chunk.  Returns 0 or a
@@ -186,17 +188,16 @@ Arena_slot_reclaim(ArenaObject *self, PyObject *args)
     Py_RETURN_TRUE;
 }
 
-PyObject *
-Arena_link_alloc(ArenaObject *self, PyObject *arg)
+/* An extra link for slot `slot` (in use): 0 and its index in *link, or -1
+ * with an exception (no memory: MemoryError; none left: Full). */
+int
+link_take(ArenaObject *self, uint32_t slot, uint32_t *link)
 {
-    unsigned long slot;
-    if (parse_slot(self, arg, &slot) < 0) return NULL;
     Header *h = self->header;
     lock_word(self, &h->lock, NULL);
-    uint32_t link;
     if (h->link_free != 0) {
-        link = h->link_free - 1;
-        h->link_free = self->links[link].next_free;
+        *link = h->link_free - 1;
+        h->link_free = self->links[*link].next_free;
     } else if (h->link_bump < h->link_capacity) {
         uint64_t extra = (uint64_t)h->link_capacity - h->slot_capacity;
         uint64_t needed = (uint64_t)(h->link_bump + 1 - h->slot_capacity) * sizeof(Link);
@@ -205,20 +206,30 @@ Arena_link_alloc(ArenaObject *self, PyObject *arg)
         if (error) {
             unlock_word(self, &h->lock);
             raise_reserve_error(self, error, RESERVE_CHUNK, "a waiter link");
-            return NULL;
+            return -1;
         }
-        link = h->link_bump++;
+        *link = h->link_bump++;
     } else {
         unlock_word(self, &h->lock);
         PyErr_Format(FullError, "all %u waiter links of the arena are in use",
                      h->link_capacity);
-        return NULL;
+        return -1;
     }
-    memset(&self->links[link], 0, sizeof(Link));
-    self->links[link].slot = (uint32_t)slot;
-    self->links[link].flags = LINK_OWNED;
+    memset(&self->links[*link], 0, sizeof(Link));
+    self->links[*link].slot = slot;
+    self->links[*link].flags = LINK_OWNED;
     h->links_live++;
     unlock_word(self, &h->lock);
+    return 0;
+}
+
+PyObject *
+Arena_link_alloc(ArenaObject *self, PyObject *arg)
+{
+    unsigned long slot;
+    uint32_t link;
+    if (parse_slot(self, arg, &slot) < 0 || link_take(self, (uint32_t)slot, &link) < 0)
+        return NULL;
     return PyLong_FromUnsignedLong(link);
 }
 

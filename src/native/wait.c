@@ -1,17 +1,55 @@
 /*
- * Waiting: sleeping on a slot until a record is set, and the one rule for
- * a wakeup that never came.
+ * Waiting: a thread sleeps on its slot's word until a record it waits on
+ * is set.
+ *
+ * The contract of every wait here (wait, wait_any):
+ *   - A record whose flag is up on entry is answered at once, before a
+ *     slot is touched: a wait that does not sleep needs no memory.  The
+ *     caller passes its thread's slot, or -1 while it has none; a wait
+ *     that must sleep without one returns None, and the caller allocates
+ *     a slot (mpevent.shm._parking) and calls again.
+ *   - A waiter reports a record set when its generation moved during the
+ *     wait, even if clear() lowered the flag again (CPython's
+ *     test_set_and_clear).
+ *   - A wakeup that never came is found by one rule, record_recheck(): a
+ *     setter that died after publishing leaves the generation moved (a
+ *     set, whoever wakes us); a claimer that died unset leaves a claim
+ *     whose owner is gone (claim_lost), which is failed here, once, and
+ *     is then a set too.  A single wait re-checks through the watch
+ *     (watch.c), a multi-wait every RECHECK_NS, the hub (mpevent.shm._hub)
+ *     through recheck() when its park times out.
  */
 #include "arena.h"
 
 #include <errno.h>
 
 /*
+ * Whether `r` moved past `generation` by the rule above, without the GIL
+ * or a lock: 1 set since, 2 its claimer died unset and nobody failed it
+ * yet (record_recheck fails it), 0 neither.
+ */
+int
+record_moved(ArenaObject *a, Record *r, uint32_t generation)
+{
+    if (GENERATION(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE)) != generation) return 1;
+    return claim_lost(a, r) ? 2 : 0;
+}
+
+/* record_moved(), failing a lost claim (GIL held): 1 set since, 0 not. */
+static int
+record_recheck(ArenaObject *a, Record *r, uint32_t generation)
+{
+    int moved = record_moved(a, r, generation);
+    if (moved == 2) record_fail_claim(a, r, CLAIM_DEAD); /* ours or a racer's: set either way */
+    return moved != 0;
+}
+
+/*
  * Sleep on a slot's word until it is set, the deadline passes, or a signal
  * needs handling.  Returns 1 woken, 0 timed out, -1 error (exception set),
  * 2 when the process that claimed `watch` died (the caller fails it).
  * `watch`, if not NULL, is the record waited on: the waiter registers for
- * the watch (above) and returns 1 when its generation moves.  Without one,
+ * the watch (watch.c) and returns as record_moved() says.  Without one,
  * the caller bounds the park and re-checks itself (multi-waits).
  */
 static int
@@ -28,13 +66,9 @@ park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double
                 result = 1;
                 break;
             }
-            if (watch != NULL &&
-                GENERATION(__atomic_load_n(&watch->state, __ATOMIC_ACQUIRE)) != generation) {
-                result = 1;
-                break;
-            }
-            if (watch != NULL && claim_lost(self, watch)) {
-                result = 2;
+            int moved = watch != NULL ? record_moved(self, watch, generation) : 0;
+            if (moved) {
+                result = moved;
                 break;
             }
             int watching = watch != NULL && watch_claim(&parked);
@@ -97,6 +131,21 @@ Arena_park(ArenaObject *self, PyObject *args)
     return PyBool_FromLong(woken);
 }
 
+/*
+ * recheck(index, generation) -> bool: whether the record moved past
+ * `generation` by the rule at the top, failing a lost claim: for a waiter
+ * that manages its own links (the hub) after a park timed out.
+ */
+PyObject *
+Arena_recheck(ArenaObject *self, PyObject *args)
+{
+    unsigned long index;
+    unsigned int generation;
+    if (!PyArg_ParseTuple(args, "kI:recheck", &index, &generation)) return NULL;
+    if (check_record(self, index) < 0) return NULL;
+    return PyBool_FromLong(record_recheck(self, record_at(self, (uint32_t)index), generation));
+}
+
 /* reset(slot): arm the slot's word before queueing it anywhere. */
 PyObject *
 Arena_reset(ArenaObject *self, PyObject *arg)
@@ -141,7 +190,7 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
     unlock_word(self, &r->lock);
 
     int woken = park_slot(self, s, r, GENERATION(state), timeout);
-    if (woken == 2 && record_fail_claim(self, r, CLAIM_DEAD) < 0) woken = -1;
+    if (woken == 2) record_fail_claim(self, r, CLAIM_DEAD);
     if (woken == 1 && __atomic_load_n(&s->word, __ATOMIC_ACQUIRE)) {
         Py_RETURN_TRUE; /* a setter dequeued us: nothing left to undo */
     }
@@ -160,11 +209,22 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
     return PyBool_FromLong(fired);
 }
 
+/* A slot argument: -1 (none yet) or an allocated slot. */
+static int
+parse_optional_slot(ArenaObject *self, PyObject *arg, long *slot)
+{
+    *slot = PyLong_AsLong(arg);
+    if (*slot == -1) return PyErr_Occurred() ? -1 : 0;
+    if (*slot < 0) return check_slot(self, (unsigned long)-1);
+    return check_slot(self, (unsigned long)*slot);
+}
+
 /*
- * wait(record, slot, timeout) -> bool: the whole single-record wait in one
- * call.  True when the flag is up on entry or a set() happened while
- * waiting; False on timeout.  timeout: None (forever) or seconds, checked
- * and found positive by the caller (Linkable._wait_ready).
+ * wait(record, slot, timeout) -> bool | None: the whole single-record
+ * wait in one call.  True when the flag is up on entry or a set() happened
+ * while waiting; False on timeout; None when it must sleep and `slot` is
+ * -1 (see the contract at the top).  timeout: None (forever) or seconds,
+ * checked and found positive by the caller (Linkable._wait_ready).
  */
 PyObject *
 Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -175,11 +235,160 @@ Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     Record *r = parse_record(self, args[0]);
     if (r == NULL) return NULL;
-    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) Py_RETURN_TRUE;
+    uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
+    if (state & STATE_FLAG) Py_RETURN_TRUE;
     double timeout;
-    if (parse_timeout(args[2], &timeout) < 0) return NULL;
-    unsigned long slot = PyLong_AsUnsignedLong(args[1]);
-    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (check_slot(self, slot) < 0) return NULL;
-    return wait_record(self, r, slot, timeout);
+    long slot;
+    if (parse_timeout(args[2], &timeout) < 0 || parse_optional_slot(self, args[1], &slot) < 0)
+        return NULL;
+    if (slot < 0) {
+        /* A result whose claimer is gone fails now, with no slot. */
+        if (record_recheck(self, r, GENERATION(state))) Py_RETURN_TRUE;
+        Py_RETURN_NONE;
+    }
+    return wait_record(self, r, (unsigned long)slot, timeout);
+}
+
+/* What wait_any() knows of one record it waits on. */
+typedef struct {
+    Record *record;
+    uint32_t index;
+    uint32_t link;
+    uint32_t generation; /* when queued */
+    int queued;
+} Linked;
+
+/* Append a position to `ready` unless it is there already; -1 on error. */
+static int
+add_ready(PyObject *ready, Py_ssize_t position)
+{
+    PyObject *item = PyLong_FromSsize_t(position);
+    if (item == NULL) return -1;
+    int found = PySequence_Contains(ready, item);
+    int rc = found < 0 ? -1 : found ? 0 : PyList_Append(ready, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+/*
+ * wait_any(records, slot, links, timeout) -> list[int] | None: block until
+ * any of `records` (record indices of this arena) is set; the positions
+ * seen set, in the order seen, or [] when the timeout passed.  timeout 0
+ * only looks.  Records set on entry (or failed now: a lost claim) are
+ * answered without a slot; to sleep, `slot` (-1: none yet, then None is
+ * returned) is linked to every record: its own link for the first, extra
+ * links from the list `links` for the rest (the thread's own, kept for
+ * reuse; links taken here are appended to it).  Every link is dequeued
+ * before returning, so no later set() writes to the slot.  Never spins.
+ */
+PyObject *
+Arena_wait_any(ArenaObject *self, PyObject *args)
+{
+    PyObject *records, *slot_arg, *links, *timeout_arg;
+    if (!PyArg_ParseTuple(args, "OOO!O:wait_any", &records, &slot_arg, &PyList_Type, &links,
+                          &timeout_arg))
+        return NULL;
+    double timeout;
+    long slot;
+    if (parse_timeout(timeout_arg, &timeout) < 0 || parse_optional_slot(self, slot_arg, &slot) < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(records, "wait_any(): records must be a sequence of indices");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *ready = PyList_New(0);
+    Linked *linked = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Linked));
+    Py_ssize_t queued = 0;
+    if (ready == NULL || linked == NULL) goto error;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long index = PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(seq, i));
+        if ((index == (unsigned long)-1 && PyErr_Occurred()) || check_record(self, index) < 0)
+            goto error;
+        linked[i].index = (uint32_t)index;
+        linked[i].record = record_at(self, (uint32_t)index);
+        uint32_t state = __atomic_load_n(&linked[i].record->state, __ATOMIC_ACQUIRE);
+        linked[i].generation = GENERATION(state);
+        if (((state & STATE_FLAG) || record_recheck(self, linked[i].record, GENERATION(state))) &&
+            add_ready(ready, i) < 0)
+            goto error;
+    }
+    if (PyList_GET_SIZE(ready) > 0 || n == 0 || timeout == 0.0) goto done;
+    if (slot < 0) {
+        Py_CLEAR(ready);
+        ready = Py_NewRef(Py_None);
+        goto done;
+    }
+    /* Links: the slot's own for the first record, extras for the rest. */
+    linked[0].link = (uint32_t)slot;
+    for (Py_ssize_t i = 1; i < n; i++) {
+        if (i - 1 >= PyList_GET_SIZE(links)) {
+            uint32_t link;
+            if (link_take(self, (uint32_t)slot, &link) < 0) goto error;
+            if (append_new(links, PyLong_FromUnsignedLong(link)) < 0) goto error;
+        }
+        unsigned long link = PyLong_AsUnsignedLong(PyList_GET_ITEM(links, i - 1));
+        if (link == (unsigned long)-1 && PyErr_Occurred()) goto error;
+        linked[i].link = (uint32_t)link;
+    }
+    Slot *s = &self->slots[slot];
+    __atomic_store_n(&s->word, 0, __ATOMIC_RELEASE);
+    for (; queued < n; queued++) {
+        Linked *l = &linked[queued];
+        lock_word(self, &l->record->lock, l->record);
+        uint32_t state = __atomic_load_n(&l->record->state, __ATOMIC_ACQUIRE);
+        if (!(state & STATE_FLAG)) {
+            enqueue_link(self, l->record, l->index, l->link, (uint32_t)slot);
+            l->queued = 1;
+        }
+        unlock_word(self, &l->record->lock);
+        if (state & STATE_FLAG) { /* set already: nothing was queued */
+            if (add_ready(ready, queued) < 0) goto error;
+            queued++;
+            break;
+        }
+        l->generation = GENERATION(state);
+    }
+    long long deadline = timeout < 0 ? -1 : os_now_ns() + (long long)(timeout * 1e9);
+    while (PyList_GET_SIZE(ready) == 0) {
+        double wait_s = RECHECK_NS / 1e9;
+        if (deadline >= 0) {
+            long long left = deadline - os_now_ns();
+            if (left <= 0) break;
+            if (left < RECHECK_NS) wait_s = left / 1e9;
+        }
+        int woken = park_slot(self, s, NULL, 0, wait_s);
+        if (woken < 0) goto error;
+        if (woken) break;
+        for (Py_ssize_t i = 0; i < queued; i++) {
+            if (linked[i].queued && record_recheck(self, linked[i].record, linked[i].generation) &&
+                add_ready(ready, i) < 0)
+                goto error;
+        }
+    }
+    goto done;
+error:
+    Py_CLEAR(ready);
+done:
+    /* Dequeue everything so no later set() writes to this slot; a link that
+     * fired meanwhile reports it, in queueing order. */
+    if (linked != NULL) {
+        PyObject *exc_type, *exc_value, *exc_tb;
+        PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+        for (Py_ssize_t i = 0; i < queued; i++) {
+            Linked *l = &linked[i];
+            if (!l->queued) continue;
+            lock_word(self, &l->record->lock, l->record);
+            remove_link(self, l->record, l->link);
+            int fired = __atomic_load_n(&self->links[l->link].fired, __ATOMIC_ACQUIRE);
+            unlock_word(self, &l->record->lock);
+            if (fired && ready != NULL && ready != Py_None && add_ready(ready, i) < 0)
+                Py_CLEAR(ready); /* the error stands; the other links still come out */
+        }
+        if (exc_type != NULL) {
+            PyErr_Restore(exc_type, exc_value, exc_tb);
+            Py_CLEAR(ready);
+        }
+        PyMem_Free(linked);
+    }
+    Py_DECREF(seq);
+    return ready;
 }

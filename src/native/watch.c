@@ -96,10 +96,10 @@ watch_round(void)
 {
     local_lock(&watch_lock);
     for (Parked *p = parked_head; p != NULL; p = p->next) {
-        uint32_t word = __atomic_load_n(&p->slot->word, __ATOMIC_ACQUIRE);
-        uint32_t state = __atomic_load_n(&p->record->state, __ATOMIC_ACQUIRE);
-        /* A waiter on a result whose claimer died is woken to fail it. */
-        if (word != 0 || GENERATION(state) != p->generation || claim_lost(p->arena, p->record))
+        /* Woken but still asleep, or its record moved by the one rule
+         * (wait.c): the waiter wakes and sees why itself. */
+        if (__atomic_load_n(&p->slot->word, __ATOMIC_ACQUIRE) != 0 ||
+            record_moved(p->arena, p->record, p->generation))
             futex_wake_all(&p->slot->word);
     }
     local_unlock(&watch_lock);
