@@ -150,3 +150,44 @@ def test_a_waiter_slot_that_does_not_fit_raises_in_its_thread_only() -> None:
     )
     assert "first: /dev/shm is full: a waiter slot needs" in done.stdout
     assert "second: True" in done.stdout
+
+
+@pytest.mark.needs_populate  # a full tmpfs must be seen before a page is touched
+def test_waiting_on_set_objects_works_when_dev_shm_is_full() -> None:
+    # The scenario of a user whose /dev/shm filled up: a thread that never
+    # waited before has no waiter slot, and there is no room for one; waits
+    # on set objects must still answer, as nothing sleeps.
+    done = _run_in_small_shm(
+        """
+        import gc, threading
+        import mpevent
+
+        result = mpevent.AsyncResult()
+        result.set({"ready": True})
+        events = []
+        try:
+            while True:
+                events.append(mpevent.Event())
+        except MemoryError:
+            pass
+        del events[: len(events) // 2]
+        gc.collect()
+
+        outcome = []
+
+        def fresh_thread():
+            e = mpevent.Event()
+            e.set()
+            outcome.append(e.wait(1))
+            outcome.append(result.get(timeout=1))
+            outcome.append(len(mpevent.wait([e, result], timeout=1)))
+            outcome.append(e.wait())
+
+        thread = threading.Thread(target=fresh_thread)
+        thread.start()
+        thread.join(30)
+        print(outcome)
+        """,
+        size="32m",
+    )
+    assert done.stdout.strip() == "[True, {'ready': True}, 2, True]"
