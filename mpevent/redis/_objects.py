@@ -75,8 +75,9 @@ class _OnRedis(Linkable):
 class RedisEvent(_OnRedis, Event):
     """mpevent.Event whose flag lives on a Redis server: ``backend.Event()``.
 
-    is_set(), set() and clear() are one round trip each; wait() parks on
-    the backend's pub/sub listener (see ``_record``).
+    is_set(), set() and clear() are one round trip each; wait() reads the
+    set() messages on the waiting thread's own pub/sub connection (its
+    inbox, ``_inbox``); callbacks run on the listener (``_listener``).
     """
 
     __slots__ = ("__weakref__", "_name", "_record")

@@ -601,6 +601,7 @@ int record_set(ArenaObject *self, Record *r);
 void record_publish_value(ArenaObject *self, Record *r, int which, const ValueSlot *incoming);
 PyObject *Arena_clear(ArenaObject *self, PyObject *arg);
 PyObject *Arena_store(ArenaObject *self, PyObject *args);
+PyObject *Arena_publish_spill(ArenaObject *self, PyObject *args);
 PyObject *Arena_load(ArenaObject *self, PyObject *args);
 PyObject *Arena_holds(ArenaObject *self, PyObject *args);
 
@@ -665,21 +666,20 @@ void large_published(ArenaObject *a, const LargeRefill *refill);
 PyObject *Arena_advise_huge(ArenaObject *self, PyObject *ignored);
 uint64_t large_length(ArenaObject *a, uint64_t offset);
 void release_values(ArenaObject *a, ValueSlot *slots, int count);
-/* spill.c */
-#define SPILL_PATH_MAX (SPILL_DIR_MAX + SPILL_NAME_MAX + 32u)
-int spill_path(ArenaObject *a, uint64_t token, char *path, size_t size);
-void spill_release(ArenaObject *a, const ValueSlot *slot);
-int spill_open(ArenaObject *a, const ValueSlot *slot);
-PyObject *Arena_publish_spill(ArenaObject *self, PyObject *args);
-PyObject *Arena_spill_tokens(ArenaObject *self, PyObject *ignored);
-PyObject *Arena_spill_settings(ArenaObject *self, PyObject *ignored);
-PyObject *Arena_set_spill(ArenaObject *self, PyObject *args);
-PyObject *native_fs_type(PyObject *module, PyObject *arg);
 PyObject *Arena_block_alloc(ArenaObject *self, PyObject *args);
 PyObject *Arena_heap_forget(ArenaObject *self, PyObject *arg);
 PyObject *Arena_heap_statistics(ArenaObject *self, PyObject *ignored);
 PyObject *native_before_fork(PyObject *module, PyObject *ignored);
 PyObject *native_copy_bytes(PyObject *module, PyObject *arg);
 PyObject *Arena_after_fork_child(ArenaObject *self, PyObject *arg);
+/* spill.c */
+#define SPILL_PATH_MAX (SPILL_DIR_MAX + SPILL_NAME_MAX + 32u)
+int spill_path(ArenaObject *a, uint64_t token, char *path, size_t size);
+void spill_release(ArenaObject *a, const ValueSlot *slot);
+int spill_open(ArenaObject *a, const ValueSlot *slot);
+PyObject *Arena_spill_tokens(ArenaObject *self, PyObject *ignored);
+PyObject *Arena_spill_settings(ArenaObject *self, PyObject *ignored);
+PyObject *Arena_set_spill(ArenaObject *self, PyObject *args);
+PyObject *native_fs_type(PyObject *module, PyObject *arg);
 
 #endif

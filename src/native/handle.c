@@ -6,9 +6,8 @@
  * wait and AsyncResult.ready are Handle's methods themselves (_is_set,
  * _set, _clear, _wait, bound under the public names by each class), so
  * each is a single C call: no Python frame, no argument passed through
- * layers.  The
- * reference counting, pickling and names of a handle stay in Python
- * (mpevent._record); Linkable binds a Handle to its record once and unbinds
+ * layers.  The reference counting, pickling and names of a handle stay in
+ * Python (mpevent.shm._record); Linkable binds a Handle to its record once and unbinds
  * it on close(), after which every method raises ValueError.
  *
  * wait() is the one exception to "one C call": C answers only the case

@@ -11,7 +11,7 @@
  * SIGKILL, in any namespace, and a reused pid cannot fake it.  SQLite's
  * unix VFS tells the live users of a -shm file apart the same way.
  *
- * The protocol (the Python side is mpevent/shm/_arena.py):
+ * The protocol (the Python side is mpevent/shm/_attach.py):
  *
  *   - joining: under the arena lock, take a FREE entry, lock its byte
  *     (non-blocking; nobody else can hold the byte of a FREE entry except

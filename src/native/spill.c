@@ -13,7 +13,7 @@
  *            (Arena_publish_spill, record lock), and only then closes the
  *            file, which drops the lock.  A writer killed before publishing
  *            leaves a file nobody holds a lock on and no slot names: an
- *            orphan, which clean() removes (_spill.clean_orphans).
+ *            orphan, which clean() removes (_spill.remove_orphans).
  *   reader   opens the file *under the record lock* (spill_open), so the
  *            file it opens is the one the slot names: the slot cannot be
  *            released, and the file unlinked, meanwhile.  It then checks
