@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,32 +28,61 @@ if os.environ.get("MPEVENT_TEST_INSTALLED"):
 START_METHODS = ["fork", "spawn", "forkserver"]
 
 
-def _creator_pid(name: str) -> int | None:
+def _held_by_a_live_process(name: str) -> bool:
+    """Whether a live process maps the segment: its liveness locks (OFD) say so."""
     try:
-        return int(name[len(_segment.PREFIX) :].split("-")[0])
-    except ValueError:
-        return None
+        fd = os.open(os.path.join(_segment.SHM_DIR, name), os.O_RDWR)
+    except OSError:
+        return False  # gone meanwhile, or not ours to open
+    try:
+        return _native.ofd_held(fd, 0, 0)  # any byte, to the end of the file
+    finally:
+        os.close(fd)
 
 
 def _foreign_segments() -> set[str]:
-    """mpevent segments in /dev/shm that this test run may have left.
+    """mpevent segments in /dev/shm that no live process holds: what a leak leaves.
 
     Left out: this process's own arenas and their value segments (spares
     are kept for reuse while an arena lives, and have tests of their own),
-    and segments created by live processes that are not ours (another test
-    run, a demo) so that runs side by side do not see each other.
+    and segments a live process maps -- another test run, a demo -- found
+    by the liveness locks every mapping process holds, not by pid: two runs
+    side by side never see each other's arenas as leaks.
     """
     mine = tuple(arena.name for arena in _arena.attached())
-    ours = {os.getpid()} | {c.pid for c in psutil.Process().children(recursive=True)}
-    found = set()
-    for name in _segment.list_names():
-        if name.startswith(mine):
-            continue
-        pid = _creator_pid(name)
-        if pid is not None and pid not in ours and psutil.pid_exists(pid):
-            continue
-        found.add(name)
-    return found
+    return {
+        name
+        for name in _segment.list_names()
+        if not name.startswith(mine) and not _held_by_a_live_process(name)
+    }
+
+
+def _lasting(found: Callable[[], set[str]], within: float = 2.0) -> set[str]:
+    """What *found* still reports after *within* seconds.
+
+    multiprocessing unlinks a named semaphore right after creating it: one
+    seen for an instant belongs to whichever run (this one, or another side
+    by side) is creating a lock at that moment.  A leak stays.
+    """
+    deadline = time.monotonic() + within
+    names = found()
+    while names and time.monotonic() < deadline:
+        time.sleep(0.05)
+        names &= found()
+    return names
+
+
+def wait_for_waiters(obj: Any, count: int, timeout: float = 30) -> None:
+    """Block until *count* waiters are queued on a shared-memory object.
+
+    Reads the record's public statistics (``Record.info``, what ``python -m
+    mpevent list`` shows), so a test that a set() wakes a waiter knows the
+    waiter is asleep first.  Fails the test after *timeout* seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while obj._record.info()["waiters"] < count:
+        assert time.monotonic() < deadline, f"{count} waiters never queued"
+        time.sleep(0.001)
 
 
 def _named_semaphores() -> set[str]:
@@ -86,7 +116,7 @@ def no_leaks_per_module() -> Iterator[None]:
             pass
     leaked = _foreign_segments() - segments_before
     assert not leaked, f"segments left in /dev/shm: {sorted(leaked)}"
-    semaphores = _named_semaphores() - semaphores_before
+    semaphores = _lasting(lambda: _named_semaphores() - semaphores_before)
     assert not semaphores, f"named semaphores left in /dev/shm: {sorted(semaphores)}"
     spilled = _spill_files() - spilled_before
     assert not spilled, f"spill files left behind: {sorted(spilled)}"

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from conftest import wait_for_waiters
 
 import mpevent
 
@@ -96,7 +97,7 @@ def test_set_wakes_all_threads_even_if_cleared_at_once() -> None:
     for thread in threads:
         thread.start()
     started.wait()
-    _wait_for_waiters(event, 20)
+    wait_for_waiters(event, 20)
     event.set()
     event.clear()
     for thread in threads:
@@ -134,15 +135,6 @@ def test_threads_hammering_set_clear_wait() -> None:
     assert all(not thread.is_alive() for thread in threads)
     info = event._record.native.record_info(event._record.index)
     assert info["waiters"] == 0
-
-
-def _wait_for_waiters(event: mpevent.Event, count: int, timeout: float = 10) -> None:
-    """Block until *count* waiters are queued on the event's record."""
-    deadline = time.monotonic() + timeout
-    native, index = event._record.native, event._record.index
-    while native.record_info(index)["waiters"] < count:
-        assert time.monotonic() < deadline, "waiters never queued"
-        time.sleep(0.001)
 
 
 def test_mpevent_event_makes_a_shared_memory_event() -> None:

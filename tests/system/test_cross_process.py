@@ -11,7 +11,7 @@ import signal
 import time
 
 import pytest
-from conftest import START_METHODS, ProcessRunner
+from conftest import START_METHODS, ProcessRunner, wait_for_waiters
 
 import mpevent
 
@@ -36,19 +36,11 @@ def _make_set_event() -> mpevent.Event:
     return event
 
 
-def _wait_for_waiters(event: mpevent.Event, count: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    native, index = event._record.native, event._record.index
-    while native.record_info(index)["waiters"] < count:
-        assert time.monotonic() < deadline, f"{count} waiters never queued"
-        time.sleep(0.002)
-
-
 @pytest.mark.parametrize("method", START_METHODS)
 def test_set_in_parent_wakes_waiting_child(processes: ProcessRunner, method: str) -> None:
     event, ack = mpevent.Event(), mpevent.Event()
     child = processes.start(_wait_then_ack, event, ack, method=method)
-    _wait_for_waiters(event, 1)
+    wait_for_waiters(event, 1)
     event.set()
     assert ack.wait(30)
     assert processes.join(child) == 0
@@ -66,7 +58,7 @@ def test_one_set_wakes_many_processes(processes: ProcessRunner) -> None:
     event = mpevent.Event()
     acks = [mpevent.Event() for _ in range(6)]
     children = [processes.start(_wait_then_ack, event, ack) for ack in acks]
-    _wait_for_waiters(event, len(children))
+    wait_for_waiters(event, len(children))
     event.set()
     event.clear()  # waiters that were parked still return True
     assert all(ack.wait(30) for ack in acks)
@@ -76,7 +68,7 @@ def test_one_set_wakes_many_processes(processes: ProcessRunner) -> None:
 def test_set_does_not_block_on_a_stopped_waiter(processes: ProcessRunner) -> None:
     event, ack = mpevent.Event(), mpevent.Event()
     child = processes.start(_wait_then_ack, event, ack)
-    _wait_for_waiters(event, 1)
+    wait_for_waiters(event, 1)
     os.kill(child.pid, signal.SIGSTOP)
     try:
         start = time.monotonic()
