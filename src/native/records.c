@@ -710,6 +710,20 @@ Arena_load(ArenaObject *self, PyObject *args)
     if (which != -1 && check_which(which) < 0) return NULL;
     Record *r = record_at(self, (uint32_t)index);
     ValueSlot *slots = (ValueSlot *)r->payload;
+    /* Without the lock first: an empty slot, or the generation the caller
+     * has, needs no data.  A store bumps the generation after its tag, so
+     * the same generation read before and after the tag means the tag
+     * belongs to it. */
+    uint32_t before = GENERATION(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE));
+    int seen = which != -1 ? which
+                           : __atomic_load_n(&slots[0].tag, __ATOMIC_ACQUIRE) != VALUE_NONE ? 0 : 1;
+    uint8_t tag = __atomic_load_n(&slots[seen].tag, __ATOMIC_ACQUIRE);
+    if (tag == VALUE_NONE || (long long)before == known) {
+        uint32_t after = GENERATION(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE));
+        if (after == before)
+            return Py_BuildValue("(IiIO)", before, tag == VALUE_NONE ? -1 : seen,
+                                 (unsigned int)tag, Py_None);
+    }
     lock_word(self, &r->lock, r);
     uint32_t generation = GENERATION(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE));
     if (which == -1) which = slots[0].tag != VALUE_NONE ? 0 : 1;
