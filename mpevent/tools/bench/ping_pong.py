@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -298,6 +301,69 @@ def report_value_ping_pong(rounds: int, trials: int) -> dict[str, float]:
     return table
 
 
+# The floor of a spinning ping-pong: two processes in C, each spinning on
+# one shared word until it holds its turn, then handing the turn back.  No
+# futex, no Python, no lock: what two CPUs take to pass a cache line there
+# and back.  Built with the system's C compiler when the benchmark runs.
+_SPIN_FLOOR_C = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    long rounds = atol(argv[1]);
+    volatile uint32_t *turn = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    *turn = 0;
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (long i = 0; i < rounds; i++) {
+            while (__atomic_load_n(turn, __ATOMIC_ACQUIRE) != 1) __builtin_ia32_pause();
+            __atomic_store_n(turn, 0, __ATOMIC_RELEASE);
+        }
+        _exit(0);
+    }
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < rounds; i++) {
+        __atomic_store_n(turn, 1, __ATOMIC_RELEASE);
+        while (__atomic_load_n(turn, __ATOMIC_ACQUIRE) != 0) __builtin_ia32_pause();
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    waitpid(pid, NULL, 0);
+    printf("%.9f\n", ((b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9) / rounds);
+    return 0;
+}
+"""
+
+
+def spin_floor(rounds: int = 200_000) -> float | None:
+    """Seconds per round trip of two C processes spinning on one word; None if unmeasurable.
+
+    Needs a C compiler, x86-64 (the pause instruction) and two usable CPUs.
+    """
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or os.uname().machine != "x86_64" or len(os.sched_getaffinity(0)) < 2:
+        return None
+    with tempfile.TemporaryDirectory() as directory:
+        source, program = os.path.join(directory, "floor.c"), os.path.join(directory, "floor")
+        with open(source, "w") as file:
+            file.write(_SPIN_FLOOR_C)
+        subprocess.run([compiler, "-O2", source, "-o", program], check=True)
+        runs = [
+            float(
+                subprocess.run(
+                    [program, str(rounds)], capture_output=True, text=True, check=True
+                ).stdout
+            )
+            for _ in range(5)
+        ]
+    return sorted(runs)[len(runs) // 2]
+
+
 def report_ping_pong(rounds: int, trials: int) -> dict[str, dict[str, float]]:
     """Run ping_pong() idle, loaded and pinned; print each with ratios and CPU."""
     results: dict[str, dict[str, float]] = {}
@@ -322,5 +388,14 @@ def report_ping_pong(rounds: int, trials: int) -> dict[str, dict[str, float]]:
             f"  mpevent.Event is {mp_ratio:.1f}x faster than multiprocessing.Event; "
             f"its CPU is {spin_cpu:.2f}x that of no spin"
         )
+        if regime == "idle":
+            floor = spin_floor()
+            if floor is None:
+                print("  C spin floor: not measured (needs cc, x86-64 and two usable CPUs)")
+            else:
+                print(
+                    f"  C spin floor (two processes spinning on one word) {floor * 1e6:6.3f} us;"
+                    f" mpevent.Event is {table['mpevent.Event'] / floor:.1f}x that"
+                )
         results[regime] = table
     return results
