@@ -28,16 +28,12 @@ import collections
 import contextlib
 import os
 import select
-import socket
 import threading
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import Any
 
-import redis
-
-from ._listener import MOVED, notice_of
+from ._pubsub import MOVED, Notice, Recent, Subscriber, confirmation_missing
 
 Deliver = Callable[[str, int | None], None]
 KEPT = 64  # channels an inbox keeps subscribed after its waits, most recent last
@@ -47,13 +43,11 @@ class Inbox:
     """One thread's own pub/sub connection to one node."""
 
     def __init__(self, node_url: str) -> None:
-        client: Any = redis.Redis.from_url(node_url, socket_connect_timeout=2)
         self.node_url = node_url
-        self.pubsub = client.pubsub()
+        self.subscriber = Subscriber(node_url)
         self.pid = os.getpid()
         self.closed = False  # by close_nodes(), from any thread
-        self.subscribed: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self.leaving: set[str] = set()  # unsubscribed by us: their goodbyes are expected
+        self.subscribed = Recent(KEPT)
         # channel -> (generation, slot, signed frame) a message carried (_scripts.STORE)
         self.carried: dict[str, tuple[int, int, bytes]] = {}
 
@@ -73,79 +67,47 @@ class Inbox:
         """
         new = [channel for channel in channels if channel not in self.subscribed]
         if new:
-            self.leaving.difference_update(new)
-            self.pubsub.ssubscribe(*new)
+            self.subscriber.ask(new)
             pending = set(new)
             deadline = time.monotonic() + timeout
             while pending:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise redis.ConnectionError(
-                        f"no confirmation of the subscription within {timeout} s"
-                    )
-                for kind, channel in self._read(left, deliver):
-                    if kind == "ssubscribe":
-                        pending.discard(channel)
+                    raise confirmation_missing(timeout)
+                for notice in self._read(left, deliver):
+                    if notice.kind == "ssubscribe":
+                        pending.discard(notice.channel)
         for channel in channels:
-            self.subscribed[channel] = None
-            self.subscribed.move_to_end(channel)
-        old = [
-            channel
-            for channel in list(self.subscribed)[:-KEPT]
-            if channel not in channels and channel not in keep
-        ]
-        if old:
-            for channel in old:
-                del self.subscribed[channel]
-                self.carried.pop(channel, None)
-            self.leaving.update(old)
-            self.pubsub.sunsubscribe(*old)  # the goodbyes are read (and ignored) later
+            self.subscribed.use(channel)
+        old = self.subscribed.evict(spare=[*channels, *keep])
+        for channel in old:
+            self.carried.pop(channel, None)
+        self.subscriber.leave(old)  # the goodbyes are read (and ignored) later
 
     def pump(self, timeout: float, deliver: Deliver) -> bool:
         """Deliver what arrives within *timeout* seconds; False if nothing did."""
         return bool(self._read(timeout, deliver))
 
     def fileno(self) -> int:
-        connection = self.pubsub.connection
-        if connection is None or connection._sock is None:
-            raise redis.ConnectionError("the inbox has no connection")
-        return int(connection._sock.fileno())
+        return self.subscriber.fileno()
 
     def close(self) -> None:
-        self.pubsub.close()
+        self.subscriber.close()
 
-    def _read(self, timeout: float, deliver: Deliver) -> list[tuple[str, str]]:
+    def _read(self, timeout: float, deliver: Deliver) -> list[Notice]:
         """Read at least one message (waiting up to *timeout*), then what is buffered."""
-        seen: list[tuple[str, str]] = []
-        wait = max(timeout, 0.0)
-        while True:
-            try:
-                response = self.pubsub.parse_response(block=False, timeout=wait)
-            except redis.ResponseError:
-                # A subscription refused (MOVED: a stale slot map): its
-                # confirmation never comes and subscribe() times out.
-                continue
-            if response is None:
-                return seen
-            message = self.pubsub.handle_message(response)
-            read = None if message is None else self._dispatch(message, deliver)
-            if read is not None:
-                seen.append(read)
-            wait = 0.0
+        notices = self.subscriber.read(timeout)
+        for notice in notices:
+            self._dispatch(notice, deliver)
+        return notices
 
-    def _dispatch(self, message: dict[str, Any], deliver: Deliver) -> tuple[str, str] | None:
-        notice = notice_of(message)
-        if notice is None:
-            return None
+    def _dispatch(self, notice: Notice, deliver: Deliver) -> None:
         channel = notice.channel
         if notice.generation == MOVED:
-            if channel in self.leaving:
-                self.leaving.discard(channel)  # ours: the goodbye of a sunsubscribe
-                return notice.kind, channel
-            if channel not in self.subscribed:
-                return notice.kind, channel
+            if notice.asked or channel not in self.subscribed:
+                return  # the goodbye of our own sunsubscribe
             # The node gave the slot away.  Subscribe anew where it lives.
-            del self.subscribed[channel]
+            self.subscribed.forget(channel)
             self.carried.pop(channel, None)
         elif notice.kind == "smessage":
             if notice.carried is None:
@@ -154,7 +116,6 @@ class Inbox:
                 assert notice.generation is not None
                 self.carried[channel] = (notice.generation, *notice.carried)
         deliver(channel, notice.generation)
-        return notice.kind, channel
 
     def take_carried(self, channel: str, generation: int) -> tuple[int, bytes] | None:
         """(slot, signed frame) that the message of *generation* carried, if any."""
@@ -221,20 +182,14 @@ def close_nodes(node_urls: Sequence[str]) -> None:
     for inbox in list(_all):
         if inbox.node_url in node_urls and inbox.pid == os.getpid() and not inbox.closed:
             inbox.closed = True
-            sock = getattr(inbox.pubsub.connection, "_sock", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                with contextlib.suppress(OSError):
-                    sock.close()
+            inbox.subscriber.shut(close=True)
 
 
 def drop(node_url: str) -> None:
     """Forget this thread's inbox of *node_url* (its connection failed): the next is new."""
     inbox = _inboxes.by_node.pop(node_url, None)
     if inbox is not None and inbox.pid == os.getpid():
-        with contextlib.suppress(redis.RedisError, OSError):
-            inbox.close()
+        inbox.close()
 
 
 def pump(inboxes: Sequence[Inbox], timeout: float, deliver: Deliver) -> bool:

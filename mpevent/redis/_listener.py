@@ -27,83 +27,29 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
 
 import redis
 
 from .. import _lifecycle
+from ._pubsub import MOVED, RECHECK, TICK, Notice, Recent, Subscriber, confirmation_missing
 
-# Called with the generation a set() published, None for "look again" (a new
-# subscription, or a reconnect after which messages may be lost), or MOVED:
-# the object's slot moved to another node of a cluster (resharding), the
-# server dropped the subscription, and the waiter must subscribe again
-# where the slot lives now, then look again; or TICK: RECHECK seconds
-# passed with no message, for waiters that have no timer of their own
-# (rawlink callbacks, hence wait_async) to see whether their object vanished
-# (evicted, flushed, expired: a vanished key announces nothing).
+# Called on the listener thread with a notice's generation (see _pubsub:
+# a set()'s number, None, MOVED), or TICK every RECHECK seconds while
+# anyone is subscribed.
 Wakeup = Callable[[int | None], object]
-MOVED = -1
-TICK = -2
-RECHECK = 1.0  # seconds between TICKs while anyone is subscribed
 IDLE_KEPT = 256  # channels kept subscribed with nobody waiting, most recent first
-
-
-def parse_publication(data: bytes) -> tuple[int, tuple[int, bytes] | None]:
-    """(generation, (slot, signed frame) or None) of a set()'s message.
-
-    The message is ``<gen>``, or ``<gen> <slot> <signature><frame>`` when it
-    carries a small value (``_scripts.STORE``).
-    """
-    head, _, rest = data.partition(b" ")
-    if not rest:
-        return int(head), None
-    slot, _, signed = rest.partition(b" ")
-    return int(head), (int(slot), signed)
-
-
-class Notice(NamedTuple):
-    """What one pub/sub message means to the waiters of its channel.
-
-    The one reading of a message, for both subscribers: the listener
-    (callbacks) and each thread's inbox (blocking waits).
-    """
-
-    kind: str  # "ssubscribe", "smessage" or "sunsubscribe"
-    channel: str
-    # The Wakeup's argument: a confirmed subscription means None ("look
-    # again": a set() may have come before it), a publication its
-    # generation, and a subscription the node ended MOVED -- unless the
-    # subscriber itself asked for that end, which only it knows.
-    generation: int | None
-    carried: tuple[int, bytes] | None  # (slot, signed frame) of a small value
-
-
-def notice_of(message: dict[str, Any]) -> Notice | None:
-    """The Notice of a redis-py pub/sub message; None for kinds we never subscribe to."""
-    kind = message["type"]
-    channel = message["channel"]
-    if isinstance(channel, bytes):
-        channel = channel.decode()
-    if kind == "ssubscribe":
-        return Notice(kind, channel, None, None)
-    if kind == "smessage":
-        generation, carried = parse_publication(message["data"])
-        return Notice(kind, channel, generation, carried)
-    if kind == "sunsubscribe":
-        return Notice(kind, channel, MOVED, None)
-    return None
+__all__ = ["MOVED", "TICK", "Listener", "close_listeners", "listener_for", "use_listeners"]
 
 
 class Listener:
     """The pub/sub connection of one node, its thread and its subscribers."""
 
     def __init__(self, node_url: str) -> None:
-        client: Any = redis.Redis.from_url(node_url, socket_connect_timeout=2)
-        self.pubsub = client.pubsub()
+        self.subscriber = Subscriber(node_url)
         self._lock = threading.Lock()
         self._wakeups: dict[str, list[Wakeup]] = {}  # channel -> registered wakeups
         self._confirmed: dict[str, threading.Event] = {}  # channel -> subscription acked
-        self._idle: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._idle = Recent(IDLE_KEPT)
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -116,14 +62,14 @@ class Listener:
         with self._lock:
             listeners = self._wakeups.setdefault(channel, [])
             listeners.append(wakeup)
-            self._idle.pop(channel, None)
+            self._idle.forget(channel)
             confirmed = self._confirmed.get(channel)
             first = confirmed is None
             if first:
                 confirmed = self._confirmed[channel] = threading.Event()
         if first:
             try:
-                self.pubsub.ssubscribe(channel)
+                self.subscriber.ask([channel])
             except BaseException:
                 self._abandon(channel, wakeup)
                 raise
@@ -131,7 +77,7 @@ class Listener:
         assert confirmed is not None
         if not confirmed.wait(timeout):
             self._abandon(channel, wakeup)
-            raise redis.ConnectionError(f"no confirmation of the subscription within {timeout} s")
+            raise confirmation_missing(timeout)
 
     def _abandon(self, channel: str, wakeup: Wakeup) -> None:
         """A subscription that failed: forget it wholly, so the next try sends it again."""
@@ -142,7 +88,7 @@ class Listener:
             if not listeners:
                 self._wakeups.pop(channel, None)
                 self._confirmed.pop(channel, None)
-                self._idle.pop(channel, None)
+                self._idle.forget(channel)
 
     def unsubscribe(self, channel: str, wakeup: Wakeup) -> None:
         """Forget *wakeup*.
@@ -151,24 +97,20 @@ class Listener:
         recently used, so the next wait on it costs no round trip; older
         ones are unsubscribed.
         """
-        evicted = []
         with self._lock:
             listeners = self._wakeups.get(channel, [])
             if wakeup in listeners:
                 listeners.remove(wakeup)
             if listeners:
                 return
-            self._idle[channel] = None
-            self._idle.move_to_end(channel)
-            while len(self._idle) > IDLE_KEPT:
-                old, _ = self._idle.popitem(last=False)
-                if not self._wakeups.get(old):
-                    self._wakeups.pop(old, None)
-                    self._confirmed.pop(old, None)
-                    evicted.append(old)
+            self._idle.use(channel)
+            evicted = [old for old in self._idle.evict() if not self._wakeups.get(old)]
+            for old in evicted:
+                self._wakeups.pop(old, None)
+                self._confirmed.pop(old, None)
         if evicted:
             with contextlib.suppress(redis.ConnectionError, OSError):  # gone with it anyway
-                self.pubsub.sunsubscribe(*evicted)
+                self.subscriber.leave(evicted)
 
     def subscribers(self) -> int:
         """How many wakeups are registered (for statistics and tests)."""
@@ -187,70 +129,51 @@ class Listener:
         backoff = 0.05
         while os.getpid() == pid and not self._closed:
             try:
-                if self.subscribers():
-                    # Someone waits: wake each RECHECK seconds to TICK them.
-                    response = self.pubsub.parse_response(block=False, timeout=RECHECK)
-                    if response is None:
-                        self._tick()
-                        continue
-                else:  # a blocking read with no timeout: an idle listener never wakes
-                    response = self.pubsub.parse_response(block=True)
-                message = self.pubsub.handle_message(response)
-            except redis.ResponseError:
-                # A subscription refused (MOVED: a stale slot map); its caller
-                # times out waiting for the confirmation and tries again.
-                continue
+                # Someone waits: wake each RECHECK seconds to TICK them;
+                # nobody: a blocking read, so an idle listener never wakes.
+                notices = self.subscriber.read(RECHECK if self.subscribers() else None)
             except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError):
                 if self._closed:
                     return
-                self._wake_all()  # a publication may have been lost: everyone looks again
+                self._wake_all(None)  # a publication may have been lost: everyone looks again
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
                 self._resubscribe()
                 continue
             backoff = 0.05
-            if message is not None:
-                self._dispatch(message)
+            if not notices:
+                self._wake_all(TICK)
+            for notice in notices:
+                self._dispatch(notice)
 
     def close(self) -> None:
         """Stop the thread and drop the connection; waiters look again and fail."""
         self._closed = True
         thread = self._thread
-        with contextlib.suppress(Exception):
-            connection = self.pubsub.connection
-            if connection is not None and connection._sock is not None:
-                import socket
-
-                connection._sock.shutdown(socket.SHUT_RDWR)  # ends the blocked read
+        self.subscriber.shut()  # ends the blocked read
         if thread is not None and thread is not threading.current_thread():
             thread.join(5)
-        self.pubsub.close()
-        self._wake_all()
+        self.subscriber.close()
+        self._wake_all(None)
 
     def _resubscribe(self) -> None:
         with self._lock:
             channels = list(self._wakeups)
             for channel in channels:
                 self._confirmed[channel] = threading.Event()
-        try:
-            if channels:
-                self.pubsub.ssubscribe(*channels)
-        except (redis.ConnectionError, OSError):
-            return  # the next read fails too and brings us back here
+        with contextlib.suppress(redis.ConnectionError, OSError):
+            self.subscriber.ask(channels)  # if it fails, the next read fails and brings us back
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        notice = notice_of(message)
-        if notice is None:
-            return
+    def _dispatch(self, notice: Notice) -> None:
         channel = notice.channel
         with self._lock:
             if notice.generation == MOVED:
-                if channel not in self._wakeups:
+                if notice.asked or channel not in self._wakeups:
                     return  # ours: we unsubscribe only channels nobody waits on
                 # The node gave the slot away.  Its waiters move with it.
                 wakeups = self._wakeups.pop(channel)
                 self._confirmed.pop(channel, None)
-                self._idle.pop(channel, None)
+                self._idle.forget(channel)
             else:
                 if notice.kind == "ssubscribe":
                     confirmed = self._confirmed.get(channel)
@@ -260,17 +183,11 @@ class Listener:
         for wakeup in wakeups:
             wakeup(notice.generation)
 
-    def _tick(self) -> None:
+    def _wake_all(self, generation: int | None) -> None:
         with self._lock:
             wakeups = [wakeup for listeners in self._wakeups.values() for wakeup in listeners]
         for wakeup in wakeups:
-            wakeup(TICK)
-
-    def _wake_all(self) -> None:
-        with self._lock:
-            wakeups = [wakeup for listeners in self._wakeups.values() for wakeup in listeners]
-        for wakeup in wakeups:
-            wakeup(None)
+            wakeup(generation)
 
 
 _listeners: dict[str, Listener] = {}

@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Collection, Sequence
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import redis
 
@@ -23,7 +23,8 @@ from .. import _callbacks, _serial
 from .._errors import BackendUnavailable
 from .._interface import EITHER, VALUE
 from . import _inbox, _scripts, _values
-from ._listener import MOVED, TICK, listener_for
+from ._listener import listener_for
+from ._pubsub import MOVED, RECHECK, TICK
 
 if TYPE_CHECKING:
     from ._backend import RedisBackend
@@ -222,86 +223,16 @@ class RedisRecord:
         reached, keeps trying until the deadline (then BackendUnavailable);
         with no timeout, keeps trying and warns once.
         """
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        heard = [-1] * len(records)  # the highest generation a message announced
-        unsure: set[int] = set()  # records to read again (no message, or maybe lost)
-        moved: set[int] = set()  # records whose slot moved: subscribe again, then read
-        waiting: dict[str, list[int]] = {}  # channel -> positions of its records
-
-        def deliver(channel: str, generation: int | None) -> None:
-            for i in waiting.get(channel, ()):
-                if generation is None:
-                    unsure.add(i)
-                elif generation == MOVED:
-                    moved.add(i)
-                else:
-                    heard[i] = max(heard[i], generation)
-
-        for i, record in enumerate(records):
-            waiting.setdefault(record.channel, []).append(i)
-            _values.take_carried(record.key)  # a stale one, from an earlier wait
-        outage = _Outage(records[0], deadline)
-        nodes: dict[int, str] = {}  # position -> node URL it is subscribed on
-        while True:
-            try:
-                for i, record in enumerate(records):
-                    if i not in nodes:
-                        nodes[i] = record._subscribe_inbox(deliver, waiting)
-                starts = [record.state() for record in records]
-                break
-            except BackendUnavailable:
-                outage.pause()
-        unsure.clear()  # the state was read after every subscription
-        ready = [i for i, state in enumerate(starts) if state.flag]
+        wait = _Waiting(records, timeout)
+        wait.start()
         with _inbox.counted([record.channel for record in records]):
-            while len(ready) < count:
-                left = None if deadline is None else deadline - time.monotonic()
+            while len(wait.ready) < count:
+                left = wait.left()
                 if left is not None and left <= 0:
                     break
-                # A vanished object (evicted, flushed, expired) announces
-                # nothing: read the state again every RECHECK seconds, which
-                # raises LookupError for an object that is gone.
-                # Subscriptions this wait lost (the slot moved, the backend
-                # was closed, the connection dropped) are made again first.
-                moved.update(
-                    i
-                    for i, url in nodes.items()
-                    if records[i].channel not in _inbox.inbox_for(url).subscribed
-                )
-                inboxes = [_inbox.inbox_for(url) for url in dict.fromkeys(nodes.values())]
-                try:
-                    wait = RECHECK if left is None else min(left, RECHECK)
-                    if not moved and not _inbox.pump(inboxes, wait, deliver):
-                        unsure.update(i for i in range(len(records)) if i not in ready)
-                except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError):
-                    # The connection dropped (a restart): messages may be lost.
-                    for url in set(nodes.values()):
-                        _inbox.drop(url)
-                    moved.update(range(len(records)))
-                # A set() after our read announces a newer generation: no read needed.
-                newer = [i for i in range(len(records)) if heard[i] > starts[i].generation]
-                relocate = sorted(moved)
-                moved.clear()
-                to_read = [i for i in unsure | set(relocate) if i not in newer]
-                unsure.clear()
-                for i in newer:
-                    if i not in ready:
-                        ready.append(i)
-                        records[i]._keep_carried(nodes.get(i), heard[i])
-                try:
-                    for i in relocate:
-                        nodes.pop(i, None)
-                        subscribe = functools.partial(records[i]._subscribe_inbox, deliver, waiting)
-                        nodes[i] = records[i]._follow_slot(subscribe)
-                    for i in to_read:
-                        now = records[i].state()
-                        if i not in ready and (now.flag or now.generation != starts[i].generation):
-                            ready.append(i)
-                except BackendUnavailable:
-                    unsure.update(to_read)
-                    moved.update(i for i in relocate if i not in nodes)
-                    outage.pause()
-        return ready[:count]
+                wait.listen(left)
+                wait.settle()
+        return wait.ready[:count]
 
     def _subscribe_inbox(self, deliver: _inbox.Deliver, keep: Collection[str]) -> str:
         """Subscribe this thread's inbox to the object's channel; the node's URL.
@@ -456,7 +387,109 @@ class RedisRecord:
 
 
 _T = TypeVar("_T")
-RECHECK: Final = 1.0  # seconds a waiter sleeps before reading its objects again
+
+
+class _Waiting:
+    """One blocking wait on several records: what it heard, and what it must read again.
+
+    No lost wakeup: every channel is subscribed (and confirmed) before the
+    states are read; after that a set() announces a newer generation.  A
+    vanished object (evicted, flushed, expired) announces nothing, so with
+    no message for RECHECK seconds every record not yet ready is read again
+    (which raises LookupError for an object that is gone).  Subscriptions
+    the wait lost (the slot moved, the backend was closed, the connection
+    dropped) are made again, then their records are read.
+    """
+
+    def __init__(self, records: Sequence[RedisRecord], timeout: float | None) -> None:
+        self.records = records
+        self.deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        self.heard = [-1] * len(records)  # the highest generation a message announced
+        self.unsure: set[int] = set()  # records to read again (no message, or maybe lost)
+        self.moved: set[int] = set()  # records whose subscription was lost
+        self.channels: dict[str, list[int]] = {}  # channel -> positions of its records
+        for i, record in enumerate(records):
+            self.channels.setdefault(record.channel, []).append(i)
+            _values.take_carried(record.key)  # a stale one, from an earlier wait
+        self.nodes: dict[int, str] = {}  # position -> node URL it is subscribed on
+        self.outage = _Outage(records[0], self.deadline)
+        self.starts: list[State] = []
+        self.ready: list[int] = []
+
+    def deliver(self, channel: str, generation: int | None) -> None:
+        """What a message on *channel* says to the records waiting on it (``_inbox.Deliver``)."""
+        for i in self.channels.get(channel, ()):
+            if generation is None:
+                self.unsure.add(i)
+            elif generation == MOVED:
+                self.moved.add(i)
+            else:
+                self.heard[i] = max(self.heard[i], generation)
+
+    def start(self) -> None:
+        """Subscribe every record's channel, then read every state."""
+        while True:
+            try:
+                for i, record in enumerate(self.records):
+                    if i not in self.nodes:
+                        self.nodes[i] = record._subscribe_inbox(self.deliver, self.channels)
+                self.starts = [record.state() for record in self.records]
+                break
+            except BackendUnavailable as error:
+                self.outage.pause(error)
+        self.unsure.clear()  # the states were read after every subscription
+        self.ready = [i for i, state in enumerate(self.starts) if state.flag]
+
+    def left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def listen(self, left: float | None) -> None:
+        """Read messages for up to RECHECK seconds (or *left*)."""
+        self.moved.update(
+            i
+            for i, url in self.nodes.items()
+            if self.records[i].channel not in _inbox.inbox_for(url).subscribed
+        )
+        inboxes = [_inbox.inbox_for(url) for url in dict.fromkeys(self.nodes.values())]
+        try:
+            wait = RECHECK if left is None else min(left, RECHECK)
+            if not self.moved and not _inbox.pump(inboxes, wait, self.deliver):
+                self.unsure.update(i for i in range(len(self.records)) if i not in self.ready)
+        except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError):
+            # The connection dropped (a restart): messages may be lost.
+            for url in set(self.nodes.values()):
+                _inbox.drop(url)
+            self.moved.update(range(len(self.records)))
+
+    def settle(self) -> None:
+        """Take what the messages said: ready records, new subscriptions, states to read."""
+        # A set() after our read announces a newer generation: no read needed.
+        newer = [i for i, heard in enumerate(self.heard) if heard > self.starts[i].generation]
+        relocate = sorted(self.moved)
+        self.moved.clear()
+        to_read = [i for i in self.unsure | set(relocate) if i not in newer]
+        self.unsure.clear()
+        for i in newer:
+            if i not in self.ready:
+                self.ready.append(i)
+                self.records[i]._keep_carried(self.nodes.get(i), self.heard[i])
+        try:
+            for i in relocate:
+                self.nodes.pop(i, None)
+                subscribe = functools.partial(
+                    self.records[i]._subscribe_inbox, self.deliver, self.channels
+                )
+                self.nodes[i] = self.records[i]._follow_slot(subscribe)
+            for i in to_read:
+                now = self.records[i].state()
+                if i not in self.ready and (
+                    now.flag or now.generation != self.starts[i].generation
+                ):
+                    self.ready.append(i)
+        except BackendUnavailable as error:
+            self.unsure.update(to_read)
+            self.moved.update(i for i in relocate if i not in self.nodes)
+            self.outage.pause(error)
 
 
 class _Outage:
@@ -469,10 +502,10 @@ class _Outage:
         self.deadline = deadline
         self.warned = False
 
-    def pause(self) -> None:
-        """Sleep before the next try; re-raise BackendUnavailable past the deadline."""
+    def pause(self, error: BackendUnavailable) -> None:
+        """Sleep before the next try; raise *error* when that would pass the deadline."""
         if self.deadline is not None and time.monotonic() + self.PAUSE >= self.deadline:
-            raise
+            raise error
         if self.deadline is None and not self.warned:
             self.warned = True
             warnings.warn(

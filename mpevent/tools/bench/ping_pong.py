@@ -349,7 +349,10 @@ def spin_floor(rounds: int = 200_000) -> float | None:
     if compiler is None or os.uname().machine != "x86_64" or len(os.sched_getaffinity(0)) < 2:
         return None
     with tempfile.TemporaryDirectory() as directory:
-        source, program = os.path.join(directory, "floor.c"), os.path.join(directory, "floor")
+        source, program = (
+            os.path.join(directory, "spin_floor" + ".c"),
+            os.path.join(directory, "floor"),
+        )
         with open(source, "w") as file:
             file.write(_SPIN_FLOOR_C)
         subprocess.run([compiler, "-O2", source, "-o", program], check=True)
