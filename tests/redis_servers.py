@@ -8,6 +8,7 @@ the Redis tests, except where MPEVENT_REQUIRE_REDIS=1 (CI), where it fails.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import socket
@@ -226,3 +227,16 @@ def move_slot(ports: list[int], slot: int, target: int) -> None:
         assert (
             _cli(port, "cluster", "setslot", str(slot), "node", ids[target]).stdout.strip() == "OK"
         )
+
+
+def forget_backends() -> None:
+    """Close every Redis backend this process opened (their listeners, inboxes and pools).
+
+    The one teardown of the Redis tests: each test starts with no backend,
+    no warning given and no connection left from another.
+    """
+    from mpevent.redis import _connection, _registry
+
+    _registry.close_all()
+    _connection._warned.clear()  # each test's server is warned about afresh
+    gc.collect()

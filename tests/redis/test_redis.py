@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import pickle
 import threading
 import time
@@ -24,10 +23,7 @@ AUTHKEY = "redis-test-key"
 def server(tmp_path: Path) -> Iterator[int]:
     with redis_servers.single_server(tmp_path / "redis") as port:
         yield port
-    from mpevent.redis import _registry
-
-    _registry.close_all()
-    gc.collect()
+    redis_servers.forget_backends()  # before the server is gone: no retries against it
 
 
 def _until_subscribed(backend: Any, obj: Any, count: int) -> None:

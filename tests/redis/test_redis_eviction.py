@@ -17,15 +17,6 @@ import mpevent
 AUTHKEY = "eviction-test-key"
 
 
-@pytest.fixture(autouse=True)
-def _closed_backends() -> Iterator[None]:
-    yield
-    from mpevent.redis import _connection, _registry
-
-    _registry.close_all()
-    _connection._warned.clear()  # each test's server is warned about afresh
-
-
 @pytest.fixture
 def started(tmp_path: Path) -> Iterator[Any]:
     """start(*redis-server options) -> port; every server started is stopped."""

@@ -6,14 +6,12 @@ that share nothing with the test but the URL and the secret.
 
 from __future__ import annotations
 
-import gc
 import os
 import pickle
 import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,15 +32,6 @@ _OTHER_HOST = textwrap.dedent(
         backend.Event("answered").set()
     """
 )
-
-
-@pytest.fixture(autouse=True)
-def _forget_backends() -> Iterator[None]:
-    yield
-    from mpevent.redis import _registry
-
-    _registry.close_all()
-    gc.collect()
 
 
 def _round_trip_with_another_host(url: str) -> None:
