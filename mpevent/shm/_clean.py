@@ -9,17 +9,11 @@ PID namespace, or one being created right now, is never unlinked.
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Collection
-from typing import Final
 
 from . import _native, _segment, _spill
 from ._attach import AttachTable
 from ._native import ATTACH_ENTRIES
-
-# The segment header's first fields (arena.h): magic, layout version.
-_HEADER_START: Final = struct.Struct("=QI")
-_MAGIC: Final = 0x31544E4556504D00
 
 
 def clean(dry_run: bool = False, mapped: Collection[str] = ()) -> list[str]:
@@ -49,14 +43,14 @@ def clean(dry_run: bool = False, mapped: Collection[str] = ()) -> list[str]:
 
 def _clean_one(name: str, fd: int, size: int, dry_run: bool) -> list[str]:
     """Unlink one arena if abandoned, else reclaim its dead; what went (or would)."""
-    magic, version = _HEADER_START.unpack(os.pread(fd, _HEADER_START.size, 0).ljust(12, b"\0"))
-    if magic == _MAGIC and version != _native.LAYOUT_VERSION:
+    formatted, version = _native.segment_kind(fd)
+    if formatted and version != _native.LAYOUT_VERSION:
         return []  # another mpevent's layout: its liveness rules are not ours
     for attempt in range(2):
         # One call: does any process hold any byte of the attach table?
         if _native.ofd_lock(fd, 0, ATTACH_ENTRIES, False):
             try:
-                if magic != _MAGIC:  # never formatted: its creator died at once
+                if not formatted:  # never formatted: its creator died at once
                     return [name] if dry_run or _segment.unlink(name) else []
                 native = _native.Arena(fd, size)
                 settings = native.spill_settings()
@@ -68,7 +62,7 @@ def _clean_one(name: str, fd: int, size: int, dry_run: bool) -> list[str]:
                 return [name, *_spill.remove_all(*settings)]
             finally:
                 _native.ofd_unlock(fd, 0, ATTACH_ENTRIES)
-        if attempt or magic != _MAGIC:
+        if attempt or not formatted:
             return []  # alive, or being created by a live process
         native = _native.Arena(fd, size)
         try:

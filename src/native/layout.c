@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 uint64_t page_size = 4096; /* os_page_size(), set when the module is made */
 
@@ -284,6 +285,27 @@ Arena_format(ArenaObject *self, PyObject *args)
     return PyLong_FromUnsignedLongLong(layout.total);
 }
 
+/*
+ * segment_kind(fd) -> (formatted, layout_version): what the header of a
+ * segment file says, read with pread before anything is mapped (cleaning
+ * looks at arenas it may not map).  formatted is False for a segment whose
+ * creator has not written the magic yet (or died before).
+ */
+static PyObject *
+native_segment_kind(PyObject *module, PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    Header start;
+    memset(&start, 0, sizeof start);
+    size_t wanted = offsetof(Header, layout_version) + sizeof start.layout_version;
+    ssize_t got = pread((int)fd, &start, wanted, 0);
+    if (got < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    int formatted = (size_t)got == wanted && start.magic == MAGIC;
+    return Py_BuildValue("(OI)", formatted ? Py_True : Py_False,
+                         formatted ? start.layout_version : 0u);
+}
+
 static PyObject *
 Arena_validate(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -497,6 +519,8 @@ static PyMethodDef native_functions[] = {
      "spin_stats() -> dict: this process's spin decisions (spun, won, same_cpu, "
      "no_seat, low_budget) and the limit and seats in force."},
     {"fs_type", native_fs_type, METH_O, "fs_type(path) -> int: statfs(2) f_type of path's filesystem."},
+    {"segment_kind", native_segment_kind, METH_O,
+     "segment_kind(fd) -> (formatted, layout_version) of a segment file's header."},
     {"lock_faults", native_lock_faults, METH_NOARGS,
      "lock_faults() -> int: lock calls that failed where no caller could be told (0)."},
     {"populate_supported", native_populate_supported, METH_NOARGS,
