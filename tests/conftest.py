@@ -126,6 +126,16 @@ def no_leaks_per_module() -> Iterator[None]:
     assert _native.lock_faults() == 0, f"{_native.lock_faults()} lock calls failed in C"
 
 
+@pytest.fixture(autouse=True)
+def _redis_backends_forgotten(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The Redis tests' one teardown: no backend outlives its test (tests/redis only)."""
+    yield
+    if "redis" in request.node.path.parent.parts[-1:]:
+        import redis_servers
+
+        redis_servers.forget_backends()
+
+
 def _spill_files() -> set[str]:
     """Files in the default spill directory (tests that spill elsewhere use tmp_path)."""
     directory = _spill.configured_dir()
