@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import multiprocessing as mp
 import os
 import shlex
@@ -50,11 +51,25 @@ def _foreign_segments() -> set[str]:
     side by side never see each other's arenas as leaks.
     """
     mine = tuple(arena.name for arena in _arena.attached())
-    return {
-        name
-        for name in _segment.list_names()
-        if not name.startswith(mine) and not _held_by_a_live_process(name)
-    }
+    found = set()
+    for name in _segment.list_names():
+        # A name (mpevent-name.*) belongs with the arena it points into.
+        arena = _named_arena(name) if name.startswith(_segment.NAME_PREFIX) else name
+        if arena is not None and not arena.startswith(mine) and _held_by_a_live_process(arena):
+            continue  # another run's, or a demo's
+        if arena is not None and name == arena and arena.startswith(mine):
+            continue  # this process's own arena
+        found.add(name)
+    return found
+
+
+def _named_arena(name: str) -> str | None:
+    """The arena a name file points into, or None if it cannot be read."""
+    try:
+        with open(os.path.join(_segment.SHM_DIR, name)) as file:
+            return str(json.load(file)["arena"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _lasting(found: Callable[[], set[str]], within: float = 2.0) -> set[str]:

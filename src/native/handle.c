@@ -35,17 +35,29 @@ closed_error(HandleObject *self)
     return -1;
 }
 
-static inline Record *
-handle_record(HandleObject *self)
+/*
+ * Threads (free-threaded builds included): a handle is shared by every
+ * thread of its process, and close() (_unbind) may run in one while
+ * another is inside set() or wait().  So the arena pointer is loaded once
+ * per call, atomically, and swapped atomically; the arena it points to
+ * stays alive meanwhile, since mpevent.shm._arena keeps every arena this
+ * process uses until it leaves it (a handle's reference is never the last
+ * one while the handle can be used).  A call racing with close() acts on
+ * the record or raises ValueError, never touches freed memory.
+ */
+static inline ArenaObject *
+handle_arena(HandleObject *self, Record **r)
 {
-    if (self->arena == NULL) {
+    ArenaObject *a = __atomic_load_n(&self->arena, __ATOMIC_ACQUIRE);
+    if (a == NULL) {
         closed_error(self);
         return NULL;
     }
-    return record_at(self->arena, self->index);
+    *r = record_at(a, __atomic_load_n(&self->index, __ATOMIC_RELAXED));
+    return a;
 }
 
-/* _bind(arena, index): point this handle at a record (Linkable does it). */
+/* _bind(arena, index): point this handle at a record (Linkable does it, once). */
 static PyObject *
 Handle_bind(HandleObject *self, PyObject *args)
 {
@@ -53,9 +65,11 @@ Handle_bind(HandleObject *self, PyObject *args)
     unsigned long index;
     if (!PyArg_ParseTuple(args, "O!k:_bind", &ArenaType, &arena, &index)) return NULL;
     if (check_record((ArenaObject *)arena, index) < 0) return NULL;
-    Py_INCREF(arena);
-    Py_XSETREF(self->arena, (ArenaObject *)arena);
-    self->index = (uint32_t)index;
+    /* The index before the pointer that publishes it. */
+    __atomic_store_n(&self->index, (uint32_t)index, __ATOMIC_RELAXED);
+    ArenaObject *old = __atomic_exchange_n(&self->arena, (ArenaObject *)Py_NewRef(arena),
+                                           __ATOMIC_ACQ_REL);
+    Py_XDECREF(old);
     Py_RETURN_NONE;
 }
 
@@ -63,31 +77,33 @@ Handle_bind(HandleObject *self, PyObject *args)
 static PyObject *
 Handle_unbind(HandleObject *self, PyObject *Py_UNUSED(ignored))
 {
-    Py_CLEAR(self->arena);
+    Py_XDECREF(__atomic_exchange_n(&self->arena, NULL, __ATOMIC_ACQ_REL));
     Py_RETURN_NONE;
 }
 
 static PyObject *
 Handle_is_set(HandleObject *self, PyObject *Py_UNUSED(ignored))
 {
-    Record *r = handle_record(self);
-    if (r == NULL) return NULL;
+    Record *r;
+    if (handle_arena(self, &r) == NULL) return NULL;
     return PyBool_FromLong(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG);
 }
 
 static PyObject *
 Handle_set(HandleObject *self, PyObject *Py_UNUSED(ignored))
 {
-    Record *r = handle_record(self);
-    if (r == NULL || record_set(self->arena, r) < 0) return NULL;
+    Record *r;
+    ArenaObject *a = handle_arena(self, &r);
+    if (a == NULL) return NULL;
+    record_set(a, r);
     Py_RETURN_NONE;
 }
 
 static PyObject *
 Handle_clear(HandleObject *self, PyObject *Py_UNUSED(ignored))
 {
-    Record *r = handle_record(self);
-    if (r == NULL) return NULL;
+    Record *r;
+    if (handle_arena(self, &r) == NULL) return NULL;
     record_clear(r);
     Py_RETURN_NONE;
 }
@@ -106,8 +122,8 @@ Handle_wait(HandleObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
         return NULL;
     }
     if (given == 1) timeout_arg = args[0];
-    Record *r = handle_record(self);
-    if (r == NULL) return NULL;
+    Record *r;
+    if (handle_arena(self, &r) == NULL) return NULL;
     /* The fast path: no timeout to read and nothing to wait for. */
     if (timeout_arg == Py_None && (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG))
         Py_RETURN_TRUE;

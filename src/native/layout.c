@@ -506,7 +506,7 @@ native_populate_supported(PyObject *module, PyObject *Py_UNUSED(ignored))
 static PyObject *
 native_spin_limit(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromLong(spin_limit);
+    return PyLong_FromLong(__atomic_load_n(&spin_limit, __ATOMIC_RELAXED));
 }
 
 static PyMethodDef native_functions[] = {
@@ -543,38 +543,49 @@ static PyMethodDef native_functions[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef native_module = {
-    PyModuleDef_HEAD_INIT, "mpevent.shm._native",
-    "Shared-memory records, waiter slots, futex parking and the value heap of mpevent.", -1,
-    native_functions, NULL, NULL, NULL, NULL,
-};
+/*
+ * The module is initialized in two phases (PEP 489), and says how it may
+ * be used:
+ *   - free-threaded builds: the GIL stays off (Py_MOD_GIL_NOT_USED).  The
+ *     C code keeps no state that threads share without a lock word, a
+ *     local lock (the watch) or an atomic: each file says which (handle.c
+ *     for a handle's arena pointer, spin.c for the spin settings).  The
+ *     Python side's shared state is under its own locks.
+ *   - subinterpreters: not supported (the types are static and the
+ *     process-wide state -- the watch, the fork hooks, the arenas' maps --
+ *     is one per process).  Importing it in another interpreter raises
+ *     ImportError instead of sharing that state unsafely.
+ * The process-wide part runs once (process_init).
+ */
+static int process_ready = 0;
 
-PyMODINIT_FUNC
-PyInit__native(void)
+static int
+process_init(void)
 {
+    if (process_ready) return 0;
     if (PyType_Ready(&ArenaType) < 0 || PyType_Ready(&BlockViewType) < 0 ||
         PyType_Ready(&HandleType) < 0 || PyType_Ready(&EventHandleType) < 0)
-        return NULL;
+        return -1;
     page_size = os_page_size();
     watch_init();
-    PyObject *m = PyModule_Create(&native_module);
-    if (m == NULL) return NULL;
     FullError = PyErr_NewExceptionWithDoc(
         "mpevent.shm._native.Full",
         "A table of an arena (records, waiter slots, links, attach entries) has no free row.",
         PyExc_MemoryError, NULL);
-    if (FullError == NULL || PyModule_AddObjectRef(m, "Full", FullError) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&ArenaType);
-    Py_INCREF(&BlockViewType);
-    Py_INCREF(&HandleType);
-    Py_INCREF(&EventHandleType);
-    if (PyModule_AddObject(m, "Arena", (PyObject *)&ArenaType) < 0 ||
-        PyModule_AddObject(m, "Handle", (PyObject *)&HandleType) < 0 ||
-        PyModule_AddObject(m, "EventHandle", (PyObject *)&EventHandleType) < 0 ||
-        PyModule_AddObject(m, "BlockView", (PyObject *)&BlockViewType) < 0 ||
+    if (FullError == NULL) return -1;
+    process_ready = 1;
+    return 0;
+}
+
+static int
+native_exec(PyObject *m)
+{
+    if (process_init() < 0) return -1;
+    if (PyModule_AddObjectRef(m, "Full", FullError) < 0) return -1;
+    if (PyModule_AddObjectRef(m, "Arena", (PyObject *)&ArenaType) < 0 ||
+        PyModule_AddObjectRef(m, "Handle", (PyObject *)&HandleType) < 0 ||
+        PyModule_AddObjectRef(m, "EventHandle", (PyObject *)&EventHandleType) < 0 ||
+        PyModule_AddObjectRef(m, "BlockView", (PyObject *)&BlockViewType) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_OFFSET", ATTACH_OFFSET) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_ENTRIES", ATTACH_ENTRIES) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_ENTRY_SIZE", ATTACH_ENTRY_SIZE) < 0 ||
@@ -597,9 +608,33 @@ PyInit__native(void)
         PyModule_AddIntConstant(m, "HEADER_LAYOUT_VERSION", offsetof(Header, layout_version)) < 0 ||
         PyModule_AddIntConstant(m, "HEADER_PAGE_SIZE", offsetof(Header, page_size)) < 0 ||
         PyModule_AddIntConstant(m, "RECHECK_MS", RECHECK_NS / 1000000) < 0 ||
-        PyModule_AddIntConstant(m, "SPIN_LIMIT_MAX", SPIN_LIMIT_MAX) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
+        PyModule_AddIntConstant(m, "SPIN_LIMIT_MAX", SPIN_LIMIT_MAX) < 0)
+        return -1;
+    return 0;
+}
+
+static PyModuleDef_Slot native_slots[] = {
+    {Py_mod_exec, native_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#ifdef Py_GIL_DISABLED
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "mpevent.shm._native",
+    .m_doc = "Shared-memory records, waiter slots, futex parking and the value heap of mpevent.",
+    .m_size = 0,
+    .m_methods = native_functions,
+    .m_slots = native_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    return PyModuleDef_Init(&native_module);
 }

@@ -54,6 +54,8 @@
 #define SPIN_RENEW 1024        /* pauses between renewals: tens of microseconds */
 
 __thread int spin_woke_sleeper; /* this thread's last set() woke a parked waiter */
+/* Set by set_spin_limit() from any thread, read by every waiter: relaxed
+ * atomics (a waiter that reads the old limit once spins by the old rule). */
 int spin_limit = 0;        /* set_spin_limit(); 0: never spin */
 int spin_seats_usable = 0; /* seats of an arena a waiter may take */
 static __thread int spin_budget = -1;
@@ -78,8 +80,8 @@ spin_configure(long requested)
     if (seats > SPIN_SEATS) seats = SPIN_SEATS;
     int limit = requested < 0 ? SPIN_DEFAULT : (int)requested;
     if (seats < 1) limit = 0;
-    spin_seats_usable = limit > 0 ? seats : 0;
-    spin_limit = limit;
+    __atomic_store_n(&spin_seats_usable, limit > 0 ? seats : 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&spin_limit, limit, __ATOMIC_RELAXED);
     spin_budget = -1;
     return limit;
 }
@@ -94,7 +96,8 @@ spin_init(void)
 static int
 take_seat(Header *h, long long now)
 {
-    for (int i = 0; i < spin_seats_usable; i++) {
+    int usable = __atomic_load_n(&spin_seats_usable, __ATOMIC_RELAXED);
+    for (int i = 0; i < usable; i++) {
         int64_t lease = __atomic_load_n(&h->spin_seats[i], __ATOMIC_RELAXED);
         if (lease > now) continue;
         if (__atomic_compare_exchange_n(&h->spin_seats[i], &lease, now + SPIN_SEAT_NS, 0,
@@ -109,8 +112,9 @@ take_seat(Header *h, long long now)
 int
 spin_for_flag(ArenaObject *self, Record *r)
 {
-    if (spin_limit <= 0) return 0;
-    if (spin_budget < 0) spin_budget = spin_limit;
+    int limit = __atomic_load_n(&spin_limit, __ATOMIC_RELAXED);
+    if (limit <= 0) return 0;
+    if (spin_budget < 0 || spin_budget > limit) spin_budget = limit;
     if (spin_budget < SPIN_MIN) {
         /* Re-probe with the whole limit: a peer that also stopped spinning
          * answers only after a futex wakeup, and a short probe would never
@@ -119,7 +123,7 @@ spin_for_flag(ArenaObject *self, Record *r)
             count_spin(LOW_BUDGET);
             return 0;
         }
-        spin_budget = spin_limit;
+        spin_budget = limit;
     }
     if (spin_woke_sleeper) {
         spin_woke_sleeper = 0;
@@ -164,7 +168,7 @@ spin_for_flag(ArenaObject *self, Record *r)
     if (seen) {
         count_spin(WON);
         if (misses != 0) __atomic_store_n(&r->spin_misses, 0, __ATOMIC_RELAXED);
-        spin_budget = budget * 2 > spin_limit ? spin_limit : budget * 2;
+        spin_budget = budget * 2 > limit ? limit : budget * 2;
     } else {
         /* Counted without a lock: two spinners may count one miss, which
          * only makes the hint a little quicker. */
@@ -222,6 +226,7 @@ native_spin_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
         (unsigned long long)__atomic_load_n(&spin_counts[AFTER_WAKE], __ATOMIC_RELAXED),
         "record_misses",
         (unsigned long long)__atomic_load_n(&spin_counts[RECORD_MISSES], __ATOMIC_RELAXED),
-        "limit", spin_limit, "seats", spin_seats_usable);
+        "limit", __atomic_load_n(&spin_limit, __ATOMIC_RELAXED), "seats",
+        __atomic_load_n(&spin_seats_usable, __ATOMIC_RELAXED));
 }
 
