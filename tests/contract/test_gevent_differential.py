@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
+# Not installable everywhere CI runs (the free-threaded build): skip, saying so.
+pytest.importorskip("gevent", reason="gevent is not installed here")
+pytest.importorskip("hypothesis", reason="hypothesis is not installed here")
+
 import gevent
 import gevent.event
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

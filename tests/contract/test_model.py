@@ -12,6 +12,11 @@ import contextlib
 import multiprocessing as mp
 from typing import Any
 
+import pytest
+
+# Not installable everywhere CI runs (the free-threaded build): skip, saying so.
+pytest.importorskip("hypothesis", reason="hypothesis is not installed here")
+
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule

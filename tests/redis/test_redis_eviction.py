@@ -174,9 +174,11 @@ def test_doctor_reports_the_version_and_an_evicting_policy(started: Any) -> None
     assert done.returncode == 1
     assert "maxmemory-policy volatile-lru: the server may evict" in done.stdout
     assert "noeviction" in done.stdout
-    version = subprocess.run(
-        ["redis-server", "--version"], capture_output=True, text=True, check=True
-    ).stdout.split("v=")[1].split()[0]
+    version = (
+        subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=True)
+        .stdout.split("v=")[1]
+        .split()[0]
+    )
     assert f"redis://127.0.0.1:{port}/0: Redis {version}" in done.stdout
     as_json = subprocess.run(
         [sys.executable, "-m", "mpevent", "doctor", "--json"],
