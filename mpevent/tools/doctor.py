@@ -14,6 +14,7 @@ import os
 import platform
 import secrets
 import sys
+import sysconfig
 from typing import Any
 
 from .._checks import format_size
@@ -137,6 +138,38 @@ def check_pages() -> Check:
         "ok",
         finding + ": an arena is shared only with processes under the same page size",
         facts=facts,
+    )
+
+
+def check_interpreter() -> Check:
+    """Which CPython this is: its version, GIL or free-threaded, main interpreter or not."""
+    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    gil_on = getattr(sys, "_is_gil_enabled", lambda: True)()
+    try:
+        import _interpreters  # type: ignore[import-not-found]  # 3.13+
+
+        main = _interpreters.get_current() == _interpreters.get_main()
+    except (ImportError, AttributeError):
+        main = True
+    build = "free-threaded" if free_threaded else "with the GIL"
+    facts = {
+        "implementation": platform.python_implementation(),
+        "version": platform.python_version(),
+        "free_threaded": free_threaded,
+        "gil_enabled": gil_on,
+        "main_interpreter": main,
+    }
+    finding = f"{platform.python_implementation()} {platform.python_version()}, {build}"
+    if free_threaded and gil_on:
+        return Check(
+            "interpreter",
+            "warn",
+            finding + ", but the GIL is on",
+            "a module imported here re-enabled it (PYTHON_GIL=0 forces it off); mpevent does not",
+            facts=facts,
+        )
+    return Check(
+        "interpreter", "ok", finding + ("" if main else ", in a subinterpreter"), facts=facts
     )
 
 
@@ -297,6 +330,7 @@ def run_checks() -> list[Check]:
         check_shm(),
         check_populate(),
         check_locks(),
+        check_interpreter(),
         check_pages(),
         check_huge_pages(),
         check_pid_namespace(),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
@@ -15,6 +17,7 @@ CHECKS = [
     "/dev/shm",
     "page reservation",
     "liveness locks",
+    "interpreter",
     "page size",
     "shmem huge pages",
     "PID namespace",
@@ -52,6 +55,11 @@ def test_json_gives_the_same_checks_for_scripts() -> None:
     assert shm["facts"]["size"] > 0 and shm["facts"]["free"] <= shm["facts"]["size"]
     pages = report["checks"][CHECKS.index("page size")]
     assert pages["facts"]["page_size"] == os.sysconf("SC_PAGESIZE")
+    interpreter = report["checks"][CHECKS.index("interpreter")]["facts"]
+    assert interpreter["version"] == platform.python_version()
+    assert interpreter["free_threaded"] == bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    assert interpreter["gil_enabled"] == getattr(sys, "_is_gil_enabled", lambda: True)()
+    assert interpreter["main_interpreter"] is True
 
 
 def test_a_dead_redis_server_is_a_failure_with_advice() -> None:
