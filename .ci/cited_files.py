@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,31 +32,35 @@ ELSEWHERE = {
 }  # (the last ones are scripts the tests write into a temporary directory)
 
 
+def sources(scanned: list[str]) -> Iterator[Path]:
+    """The files a reader reads as prose or code: Python, C, stubs and Markdown."""
+    for top in scanned:
+        base = ROOT / top
+        for source in [base] if base.is_file() else sorted(base.rglob("*")):
+            if source.suffix in (".py", ".c", ".h", ".pyi", ".md") and "_build" not in source.parts:
+                yield source
+
+
 def main() -> int:
     files = [p for p in ROOT.rglob("*") if p.is_file() and ".git" not in p.parts]
     names = {p.name for p in files}
     paths = {p.relative_to(ROOT).as_posix() for p in files}
     missing = []
-    for top in SCANNED:
-        base = ROOT / top
-        sources = [base] if base.is_file() else sorted(base.rglob("*"))
-        for source in sources:
-            if source.suffix not in (".py", ".c", ".h", ".pyi", ".md") or "_build" in source.parts:
-                continue
-            for number, line in enumerate(source.read_text().splitlines(), 1):
-                if line.lstrip().startswith("#include <"):
-                    continue  # a system header
-                for cited in CITED.findall(line):
-                    name = cited.rsplit("/", 1)[-1]
-                    if name in ELSEWHERE or cited.startswith(("http", "www")):
-                        continue
-                    known = (
-                        name in names
-                        if "/" not in cited
-                        else (cited in paths or any(p.endswith("/" + cited) for p in paths))
-                    )
-                    if not known:
-                        missing.append(f"{source.relative_to(ROOT)}:{number}: {cited}")
+    for source in sources(SCANNED):
+        for number, line in enumerate(source.read_text().splitlines(), 1):
+            if line.lstrip().startswith("#include <"):
+                continue  # a system header
+            for cited in CITED.findall(line):
+                name = cited.rsplit("/", 1)[-1]
+                if name in ELSEWHERE or cited.startswith(("http", "www")):
+                    continue
+                known = (
+                    name in names
+                    if "/" not in cited
+                    else (cited in paths or any(p.endswith("/" + cited) for p in paths))
+                )
+                if not known:
+                    missing.append(f"{source.relative_to(ROOT)}:{number}: {cited}")
     for line in missing:
         print(f"names a file that is not there: {line}")
     return 1 if missing else 0

@@ -22,6 +22,8 @@ import re
 import sys
 from pathlib import Path
 
+from cited_files import sources  # the same files, read the same way
+
 ROOT = Path(__file__).resolve().parent.parent
 # Not CHANGELOG.md: an entry tells of the tree as it was when it was written.
 SCANNED = ["mpevent", "src", "tests", "benchmarks", "docs", "README.md"]
@@ -176,24 +178,19 @@ def _misfiled_prototypes() -> list[str]:
 def main() -> int:
     names, modules = _definitions()
     wrong = _misfiled_prototypes()
-    for top in SCANNED:
-        base = ROOT / top
-        sources = [base] if base.is_file() else sorted(base.rglob("*"))
-        for source in sources:
-            if source.suffix not in (".py", ".c", ".h", ".pyi", ".md") or "_build" in source.parts:
-                continue
-            for number, line in _comments(source):
-                where = f"{source.relative_to(ROOT)}:{number}"
-                for called in CALLED.findall(line):
-                    tail = called.rsplit(".", 1)[-1]
-                    if tail not in names and called not in ELSEWHERE and tail not in ELSEWHERE:
-                        wrong.append(f"{where}: {called}() is defined nowhere")
-                for cited in DOTTED.findall(line):
-                    cited = cited.rstrip(".")
-                    if cited.endswith((".py", ".c", ".h", ".pyi", ".md")):
-                        continue  # a file: cited_files.py checks it
-                    if _check_dotted(modules, cited) is False:
-                        wrong.append(f"{where}: {cited} names nothing of that module")
+    for source in sources(SCANNED):
+        for number, line in _comments(source):
+            where = f"{source.relative_to(ROOT)}:{number}"
+            for called in CALLED.findall(line):
+                tail = called.rsplit(".", 1)[-1]
+                if tail not in names and called not in ELSEWHERE and tail not in ELSEWHERE:
+                    wrong.append(f"{where}: {called}() is defined nowhere")
+            for cited in DOTTED.findall(line):
+                cited = cited.rstrip(".")
+                if cited.endswith((".py", ".c", ".h", ".pyi", ".md")):
+                    continue  # a file: cited_files.py checks it
+                if _check_dotted(modules, cited) is False:
+                    wrong.append(f"{where}: {cited} names nothing of that module")
     for line in wrong:
         print(line)
     return 1 if wrong else 0
