@@ -145,7 +145,7 @@ def no_leaks_per_module() -> Iterator[None]:
 def _redis_backends_forgotten(request: pytest.FixtureRequest) -> Iterator[None]:
     """The Redis tests' one teardown: no backend outlives its test (tests/redis only)."""
     yield
-    if "redis" in request.node.path.parent.parts[-1:]:
+    if request.node.path.parent.name == "redis":
         import redis_servers
 
         redis_servers.forget_backends()

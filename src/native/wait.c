@@ -298,6 +298,7 @@ Arena_wait_any(ArenaObject *self, PyObject *args)
     PyObject *ready = PyList_New(0);
     Linked *linked = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Linked));
     Py_ssize_t queued = 0;
+    if (linked == NULL) PyErr_NoMemory(); /* PyMem_Calloc sets no exception */
     if (ready == NULL || linked == NULL) goto error;
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned long index = PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(seq, i));
