@@ -214,9 +214,20 @@ def allocate(kind: int) -> tuple[Arena, int, int]:
 
 
 def leave_all() -> None:
-    """Leave every arena this process joined (its exit hook, after the records')."""
+    """Leave every arena this process joined (its exit hook, after the records').
+
+    A process keeps its descriptors to the end: they close with it.  A
+    subinterpreter's exit hooks run when it ends while its process lives
+    on, so it closes its own (each would otherwise hold a lock owner of its
+    arena until the process exits), having made its locks anonymous first.
+    """
+    closing = not _native.main_interpreter()
     for arena in list(_arenas.values()):
         arena.leave()
+        if closing and arena.fd >= 0:
+            arena.native.forget_descriptors()
+            os.close(arena.fd)
+            arena.fd = -1
 
 
 def _before_fork() -> None:

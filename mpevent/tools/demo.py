@@ -13,21 +13,36 @@ from . import bench, benchrun
 
 def _worker(number: int, go: Event, arrived: Event, answer: AsyncResult) -> None:
     arrived.set()
-    started = time.perf_counter()
     woke = go.wait(30)
-    print(
-        f"  worker {number} (pid {os.getpid()}): wait() -> {woke} "
-        f"after {time.perf_counter() - started:.3f} s",
-        flush=True,
+    # perf_counter() is CLOCK_MONOTONIC on Linux: one clock for every
+    # process of the machine, so the parent can subtract its set() time.
+    woke_at = time.perf_counter()
+    answer.set(
+        {
+            "worker": number,
+            "pid": os.getpid(),
+            "woke": woke,
+            "woke_at": woke_at,
+            "payload": bytes(number * 1_000_000),
+        }
     )
-    answer.set({"worker": number, "pid": os.getpid(), "payload": bytes(number * 1_000_000)})
 
 
-def run(workers: int = 4, rounds: int = 2000, trials: int = 3, out: str = ".") -> int:
-    """Show Events and AsyncResults crossing spawn'ed processes, then quick benchmarks.
+def _wait_until_blocked(event: Event, count: int, timeout: float) -> bool:
+    """Wait until *count* waiters sleep on *event* (its record's statistics)."""
+    deadline = time.monotonic() + timeout
+    while event._record.info()["waiters"] < count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
 
-    The benchmarks' figures go to *out*/mpevent-bench.json and their plot
-    to *out*/mpevent-bench.png (with matplotlib).
+
+def show(workers: int = 4) -> bool:
+    """Events and AsyncResults crossing spawn'ed processes; True if every worker exited 0.
+
+    Each worker's line is the time from the parent's set() to its wakeup.
+    Only this process prints, so no two processes' lines run into each other.
     """
     context = mp.get_context("spawn")
     go = Event()
@@ -43,15 +58,20 @@ def run(workers: int = 4, rounds: int = 2000, trials: int = 3, out: str = ".") -
     try:
         for arrived in arrivals:
             arrived.wait(60)
-        time.sleep(0.2)  # let the workers reach wait(), to show them blocked
-        print("parent: set()", flush=True)
+        blocked = _wait_until_blocked(go, workers, 60)
+        print(f"parent: {workers if blocked else 'not all'} workers blocked in wait(); set()")
+        set_at = time.perf_counter()
         go.set()
-        for answer in answers:
-            got = answer.get(timeout=60)
+        got = [answer.get(timeout=60) for answer in answers]
+        for one in sorted(got, key=lambda one: one["woke_at"]):
             print(
-                f"parent: AsyncResult from worker {got['worker']} (pid {got['pid']}) "
-                f"with {len(got['payload']):,} bytes",
-                flush=True,
+                f"  worker {one['worker']} (pid {one['pid']}): wait() -> {one['woke']}, "
+                f"{(one['woke_at'] - set_at) * 1e6:,.0f} us after set()"
+            )
+        for one in got:
+            print(
+                f"parent: AsyncResult from worker {one['worker']} (pid {one['pid']}) "
+                f"with {len(one['payload']):,} bytes"
             )
         for child in children:
             child.join(60)
@@ -62,6 +82,16 @@ def run(workers: int = 4, rounds: int = 2000, trials: int = 3, out: str = ".") -
                 child.join()
     codes = [child.exitcode for child in children]
     print(f"parent: workers exited with {codes}\n")
+    return codes == [0] * workers
+
+
+def run(workers: int = 4, rounds: int = 2000, trials: int = 3, out: str = ".") -> int:
+    """The demo (show()), then quick benchmarks.
+
+    The benchmarks' figures go to *out*/mpevent-bench.json and their plot
+    to *out*/mpevent-bench.png (with matplotlib).
+    """
+    shown = show(workers)
     print("quick benchmarks (every row: python -m mpevent bench; see docs/results.md)\n")
     os.makedirs(out, exist_ok=True)
     benchrun.run(
@@ -76,4 +106,4 @@ def run(workers: int = 4, rounds: int = 2000, trials: int = 3, out: str = ".") -
         os.path.abspath(os.path.join(out, "mpevent-bench.json")),
         os.path.abspath(os.path.join(out, "mpevent-bench.png")),
     )
-    return 0 if codes == [0] * workers else 1
+    return 0 if shown else 1

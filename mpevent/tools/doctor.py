@@ -145,12 +145,7 @@ def check_interpreter() -> Check:
     """Which CPython this is: its version, GIL or free-threaded, main interpreter or not."""
     free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
     gil_on = getattr(sys, "_is_gil_enabled", lambda: True)()
-    try:
-        import _interpreters  # type: ignore[import-not-found]  # 3.13+
-
-        main = _interpreters.get_current() == _interpreters.get_main()
-    except (ImportError, AttributeError):
-        main = True
+    main = _native.main_interpreter()
     build = "free-threaded" if free_threaded else "with the GIL"
     facts = {
         "implementation": platform.python_implementation(),

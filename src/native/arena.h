@@ -434,8 +434,30 @@ _Static_assert(sizeof(Header) <= ATTACH_OFFSET, "Header layout");
 _Static_assert(sizeof(LargeBlock) <= 4096, "LargeBlock fits the smallest page");
 _Static_assert(sizeof(LockOwner) == 8, "LockOwner layout");
 
+/*
+ * The module's state: one per interpreter that imports the module (each
+ * has its own types, exception and hooks; layout.c makes it).  What the C
+ * code shares between interpreters is process-wide by nature and holds
+ * no Python object: the page size, the spin settings (spin.c), the watch
+ * (watch.c) and the lock-fault count, each behind an atomic or a lock.
+ */
+typedef struct BlockViewObject BlockViewObject;
+typedef struct {
+    PyObject *full_error; /* _native.Full */
+    PyTypeObject *arena_type, *handle_type, *event_handle_type, *view_type;
+    PyObject *wait_path; /* set_hooks(): Linkable._wait_ready */
+    /* This interpreter's live block views (heap.c), under views_lock (a
+     * local_lock: threads of a free-threaded build make and drop views
+     * at once). */
+    uint32_t views_lock;
+    BlockViewObject *live_views;
+} NativeState;
+
 typedef struct {
     PyObject_HEAD
+    /* The state of the module that made this arena's type: it outlives
+     * the arena (an object holds its heap type, the type its module). */
+    NativeState *state;
     Py_ssize_t size;
     char *base;
     Header *header;
@@ -493,7 +515,7 @@ record_clear(Record *r)
 }
 
 /* layout.c */
-extern PyTypeObject ArenaType;
+int is_arena(PyObject *obj);
 #define RESERVE_FULL 1 /* /dev/shm has no room */
 #define RESERVE_CAP 2  /* MPEVENT_MAX_SHM reached */
 #define REGION_FULL 3  /* a region of the arena (small blocks, large blocks) has no room */
@@ -506,7 +528,6 @@ extern PyTypeObject ArenaType;
  * MemoryError naming /dev/shm or the cap.  Inside C, allocators report
  * through an int code (RESERVE_*, REGION_FULL), never a bare 0.
  */
-extern PyObject *FullError;
 int reserve_range(ArenaObject *a, uint64_t offset, uint64_t length);
 void unreserve_range(ArenaObject *a, uint64_t offset, uint64_t length);
 void raise_reserve_error(ArenaObject *a, int error, uint64_t length, const char *what);
@@ -621,6 +642,7 @@ int owner_alive(ArenaObject *a, uint32_t label);
 PyObject *Arena_owner_reserve(ArenaObject *self, PyObject *arg);
 PyObject *Arena_owner_adopt(ArenaObject *self, PyObject *args);
 PyObject *Arena_lock_label(ArenaObject *self, PyObject *ignored);
+PyObject *Arena_forget_descriptors(ArenaObject *self, PyObject *ignored);
 int claim_lost(ArenaObject *a, Record *r);
 int record_fail_claim(ArenaObject *self, Record *r, uint32_t how);
 PyObject *native_ofd_lock(PyObject *module, PyObject *args);
@@ -638,12 +660,12 @@ PyObject *Arena_claim(ArenaObject *self, PyObject *arg);
 PyObject *Arena_claim_abandon(ArenaObject *self, PyObject *arg);
 
 /* handle.c */
-extern PyTypeObject HandleType, EventHandleType;
+extern PyType_Spec HandleSpec, EventHandleSpec;
 PyObject *native_set_hooks(PyObject *module, PyObject *path);
 PyObject *native_untrack(PyObject *module, PyObject *obj);
 
 /* heap.c */
-extern PyTypeObject BlockViewType;
+extern PyType_Spec BlockViewSpec;
 uint64_t small_take(ArenaObject *a, uint32_t nbytes, int *error);
 void small_give(ArenaObject *a, uint64_t offset, uint32_t nbytes);
 void large_unref(ArenaObject *a, uint64_t block, uint32_t count);

@@ -24,9 +24,6 @@ typedef struct {
     uint32_t index;
 } HandleObject;
 
-/* Set by mpevent.shm._objects (set_hooks): Linkable._wait_ready, the one wait path. */
-static PyObject *wait_path; /* (handle, timeout) -> bool */
-
 static int
 closed_error(HandleObject *self)
 {
@@ -63,7 +60,12 @@ Handle_bind(HandleObject *self, PyObject *args)
 {
     PyObject *arena;
     unsigned long index;
-    if (!PyArg_ParseTuple(args, "O!k:_bind", &ArenaType, &arena, &index)) return NULL;
+    if (!PyArg_ParseTuple(args, "Ok:_bind", &arena, &index)) return NULL;
+    if (!is_arena(arena)) {
+        PyErr_Format(PyExc_TypeError, "_bind() needs an Arena, not %.200s",
+                     Py_TYPE(arena)->tp_name);
+        return NULL;
+    }
     if (check_record((ArenaObject *)arena, index) < 0) return NULL;
     /* The index before the pointer that publishes it. */
     __atomic_store_n(&self->index, (uint32_t)index, __ATOMIC_RELAXED);
@@ -123,20 +125,31 @@ Handle_wait(HandleObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     }
     if (given == 1) timeout_arg = args[0];
     Record *r;
-    if (handle_arena(self, &r) == NULL) return NULL;
+    ArenaObject *a = handle_arena(self, &r);
+    if (a == NULL) return NULL;
     /* The fast path: no timeout to read and nothing to wait for. */
     if (timeout_arg == Py_None && (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG))
         Py_RETURN_TRUE;
+    /* The wait path of this interpreter: the arena's module's (set_hooks). */
+    PyObject *path = a->state->wait_path;
+    if (path == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "mpevent.shm._native.set_hooks() was not called");
+        return NULL;
+    }
     PyObject *stack[] = {(PyObject *)self, timeout_arg};
-    return PyObject_Vectorcall(wait_path, stack, 2, NULL);
+    return PyObject_Vectorcall(path, stack, 2, NULL);
 }
 
 static void
 Handle_dealloc(HandleObject *self)
 {
-    /* A Python subclass's dealloc has untracked it and cleared its slots. */
+    /* A Python subclass's dealloc has untracked it and cleared its slots.
+     * A heap type's instance holds its type: the base's dealloc (this one)
+     * gives that reference back, for subclasses too. */
+    PyTypeObject *type = Py_TYPE(self);
     Py_CLEAR(self->arena);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
 }
 
 static PyMethodDef Handle_methods[] = {
@@ -177,25 +190,34 @@ static PyMethodDef EventHandle_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject EventHandleType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mpevent.shm._native.EventHandle",
-    .tp_basicsize = sizeof(HandleObject), /* no fields of its own: a mixin */
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "Event's hot path: is_set, set, clear and wait, one C call each.",
-    .tp_methods = EventHandle_methods,
-    .tp_base = &HandleType,
+/* Heap types, one pair per interpreter (layout.c makes them from these). */
+static PyType_Slot Handle_slots[] = {
+    {Py_tp_dealloc, Handle_dealloc},
+    {Py_tp_doc, "The shared-memory record behind a public object, and its hot path."},
+    {Py_tp_methods, Handle_methods},
+    {Py_tp_new, PyType_GenericNew},
+    {0, NULL},
 };
 
-PyTypeObject HandleType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mpevent.shm._native.Handle",
-    .tp_basicsize = sizeof(HandleObject),
-    .tp_dealloc = (destructor)Handle_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "The shared-memory record behind a public object, and its hot path.",
-    .tp_methods = Handle_methods,
-    .tp_new = PyType_GenericNew,
+PyType_Spec HandleSpec = {
+    .name = "mpevent.shm._native.Handle",
+    .basicsize = sizeof(HandleObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Handle_slots,
+};
+
+static PyType_Slot EventHandle_slots[] = {
+    {Py_tp_doc, "Event's hot path: is_set, set, clear and wait, one C call each."},
+    {Py_tp_methods, EventHandle_methods},
+    {Py_tp_new, PyType_GenericNew},
+    {0, NULL},
+};
+
+PyType_Spec EventHandleSpec = {
+    .name = "mpevent.shm._native.EventHandle",
+    .basicsize = sizeof(HandleObject), /* no fields of its own: a mixin */
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = EventHandle_slots,
 };
 
 /* set_hooks(wait_path): the Python side of wait(). */
@@ -206,8 +228,9 @@ native_set_hooks(PyObject *module, PyObject *path)
         PyErr_SetString(PyExc_TypeError, "set_hooks(wait_path): wait_path must be callable");
         return NULL;
     }
+    NativeState *state = PyModule_GetState(module);
     Py_INCREF(path);
-    Py_XSETREF(wait_path, path);
+    Py_XSETREF(state->wait_path, path);
     Py_RETURN_NONE;
 }
 

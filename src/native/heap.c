@@ -576,10 +576,12 @@ Arena_heap_statistics(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 
 /*
  * A BlockView exports a large block's data read-only and holds this
- * process's pin on it while it lives.  Every live view is on a process-
- * local list so that a fork can pin them for the child too.
+ * process's pin on it while it lives.  Every live view is on its
+ * interpreter's list (NativeState.live_views, under views_lock) so that a
+ * fork can pin them for the child too.  Only the main interpreter can
+ * fork, and only its views live on in the child.
  */
-typedef struct BlockViewObject {
+struct BlockViewObject {
     PyObject_HEAD
     ArenaObject *arena;
     uint64_t block;
@@ -587,15 +589,14 @@ typedef struct BlockViewObject {
     uint32_t entry;
     int pinned;
     struct BlockViewObject *prev, *next;
-} BlockViewObject;
-
-static BlockViewObject *live_views;
+};
 
 /* A view of a block pinned for `entry` (the pin passes to the view). */
 PyObject *
 block_view_new(ArenaObject *a, uint64_t block, uint32_t entry)
 {
-    BlockViewObject *view = PyObject_New(BlockViewObject, &BlockViewType);
+    NativeState *state = a->state;
+    BlockViewObject *view = PyObject_New(BlockViewObject, state->view_type);
     if (view == NULL) {
         large_unpin(a, block, entry);
         return NULL;
@@ -607,22 +608,29 @@ block_view_new(ArenaObject *a, uint64_t block, uint32_t entry)
     view->entry = entry;
     view->pinned = 1;
     view->prev = NULL;
-    view->next = live_views;
-    if (live_views != NULL) live_views->prev = view;
-    live_views = view;
+    local_lock(&state->views_lock);
+    view->next = state->live_views;
+    if (state->live_views != NULL) state->live_views->prev = view;
+    state->live_views = view;
+    local_unlock(&state->views_lock);
     return (PyObject *)view;
 }
 
 static void
 BlockView_dealloc(BlockViewObject *view)
 {
+    NativeState *state = view->arena->state;
+    PyTypeObject *type = Py_TYPE(view);
+    local_lock(&state->views_lock);
     if (view->prev != NULL) view->prev->next = view->next;
-    else live_views = view->next;
+    else state->live_views = view->next;
     if (view->next != NULL) view->next->prev = view->prev;
+    local_unlock(&state->views_lock);
     if (view->pinned && !view->arena->pins_forgotten)
         large_unpin(view->arena, view->block, view->entry);
     Py_DECREF(view->arena);
     PyObject_Free(view);
+    Py_DECREF(type);
 }
 
 static int
@@ -638,7 +646,6 @@ BlockView_getbuffer(BlockViewObject *view, Py_buffer *buffer, int flags)
     return PyBuffer_FillInfo(buffer, (PyObject *)view, data, (Py_ssize_t)view->length, 1, flags);
 }
 
-static PyBufferProcs BlockView_as_buffer = {(getbufferproc)BlockView_getbuffer, NULL};
 
 static PyObject *
 BlockView_repr(BlockViewObject *view)
@@ -648,15 +655,19 @@ BlockView_repr(BlockViewObject *view)
                                 (unsigned long long)view->length);
 }
 
-PyTypeObject BlockViewType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mpevent.shm._native.BlockView",
-    .tp_basicsize = sizeof(BlockViewObject),
-    .tp_dealloc = (destructor)BlockView_dealloc,
-    .tp_repr = (reprfunc)BlockView_repr,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "A read-only view of a value in shared memory; keeps it alive while it lives.",
-    .tp_as_buffer = &BlockView_as_buffer,
+static PyType_Slot BlockView_slots[] = {
+    {Py_tp_dealloc, BlockView_dealloc},
+    {Py_tp_repr, BlockView_repr},
+    {Py_tp_doc, "A read-only view of a value in shared memory; keeps it alive while it lives."},
+    {Py_bf_getbuffer, BlockView_getbuffer},
+    {0, NULL},
+};
+
+PyType_Spec BlockViewSpec = {
+    .name = "mpevent.shm._native.BlockView",
+    .basicsize = sizeof(BlockViewObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = BlockView_slots,
 };
 
 /*
@@ -670,9 +681,12 @@ PyTypeObject BlockViewType = {
 PyObject *
 native_before_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    for (BlockViewObject *v = live_views; v != NULL; v = v->next)
+    NativeState *state = PyModule_GetState(module);
+    local_lock(&state->views_lock);
+    for (BlockViewObject *v = state->live_views; v != NULL; v = v->next)
         if (v->pinned && !v->arena->pins_forgotten)
             __atomic_add_fetch(&block_at(v->arena, v->block)->refs, 1, __ATOMIC_ACQ_REL);
+    local_unlock(&state->views_lock);
     Py_RETURN_NONE;
 }
 
@@ -686,11 +700,13 @@ Arena_after_fork_child(ArenaObject *self, PyObject *arg)
         PyErr_Format(PyExc_ValueError, "attach entry %lu is outside the table", entry);
         return NULL;
     }
-    for (BlockViewObject *v = live_views; v != NULL; v = v->next) {
+    local_lock(&self->state->views_lock);
+    for (BlockViewObject *v = self->state->live_views; v != NULL; v = v->next) {
         if (v->arena != self || !v->pinned || self->pins_forgotten) continue;
         __atomic_add_fetch(&block_at(self, v->block)->pins[entry], 1, __ATOMIC_ACQ_REL);
         v->entry = (uint32_t)entry;
     }
+    local_unlock(&self->state->views_lock);
     Py_RETURN_NONE;
 }
 

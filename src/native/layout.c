@@ -5,6 +5,7 @@
 #include "arena.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -43,6 +44,7 @@ Arena_init(ArenaObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    self->state = PyType_GetModuleState(Py_TYPE(self));
     self->base = base;
     self->size = size;
     self->header = (Header *)self->base;
@@ -66,7 +68,6 @@ Arena_getbuffer(ArenaObject *self, Py_buffer *view, int flags)
     return PyBuffer_FillInfo(view, (PyObject *)self, self->base, self->size, 0, flags);
 }
 
-static PyBufferProcs Arena_as_buffer = {(getbufferproc)Arena_getbuffer, NULL};
 
 static void
 Arena_bind(ArenaObject *self)
@@ -81,14 +82,26 @@ static void
 Arena_dealloc(ArenaObject *self)
 {
     /* Buffers and block views hold a reference to us: none is left. */
+    PyTypeObject *type = Py_TYPE(self);
     if (self->base != NULL) munmap(self->base, (size_t)self->size);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type); /* a heap type's instance holds its type */
+}
+
+/* Is obj an Arena of any interpreter's module?  Each interpreter has its
+ * own Arena type; they share this dealloc (Arena takes no subclasses). */
+int
+is_arena(PyObject *obj)
+{
+    return Py_TYPE(obj)->tp_dealloc == (destructor)Arena_dealloc;
 }
 
 /* --- reserving pages ------------------------------------------------ */
 
+/* 0 once MADV_POPULATE_WRITE was found missing: shared by every thread
+ * and interpreter of the process, hence atomic (a lost race costs one
+ * more ENOSYS). */
 static int populate_supported = 1;
-PyObject *FullError; /* _native.Full: see arena.h */
 
 /*
  * Back [offset, offset + length) (page aligned, not yet backed) with
@@ -106,7 +119,7 @@ reserve_range(ArenaObject *a, uint64_t offset, uint64_t length)
         __atomic_sub_fetch(&h->shm_reserved, length, __ATOMIC_RELAXED);
         return RESERVE_CAP;
     }
-    if (!populate_supported) return 0;
+    if (!__atomic_load_n(&populate_supported, __ATOMIC_RELAXED)) return 0;
     int error;
     if (length >= RESERVE_NOGIL) {
         Py_BEGIN_ALLOW_THREADS
@@ -119,7 +132,7 @@ reserve_range(ArenaObject *a, uint64_t offset, uint64_t length)
     if (error == ENOSYS) {
         /* Linux < 5.14: no way to reserve without touching; pages fault in
          * on first use as before (a full /dev/shm is then a SIGBUS). */
-        populate_supported = 0;
+        __atomic_store_n(&populate_supported, 0, __ATOMIC_RELAXED);
         return 0;
     }
     unreserve_range(a, offset, length);
@@ -251,7 +264,7 @@ Arena_format(ArenaObject *self, PyObject *args)
                      "(%llu bytes); raise it", c.cap, (unsigned long long)layout.slots_offset);
         return NULL;
     }
-    int error = populate_supported ? os_populate(self->base, layout.slots_offset) : 0;
+    int error = __atomic_load_n(&populate_supported, __ATOMIC_RELAXED) ? os_populate(self->base, layout.slots_offset) : 0;
     if (error != 0 && error != ENOSYS) {
         os_punch(self->base, layout.slots_offset);
         raise_memory_error(RESERVE_FULL, layout.slots_offset, 0, 0, "a new arena");
@@ -392,6 +405,8 @@ static PyMethodDef Arena_methods[] = {
     METHOD(owner_adopt, METH_VARARGS,
            "owner_adopt(label, fd): this process's locks carry label, held through fd."),
     METHOD(lock_label, METH_NOARGS, "lock_label() -> this process's label (0: none)."),
+    METHOD(forget_descriptors, METH_NOARGS,
+           "forget_descriptors(): locks anonymous, liveness unasked; the descriptors close next."),
     METHOD(lock_word, METH_O,
            "lock_word(index) -> a record's lock word, lock-free (-1: the arena lock's)."),
     METHOD(unlock, METH_NOARGS, "Release the arena lock."),
@@ -470,17 +485,21 @@ static PyMethodDef Arena_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject ArenaType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mpevent.shm._native.Arena",
-    .tp_basicsize = sizeof(ArenaObject),
-    .tp_dealloc = (destructor)Arena_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Arena(fd, size): map a segment holding records, slots, links and values.",
-    .tp_methods = Arena_methods,
-    .tp_as_buffer = &Arena_as_buffer,
-    .tp_init = (initproc)Arena_init,
-    .tp_new = PyType_GenericNew,
+static PyType_Slot Arena_slots[] = {
+    {Py_tp_dealloc, Arena_dealloc},
+    {Py_tp_doc, "Arena(fd, size): map a segment holding records, slots, links and values."},
+    {Py_tp_methods, Arena_methods},
+    {Py_bf_getbuffer, Arena_getbuffer},
+    {Py_tp_init, Arena_init},
+    {Py_tp_new, PyType_GenericNew},
+    {0, NULL},
+};
+
+static PyType_Spec Arena_spec = {
+    .name = "mpevent.shm._native.Arena",
+    .basicsize = sizeof(ArenaObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Arena_slots,
 };
 
 /* lock_faults() -> int: lock calls that failed where no caller could be told. */
@@ -509,7 +528,16 @@ native_spin_limit(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyLong_FromLong(__atomic_load_n(&spin_limit, __ATOMIC_RELAXED));
 }
 
+/* main_interpreter() -> bool: is this the process's main interpreter? */
+static PyObject *
+native_main_interpreter(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(PyInterpreterState_Get() == PyInterpreterState_Main());
+}
+
 static PyMethodDef native_functions[] = {
+    {"main_interpreter", native_main_interpreter, METH_NOARGS,
+     "main_interpreter() -> bool: True unless called in a subinterpreter."},
     {"spin_limit", native_spin_limit, METH_NOARGS,
      "spin_limit() -> int: how long a waiter spins before parking (0: never)."},
     {"set_spin_limit", native_set_spin_limit, METH_O,
@@ -548,45 +576,56 @@ static PyMethodDef native_functions[] = {
  * be used:
  *   - free-threaded builds: the GIL stays off (Py_MOD_GIL_NOT_USED).  The
  *     C code keeps no state that threads share without a lock word, a
- *     local lock (the watch) or an atomic: each file says which (handle.c
- *     for a handle's arena pointer, spin.c for the spin settings).  The
- *     Python side's shared state is under its own locks.
- *   - subinterpreters: not supported (the types are static and the
- *     process-wide state -- the watch, the fork hooks, the arenas' maps --
- *     is one per process).  Importing it in another interpreter raises
- *     ImportError instead of sharing that state unsafely.
- * The process-wide part runs once (process_init).
+ *     local lock (the watch, the block views) or an atomic: each file
+ *     says which (handle.c for a handle's arena pointer, spin.c for the
+ *     spin settings).  The Python side's shared state is under its own
+ *     locks.
+ *   - subinterpreters, each with its own GIL: supported.  Every Python
+ *     object the C code keeps -- the types, Full, the wait path, the list
+ *     of block views -- is in the module's state, one per interpreter
+ *     (NativeState, arena.h); an arena reaches it through its type.  What
+ *     is shared holds no Python object and runs once per process
+ *     (process_init): the page size, the spin settings, the watch and its
+ *     fork hooks.  Each interpreter attaches to an arena as a process
+ *     would (its own descriptor, attach entry and OFD locks), so the
+ *     liveness rules need nothing new.
  */
-static int process_ready = 0;
+static pthread_once_t process_once = PTHREAD_ONCE_INIT;
 
-static int
+static void
 process_init(void)
 {
-    if (process_ready) return 0;
-    if (PyType_Ready(&ArenaType) < 0 || PyType_Ready(&BlockViewType) < 0 ||
-        PyType_Ready(&HandleType) < 0 || PyType_Ready(&EventHandleType) < 0)
-        return -1;
     page_size = os_page_size();
     watch_init();
-    FullError = PyErr_NewExceptionWithDoc(
-        "mpevent.shm._native.Full",
-        "A table of an arena (records, waiter slots, links, attach entries) has no free row.",
-        PyExc_MemoryError, NULL);
-    if (FullError == NULL) return -1;
-    process_ready = 1;
-    return 0;
+}
+
+static int
+add_type(PyObject *m, PyTypeObject **slot, PyType_Spec *spec, PyObject *base)
+{
+    *slot = (PyTypeObject *)PyType_FromModuleAndSpec(m, spec, base);
+    if (*slot == NULL) return -1;
+    const char *name = strrchr(spec->name, '.') + 1;
+    return PyModule_AddObjectRef(m, name, (PyObject *)*slot);
 }
 
 static int
 native_exec(PyObject *m)
 {
-    if (process_init() < 0) return -1;
-    if (PyModule_AddObjectRef(m, "Full", FullError) < 0) return -1;
-    if (PyModule_AddObjectRef(m, "Arena", (PyObject *)&ArenaType) < 0 ||
-        PyModule_AddObjectRef(m, "Handle", (PyObject *)&HandleType) < 0 ||
-        PyModule_AddObjectRef(m, "EventHandle", (PyObject *)&EventHandleType) < 0 ||
-        PyModule_AddObjectRef(m, "BlockView", (PyObject *)&BlockViewType) < 0 ||
-        PyModule_AddIntConstant(m, "ATTACH_OFFSET", ATTACH_OFFSET) < 0 ||
+    NativeState *state = PyModule_GetState(m);
+    pthread_once(&process_once, process_init);
+    state->full_error = PyErr_NewExceptionWithDoc(
+        "mpevent.shm._native.Full",
+        "A table of an arena (records, waiter slots, links, attach entries) has no free row.",
+        PyExc_MemoryError, NULL);
+    if (state->full_error == NULL) return -1;
+    if (PyModule_AddObjectRef(m, "Full", state->full_error) < 0) return -1;
+    if (add_type(m, &state->arena_type, &Arena_spec, NULL) < 0 ||
+        add_type(m, &state->handle_type, &HandleSpec, NULL) < 0 ||
+        add_type(m, &state->event_handle_type, &EventHandleSpec,
+                 (PyObject *)state->handle_type) < 0 ||
+        add_type(m, &state->view_type, &BlockViewSpec, NULL) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "ATTACH_OFFSET", ATTACH_OFFSET) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_ENTRIES", ATTACH_ENTRIES) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_ENTRY_SIZE", ATTACH_ENTRY_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "SMALL_MAX", SMALL_MAX) < 0 ||
@@ -613,10 +652,42 @@ native_exec(PyObject *m)
     return 0;
 }
 
+static int
+native_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    NativeState *state = PyModule_GetState(m);
+    Py_VISIT(state->full_error);
+    Py_VISIT(state->arena_type);
+    Py_VISIT(state->handle_type);
+    Py_VISIT(state->event_handle_type);
+    Py_VISIT(state->view_type);
+    Py_VISIT(state->wait_path);
+    return 0;
+}
+
+static int
+native_clear(PyObject *m)
+{
+    NativeState *state = PyModule_GetState(m);
+    Py_CLEAR(state->full_error);
+    Py_CLEAR(state->arena_type);
+    Py_CLEAR(state->handle_type);
+    Py_CLEAR(state->event_handle_type);
+    Py_CLEAR(state->view_type);
+    Py_CLEAR(state->wait_path);
+    return 0;
+}
+
+static void
+native_free(void *m)
+{
+    native_clear((PyObject *)m);
+}
+
 static PyModuleDef_Slot native_slots[] = {
     {Py_mod_exec, native_exec},
 #ifdef Py_mod_multiple_interpreters
-    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #endif
 #ifdef Py_GIL_DISABLED
     {Py_mod_gil, Py_MOD_GIL_NOT_USED},
@@ -628,9 +699,12 @@ static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "mpevent.shm._native",
     .m_doc = "Shared-memory records, waiter slots, futex parking and the value heap of mpevent.",
-    .m_size = 0,
+    .m_size = sizeof(NativeState),
     .m_methods = native_functions,
     .m_slots = native_slots,
+    .m_traverse = native_traverse,
+    .m_clear = native_clear,
+    .m_free = native_free,
 };
 
 PyMODINIT_FUNC

@@ -170,7 +170,7 @@ Arena_owner_reserve(ArenaObject *self, PyObject *arg)
         __atomic_store_n(&o->pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
         return PyLong_FromUnsignedLong(LOCK_LABEL(owner, epoch));
     }
-    PyErr_Format(FullError,
+    PyErr_Format(self->state->full_error,
                  "all %u lock owners of the arena are in use: that many processes map it",
                  LOCK_OWNERS);
     return NULL;
@@ -189,6 +189,22 @@ Arena_owner_adopt(ArenaObject *self, PyObject *args)
     }
     self->lock_label = label;
     self->owner_fd = fd;
+    Py_RETURN_NONE;
+}
+
+/*
+ * forget_descriptors(): this process's descriptors of the segment are
+ * about to be closed while the mapping lives on (a subinterpreter that
+ * ends; see mpevent.shm._arena.leave_all).  From now on its locks are
+ * anonymous and its liveness questions answer "alive": a closed number
+ * may be reused by another file, whose locks must never be read as ours.
+ */
+PyObject *
+Arena_forget_descriptors(ArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->lock_label = 0;
+    self->owner_fd = -1;
+    self->live_fd = -1;
     Py_RETURN_NONE;
 }
 
@@ -300,7 +316,7 @@ Arena_free_entry(ArenaObject *self, PyObject *Py_UNUSED(ignored))
     for (uint32_t i = 0; i < ATTACH_ENTRIES; i++)
         if (__atomic_load_n(&entry_at(self, i)->state, __ATOMIC_ACQUIRE) == ENTRY_FREE)
             return PyLong_FromUnsignedLong(i);
-    PyErr_Format(FullError, "all %u attach entries of the arena are in use (one per process)",
+    PyErr_Format(self->state->full_error, "all %u attach entries of the arena are in use (one per process)",
                  ATTACH_ENTRIES);
     return NULL;
 }

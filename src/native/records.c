@@ -187,7 +187,7 @@ Arena_record_alloc(ArenaObject *self, PyObject *args)
         h->record_bump = index + 1;
     } else {
         unlock_word(self, &h->lock);
-        PyErr_Format(FullError, "all %u records of the arena are in use", h->record_capacity);
+        PyErr_Format(self->state->full_error, "all %u records of the arena are in use", h->record_capacity);
         return NULL; /* the caller opens another arena */
     }
     __atomic_store_n(&r->state, 0, __ATOMIC_RELEASE);

@@ -82,7 +82,7 @@ Arena_slot_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
         slot = h->slot_bump++;
     } else {
         unlock_word(self, &h->lock);
-        PyErr_Format(FullError,
+        PyErr_Format(self->state->full_error,
                      "all %u waiter slots of the arena are in use (one per waiting thread)",
                      h->slot_capacity);
         return NULL;
@@ -211,7 +211,7 @@ link_take(ArenaObject *self, uint32_t slot, uint32_t *link)
         *link = h->link_bump++;
     } else {
         unlock_word(self, &h->lock);
-        PyErr_Format(FullError, "all %u waiter links of the arena are in use",
+        PyErr_Format(self->state->full_error, "all %u waiter links of the arena are in use",
                      h->link_capacity);
         return -1;
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -103,3 +104,27 @@ def test_bench_writes_a_summary_json_and_a_plot(tmp_path: Path) -> None:
     assert f"results written to {json_path}" in done.stdout
     # The summary sets each mpevent figure beside the best other peer.
     assert "multiprocessing.Event.wait()" in done.stdout.split("results written")[0]
+
+
+def test_the_demo_prints_each_wakeup_from_set_in_whole_lines() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from mpevent.tools import demo; raise SystemExit(not demo.show(3))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    worker_line = re.compile(
+        r"  worker (\d) \(pid \d+\): wait\(\) -> True, [\d,]+ us after set\(\)"
+    )
+    woken = [int(match.group(1)) for line in lines if (match := worker_line.fullmatch(line))]
+    assert sorted(woken) == [0, 1, 2]
+    assert "parent: 3 workers blocked in wait(); set()" in lines
+    # Only the parent prints: every line is one of its own, whole.
+    for line in lines:
+        assert line == "" or line.startswith("parent") or worker_line.fullmatch(line), line
