@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from ...event import Event
 from ...shm import _native
@@ -13,6 +14,45 @@ from ._common import (
     Figure,
     print_rows,
 )
+
+# --- the floor: one word, one FUTEX_WAKE --------------------------------------
+
+
+class FutexWord:
+    """The floor of a broadcast: every waiter sleeps on one shared 32-bit word,
+    and set() wakes them all with one ``FUTEX_WAKE`` (through ctypes, so
+    Python's cost per call is in it, as it is in the peers).
+
+    Shared with forked children only (an anonymous shared mapping): enough
+    for the benchmark, which forks its waiters.
+    """
+
+    _FUTEX_WAIT, _FUTEX_WAKE = 0, 1
+    _SYS_FUTEX: Final = MappingProxyType({"x86_64": 202, "aarch64": 98})
+
+    def __init__(self) -> None:
+        import ctypes
+        import mmap
+        import platform
+
+        self._map = mmap.mmap(-1, mmap.PAGESIZE)  # MAP_SHARED | MAP_ANONYMOUS
+        self._word = ctypes.c_uint32.from_buffer(self._map)
+        self._address = ctypes.addressof(self._word)
+        self._syscall = ctypes.CDLL(None, use_errno=True).syscall
+        self._number = self._SYS_FUTEX[platform.machine()]
+
+    def set(self) -> None:
+        self._word.value = 1
+        self._syscall(self._number, self._address, self._FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
+
+    def clear(self) -> None:
+        self._word.value = 0
+
+    def wait(self) -> bool:
+        while self._word.value == 0:
+            self._syscall(self._number, self._address, self._FUTEX_WAIT, 0, None, None, 0)
+        return True
+
 
 # --- broadcast -----------------------------------------------------------------
 
@@ -105,6 +145,7 @@ def broadcast(sizes: list[int], rounds: int) -> dict[str, dict[str, float]]:
         "mpevent.Event": (Event, None),
         "mpevent.Event, no spin": (Event, 0),  # MPEVENT_SPIN=0 in the waiters
         "multiprocessing.Event": (CTX.Event, None),
+        "floor: one futex word": (FutexWord, None),
     }
     table: dict[str, dict[str, float]] = {}
     for waiters in sizes:

@@ -79,6 +79,39 @@ def _asyncio_channel(count: int) -> Channel:
     return receive, (lambda i, _value: events[i].set())
 
 
+def _eventfd_loop_channel(count: int) -> Channel:
+    """The floor of an asyncio wakeup from another process: an eventfd written
+    by the sender, read by the loop through add_reader(), resuming a task."""
+    import asyncio
+    import os
+
+    fd = os.eventfd(0)  # inherited by the forked receiver
+    loop: list[asyncio.AbstractEventLoop] = []
+
+    def receive(i: int) -> float:
+        async def resumed() -> float:
+            running = asyncio.get_running_loop()
+            readable: asyncio.Future[None] = running.create_future()
+
+            def ready() -> None:
+                os.eventfd_read(fd)
+                if not readable.done():
+                    readable.set_result(None)
+
+            running.add_reader(fd, ready)
+            try:
+                await readable
+            finally:
+                running.remove_reader(fd)
+            return time.perf_counter()
+
+        if not loop:
+            loop.append(asyncio.new_event_loop())
+        return loop[0].run_until_complete(resumed())
+
+    return receive, (lambda i, _value: os.eventfd_write(fd, 1))
+
+
 def _gevent_channel(count: int) -> Channel:
     events = [Event() for _ in range(count)]
 
@@ -104,6 +137,7 @@ def wakeup_latency(count: int, trials: int = 3) -> dict[str, float]:
         "mpevent Event.wait(), no spin": _no_spin_channel,
         "mpevent rawlink callback": _callback_channel,
         "mpevent asyncio wait_async()": _asyncio_channel,
+        "floor: eventfd to an asyncio loop": _eventfd_loop_channel,
         "multiprocessing.Event.wait()": _mp_event_channel,
     }
     table = medians([handoffs(peers, b"", count) for _ in range(trials)])
