@@ -92,6 +92,14 @@ class RecordBackend(Protocol):
         """Call ``callback(handle)`` once, on this process's callback thread, once set."""
         ...
 
+    async def wait_async(self, handle: Any, timeout: float | None) -> bool:
+        """Await the record on the running event loop: True once set, False at *timeout*.
+
+        *timeout* is checked (None or a positive float).  Cancelling the
+        awaiting task leaves nothing queued.
+        """
+        ...
+
     def claim(self) -> None:
         """Promise that this process sets the record (an AsyncResult's).
 

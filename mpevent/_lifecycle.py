@@ -16,10 +16,11 @@ Fork, after in the parent: the same parts in the reverse order.
 Fork, after in the child:
   1. ``parking``  -- the parent's waiter slots are the parent's: new leases;
   2. ``hubs``     -- the parent's hub threads do not exist here;
-  3. ``redis``    -- nor its listener threads and connections;
-  4. ``arenas``   -- take over the entry prepared for us, drop the parent's
+  3. ``loops``    -- nor its event loops' notifier threads;
+  4. ``redis``    -- nor its listener threads and connections;
+  5. ``arenas``   -- take over the entry prepared for us, drop the parent's
                      descriptor (it must not keep a dead parent alive);
-  5. ``records``  -- the reference table and collector back to normal.
+  6. ``records``  -- the reference table and collector back to normal.
 Exit (``atexit``, and ``multiprocessing``'s exit finalizers for its
 children, which end with ``os._exit()``):
   1. ``claims``   -- fail the results this process promised and did not set;
@@ -45,7 +46,7 @@ Hook = Callable[[], None]
 
 BEFORE_FORK: Final = ("records", "arenas")
 AFTER_FORK_IN_PARENT: Final = ("arenas", "records")
-AFTER_FORK_IN_CHILD: Final = ("parking", "hubs", "redis", "arenas", "records")
+AFTER_FORK_IN_CHILD: Final = ("parking", "hubs", "loops", "redis", "arenas", "records")
 AT_EXIT: Final = ("claims", "records", "arenas")
 
 _hooks: dict[tuple[str, str], Hook] = {}

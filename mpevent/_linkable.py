@@ -29,6 +29,27 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+async def wait_async_by_link(handle: Linkable, seconds: float | None) -> bool:
+    """A backend's wait_async() through rawlink(): its callback thread wakes the
+    loop (``call_soon_threadsafe``).  True once set, False at *seconds*."""
+    loop = asyncio.get_running_loop()
+    woken: asyncio.Future[None] = loop.create_future()
+
+    def on_set(_: object) -> None:
+        # A closed loop (RuntimeError) has nobody waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, woken)
+
+    handle.rawlink(on_set)
+    try:
+        await asyncio.wait_for(woken, seconds)
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        handle.unlink(on_set)
+    return True
+
+
 def _rebuild(cls: type[Linkable], reference: Any) -> Linkable:
     return cls._from_reference(reference)
 
@@ -159,30 +180,16 @@ class Linkable:
     async def _wait_ready_async(self, timeout: object) -> bool:
         """Like _wait_ready(), without blocking the running event loop.
 
-        The backend's callback thread wakes the loop
-        (``call_soon_threadsafe``): no thread per waiter.  Cancelling the
-        awaiting task unlinks the waiter.
+        The backend wakes the loop (``RecordBackend.wait_async``): no thread
+        per waiter.  Cancelling the awaiting task unlinks the waiter.
         """
         seconds = _checks.check_timeout(timeout)
         if self.ready():
             return True
         if seconds is not None and seconds <= 0:
             return False
-        loop = asyncio.get_running_loop()
-        woken: asyncio.Future[None] = loop.create_future()
-
-        def on_set(_: object) -> None:
-            # A closed loop (RuntimeError) has nobody waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, woken)
-
-        self.rawlink(on_set)
-        try:
-            await asyncio.wait_for(woken, seconds)
-        except asyncio.TimeoutError:
+        if not await self._record.wait_async(self, seconds):
             return self.ready()
-        finally:
-            self.unlink(on_set)
         # Woken: set, or (Redis) vanished, whose state read raises the
         # LookupError that says why.  A set then cleared at once still
         # counts as set, as for a blocking wait.

@@ -20,6 +20,7 @@ import redis
 from .. import _callbacks, _serial
 from .._errors import BackendUnavailable
 from .._interface import EITHER, VALUE
+from .._linkable import wait_async_by_link
 from . import _inbox, _scripts, _values
 from ._listener import listener_for
 from ._pubsub import MOVED, TICK
@@ -258,6 +259,10 @@ class RedisRecord:
         carried = _inbox.inbox_for(url).take_carried(self.channel, generation)
         if carried is not None:
             _values.keep_carried(self.key, generation, *carried)
+
+    async def wait_async(self, handle: Any, timeout: float | None) -> bool:
+        """Await a set on the running loop, woken by the listener thread (rawlink)."""
+        return await wait_async_by_link(handle, timeout)
 
     def rawlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
         """Run callback(handle) once, on this process's listener thread, after the next set."""

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .. import _lifecycle
-from . import _arena, _attach, _hub, _native, _parking, _storage
+from . import _arena, _attach, _hub, _loop, _native, _parking, _storage
 from ._arena import Arena
 
 
@@ -265,6 +265,10 @@ class Record:
         unless *copy*.
         """
         return _storage.load(self.arena, self.index, which, known, copy)
+
+    async def wait_async(self, handle: Any, timeout: float | None) -> bool:
+        """Await a set on the running loop: its own slot, woken through an eventfd (_loop)."""
+        return await _loop.wait(self.arena, self.index, timeout)
 
     def rawlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
         """Run callback(handle) once on this process's hub after the next set."""

@@ -16,6 +16,8 @@
  *              one rule for a wakeup a dead setter or claimer never sent
  *   watch.c    one parked thread per process re-checks the others
  *   spin.c     adaptive spinning before parking
+ *   notify.c   a C thread that turns a slot's wakeups into eventfd writes,
+ *              for event loops
  *   records.c  records: allocation, reference counts, held bitmaps, the
  *              state word (set/clear/is_set) and value slots
  *   heap.c     the value heap: small blocks, large blocks, zero-copy views
@@ -444,7 +446,7 @@ _Static_assert(sizeof(LockOwner) == 8, "LockOwner layout");
 typedef struct BlockViewObject BlockViewObject;
 typedef struct {
     PyObject *full_error; /* _native.Full */
-    PyTypeObject *arena_type, *handle_type, *event_handle_type, *view_type;
+    PyTypeObject *arena_type, *handle_type, *event_handle_type, *view_type, *notifier_type;
     PyObject *wait_path; /* set_hooks(): Linkable._wait_ready */
     /* This interpreter's live block views (heap.c), under views_lock (a
      * local_lock: threads of a free-threaded build make and drop views
@@ -663,6 +665,9 @@ PyObject *Arena_claim_abandon(ArenaObject *self, PyObject *arg);
 extern PyType_Spec HandleSpec, EventHandleSpec;
 PyObject *native_set_hooks(PyObject *module, PyObject *path);
 PyObject *native_untrack(PyObject *module, PyObject *obj);
+
+/* notify.c */
+extern PyType_Spec NotifierSpec;
 
 /* heap.c */
 extern PyType_Spec BlockViewSpec;

@@ -623,7 +623,8 @@ native_exec(PyObject *m)
         add_type(m, &state->handle_type, &HandleSpec, NULL) < 0 ||
         add_type(m, &state->event_handle_type, &EventHandleSpec,
                  (PyObject *)state->handle_type) < 0 ||
-        add_type(m, &state->view_type, &BlockViewSpec, NULL) < 0)
+        add_type(m, &state->view_type, &BlockViewSpec, NULL) < 0 ||
+        add_type(m, &state->notifier_type, &NotifierSpec, NULL) < 0)
         return -1;
     if (PyModule_AddIntConstant(m, "ATTACH_OFFSET", ATTACH_OFFSET) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_ENTRIES", ATTACH_ENTRIES) < 0 ||
@@ -661,6 +662,7 @@ native_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(state->handle_type);
     Py_VISIT(state->event_handle_type);
     Py_VISIT(state->view_type);
+    Py_VISIT(state->notifier_type);
     Py_VISIT(state->wait_path);
     return 0;
 }
@@ -674,6 +676,7 @@ native_clear(PyObject *m)
     Py_CLEAR(state->handle_type);
     Py_CLEAR(state->event_handle_type);
     Py_CLEAR(state->view_type);
+    Py_CLEAR(state->notifier_type);
     Py_CLEAR(state->wait_path);
     return 0;
 }

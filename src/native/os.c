@@ -58,6 +58,14 @@ os_wake_private(uint32_t *word, int count)
     syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
 }
 
+void
+os_notify_fd(int fd)
+{
+    uint64_t one = 1;
+    while (write(fd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+}
+
 /* --- liveness locks -------------------------------------------------- */
 
 static int

@@ -1,0 +1,148 @@
+/*
+ * The notifier: a waiter slot that wakes an event loop, with no Python
+ * code and no GIL between set() and the loop.
+ *
+ * An asyncio loop sleeps in epoll, not on a futex.  A Notifier is a thread
+ * of C that sleeps on one waiter slot for the loop (the loop queues a link
+ * of that slot on each record it awaits, mpevent.shm._loop) and turns each
+ * wakeup into a write to an eventfd that the loop reads with add_reader():
+ * set() -> futex wake -> eventfd -> the loop, one hop.
+ *
+ * The protocol, with no lost wakeup:
+ *   - the thread sleeps while the slot's word is 0;
+ *   - woken, it swaps the word back to 0 *before* it writes the eventfd:
+ *     a set() that lands after the swap wakes it again, and one that
+ *     landed before it fired its link, which the loop reads after it
+ *     reads the eventfd;
+ *   - every RECHECK_NS without a wakeup it writes the eventfd too, so the
+ *     loop applies the one recheck rule (wait.c) to its links: a loop with
+ *     waiters wakes once a second, one without has no thread (it retires).
+ *
+ * Lifetime: the notifier holds its arena (the mapping) while the thread
+ * runs; close() raises `stop`, wakes the word and joins the thread
+ * without the GIL.  The thread blocks every signal, so they reach the
+ * threads Python knows.  A forked child has no thread: close() there only
+ * forgets it.  The eventfd belongs to the caller, who closes it after
+ * close().
+ */
+#include "arena.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+typedef struct {
+    PyObject_HEAD
+    ArenaObject *arena;
+    Slot *slot;
+    int fd;
+    uint32_t stop;
+    int running;
+    pid_t owner; /* the process whose thread this is */
+    pthread_t thread;
+} NotifierObject;
+
+static void *
+notifier_run(void *arg)
+{
+    NotifierObject *n = arg;
+    uint32_t *word = &n->slot->word;
+    while (!__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE)) {
+        int rc = 0;
+        if (__atomic_load_n(word, __ATOMIC_ACQUIRE) == 0) rc = os_wait_word(word, 0, RECHECK_NS);
+        if (__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE)) break;
+        if (__atomic_exchange_n(word, 0, __ATOMIC_ACQ_REL) == 0 && rc != ETIMEDOUT)
+            continue; /* a spurious return: nothing to tell */
+        os_notify_fd(n->fd);
+    }
+    return NULL;
+}
+
+static void
+notifier_stop(NotifierObject *n)
+{
+    if (!n->running) return;
+    n->running = 0;
+    if (n->owner != getpid()) return; /* a forked child: the thread is the parent's */
+    __atomic_store_n(&n->stop, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&n->slot->word, 1, __ATOMIC_RELEASE);
+    os_wake_word(&n->slot->word, INT_MAX);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(n->thread, NULL);
+    Py_END_ALLOW_THREADS
+}
+
+/* Notifier(arena, slot, fd): start the thread for `slot`, writing to `fd`. */
+static PyObject *
+Notifier_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *arena;
+    unsigned long slot;
+    int fd;
+    if (!PyArg_ParseTuple(args, "Oki:Notifier", &arena, &slot, &fd)) return NULL;
+    if (!is_arena(arena)) {
+        PyErr_Format(PyExc_TypeError, "Notifier() needs an Arena, not %.200s",
+                     Py_TYPE(arena)->tp_name);
+        return NULL;
+    }
+    if (check_slot((ArenaObject *)arena, slot) < 0) return NULL;
+    NotifierObject *n = (NotifierObject *)type->tp_alloc(type, 0);
+    if (n == NULL) return NULL;
+    n->arena = (ArenaObject *)Py_NewRef(arena);
+    n->slot = &n->arena->slots[slot];
+    n->fd = fd;
+    n->owner = getpid();
+    sigset_t all, before;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &before); /* the thread inherits "all blocked" */
+    int rc = pthread_create(&n->thread, NULL, notifier_run, n);
+    pthread_sigmask(SIG_SETMASK, &before, NULL);
+    if (rc != 0) {
+        Py_DECREF(n);
+        errno = rc;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    n->running = 1;
+    return (PyObject *)n;
+}
+
+static PyObject *
+Notifier_close(NotifierObject *n, PyObject *Py_UNUSED(ignored))
+{
+    notifier_stop(n);
+    Py_RETURN_NONE;
+}
+
+static void
+Notifier_dealloc(NotifierObject *n)
+{
+    PyTypeObject *type = Py_TYPE(n);
+    notifier_stop(n);
+    Py_XDECREF(n->arena);
+    type->tp_free((PyObject *)n);
+    Py_DECREF(type);
+}
+
+static PyMethodDef Notifier_methods[] = {
+    {"close", (PyCFunction)Notifier_close, METH_NOARGS,
+     "close(): stop and join the thread (in a forked child: forget it)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot Notifier_slots[] = {
+    {Py_tp_new, Notifier_new},
+    {Py_tp_dealloc, Notifier_dealloc},
+    {Py_tp_methods, Notifier_methods},
+    {Py_tp_doc, "Notifier(arena, slot, fd): a C thread turning the slot's wakeups into "
+                "eventfd writes."},
+    {0, NULL},
+};
+
+PyType_Spec NotifierSpec = {
+    .name = "mpevent.shm._native.Notifier",
+    .basicsize = sizeof(NotifierObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Notifier_slots,
+};

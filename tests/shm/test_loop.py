@@ -1,0 +1,79 @@
+"""asyncio waits in shared memory: one slot, eventfd and C thread per loop (mpevent.shm._loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+
+from conftest import ProcessRunner
+
+import mpevent
+from mpevent.shm import _loop
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _set_each(events: list[mpevent.Event], go: mpevent.Event) -> None:
+    go.wait(30)
+    for event in events:
+        event.set()
+
+
+def test_a_thousand_waits_on_a_thousand_objects_all_complete(processes: ProcessRunner) -> None:
+    events = [mpevent.Event() for _ in range(1000)]
+    go = mpevent.Event()
+    child = processes.start(_set_each, events, go)
+
+    async def main() -> list[bool]:
+        waits = [asyncio.create_task(event.wait_async(60)) for event in events]
+        while sum(event._record.info()["waiters"] for event in events[-10:]) < 10:
+            await asyncio.sleep(0.001)
+        go.set()
+        return await asyncio.gather(*waits)
+
+    assert asyncio.run(asyncio.wait_for(main(), 120)) == [True] * 1000
+    assert processes.join(child) == 0
+    assert all(event._record.info()["waiters"] == 0 for event in events)
+
+
+def test_one_thread_per_loop_and_none_after_it() -> None:
+    events = [mpevent.Event() for _ in range(50)]
+    before = _threads()
+
+    async def main() -> int:
+        waits = [asyncio.create_task(event.wait_async(30)) for event in events]
+        while events[-1]._record.info()["waiters"] < 1:
+            await asyncio.sleep(0.001)
+        during = _threads()
+        for event in events:
+            event.set()
+        assert await asyncio.gather(*waits) == [True] * 50
+        return during
+
+    assert asyncio.run(main()) == before + 1  # fifty waits, one notifier thread
+    gc.collect()
+    assert not _loop._loops
+    assert _threads() == before
+
+
+def test_a_wait_times_out_and_leaves_nothing_queued() -> None:
+    event = mpevent.Event()
+    assert asyncio.run(event.wait_async(0.05)) is False
+    assert event._record.info()["waiters"] == 0
+
+
+def test_a_set_and_clear_during_the_wait_counts_as_set() -> None:
+    event = mpevent.Event()
+
+    async def main() -> bool:
+        task = asyncio.create_task(event.wait_async(30))
+        while event._record.info()["waiters"] < 1:
+            await asyncio.sleep(0.001)
+        event.set()
+        event.clear()
+        return await task
+
+    assert asyncio.run(main()) is True
