@@ -61,6 +61,15 @@ class RecordBackend(Protocol):
         """wait() on several records of this backend: the positions of the first *count* set."""
         ...
 
+    @staticmethod
+    def wait_in_greenlet(linkables: Sequence[Any], timeout: float | None) -> list[int]:
+        """wait_many() for a greenlet: only it blocks (the gevent hub runs the rest).
+
+        *linkables* are the handles of this backend's records; returns the
+        positions seen set, in order, [] when *timeout* passed.
+        """
+        ...
+
     def holds(self, which: int) -> bool:
         """True if value slot *which* (VALUE or EXCEPTION) is filled."""
         ...

@@ -7,10 +7,12 @@ module registers one hook of each kind with the interpreter and calls the
 parts in the order below, whatever order they were imported in.
 
 Fork, before (parent, before ``fork()``):
-  1. ``records``  -- hold the reference table still and pause the collector,
+  1. ``loops``    -- retire the idle notifier threads of this thread's gevent
+                     hub (fewer threads to warn about at the fork);
+  2. ``records``  -- hold the reference table still and pause the collector,
                      so no reference is dropped between counting the child's
                      references and the fork;
-  2. ``arenas``   -- give the child an attach entry locked by its own
+  3. ``arenas``   -- give the child an attach entry locked by its own
                      descriptor, with the parent's references shared into it.
 Fork, after in the parent: the same parts in the reverse order.
 Fork, after in the child:
@@ -44,7 +46,7 @@ from typing import Final
 
 Hook = Callable[[], None]
 
-BEFORE_FORK: Final = ("records", "arenas")
+BEFORE_FORK: Final = ("loops", "records", "arenas")
 AFTER_FORK_IN_PARENT: Final = ("arenas", "records")
 AFTER_FORK_IN_CHILD: Final = ("parking", "hubs", "loops", "redis", "arenas", "records")
 AT_EXIT: Final = ("claims", "records", "arenas")

@@ -64,7 +64,8 @@ def block_until_any(linkables: Sequence[Linkable], seconds: float | None) -> lis
     several.  ``mpevent.wait()`` and ``iwait()`` come here too.
     """
     if _cooperative.in_greenlet():
-        return _cooperative.wait_any(linkables, seconds)
+        by_greenlet: list[int] = type(linkables[0]._record).wait_in_greenlet(linkables, seconds)
+        return by_greenlet
     if len(linkables) == 1:
         return [0] if linkables[0]._record.wait(seconds) else []
     records = [linkable._record for linkable in linkables]

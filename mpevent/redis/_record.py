@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import redis
 
-from .. import _callbacks, _serial
+from .. import _callbacks, _cooperative, _serial
 from .._errors import BackendUnavailable
 from .._interface import EITHER, VALUE
 from .._linkable import wait_async_by_link
@@ -259,6 +259,12 @@ class RedisRecord:
         carried = _inbox.inbox_for(url).take_carried(self.channel, generation)
         if carried is not None:
             _values.keep_carried(self.key, generation, *carried)
+
+    @staticmethod
+    def wait_in_greenlet(linkables: Sequence[Any], timeout: float | None) -> list[int]:
+        """In a greenlet: rawlink() callbacks on the listener thread send a
+        gevent async watcher (_cooperative)."""
+        return _cooperative.wait_any(linkables, timeout)
 
     async def wait_async(self, handle: Any, timeout: float | None) -> bool:
         """Await a set on the running loop, woken by the listener thread (rawlink)."""

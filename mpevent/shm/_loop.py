@@ -1,24 +1,34 @@
-"""Waiting in an asyncio event loop: one waiter slot per loop and arena, woken through an eventfd.
+"""Waiting in an event loop (asyncio, a gevent hub): a slot per loop and arena, and an eventfd.
 
 A loop cannot sleep on a futex, and a Python thread between the futex and
 the loop costs the GIL twice per wakeup.  So each loop that awaits records
 of an arena has a :class:`LoopWaiters`: one waiter slot, an eventfd the
-loop reads with ``add_reader()``, and a C thread (``_native.Notifier``,
-``src/native/notify.c``) that sleeps on the slot and writes the eventfd,
-without the GIL.  Each awaited record gets a link of that slot.
+loop reads (asyncio's ``add_reader()``, a gevent io watcher), and a C
+thread (``_native.Notifier``, ``src/native/notify.c``) that sleeps on the
+slot and writes the eventfd, without the GIL.  Each awaited record gets a
+link of that slot.
 
-Contract of :func:`wait` (a coroutine, run on the loop's thread):
+Contract of :func:`wait` (a coroutine, on the loop's thread) and of
+:func:`wait_in_greenlet` (in a greenlet; only it blocks):
 
-* It returns True once the record is set (or was set and cleared again
-  during the wait), False when *seconds* pass first.
-* Cancelling the awaiting task takes its link out of the record's queue
-  before the CancelledError propagates: nothing stays queued.
+* A record set before or during the wait is seen, even if it was cleared
+  again before the loop looked (its link fired).  :func:`wait` returns
+  True then, False when *seconds* pass first; :func:`wait_in_greenlet`
+  returns the positions seen set, in order ([] when *seconds* passed).
+* Cancelling the awaiting task (or killing the greenlet) takes its links
+  out of the records' queues before the exception propagates: nothing
+  stays queued.
 * A setter or claimer that died without waking anyone is found by the one
   rule in C (``recheck``, ``wait.c``), applied at the notifier's tick, once
   a second while the loop has waiters.
 * A loop with no waiters for a second gives its slot, eventfd and thread
-  back; a loop that is garbage-collected first does so then.  A forked
-  child starts with none (its parent's threads do not exist there).
+  back, if it runs meanwhile (its reader does it); a loop or hub that is
+  garbage-collected, closed or destroyed first does so when that is seen
+  (the next loop's first wait, a fork).  A gevent hub that stops running
+  (its last greenlet returned to the main one) keeps them until it runs
+  again, or until this thread forks: idle ones are retired before a fork.
+  A forked child starts with none (its parent's threads do not exist
+  there).
 """
 
 from __future__ import annotations
@@ -26,60 +36,61 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import time
 import weakref
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from .. import _lifecycle
 from . import _native
 from ._arena import Arena
 
+if TYPE_CHECKING:
+    from .._linkable import Linkable
+    from ._record import Record
+
 RECHECK: Final = _native.RECHECK_MS / 1000  # the notifier's tick; the recheck rule's period
 IDLE: Final = 1.0  # seconds without a waiter before a loop's slot and thread go
 
-
-def _expire(woken: asyncio.Future[bool]) -> None:
-    if not woken.done():
-        woken.set_result(False)
+# How a loop reads a descriptor: start_reading(fd, callback) -> stop_reading().
+StartReading = Callable[[int, Callable[[], None]], Callable[[], None]]
 
 
 class LoopWaiters:
     """One loop's waiters on one arena: a slot, an eventfd, a notifier thread."""
 
-    def __init__(self, arena: Arena) -> None:
+    def __init__(self, arena: Arena, start_reading: StartReading) -> None:
         self.arena = arena
         self.native = arena.native
         self.slot = arena.allocate_slot()
         self.native.reset(self.slot)
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.notifier = _native.Notifier(self.native, self.slot, self.fd)
-        # link -> (future, record index, generation when queued)
-        self.pending: dict[int, tuple[asyncio.Future[bool], int, int]] = {}
+        # link -> (resolve, record index, generation when queued); resolve()
+        # may be called more than once and must not mind.
+        self.pending: dict[int, tuple[Callable[[], None], int, int]] = {}
         self.spare_links: list[int] = []
         self.last_recheck = self.last_used = time.monotonic()
         self.closed = False
+        self._stop_reading = start_reading(self.fd, self.readable)
 
-    async def wait(self, index: int, seconds: float | None) -> bool:
-        loop = asyncio.get_running_loop()
+    def queue(self, index: int, resolve: Callable[[], None]) -> int | None:
+        """Queue a link on record *index*; None if it is set already (nothing queued)."""
         link = self.spare_links.pop() if self.spare_links else self.native.link_alloc(self.slot)
         state = self.native.enqueue(index, link, self.slot)
-        if state & 1:  # set already: nothing was queued
+        if state & 1:
             self.spare_links.append(link)
-            return True
-        # Resolved True by readable(), False by the timer: no wait_for(),
-        # whose extra task or timeout context costs a loop iteration.
-        woken: asyncio.Future[bool] = loop.create_future()
-        timer = None if seconds is None else loop.call_later(seconds, _expire, woken)
-        self.pending[link] = (woken, index, state >> 1)
-        try:
-            return await woken
-        finally:
-            if timer is not None:
-                timer.cancel()
-            del self.pending[link]
-            self.native.dequeue(index, link)
-            self.spare_links.append(link)
-            self.last_used = time.monotonic()
+            return None
+        self.pending[link] = (resolve, index, state >> 1)
+        return link
+
+    def leave(self, index: int, link: int) -> None:
+        """Take a queued link out (whether it fired or not)."""
+        del self.pending[link]
+        self.native.dequeue(index, link)
+        self.spare_links.append(link)
+        self.last_used = time.monotonic()
 
     def readable(self) -> None:
         """The loop's reader of the eventfd: resolve every waiter whose record was set."""
@@ -89,24 +100,22 @@ class LoopWaiters:
         recheck = now - self.last_recheck >= RECHECK
         if recheck:
             self.last_recheck = now
-        for link, (woken, index, generation) in list(self.pending.items()):
-            if woken.done():
-                continue
+        for link, (resolve, index, generation) in list(self.pending.items()):
             # A wakeup that never came (a dead setter or claimer): the one
             # rule, in C (wait.c).
             if self.native.fired(link) or (recheck and self.native.recheck(index, generation)):
-                woken.set_result(True)
+                resolve()
         if not self.pending and now - self.last_used >= IDLE:
-            self.retire(asyncio.get_running_loop())
+            self.retire(on_the_loop=True)
 
-    def retire(self, loop: asyncio.AbstractEventLoop | None) -> None:
+    def retire(self, on_the_loop: bool) -> None:
         """Give the slot, links, eventfd and thread back (on the loop, or at its end)."""
         if self.closed:
             return
         self.closed = True
         _forget(self)
-        if loop is not None and not loop.is_closed():
-            loop.remove_reader(self.fd)
+        if on_the_loop:
+            self._stop_reading()
         self.notifier.close()
         os.close(self.fd)
         for link in self.spare_links:
@@ -114,10 +123,8 @@ class LoopWaiters:
         self.native.slot_free(self.slot)
 
 
-# loop -> {arena: its waiters}; weak, so a loop's end is seen.
-_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Arena, LoopWaiters]] = (
-    weakref.WeakKeyDictionary()
-)
+# loop or gevent hub -> {arena: its waiters}; weak, so a loop's end is seen.
+_loops: weakref.WeakKeyDictionary[Any, dict[Arena, LoopWaiters]] = weakref.WeakKeyDictionary()
 
 
 def _forget(waiters: LoopWaiters) -> None:
@@ -128,21 +135,149 @@ def _forget(waiters: LoopWaiters) -> None:
 
 def _retire_all(by_arena: dict[Arena, LoopWaiters]) -> None:
     for waiters in list(by_arena.values()):
-        waiters.retire(None)
+        waiters.retire(on_the_loop=False)
+
+
+def _ended(loop: Any) -> bool:
+    """A closed asyncio loop, or a destroyed gevent hub (its loop is gone)."""
+    if isinstance(loop, asyncio.AbstractEventLoop):
+        return loop.is_closed()
+    return getattr(loop, "loop", None) is None
+
+
+def sweep() -> None:
+    """Retire the waiters of loops that ended while something still refers to them."""
+    for loop, by_arena in list(_loops.items()):
+        if _ended(loop):
+            _retire_all(by_arena)
+
+
+def _waiters(loop: Any, arena: Arena, start_reading: StartReading) -> LoopWaiters:
+    by_arena = _loops.get(loop)
+    if by_arena is None:
+        sweep()  # a new loop: the ended ones' threads go first
+        by_arena = _loops[loop] = {}
+        weakref.finalize(loop, _retire_all, by_arena)
+    waiters = by_arena.get(arena)
+    if waiters is None or waiters.closed:
+        waiters = by_arena[arena] = LoopWaiters(arena, start_reading)
+    return waiters
+
+
+# --- asyncio -------------------------------------------------------------------
+
+
+def _asyncio_reader(loop: asyncio.AbstractEventLoop) -> StartReading:
+    def start(fd: int, callback: Callable[[], None]) -> Callable[[], None]:
+        loop.add_reader(fd, callback)
+        weak = weakref.ref(loop)  # the waiters must not keep their loop alive
+
+        def stop() -> None:
+            alive = weak()
+            if alive is not None and not alive.is_closed():
+                alive.remove_reader(fd)
+
+        return stop
+
+    return start
+
+
+def _resolve(woken: asyncio.Future[bool], result: bool) -> None:
+    if not woken.done():
+        woken.set_result(result)
 
 
 async def wait(arena: Arena, index: int, seconds: float | None) -> bool:
     """Await record *index* of *arena* on the running loop (see the contract above)."""
     loop = asyncio.get_running_loop()
-    by_arena = _loops.get(loop)
-    if by_arena is None:
-        by_arena = _loops[loop] = {}
-        weakref.finalize(loop, _retire_all, by_arena)
-    waiters = by_arena.get(arena)
-    if waiters is None or waiters.closed:
-        waiters = by_arena[arena] = LoopWaiters(arena)
-        loop.add_reader(waiters.fd, waiters.readable)
-    return await waiters.wait(index, seconds)
+    waiters = _waiters(loop, arena, _asyncio_reader(loop))
+    # Resolved True by readable(), False by the timer: no wait_for(), whose
+    # extra task or timeout context costs a loop iteration.
+    woken: asyncio.Future[bool] = loop.create_future()
+    link = waiters.queue(index, lambda: _resolve(woken, True))
+    if link is None:
+        return True
+    timer = None if seconds is None else loop.call_later(seconds, _resolve, woken, False)
+    try:
+        return await woken
+    finally:
+        if timer is not None:
+            timer.cancel()
+        waiters.leave(index, link)
+
+
+# --- gevent --------------------------------------------------------------------
+
+
+def _gevent_reader(hub: Any) -> StartReading:
+    def start(fd: int, callback: Callable[[], None]) -> Callable[[], None]:
+        watcher = hub.loop.io(fd, 1)  # 1: readable
+        watcher.start(callback)
+
+        def stop() -> None:
+            watcher.stop()
+            watcher.close()
+
+        return stop
+
+    return start
+
+
+def wait_in_greenlet(linkables: Sequence[Linkable], seconds: float | None) -> list[int]:
+    """Block only this greenlet until one of *linkables* is set (see the contract above)."""
+    import gevent.event
+    from gevent import get_hub
+
+    records: list[Record] = [cast("Record", linkable._record) for linkable in linkables]
+    ready = [i for i, record in enumerate(records) if record.is_set()]
+    if ready or (seconds is not None and seconds <= 0):
+        return ready
+    hub = get_hub()
+    woken = gevent.event.Event()
+    fired: list[int] = []
+    queued: list[tuple[LoopWaiters, int, int]] = []
+    try:
+        for position, record in enumerate(records):
+
+            def resolve(position: int = position) -> None:
+                fired.append(position)
+                woken.set()
+
+            waiters = _waiters(hub, record.arena, _gevent_reader(hub))
+            link = waiters.queue(record.index, resolve)
+            if link is None:
+                fired.append(position)
+                break
+            queued.append((waiters, record.index, link))
+        if not fired:
+            woken.wait(seconds)
+        seen = list(dict.fromkeys(fired))
+        late = [i for i, record in enumerate(records) if i not in seen and record.is_set()]
+        return seen + late
+    finally:
+        for waiters, index, link in queued:
+            waiters.leave(index, link)
+
+
+def descriptors() -> int:
+    """How many eventfds the live loops of this process hold (for leak checks)."""
+    sweep()
+    return sum(len(by_arena) for by_arena in list(_loops.values()))
+
+
+def _before_fork() -> None:
+    sweep()
+    # This thread's gevent hub, if any, is not running now: its idle
+    # waiters can be retired from here (other threads' loops cannot).
+    if "gevent" not in sys.modules:
+        return
+    from gevent._hub_local import get_hub_if_exists
+
+    hub = get_hub_if_exists()
+    by_arena = _loops.get(hub) if hub is not None else None
+    for waiters in list((by_arena or {}).values()):
+        if not waiters.pending:
+            waiters.retire(on_the_loop=True)
 
 
 def _after_fork_in_child() -> None:
@@ -156,4 +291,4 @@ def _after_fork_in_child() -> None:
     _loops.clear()
 
 
-_lifecycle.on_fork("loops", after_in_child=_after_fork_in_child)
+_lifecycle.on_fork("loops", before=_before_fork, after_in_child=_after_fork_in_child)

@@ -243,6 +243,11 @@ class Record:
         """Positions of records seen set, in order; see _parking.park_on_many."""
         return _parking.park_on_many(records, timeout, count)
 
+    @staticmethod
+    def wait_in_greenlet(linkables: Sequence[Any], timeout: float | None) -> list[int]:
+        """In a greenlet: the hub's loop is woken through an eventfd (_loop)."""
+        return _loop.wait_in_greenlet(linkables, timeout)
+
     def holds(self, which: int) -> bool:
         """True if value slot *which* (0 value, 1 exception) is filled.
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
 from conftest import ProcessRunner
 
 import mpevent
@@ -55,7 +58,7 @@ def test_one_thread_per_loop_and_none_after_it() -> None:
 
     assert asyncio.run(main()) == before + 1  # fifty waits, one notifier thread
     gc.collect()
-    assert not _loop._loops
+    assert not [loop for loop in _loop._loops if isinstance(loop, asyncio.AbstractEventLoop)]
     assert _threads() == before
 
 
@@ -77,3 +80,44 @@ def test_a_set_and_clear_during_the_wait_counts_as_set() -> None:
         return await task
 
     assert asyncio.run(main()) is True
+
+
+@pytest.fixture
+def gevent() -> Iterator[Any]:
+    """gevent, with this thread's hub destroyed after the test (its loop holds
+    descriptors; its loop waiters go with it)."""
+    gevent = pytest.importorskip("gevent")
+    yield gevent
+    gevent.get_hub().destroy(destroy_loop=True)
+    gc.collect()
+    assert _loop.descriptors() == 0
+
+
+def test_a_killed_greenlet_leaves_no_waiter_queued(gevent: Any) -> None:
+    event = mpevent.Event()
+    waiting = gevent.spawn(event.wait, 30)
+    while event._record.info()["waiters"] < 1:
+        gevent.sleep(0.001)
+    waiting.kill()
+    assert waiting.dead
+    assert event._record.info()["waiters"] == 0
+
+
+def _set_second(events: list[mpevent.Event], go: mpevent.Event) -> None:
+    go.wait(30)
+    events[1].set()
+
+
+def test_a_greenlet_waits_on_several_objects_set_by_another_process(
+    processes: ProcessRunner, gevent: Any
+) -> None:
+    events, go = [mpevent.Event() for _ in range(3)], mpevent.Event()
+    child = processes.start(_set_second, events, go)
+    waiting = gevent.spawn(mpevent.wait, events, 30, 1)
+    while events[2]._record.info()["waiters"] < 1:
+        gevent.sleep(0.001)  # this greenlet runs: the waiting one blocks only itself
+    assert not waiting.dead
+    go.set()
+    assert waiting.get(timeout=30) == [events[1]]
+    assert processes.join(child) == 0
+    assert all(event._record.info()["waiters"] == 0 for event in events)
