@@ -53,7 +53,8 @@ if TYPE_CHECKING:
 RECHECK: Final = _native.RECHECK_MS / 1000  # the notifier's tick; the recheck rule's period
 IDLE: Final = 1.0  # seconds without a waiter before a loop's slot and thread go
 
-# How a loop reads a descriptor: start_reading(fd, callback) -> stop_reading().
+# How a loop reads a descriptor: called with (fd, callback), it starts reading
+# and returns the callable that stops.
 StartReading = Callable[[int, Callable[[], None]], Callable[[], None]]
 
 

@@ -14,7 +14,7 @@ from . import bench, benchrun
 def _worker(number: int, go: Event, arrived: Event, answer: AsyncResult) -> None:
     arrived.set()
     woke = go.wait(30)
-    # perf_counter() is CLOCK_MONOTONIC on Linux: one clock for every
+    # time.perf_counter is CLOCK_MONOTONIC on Linux: one clock for every
     # process of the machine, so the parent can subtract its set() time.
     woke_at = time.perf_counter()
     answer.set(

@@ -93,7 +93,7 @@ def gevent() -> Iterator[Any]:
     assert _loop.descriptors() == 0
 
 
-def test_a_killed_greenlet_leaves_no_waiter_queued(gevent: Any) -> None:
+def test_a_killed_gevent_greenlet_leaves_no_waiter_queued(gevent: Any) -> None:
     event = mpevent.Event()
     waiting = gevent.spawn(event.wait, 30)
     while event._record.info()["waiters"] < 1:
@@ -108,7 +108,7 @@ def _set_second(events: list[mpevent.Event], go: mpevent.Event) -> None:
     events[1].set()
 
 
-def test_a_greenlet_waits_on_several_objects_set_by_another_process(
+def test_a_gevent_greenlet_waits_on_several_objects_set_by_another_process(
     processes: ProcessRunner, gevent: Any
 ) -> None:
     events, go = [mpevent.Event() for _ in range(3)], mpevent.Event()

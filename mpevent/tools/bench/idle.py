@@ -25,6 +25,18 @@ def _idle_waiters(event: Event, threads: int, parked: Any) -> None:
         worker.join()
 
 
+def _idle_tasks(event: Event, tasks: int, parked: Any) -> None:
+    import asyncio
+
+    async def main() -> None:
+        waits = [asyncio.create_task(event.wait_async()) for _ in range(tasks)]
+        await asyncio.sleep(0)  # every task links before we say so
+        parked.set()
+        await asyncio.gather(*waits)
+
+    asyncio.run(main())
+
+
 def _switches(pid: int) -> int:
 
     total = 0
@@ -49,18 +61,20 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def idle_cost(processes: int = 4, threads: int = 50, seconds: float = 10.0) -> dict[str, float]:
+def idle_cost(
+    processes: int = 4, threads: int = 50, seconds: float = 10.0, tasks: bool = False
+) -> dict[str, float]:
     """Wakeups per second and CPU seconds of blocked waiters, over *seconds*.
 
     *processes* children each park *threads* threads in Event.wait() with
-    no timeout; their context switches (every thread's, from
+    no timeout (*tasks*: as many asyncio tasks in wait_async(), on one
+    loop); their context switches (every thread's, from
     /proc/<pid>/task/*/status) and CPU time are read before and after.
     """
     event = Event()
     ready = [CTX.Event() for _ in range(processes)]
-    children = [
-        CTX.Process(target=_idle_waiters, args=(event, threads, parked)) for parked in ready
-    ]
+    target = _idle_tasks if tasks else _idle_waiters
+    children = [CTX.Process(target=target, args=(event, threads, parked)) for parked in ready]
     for child in children:
         child.start()
     try:
@@ -96,4 +110,14 @@ def report_idle_cost(
         f"over {seconds:g} s: {result['wakeups per second']:.1f} wakeups/s in total, "
         f"{result['CPU seconds']:.2f} s of CPU"
     )
-    return result
+    on_loops = idle_cost(processes, threads, seconds, tasks=True)
+    print(
+        f"{processes * threads} asyncio tasks in wait_async() on {processes} loops, "
+        f"over {seconds:g} s: {on_loops['wakeups per second']:.1f} wakeups/s in total, "
+        f"{on_loops['CPU seconds']:.2f} s of CPU"
+    )
+    return {
+        **result,
+        "asyncio wakeups per second": on_loops["wakeups per second"],
+        "asyncio CPU seconds": on_loops["CPU seconds"],
+    }
