@@ -55,7 +55,7 @@ def test_a_set_wakes_waiters_in_four_other_interpreters() -> None:
     event = mpevent.Event()
     with InterpreterPoolExecutor(max_workers=4) as pool:
         waiting = [pool.submit(operator.methodcaller("wait", 30), event) for _ in range(4)]
-        wait_for_waiters(event, 4)
+        wait_for_waiters(event, 4, timeout=90)  # emulated (.ci/emulated): slow to start
         assert not any(future.done() for future in waiting)
         event.set()
         assert [future.result(timeout=30) for future in waiting] == [True] * 4
