@@ -653,17 +653,18 @@ native_exec(PyObject *m)
     return 0;
 }
 
+/* Every Python object of the module state, listed once for traverse and clear. */
+#define STATE_OBJECTS(DO)                                                                        \
+    DO(full_error) DO(arena_type) DO(handle_type) DO(event_handle_type) DO(view_type)            \
+        DO(notifier_type) DO(wait_path)
+
 static int
 native_traverse(PyObject *m, visitproc visit, void *arg)
 {
     NativeState *state = PyModule_GetState(m);
-    Py_VISIT(state->full_error);
-    Py_VISIT(state->arena_type);
-    Py_VISIT(state->handle_type);
-    Py_VISIT(state->event_handle_type);
-    Py_VISIT(state->view_type);
-    Py_VISIT(state->notifier_type);
-    Py_VISIT(state->wait_path);
+#define VISIT(field) Py_VISIT(state->field);
+    STATE_OBJECTS(VISIT)
+#undef VISIT
     return 0;
 }
 
@@ -671,13 +672,9 @@ static int
 native_clear(PyObject *m)
 {
     NativeState *state = PyModule_GetState(m);
-    Py_CLEAR(state->full_error);
-    Py_CLEAR(state->arena_type);
-    Py_CLEAR(state->handle_type);
-    Py_CLEAR(state->event_handle_type);
-    Py_CLEAR(state->view_type);
-    Py_CLEAR(state->notifier_type);
-    Py_CLEAR(state->wait_path);
+#define CLEAR(field) Py_CLEAR(state->field);
+    STATE_OBJECTS(CLEAR)
+#undef CLEAR
     return 0;
 }
 
