@@ -43,14 +43,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from .. import _lifecycle
-from . import _native
 from ._arena import Arena
+from ._native import RECHECK_MS, Notifier
 
 if TYPE_CHECKING:
     from .._linkable import Linkable
     from ._record import Record
 
-RECHECK: Final = _native.RECHECK_MS / 1000  # the notifier's tick; the recheck rule's period
+RECHECK: Final = RECHECK_MS / 1000  # the notifier's tick; the recheck rule's period
 IDLE: Final = 1.0  # seconds without a waiter before a loop's slot and thread go
 
 # How a loop reads a descriptor: called with (fd, callback), it starts reading
@@ -67,7 +67,7 @@ class LoopWaiters:
         self.slot = arena.allocate_slot()
         self.native.reset(self.slot)
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self.notifier = _native.Notifier(self.native, self.slot, self.fd)
+        self.notifier = Notifier(self.native, self.slot, self.fd)
         # link -> (resolve, record index, generation when queued); resolve()
         # may be called more than once and must not mind.
         self.pending: dict[int, tuple[Callable[[], None], int, int]] = {}
