@@ -5,7 +5,6 @@
 #include "arena.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -590,13 +589,22 @@ static PyMethodDef native_functions[] = {
  *     would (its own descriptor, attach entry and OFD locks), so the
  *     liveness rules need nothing new.
  */
-static pthread_once_t process_once = PTHREAD_ONCE_INIT;
+/* Once per process, under a local lock: interpreters with their own GIL
+ * may import the module at once.  (Not pthread_once: since glibc 2.34 it
+ * would make the wheel manylinux_2_34.) */
+static uint32_t process_lock;
+static int process_ready;
 
 static void
 process_init(void)
 {
-    page_size = os_page_size();
-    watch_init();
+    local_lock(&process_lock);
+    if (!process_ready) {
+        page_size = os_page_size();
+        watch_init();
+        process_ready = 1;
+    }
+    local_unlock(&process_lock);
 }
 
 static int
@@ -612,7 +620,7 @@ static int
 native_exec(PyObject *m)
 {
     NativeState *state = PyModule_GetState(m);
-    pthread_once(&process_once, process_init);
+    process_init();
     state->full_error = PyErr_NewExceptionWithDoc(
         "mpevent.shm._native.Full",
         "A table of an arena (records, waiter slots, links, attach entries) has no free row.",

@@ -19,17 +19,20 @@
  *     waiters wakes once a second, one without has no thread (it retires).
  *
  * Lifetime: the notifier holds its arena (the mapping) while the thread
- * runs; close() raises `stop`, wakes the word and joins the thread
- * without the GIL.  The thread blocks every signal, so they reach the
- * threads Python knows.  A forked child has no thread: close() there only
- * forgets it.  The eventfd belongs to the caller, who closes it after
- * close().
+ * runs; close() raises `stop`, wakes the word and waits, without the GIL,
+ * for the thread's last act: raising `exited` (after it, the thread
+ * touches nothing of ours).  The thread is started by Python's own
+ * PyThread_start_new_thread, not pthread_create: glibc 2.34 moved the
+ * pthread calls into libc under new symbol versions, which would make the
+ * wheel manylinux_2_34.  It blocks every signal (sigprocmask around the
+ * start: the thread inherits the mask), so they reach the threads Python
+ * knows.  A forked child has no thread: close() there only forgets it.
+ * The eventfd belongs to the caller, who closes it after close().
  */
 #include "arena.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -39,12 +42,12 @@ typedef struct {
     Slot *slot;
     int fd;
     uint32_t stop;
+    uint32_t exited; /* the thread's last store: 1 once it touches nothing of ours */
     int running;
     pid_t owner; /* the process whose thread this is */
-    pthread_t thread;
 } NotifierObject;
 
-static void *
+static void
 notifier_run(void *arg)
 {
     NotifierObject *n = arg;
@@ -57,7 +60,8 @@ notifier_run(void *arg)
             continue; /* a spurious return: nothing to tell */
         os_notify_fd(n->fd);
     }
-    return NULL;
+    __atomic_store_n(&n->exited, 1, __ATOMIC_RELEASE);
+    os_wake_private(&n->exited, INT_MAX);
 }
 
 static void
@@ -70,7 +74,7 @@ notifier_stop(NotifierObject *n)
     __atomic_store_n(&n->slot->word, 1, __ATOMIC_RELEASE);
     os_wake_word(&n->slot->word, INT_MAX);
     Py_BEGIN_ALLOW_THREADS
-    pthread_join(n->thread, NULL);
+    while (!__atomic_load_n(&n->exited, __ATOMIC_ACQUIRE)) os_wait_private(&n->exited, 0, -1);
     Py_END_ALLOW_THREADS
 }
 
@@ -96,13 +100,13 @@ Notifier_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     n->owner = getpid();
     sigset_t all, before;
     sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &before); /* the thread inherits "all blocked" */
-    int rc = pthread_create(&n->thread, NULL, notifier_run, n);
-    pthread_sigmask(SIG_SETMASK, &before, NULL);
-    if (rc != 0) {
+    sigprocmask(SIG_SETMASK, &all, &before); /* the thread inherits "all blocked" */
+    unsigned long started = PyThread_start_new_thread(notifier_run, n);
+    sigprocmask(SIG_SETMASK, &before, NULL);
+    if (started == PYTHREAD_INVALID_THREAD_ID) {
         Py_DECREF(n);
-        errno = rc;
-        return PyErr_SetFromErrno(PyExc_OSError);
+        PyErr_SetString(PyExc_RuntimeError, "could not start the notifier's thread");
+        return NULL;
     }
     n->running = 1;
     return (PyObject *)n;
