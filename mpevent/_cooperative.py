@@ -2,7 +2,9 @@
 
 A greenlet that parks its OS thread in the kernel stops every greenlet of
 that thread.  So when a gevent hub runs in the calling thread, waiting is
-done the hub's way: a rawlink() callback on mpevent's hub thread sends a
+done the hub's way, by each backend's ``wait_in_greenlet``: on shared
+memory the hub's loop reads an eventfd (``mpevent.shm._loop``); on Redis,
+:func:`wait_any` here: a rawlink() callback on the listener thread sends a
 gevent async watcher (thread-safe), which wakes the waiting greenlet on its
 own loop.  Only that greenlet blocks.
 
@@ -38,9 +40,10 @@ def in_greenlet() -> bool:
 def wait_any(linkables: Sequence[Linkable], seconds: float | None) -> list[int]:
     """gevent-friendly wait for any of *linkables*: positions seen set, in order.
 
-    Every blocking call of the public API comes here inside a greenlet (one
-    object for ``wait()``/``get()``, several for ``mpevent.wait()`` and
-    ``iwait()``): one rawlink() per object, one async watcher, and only the
+    A backend's ``wait_in_greenlet`` through rawlink() (Redis's): every
+    blocking call of the public API (one object for ``wait()``/``get()``,
+    several for ``mpevent.wait()`` and ``iwait()``) comes here inside a
+    greenlet: one rawlink() per object, one async watcher, and only the
     calling greenlet sleeps.  An object set and cleared again while we wait
     counts (its callback ran), as it does for a blocking wait.
     """
@@ -73,11 +76,6 @@ def wait_any(linkables: Sequence[Linkable], seconds: float | None) -> list[int]:
             linkable.unlink(on_set)
         watcher.stop()
         watcher.close()
-
-
-def wait_ready(linkable: Linkable, seconds: float | None) -> bool:
-    """gevent-friendly form of Linkable._wait_ready()."""
-    return bool(wait_any([linkable], seconds))
 
 
 def _threading_patched() -> bool:
