@@ -8,7 +8,7 @@ through :func:`connect`).  This module wires the default.
 
 from . import _base, shm
 from ._connect import connect
-from ._errors import BackendUnavailable, ProcessDied
+from ._errors import BackendUnavailable, ClaimLost, ProcessDied
 from ._select import iwait, wait
 from ._serial import RemoteException, RemoteTraceback
 from ._version import __version__
@@ -20,6 +20,7 @@ _base.install_default(shm.LocalBackend())
 __all__ = [
     "AsyncResult",
     "BackendUnavailable",
+    "ClaimLost",
     "Event",
     "ProcessDied",
     "RemoteException",

@@ -66,6 +66,17 @@ def check_name(name: object, limit: int = NAME_MAX, what: str = "an object name"
     return name
 
 
+def check_opened(name: object) -> str:
+    """*name* for open(): a str (None would make a new anonymous object)."""
+    if not isinstance(name, str):
+        raise TypeError(
+            f"open() needs the name of an existing object, a str, not "
+            f"{type(name).__qualname__!r}; an anonymous object is shared by passing its "
+            "handle (pickled, or as a process argument)"
+        )
+    return name
+
+
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 

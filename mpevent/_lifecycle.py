@@ -20,14 +20,16 @@ Fork, after in the child:
   2. ``hubs``     -- the parent's hub threads do not exist here;
   3. ``loops``    -- nor its event loops' notifier threads;
   4. ``redis``    -- nor its listener threads and connections;
-  5. ``arenas``   -- take over the entry prepared for us, drop the parent's
+  5. ``leases``   -- nor its claims on Redis and their renewing thread;
+  6. ``arenas``   -- take over the entry prepared for us, drop the parent's
                      descriptor (it must not keep a dead parent alive);
-  6. ``records``  -- the reference table and collector back to normal.
+  7. ``records``  -- the reference table and collector back to normal.
 Exit (``atexit``, and ``multiprocessing``'s exit finalizers for its
 children, which end with ``os._exit()``):
   1. ``claims``   -- fail the results this process promised and did not set;
-  2. ``records``  -- give back every reference;
-  3. ``arenas``   -- leave every arena (the last leaver unlinks it).
+  2. ``leases``   -- the same for its claims on Redis servers;
+  3. ``records``  -- give back every reference;
+  4. ``arenas``   -- leave every arena (the last leaver unlinks it).
 
 The C extension keeps one hook of its own (``pthread_atfork`` in
 ``src/native/watch.c``, for the process-local watch list and its lock):
@@ -48,8 +50,16 @@ Hook = Callable[[], None]
 
 BEFORE_FORK: Final = ("loops", "records", "arenas")
 AFTER_FORK_IN_PARENT: Final = ("arenas", "records")
-AFTER_FORK_IN_CHILD: Final = ("parking", "hubs", "loops", "redis", "arenas", "records")
-AT_EXIT: Final = ("claims", "records", "arenas")
+AFTER_FORK_IN_CHILD: Final = (
+    "parking",
+    "hubs",
+    "loops",
+    "redis",
+    "leases",
+    "arenas",
+    "records",
+)
+AT_EXIT: Final = ("claims", "leases", "records", "arenas")
 
 _hooks: dict[tuple[str, str], Hook] = {}
 _exit_pid = 0  # the process whose exit hooks are installed

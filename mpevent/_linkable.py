@@ -128,7 +128,7 @@ class Linkable:
         Raises FileNotFoundError if there is none, TypeError if it is an
         object of the other kind.
         """
-        return cls(name)
+        return cls(_checks.check_opened(name))
 
     @property
     def name(self) -> str | None:

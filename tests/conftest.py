@@ -27,6 +27,7 @@ if os.environ.get("MPEVENT_TEST_INSTALLED"):
         raise RuntimeError(f"the tests imported the checkout's mpevent ({mpevent.__file__})")
 
 START_METHODS = ["fork", "spawn", "forkserver"]
+CONTRACT_AUTHKEY = "contract-test-key"
 
 
 def _held_by_a_live_process(name: str) -> bool:
@@ -233,3 +234,31 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_report_header() -> str:
     return f"mpevent arenas are in {_segment.SHM_DIR}; pid {os.getpid()}"
+
+
+@pytest.fixture(scope="module")
+def backend_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """URL per backend of the contract: shared memory, a Redis server and a
+    cluster, which live for the module (without redis-server: shm only)."""
+    import redis_servers
+
+    urls = {"shm": "local://"}
+    try:
+        with redis_servers.single_server(tmp_path_factory.mktemp("redis")) as port:
+            urls["redis"] = f"redis://127.0.0.1:{port}/0"
+            with redis_servers.cluster(tmp_path_factory.mktemp("cluster")) as ports:
+                urls["cluster"] = f"redis://127.0.0.1:{ports[1]}/0"  # any node will do
+                yield urls
+    finally:
+        from mpevent.redis import _registry
+
+        _registry.close_all()
+
+
+@pytest.fixture(params=["shm", "redis", "cluster"])
+def backend(request: pytest.FixtureRequest, backend_urls: dict[str, str]) -> Iterator[Any]:
+    """One backend of the contract, connected for the test."""
+    if request.param not in backend_urls:
+        pytest.skip("no Redis server")
+    with mpevent.connect(backend_urls[request.param], authkey=CONTRACT_AUTHKEY) as connected:
+        yield connected

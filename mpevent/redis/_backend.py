@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from .. import _checks
 from .._base import BackendBase
 from .._interface import CleanReport
-from . import _inbox, _registry
+from . import _inbox, _leases, _registry
 from ._connection import Connection, Settings
 from ._listener import close_listeners, use_listeners
 from ._objects import RedisAsyncResult, RedisEvent
@@ -25,7 +26,7 @@ class _Factory:
         return self._cls(self._backend, name, create)
 
     def open(self, name: str) -> Any:
-        return self._cls(self._backend, name)
+        return self._cls(self._backend, _checks.check_opened(name))
 
     def __repr__(self) -> str:
         return f"<{self._cls.__name__} factory of {self._backend!r}>"
@@ -70,7 +71,10 @@ class RedisBackend(BackendBase):
         pattern = f"{self.settings.prefix}:{{*}}"
         client = self.connection.client
         keys = self.connection.call(lambda: list(client.scan_iter(match=pattern, count=1000)))
-        return sorted(key.decode().split("{", 1)[1].rsplit("}", 1)[0] for key in keys)
+        # An object's hash ends with its brace; its claim's lease does not.
+        return sorted(
+            key.decode().split("{", 1)[1].rsplit("}", 1)[0] for key in keys if key.endswith(b"}")
+        )
 
     def open(self, name: str) -> Any:
         try:
@@ -96,7 +100,12 @@ class RedisBackend(BackendBase):
         )
 
     def close(self) -> None:
-        """Close the connections, and this process's listeners no other backend uses."""
+        """Close the connections, and this process's listeners no other backend uses.
+
+        Claims made through it and not set are failed first (as exited):
+        nothing would renew their leases.
+        """
+        _leases.release(self)
         _registry.forget(self)
         nodes, self._nodes = self._nodes, []  # a second close() releases nothing
         _inbox.close_nodes(close_listeners(nodes))

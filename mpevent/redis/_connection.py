@@ -1,8 +1,9 @@
 """Where the objects live: a Redis server or cluster, its URL, credentials and retries.
 
 A URL names the server (``redis://``, ``rediss://`` for TLS, ``unix://``);
-its query may set ``prefix`` (key prefix, default ``mpevent``) and ``ttl``
-(seconds an unused object lives, default one day).  The same URL works for
+its query may set ``prefix`` (key prefix, default ``mpevent``), ``ttl``
+(seconds an unused object lives, default one day) and ``lease`` (seconds a
+claim outlives its claimer's last renewal, default 3: ``_leases``).  The same URL works for
 a single server and for any node of a Redis Cluster: which one it is, is
 asked of the server at connect time.
 
@@ -38,6 +39,8 @@ RETRIES: Final = 4
 RETRY_BACKOFF: Final = (0.05, 0.15, 0.3, 0.5)  # seconds between attempts: ~1 s in all
 DEFAULT_PREFIX: Final = "mpevent"
 DEFAULT_TTL: Final = 24 * 3600
+DEFAULT_LEASE: Final = 3.0
+MINIMUM_LEASE_MS: Final = 300
 
 T = TypeVar("T")
 
@@ -148,6 +151,7 @@ class Settings:
     prefix: str
     ttl_ms: int
     authkey: bytes
+    lease_ms: int = int(DEFAULT_LEASE * 1000)
 
     @classmethod
     def parse(cls, url: str, authkey: bytes | str | None = None) -> Settings:
@@ -160,14 +164,18 @@ class Settings:
         query = urllib.parse.parse_qs(parts.query)
         prefix = query.pop("prefix", [DEFAULT_PREFIX])[0]
         ttl = query.pop("ttl", [str(DEFAULT_TTL)])[0]
+        lease = query.pop("lease", [str(DEFAULT_LEASE)])[0]
         if not prefix or "{" in prefix or "}" in prefix:
             raise ValueError(f"prefix {prefix!r} must be non-empty, without braces")
-        try:
-            ttl_ms = int(float(ttl) * 1000)
-        except ValueError:
-            ttl_ms = 0
+        ttl_ms = _milliseconds(ttl)
         if ttl_ms <= 0:
             raise ValueError(f"ttl={ttl!r} must be a positive number of seconds")
+        lease_ms = _milliseconds(lease)
+        if lease_ms < MINIMUM_LEASE_MS:
+            raise ValueError(
+                f"lease={lease!r} must be a number of seconds, at least "
+                f"{MINIMUM_LEASE_MS / 1000:g} (a claim's lease is renewed every third of it)"
+            )
         rest = urllib.parse.urlencode({key: value[0] for key, value in query.items()})
         client_url = unsplit(parts._replace(query=rest))
         key = authkey if authkey is not None else os.environ.get("MPEVENT_AUTHKEY")
@@ -182,7 +190,16 @@ class Settings:
             prefix=prefix,
             ttl_ms=ttl_ms,
             authkey=key.encode() if isinstance(key, str) else key,
+            lease_ms=lease_ms,
         )
+
+
+def _milliseconds(seconds: str) -> int:
+    """*seconds* as whole milliseconds; 0 if it is not a number."""
+    try:
+        return int(float(seconds) * 1000)
+    except (ValueError, OverflowError):  # not a number, nan, inf
+        return 0
 
 
 def with_credentials(url: str) -> str:

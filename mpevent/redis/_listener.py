@@ -127,6 +127,7 @@ class Listener:
     def _run(self) -> None:
         pid = os.getpid()
         backoff = 0.05
+        ticked = time.monotonic()
         while os.getpid() == pid and not self._closed:
             try:
                 # Someone waits: wake each RECHECK seconds to TICK them;
@@ -141,7 +142,10 @@ class Listener:
                 self._resubscribe()
                 continue
             backoff = 0.05
-            if not notices:
+            # Every RECHECK seconds, however busy: a claimed result whose
+            # lease lapsed announces nothing until someone looks (_scripts).
+            if not notices or time.monotonic() - ticked >= RECHECK:
+                ticked = time.monotonic()
                 self._wake_all(TICK)
             for notice in notices:
                 self._dispatch(notice)

@@ -34,9 +34,9 @@ import redis
 # "look again" (a confirmed subscription: a set() may have come before it;
 # or a reconnect, after which messages may be lost), MOVED "the node ended
 # the subscription: subscribe where the slot lives now, then look again",
-# TICK "RECHECK seconds passed with no message" (for waiters with no timer
-# of their own to see whether their object vanished: evicted, flushed and
-# expired keys announce nothing).
+# TICK "RECHECK seconds passed" (for waiters with no timer of their own to
+# see whether their object vanished -- evicted, flushed and expired keys
+# announce nothing -- or a claim's lease lapsed).
 MOVED = -1
 TICK = -2
 RECHECK = 1.0  # seconds a waiter sleeps before reading its objects again

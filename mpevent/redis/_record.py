@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import redis
 
 from .. import _callbacks, _cooperative, _serial
-from .._errors import BackendUnavailable
-from .._interface import EITHER, VALUE
+from .._errors import CLAIMER_TRACEBACK, BackendUnavailable, ClaimLost
+from .._interface import EITHER, EXCEPTION, VALUE
 from .._linkable import wait_async_by_link
-from . import _inbox, _scripts, _values
+from . import _inbox, _leases, _scripts, _values
 from ._listener import listener_for
 from ._pubsub import MOVED, TICK
 from ._waiting import Waiting
@@ -35,6 +35,7 @@ class State(NamedTuple):
     generation: int
     flag: bool
     holds: tuple[bool, bool]
+    claimed: bool = False  # claimed and unset: a waiter looks at it every RECHECK
 
 
 class RedisReference(NamedTuple):
@@ -55,6 +56,8 @@ class RedisRecord:
         prefix = backend.settings.prefix
         self.key = f"{prefix}:{{{name}}}"  # the braces: one cluster slot per object
         self.channel = f"{self.key}:set"
+        self.lease = f"{self.key}:claim"  # a claim's lease (_leases), in the same slot
+        self.keys = [self.key, self.channel, self.lease]
         # (handle, callback, wakeup) per rawlink(); callbacks compare by ==, as
         # bound methods are new objects at each attribute access.
         self._links: list[tuple[Any, Callable[[Any], object], Callable[[int | None], object]]] = []
@@ -71,10 +74,13 @@ class RedisRecord:
 
     def state(self) -> State:
         def read(expiry: int) -> list[Any] | None:
-            if expiry:  # a refresh is due: the script refreshes and reads
-                return self.backend.run(_scripts.STATE, [self.key], [expiry])  # type: ignore[no-any-return]
-            got = self._hmget("kind", "gen", "flag", "h0", "h1")  # a read, no script
-            return None if got[0] is None else got  # every object has a kind
+            if not expiry:
+                got = self._hmget("kind", "gen", "flag", "h0", "h1", "claim")  # no script
+                if got[0] is None or got[5] is None:  # every object has a kind
+                    return None if got[0] is None else got
+            # A refresh is due, or a claim to look at (its lease may be gone:
+            # lapse in _scripts): the script does it and reads.
+            return self.backend.run(_scripts.STATE, self.keys, [expiry])  # type: ignore[no-any-return]
 
         got = self._with_expiry(read)
         if got is None:
@@ -84,9 +90,13 @@ class RedisRecord:
                 "(a maxmemory-policy other than noeviction), or expired after being unused "
                 "for its TTL"
             )
-        kind, generation, flag, h0, h1 = got
+        kind, generation, flag, h0, h1, claim = got
         return State(
-            int(kind or 0), int(generation or 0), flag == b"1", (h0 is not None, h1 is not None)
+            int(kind or 0),
+            int(generation or 0),
+            flag == b"1",
+            (h0 is not None, h1 is not None),
+            claim is not None,
         )
 
     def reference(self) -> RedisReference:
@@ -125,9 +135,23 @@ class RedisRecord:
         frame = bytearray(size)
         _serial.write_frame(memoryview(frame), inband, buffers)
         signature = _values.sign(self.backend.settings.authkey, self.key, which, frame)
-        if size <= _values.CARRIED_MAX or not self.backend.connection.scripted_multi:
-            args = [which, memoryview(frame), signature, _values.CARRIED_MAX]  # sent, not copied
-            self._expect(self._run(_scripts.STORE, [self.key, self.channel], args))
+        claimer = _leases.claimed(self)  # our token if we claimed it: refusable (_scripts)
+        if size <= _values.CARRIED_MAX or claimer or not self.backend.connection.scripted_multi:
+            # The frame is sent, not copied.
+            args = [which, memoryview(frame), signature, _values.CARRIED_MAX, claimer]
+            done = self._run(_scripts.STORE, self.keys, args)
+            if claimer:
+                _leases.drop(self)
+            if done == -2:
+                raise ClaimLost(
+                    f"this process's claim on AsyncResult {self.name!r} on "
+                    f"{self.backend.settings.public} lapsed before this set: its lease of "
+                    f"{self.backend.settings.lease_ms / 1000:g} s ran out unrenewed (the "
+                    "process was paused, or could not reach the server, for longer). Every "
+                    "reader was told ProcessDied, and that stays; nothing was stored. A "
+                    "longer lease (the URL's lease= parameter) rides out longer pauses"
+                )
+            self._expect(done)
             return
         # Too large to carry: a plain HSET and STORED in one MULTI (_scripts).
         client = self.backend.connection.client
@@ -135,7 +159,7 @@ class RedisRecord:
         def transaction(expiry: int) -> Any:
             pipe = client.pipeline(transaction=True)
             pipe.hset(self.key, mapping={f"v{which}": memoryview(frame), f"s{which}": signature})
-            pipe.eval(_scripts.STORED, 2, self.key, self.channel, expiry, which)
+            pipe.eval(_scripts.STORED, 3, *self.keys, expiry, which)
             return pipe.execute()[-1]
 
         self._expect(
@@ -170,6 +194,10 @@ class RedisRecord:
         if found is None:
             return generation, slot, None
         stored, stored_signature = found
+        if slot == EXCEPTION and stored_signature == b"" and stored is not None:
+            # Written by the server, unsigned and never unpickled: a lapsed or
+            # abandoned claim (_scripts).
+            return generation, slot, (_leases.failure(stored), CLAIMER_TRACEBACK)
         if stored is None or not _values.signed(authkey, self.key, slot, stored, stored_signature):
             raise PermissionError(
                 f"the value of mpevent object {self.name!r} on {self.backend.settings.public} "
@@ -189,7 +217,7 @@ class RedisRecord:
         again in between, LOAD is asked again for it whole.
         """
         for inline in (_values.LOAD_INLINE_MAX, _values.ANY_SIZE):
-            got = self._run(_scripts.LOAD, [self.key], [which, known, inline])
+            got = self._run(_scripts.LOAD, self.keys, [which, known, inline])
             if got is None:
                 self._expect(-1)
             generation, slot = int(got[0] or 0), int(got[1])
@@ -328,13 +356,25 @@ class RedisRecord:
         return bool(found)
 
     def claim(self) -> None:
-        """Not on Redis: a dead claimer would need a TTL key refreshed by a thread."""
-        raise NotImplementedError(
-            "AsyncResult.claim() is available on shared memory only: on a Redis server, "
-            "a claimer's death could only be seen by a key whose TTL the claimer refreshes "
-            "(see docs/across-machines.md); set the result with an exception from a "
-            "try/except in the worker instead"
+        """Promise that this process sets the result: a lease it renews (_leases)."""
+        got = self._run(
+            _scripts.CLAIM, self.keys, [_leases.token(), self.backend.settings.lease_ms]
         )
+        if got == 1:
+            _leases.hold(self.backend, self)
+            return
+        self._expect(got)
+        if got == 0:
+            raise ValueError("this AsyncResult is set already: only an unset result can be claimed")
+        holder = _leases.failure(b"0 " + got)
+        raise ValueError(
+            f"this AsyncResult is claimed already by a live process (pid {holder.pid} on "
+            f"host {holder.host}): one process promises it"
+        )
+
+    def abandon(self, token: str) -> None:
+        """This process leaves without setting it: fail its claim, as exited."""
+        self._expect(self._run(_scripts.ABANDON, self.keys, [token]))
 
     def info(self) -> dict[str, int]:
         state = self.state()

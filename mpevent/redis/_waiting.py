@@ -31,7 +31,10 @@ class Waiting:
     states are read; after that a set() announces a newer generation.  A
     vanished object (evicted, flushed, expired) announces nothing, so with
     no message for RECHECK seconds every record not yet ready is read again
-    (which raises LookupError for an object that is gone).  Subscriptions
+    (which raises LookupError for an object that is gone); so is a claimed
+    result every RECHECK seconds whatever was heard, since a claim's lease
+    that lapses announces nothing until someone looks (``_scripts``).
+    Subscriptions
     the wait lost (the slot moved, the backend was closed, the connection
     dropped) are made again, then their records are read.
     """
@@ -50,6 +53,8 @@ class Waiting:
         self.outage = Outage(records[0], self.deadline)
         self.starts: list[State] = []
         self.ready: list[int] = []
+        self.claimed: set[int] = set()  # claimed results: read every RECHECK
+        self.looked = time.monotonic()  # when the claimed ones were last read
 
     def deliver(self, channel: str, generation: int | None) -> None:
         """What a message on *channel* says to the records waiting on it (``_inbox.Deliver``)."""
@@ -74,6 +79,8 @@ class Waiting:
                 self.outage.pause(error)
         self.unsure.clear()  # the states were read after every subscription
         self.ready = [i for i, state in enumerate(self.starts) if state.flag]
+        self.claimed = {i for i, state in enumerate(self.starts) if state.claimed}
+        self.looked = time.monotonic()
 
     def left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -90,6 +97,8 @@ class Waiting:
             wait = RECHECK if left is None else min(left, RECHECK)
             if not self.moved and not _inbox.pump(inboxes, wait, self.deliver):
                 self.unsure.update(i for i in range(len(self.records)) if i not in self.ready)
+            if self.claimed and time.monotonic() - self.looked >= RECHECK:
+                self.unsure.update(i for i in self.claimed if i not in self.ready)
         except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError):
             # The connection dropped (a restart): messages may be lost.
             for url in set(self.nodes.values()):
@@ -115,8 +124,12 @@ class Waiting:
                     self.records[i]._subscribe_inbox, self.deliver, self.channels
                 )
                 self.nodes[i] = self.records[i]._follow_slot(subscribe)
+            if self.claimed & set(to_read):
+                self.looked = time.monotonic()
             for i in to_read:
                 now = self.records[i].state()
+                if not now.claimed:
+                    self.claimed.discard(i)
                 if i not in self.ready and (
                     now.flag or now.generation != self.starts[i].generation
                 ):

@@ -34,12 +34,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import _serial
-from .._errors import ProcessDied
+from .._errors import CLAIMER_TRACEBACK, ProcessDied
 from . import _native, _spill
 from ._arena import Arena
-
-# What a claimer that ended unset leaves, as set_exception() would store it.
-_NO_TRACEBACK = "(no traceback: the claimer ended without setting the result)"
 
 
 def store(
@@ -106,5 +103,5 @@ def _decode(arena: Arena, tag: int, data: Any, copy: bool) -> object:
         return _serial.read_frame(_spill.open_view(arena.native, *data), copy)
     if tag == _native.VALUE_FAILED:  # written by C when the claimer ended unset
         pid, exited = data
-        return ProcessDied(pid, exited), _NO_TRACEBACK
+        return ProcessDied(pid, exited), CLAIMER_TRACEBACK
     return pickle.loads(data)  # inline or small: a plain pickle, copied out

@@ -14,41 +14,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import redis_servers
+from conftest import CONTRACT_AUTHKEY
 
 import mpevent
 
-AUTHKEY = "contract-test-key"
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """URL per backend; the Redis servers live for this module."""
-    urls = {"shm": "local://"}
-    try:
-        with redis_servers.single_server(tmp_path_factory.mktemp("redis")) as port:
-            urls["redis"] = f"redis://127.0.0.1:{port}/0"
-            with redis_servers.cluster(tmp_path_factory.mktemp("cluster")) as ports:
-                urls["cluster"] = f"redis://127.0.0.1:{ports[1]}/0"  # any node will do
-                yield urls
-    finally:
-        from mpevent.redis import _registry
-
-        _registry.close_all()
-
-
-@pytest.fixture(params=["shm", "redis", "cluster"])
-def backend(request: pytest.FixtureRequest, servers: dict[str, str]) -> Iterator[Any]:
-    if request.param != "shm" and request.param not in servers:
-        pytest.skip("no Redis server")
-    with mpevent.connect(servers[request.param], authkey=AUTHKEY) as connected:
-        yield connected
+AUTHKEY = CONTRACT_AUTHKEY
 
 
 def _set_later(obj: Any, seconds: float = 0.05) -> threading.Thread:
@@ -226,6 +201,14 @@ def test_a_closed_handle_refuses_every_use(backend: Any) -> None:
         event.is_set()
 
 
+def test_open_needs_a_name(backend: Any) -> None:
+    # None would make a new anonymous object, silently unrelated to any other.
+    with pytest.raises(TypeError, match="open\\(\\) needs the name of an existing object"):
+        backend.AsyncResult.open(None)
+    with pytest.raises(TypeError, match="open\\(\\) needs the name"):
+        backend.Event.open(3)
+
+
 # --- other processes ----------------------------------------------------------------
 
 CHILD = """
@@ -237,7 +220,7 @@ result.set(("from another interpreter", event.wait(30)))
 
 
 def test_a_handle_pickles_into_an_unrelated_interpreter(
-    backend: Any, servers: dict[str, str]
+    backend: Any, backend_urls: dict[str, str]
 ) -> None:
     event, result = backend.Event(), backend.AsyncResult()
     payload = pickle.dumps((event, result)).hex()
