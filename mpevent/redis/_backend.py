@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import threading
+import hashlib
 from typing import TYPE_CHECKING, Any
+
+import redis
 
 from .. import _checks
 from .._base import BackendBase
@@ -40,8 +42,7 @@ class RedisBackend(BackendBase):
         self.connection = Connection(self.settings)
         self._nodes = self.connection.node_urls()
         use_listeners(self._nodes)
-        self._scripts: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._scripts: dict[str, str] = {}  # script -> its SHA1
         self.Event = _Factory(self, RedisEvent)
         self.AsyncResult = _Factory(self, RedisAsyncResult)
 
@@ -52,16 +53,23 @@ class RedisBackend(BackendBase):
     def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """Run one of ``_scripts`` on the node of *keys*, retrying a lost connection.
 
-        On a server out of memory a script changes nothing (``_scripts``),
-        and Connection.call raises MemoryError.
+        By its SHA1 (EVALSHA); whole (EVAL, which caches it) on a node
+        that does not know it yet (a restart, a new node).  On a server out of memory a
+        script changes nothing (``_scripts``), and Connection.call raises
+        MemoryError.
         """
-        compiled = self._scripts.get(script)
-        if compiled is None:
-            with self._lock:
-                compiled = self._scripts.setdefault(
-                    script, self.connection.client.register_script(script)
-                )
-        return self.connection.call(lambda: compiled(keys=keys, args=args))
+        sha = self._scripts.get(script)
+        if sha is None:
+            sha = self._scripts[script] = hashlib.sha1(script.encode()).hexdigest()
+        command = self.connection.command
+
+        def evaluate() -> Any:
+            try:
+                return command("EVALSHA", sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:  # EVAL runs it and caches it there
+                return command("EVAL", script, len(keys), *keys, *args)
+
+        return self.connection.call(evaluate)
 
     def delete(self, record: RedisRecord) -> None:
         self.connection.call(lambda: self.connection.client.delete(record.key))

@@ -25,6 +25,7 @@ import threading
 import time
 import urllib.parse
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -238,6 +239,31 @@ class Connection:
         # protocol error and drops the connection, so it is checked first.
         bulk = self.server["proto-max-bulk-len"]
         self.largest_value = int(bulk) if bulk.isdigit() else DEFAULT_MAX_BULK
+        # One server: each thread's own connection for command() (none for a cluster).
+        self._local = threading.local()
+        self._own: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def command(self, *args: Any) -> Any:
+        """One command and its raw reply, on this thread's own connection.
+
+        A cluster's go through its client (which routes them).  On one
+        server, redis-py's client call (its pool, its hooks) costs about as
+        much client time again as the socket's own round trip, on each of a
+        wait's, set()'s and clear()'s calls (docs/design.md, "Where a round
+        goes"); a connection of the thread's own, used directly, does not.
+        A dropped connection raises redis.ConnectionError (and reconnects at
+        the next command), for ``call`` to retry.  Not thread-shared, never
+        inherited: a forked child makes its own.
+        """
+        if self.cluster:
+            return self.client.execute_command(*args)
+        own = getattr(self._local, "connection", None)
+        if own is None or own.pid != os.getpid():
+            pool = self.client.connection_pool
+            own = self._local.connection = pool.connection_class(**pool.connection_kwargs)
+            self._own.add(own)
+        own.send_command(*args)
+        return own.read_response()
 
     def node_url(self, channel: str) -> str:
         """The URL of the server that owns *channel*'s slot (itself, unless a cluster)."""
@@ -302,6 +328,8 @@ class Connection:
         ]
 
     def close(self) -> None:
+        for own in list(self._own):
+            own.disconnect()
         if self.cluster:
             # RedisCluster.close() leaves the nodes' pooled connections open.
             for node in self.client.get_nodes():

@@ -401,7 +401,7 @@ class RedisRecord:
     def _hmget(self, *fields: str) -> list[Any]:
         """HMGET of *fields* of the object: a plain read, atomic, no script."""
         connection = self.backend.connection
-        return connection.call(lambda: connection.client.hmget(self.key, fields))
+        return connection.call(lambda: connection.command("HMGET", self.key, *fields))
 
     def _expect(self, result: int) -> None:
         if result == -1:
