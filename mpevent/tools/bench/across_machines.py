@@ -89,6 +89,61 @@ def ping_pong(url: str, rounds: int, trials: int) -> dict[str, float]:
             client.close()
 
 
+def _timed_partner(url: str, rounds: int, ping: Any, pong: Any, cpu: Any) -> None:
+    """The ping-pong partner that reports its thread's CPU time for the rounds."""
+    started = time.thread_time()
+    _event_partner(url, rounds, ping, pong)
+    cpu.put(time.thread_time() - started)
+
+
+def where_a_round_goes(url: str, rounds: int = 2000) -> dict[str, float]:
+    """Microseconds per ping-pong round: wall, client CPU (both sides' waiting
+    threads), the server's CPU (commandstats), and what is left, waiting on
+    sockets and schedulers.  Also the server's calls per round by command."""
+    import redis
+
+    import mpevent
+
+    backend: Any = mpevent.connect(url)
+    admin: Any = redis.Redis.from_url(url)
+    try:
+        ping, pong = backend.Event(), backend.Event()
+        cpu: Any = CTX.Queue()
+        partner = CTX.Process(target=_timed_partner, args=(url, rounds, ping, pong, cpu))
+        partner.start()
+        ping.set()  # a first round, outside the counts: both sides connected
+        pong.wait(60)
+        pong.clear()
+        admin.config_resetstat()
+        wall, mine = time.perf_counter(), time.thread_time()
+        for _ in range(rounds - 1):
+            ping.set()
+            pong.wait()
+            pong.clear()
+        wall, mine = time.perf_counter() - wall, time.thread_time() - mine
+        stats = admin.info("commandstats")
+        theirs = cpu.get(timeout=60)
+        partner.join(60)
+    finally:
+        backend.close()
+        admin.close()
+    per = 1e6 / (rounds - 1)
+    server = sum(stat["usec"] for stat in stats.values()) / (rounds - 1)
+    figures = {
+        "wall": wall * per,
+        "client CPU, this side": mine * per,
+        "client CPU, the partner (its whole run)": theirs * per,
+        "server CPU": server,
+    }
+    figures["waiting (wall - this side - server)"] = (
+        figures["wall"] - figures["client CPU, this side"] - server
+    )
+    for name, stat in sorted(stats.items()):
+        if name.startswith("cmdstat_"):
+            figures[f"calls/round {name[8:]}"] = stat["calls"] / (rounds - 1)
+    return figures
+
+
 def _redis_result_channel(url: str, keep: bool = False) -> Callable[[int], Any]:
     """A fresh AsyncResult on the server per value, pickled to the reader beforehand;
     *keep*: both sides keep every result and value (as the shared-memory row does)."""
@@ -338,6 +393,11 @@ def report(url: str, rounds: int = 200, trials: int = 3) -> dict[str, Any]:
     for name, seconds in table.items():
         ratio = f"   {seconds / base:5.2f}x the raw pair" if base else ""
         print(f"  {name:30s} {seconds * 1e6:9.1f} us{ratio}")
+    print("where a round of mpevent's ping-pong goes, per round")
+    breakdown = where_a_round_goes(url, max(200, rounds * 5))
+    for name, figure in breakdown.items():
+        unit = "" if name.startswith("calls") else " us"
+        print(f"  {name:42s} {figure:9.1f}{unit}")
     sizes = BROADCAST_SIZES if rounds >= 100 else [1, 8]
     spread = broadcast(url, sizes, max(6, rounds // 20))
     title = "broadcast across the Redis server: one set() to the last of N processes running"
@@ -355,4 +415,10 @@ def report(url: str, rounds: int = 200, trials: int = 3) -> dict[str, Any]:
         for name, seconds in dask.items():
             ours = ours_pp if "ping-pong" in name else ours_value
             print(f"  {name:34s} {seconds * 1e6:9.1f} us   mpevent on Redis {ours / seconds:4.2f}x")
-    return {"ping_pong": table, "broadcast": spread, "values": values, "dask": dask}
+    return {
+        "ping_pong": table,
+        "round": breakdown,
+        "broadcast": spread,
+        "values": values,
+        "dask": dask,
+    }
