@@ -144,6 +144,58 @@ def where_a_round_goes(url: str, rounds: int = 2000) -> dict[str, float]:
     return figures
 
 
+def _claim_and_die(result: Any, claimed: Any) -> None:
+    import os
+    import signal
+
+    result.claim()
+    claimed.set()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _waiter_sees_death(result: Any, ready: Any, seen: Any) -> None:
+    import mpevent
+
+    ready.set()
+    try:
+        result.get(timeout=60)
+    except mpevent.ProcessDied:
+        seen.put(time.time())
+
+
+def claimer_death(url: str, lease: float, waiters: int = 4) -> list[float]:
+    """Seconds from a claimer's SIGKILL to each of *waiters* processes raising
+    ProcessDied, with a lease of *lease* seconds."""
+    import mpevent
+
+    context = mp.get_context("fork")
+    separator = "&" if "?" in url else "?"
+    backend: Any = mpevent.connect(f"{url}{separator}lease={lease:g}")
+    try:
+        result, claimed = backend.AsyncResult(), backend.Event()
+        seen: Any = context.Queue()
+        readies = [context.Event() for _ in range(waiters)]
+        watchers = [
+            context.Process(target=_waiter_sees_death, args=(result, ready, seen))
+            for ready in readies
+        ]
+        for watcher in watchers:
+            watcher.start()
+        for ready in readies:
+            ready.wait(60)
+        claimer = context.Process(target=_claim_and_die, args=(result, claimed))
+        claimer.start()
+        claimed.wait(60)
+        claimer.join(60)
+        killed = time.time()  # the kill came before the join returned
+        delays = sorted(seen.get(timeout=60) - killed for _ in watchers)
+        for watcher in watchers:
+            watcher.join(60)
+        return delays
+    finally:
+        backend.close()
+
+
 def _redis_result_channel(url: str, keep: bool = False) -> Callable[[int], Any]:
     """A fresh AsyncResult on the server per value, pickled to the reader beforehand;
     *keep*: both sides keep every result and value (as the shared-memory row does)."""
@@ -398,6 +450,12 @@ def report(url: str, rounds: int = 200, trials: int = 3) -> dict[str, Any]:
     for name, figure in breakdown.items():
         unit = "" if name.startswith("calls") else " us"
         print(f"  {name:42s} {figure:9.1f}{unit}")
+    for lease in (1.0, 3.0):
+        delays = claimer_death(url, lease)
+        print(
+            f"claimed result, claimer SIGKILLed, lease {lease:g} s: ProcessDied in 4 waiting "
+            f"processes after {delays[0]:.2f}-{delays[-1]:.2f} s"
+        )
     sizes = BROADCAST_SIZES if rounds >= 100 else [1, 8]
     spread = broadcast(url, sizes, max(6, rounds // 20))
     title = "broadcast across the Redis server: one set() to the last of N processes running"
