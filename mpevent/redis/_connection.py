@@ -239,31 +239,46 @@ class Connection:
         # protocol error and drops the connection, so it is checked first.
         bulk = self.server["proto-max-bulk-len"]
         self.largest_value = int(bulk) if bulk.isdigit() else DEFAULT_MAX_BULK
-        # One server: each thread's own connection for command() (none for a cluster).
-        self._local = threading.local()
+        # One server: the idle connections of command() (none for a cluster).
+        self._idle: list[Any] = []
         self._own: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def command(self, *args: Any) -> Any:
-        """One command and its raw reply, on this thread's own connection.
+        """One command and its raw reply, on a connection of our own.
 
         A cluster's go through its client (which routes them).  On one
-        server, redis-py's client call (its pool, its hooks) costs about as
-        much client time again as the socket's own round trip, on each of a
-        wait's, set()'s and clear()'s calls (docs/design.md, "Where a round
-        goes"); a connection of the thread's own, used directly, does not.
-        A dropped connection raises redis.ConnectionError (and reconnects at
-        the next command), for ``call`` to retry.  Not thread-shared, never
-        inherited: a forked child makes its own.
+        server, redis-py's client call (its pool, its command hooks and
+        wrappers) costs about as much client time again as the socket's own
+        round trip, on each of a wait's, set()'s and clear()'s calls
+        (docs/design.md, "Where a round goes"); a connection taken from our
+        own idle list and written directly does not.  The list, not a
+        thread-local: under gevent a thread-local is a greenlet's, and a
+        thousand greenlets would hold a thousand connections.  A dropped
+        connection raises redis.ConnectionError (``call`` retries on a new
+        one); a connection whose reply may be half read is never reused; a
+        forked child never uses its parent's.
         """
         if self.cluster:
             return self.client.execute_command(*args)
-        own = getattr(self._local, "connection", None)
+        try:
+            own = self._idle.pop()
+        except IndexError:
+            own = None
         if own is None or own.pid != os.getpid():
             pool = self.client.connection_pool
-            own = self._local.connection = pool.connection_class(**pool.connection_kwargs)
+            own = pool.connection_class(**pool.connection_kwargs)
             self._own.add(own)
-        own.send_command(*args)
-        return own.read_response()
+        try:
+            own.send_command(*args)
+            reply = own.read_response()
+        except redis.exceptions.ResponseError:
+            self._idle.append(own)  # the server's refusal, read whole
+            raise
+        except BaseException:
+            own.disconnect()
+            raise
+        self._idle.append(own)
+        return reply
 
     def node_url(self, channel: str) -> str:
         """The URL of the server that owns *channel*'s slot (itself, unless a cluster)."""
@@ -328,6 +343,7 @@ class Connection:
         ]
 
     def close(self) -> None:
+        self._idle.clear()
         for own in list(self._own):
             own.disconnect()
         if self.cluster:
