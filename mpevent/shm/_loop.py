@@ -19,8 +19,10 @@ Contract of :func:`wait` (a coroutine, on the loop's thread) and of
   out of the records' queues before the exception propagates: nothing
   stays queued.
 * A setter or claimer that died without waking anyone is found by the one
-  rule in C (``recheck``, ``wait.c``), applied at the notifier's tick, once
-  a second while the loop has waiters.
+  rule in C (``record_moved``, ``wait.c``), which the notifier applies to
+  every queued link at its tick, once a second; it wakes the loop only if
+  a record moved (the loop then runs ``recheck``), so an idle loop with
+  waiters is never woken.
 * A loop with no waiters for a second gives its slot, eventfd and thread
   back, if it runs meanwhile (its reader does it); a loop or hub that is
   garbage-collected, closed or destroyed first does so when that is seen
@@ -44,13 +46,12 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from .. import _lifecycle
 from ._arena import Arena
-from ._native import RECHECK_MS, Notifier
+from ._native import NOTIFY_TICK, Notifier
 
 if TYPE_CHECKING:
     from .._linkable import Linkable
     from ._record import Record
 
-RECHECK: Final = RECHECK_MS / 1000  # the notifier's tick; the recheck rule's period
 IDLE: Final = 1.0  # seconds without a waiter before a loop's slot and thread go
 
 # How a loop reads a descriptor: called with (fd, callback), it starts reading
@@ -72,7 +73,7 @@ class LoopWaiters:
         # may be called more than once and must not mind.
         self.pending: dict[int, tuple[Callable[[], None], int, int]] = {}
         self.spare_links: list[int] = []
-        self.last_recheck = self.last_used = time.monotonic()
+        self.last_used = time.monotonic()
         self.closed = False
         self._stop_reading = start_reading(self.fd, self.readable)
 
@@ -84,26 +85,32 @@ class LoopWaiters:
             self.spare_links.append(link)
             return None
         self.pending[link] = (resolve, index, state >> 1)
+        try:
+            self.notifier.watch(link, index, state >> 1)
+        except BaseException:  # no memory for it: nothing stays queued
+            self.leave(index, link)
+            raise
         return link
 
     def leave(self, index: int, link: int) -> None:
         """Take a queued link out (whether it fired or not)."""
         del self.pending[link]
+        self.notifier.unwatch(link)
         self.native.dequeue(index, link)
         self.spare_links.append(link)
         self.last_used = time.monotonic()
 
     def readable(self) -> None:
         """The loop's reader of the eventfd: resolve every waiter whose record was set."""
-        with contextlib.suppress(BlockingIOError):  # another tick read it already
-            os.eventfd_read(self.fd)
+        count = 0
+        with contextlib.suppress(BlockingIOError):  # another call read it already
+            count = os.eventfd_read(self.fd)
+        # A tick: the notifier found a record moved with no wakeup (a dead
+        # setter or claimer), by the one rule in C (wait.c); recheck() applies
+        # it here, failing a lost claim.
+        recheck = count >= NOTIFY_TICK
         now = time.monotonic()
-        recheck = now - self.last_recheck >= RECHECK
-        if recheck:
-            self.last_recheck = now
         for link, (resolve, index, generation) in list(self.pending.items()):
-            # A wakeup that never came (a dead setter or claimer): the one
-            # rule, in C (wait.c).
             if self.native.fired(link) or (recheck and self.native.recheck(index, generation)):
                 resolve()
         if not self.pending and now - self.last_used >= IDLE:

@@ -667,6 +667,10 @@ PyObject *native_set_hooks(PyObject *module, PyObject *path);
 PyObject *native_untrack(PyObject *module, PyObject *obj);
 
 /* notify.c */
+/* A tick's eventfd count (_native.NOTIFY_TICK); a wakeup adds 1.  Were a
+ * loop to leave a billion wakeups unread, it would take them for a tick:
+ * one recheck more, harmless. */
+#define NOTIFY_TICK ((uint64_t)1 << 30)
 extern PyType_Spec NotifierSpec;
 
 /* heap.c */

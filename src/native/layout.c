@@ -656,6 +656,7 @@ native_exec(PyObject *m)
         PyModule_AddIntConstant(m, "HEADER_LAYOUT_VERSION", offsetof(Header, layout_version)) < 0 ||
         PyModule_AddIntConstant(m, "HEADER_PAGE_SIZE", offsetof(Header, page_size)) < 0 ||
         PyModule_AddIntConstant(m, "RECHECK_MS", RECHECK_NS / 1000000) < 0 ||
+        PyModule_AddIntConstant(m, "NOTIFY_TICK", (long)NOTIFY_TICK) < 0 ||
         PyModule_AddIntConstant(m, "SPIN_LIMIT_MAX", SPIN_LIMIT_MAX) < 0)
         return -1;
     return 0;

@@ -14,9 +14,17 @@
  *     a set() that lands after the swap wakes it again, and one that
  *     landed before it fired its link, which the loop reads after it
  *     reads the eventfd;
- *   - every RECHECK_NS without a wakeup it writes the eventfd too, so the
- *     loop applies the one recheck rule (wait.c) to its links: a loop with
- *     waiters wakes once a second, one without has no thread (it retires).
+ *   - every RECHECK_NS without a wakeup it applies the one rule of a
+ *     wakeup that never came (record_moved, wait.c) to the links the loop
+ *     told it of (watch()), and writes the eventfd only if one moved (a
+ *     setter or claimer that died): an idle loop with waiters is never
+ *     woken, and its process wakes once a second, on this thread alone.
+ *     With no link watched it writes anyway, so that an idle loop's reader
+ *     runs and retires the slot and the thread (mpevent.shm._loop).  A
+ *     tick adds NOTIFY_TICK to the eventfd's count, a wakeup 1: the reader
+ *     tells them apart by the sum it reads, and runs recheck() only then.
+ *     The watched list is this object's, under its own local_lock
+ *     (innermost: nothing is taken while it is held).
  *
  * Lifetime: the notifier holds its arena (the mapping) while the thread
  * runs; close() raises `stop`, wakes the word and waits, without the GIL,
@@ -37,8 +45,15 @@
 #include <unistd.h>
 
 typedef struct {
+    uint32_t link, index, generation;
+} Watched;
+
+typedef struct {
     PyObject_HEAD
     ArenaObject *arena;
+    uint32_t watch_lock; /* a local_lock over watched and count */
+    Watched *watched;
+    size_t count, capacity;
     Slot *slot;
     int fd;
     uint32_t stop;
@@ -46,6 +61,19 @@ typedef struct {
     int running;
     pid_t owner; /* the process whose thread this is */
 } NotifierObject;
+
+/* At a tick: whether the loop must look (a watched record moved, or none is watched). */
+static int
+notifier_tick_moved(NotifierObject *n)
+{
+    local_lock(&n->watch_lock);
+    int moved = n->count == 0;
+    for (size_t i = 0; i < n->count && !moved; i++)
+        moved = record_moved(n->arena, record_at(n->arena, n->watched[i].index),
+                             n->watched[i].generation) != 0;
+    local_unlock(&n->watch_lock);
+    return moved;
+}
 
 static void
 notifier_run(void *arg)
@@ -56,9 +84,13 @@ notifier_run(void *arg)
         int rc = 0;
         if (__atomic_load_n(word, __ATOMIC_ACQUIRE) == 0) rc = os_wait_word(word, 0, RECHECK_NS);
         if (__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE)) break;
-        if (__atomic_exchange_n(word, 0, __ATOMIC_ACQ_REL) == 0 && rc != ETIMEDOUT)
-            continue; /* a spurious return: nothing to tell */
-        os_notify_fd(n->fd);
+        uint64_t count = 1; /* a wakeup: the loop looks at its links' fired bits */
+        if (__atomic_exchange_n(word, 0, __ATOMIC_ACQ_REL) == 0) {
+            if (rc != ETIMEDOUT) continue; /* a spurious return: nothing to tell */
+            if (!notifier_tick_moved(n)) continue; /* a tick, and nothing to look at */
+            count = NOTIFY_TICK; /* the loop applies recheck() to its links */
+        }
+        os_notify_fd(n->fd, count);
     }
     __atomic_store_n(&n->exited, 1, __ATOMIC_RELEASE);
     os_wake_private(&n->exited, INT_MAX);
@@ -119,11 +151,58 @@ Notifier_close(NotifierObject *n, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* watch(link, index, generation): the link queued on record `index` at `generation`. */
+static PyObject *
+Notifier_watch(NotifierObject *n, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned long link, index, generation;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "watch(link, index, generation) takes 3 arguments");
+        return NULL;
+    }
+    link = PyLong_AsUnsignedLong(args[0]);
+    index = PyLong_AsUnsignedLong(args[1]);
+    generation = PyLong_AsUnsignedLong(args[2]);
+    if (PyErr_Occurred() || check_record(n->arena, index) < 0) return NULL;
+    local_lock(&n->watch_lock);
+    if (n->count == n->capacity) {
+        size_t capacity = n->capacity ? 2 * n->capacity : 16;
+        Watched *grown = PyMem_RawRealloc(n->watched, capacity * sizeof(Watched));
+        if (grown == NULL) {
+            local_unlock(&n->watch_lock);
+            return PyErr_NoMemory();
+        }
+        n->watched = grown;
+        n->capacity = capacity;
+    }
+    n->watched[n->count++] = (Watched){(uint32_t)link, (uint32_t)index, (uint32_t)generation};
+    local_unlock(&n->watch_lock);
+    Py_RETURN_NONE;
+}
+
+/* unwatch(link): the link left its record (fired or not). */
+static PyObject *
+Notifier_unwatch(NotifierObject *n, PyObject *arg)
+{
+    unsigned long link = PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    local_lock(&n->watch_lock);
+    for (size_t i = 0; i < n->count; i++) {
+        if (n->watched[i].link == (uint32_t)link) {
+            n->watched[i] = n->watched[--n->count];
+            break;
+        }
+    }
+    local_unlock(&n->watch_lock);
+    Py_RETURN_NONE;
+}
+
 static void
 Notifier_dealloc(NotifierObject *n)
 {
     PyTypeObject *type = Py_TYPE(n);
     notifier_stop(n);
+    PyMem_RawFree(n->watched);
     Py_XDECREF(n->arena);
     type->tp_free((PyObject *)n);
     Py_DECREF(type);
@@ -132,6 +211,10 @@ Notifier_dealloc(NotifierObject *n)
 static PyMethodDef Notifier_methods[] = {
     {"close", (PyCFunction)Notifier_close, METH_NOARGS,
      "close(): stop and join the thread (in a forked child: forget it)."},
+    {"watch", (PyCFunction)(void (*)(void))Notifier_watch, METH_FASTCALL,
+     "watch(link, index, generation): look at this link's record at each tick."},
+    {"unwatch", (PyCFunction)Notifier_unwatch, METH_O,
+     "unwatch(link): the link left its record."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -59,10 +59,9 @@ os_wake_private(uint32_t *word, int count)
 }
 
 void
-os_notify_fd(int fd)
+os_notify_fd(int fd, uint64_t count)
 {
-    uint64_t one = 1;
-    while (write(fd, &one, sizeof one) < 0 && errno == EINTR) {
+    while (write(fd, &count, sizeof count) < 0 && errno == EINTR) {
     }
 }
 

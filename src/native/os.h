@@ -52,7 +52,7 @@ int os_wait_private(uint32_t *word, uint32_t expected, long long timeout_ns);
 void os_wake_private(uint32_t *word, int count);
 
 /* Add 1 to an eventfd's counter (a full counter is readable already). */
-void os_notify_fd(int fd);
+void os_notify_fd(int fd, uint64_t count);
 
 /* Byte-range locks owned by an open file description (not by a process or
  * a thread): the kernel drops them when the description's last descriptor

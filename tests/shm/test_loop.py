@@ -68,6 +68,50 @@ def test_a_wait_times_out_and_leaves_nothing_queued() -> None:
     assert event._record.info()["waiters"] == 0
 
 
+def test_an_idle_loop_with_waiters_is_not_woken_by_the_ticks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The notifier applies the recheck rule in C at each tick and wakes the
+    # loop only if a record moved: two ticks pass here, and nothing moves.
+    looks: list[int] = []
+    readable = _loop.LoopWaiters.readable
+
+    def counted(waiters: _loop.LoopWaiters) -> None:
+        looks.append(len(waiters.pending))
+        readable(waiters)
+
+    monkeypatch.setattr(_loop.LoopWaiters, "readable", counted)
+    event = mpevent.Event()
+    assert asyncio.run(event.wait_async(2.5)) is False
+    assert looks == []
+
+
+def _claim_then_die(result: mpevent.AsyncResult, claimed: mpevent.Event) -> None:
+    result.claim()
+    claimed.set()
+    os.kill(os.getpid(), 9)
+
+
+def test_an_awaited_result_fails_within_a_tick_of_its_claimers_death(
+    processes: ProcessRunner,
+) -> None:
+    # The tick that finds the dead claimer is the one that tells the loop.
+    result, claimed = mpevent.AsyncResult(), mpevent.Event()
+
+    async def main() -> float:
+        waiting = asyncio.ensure_future(result.get_async(30))
+        await asyncio.sleep(0)  # queued on the loop before the claimer runs
+        child = processes.start(_claim_then_die, result, claimed)
+        assert await asyncio.get_running_loop().run_in_executor(None, claimed.wait, 30)
+        await asyncio.get_running_loop().run_in_executor(None, processes.join, child)
+        killed = asyncio.get_running_loop().time()
+        with pytest.raises(mpevent.ProcessDied):
+            await waiting
+        return asyncio.get_running_loop().time() - killed
+
+    assert asyncio.run(main()) < 1.5
+
+
 def test_a_set_and_clear_during_the_wait_counts_as_set() -> None:
     event = mpevent.Event()
 

@@ -70,7 +70,11 @@ def handoffs(
                 channel = channels[name]
                 if len(channel) > 2:
                     channel[2](i)  # untimed preparation (hand over a fresh handle)
-                ready.wait(30)
+                if not ready.wait(30):
+                    raise RuntimeError(
+                        f"the receiving child stopped answering (exit code {child.exitcode}); "
+                        "its error, if any, is above"
+                    )
                 ready.clear()
                 time.sleep(settle)  # let the child block in receive
                 starts[name].append(time.perf_counter())
