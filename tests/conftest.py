@@ -230,6 +230,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     forkserver.ensure_running()
     resource_tracker.ensure_running()
+    # So is the socket a set() sends event loops' wakeups through (kept for life).
+    _native.wakeup_sender()
 
 
 def pytest_report_header() -> str:

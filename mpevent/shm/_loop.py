@@ -1,12 +1,15 @@
-"""Waiting in an event loop (asyncio, a gevent hub): a slot per loop and arena, and an eventfd.
+"""Waiting in an event loop (asyncio, a gevent hub): a slot per loop and arena, and a socket.
 
 A loop cannot sleep on a futex, and a Python thread between the futex and
 the loop costs the GIL twice per wakeup.  So each loop that awaits records
-of an arena has a :class:`LoopWaiters`: one waiter slot, an eventfd the
-loop reads (asyncio's ``add_reader()``, a gevent io watcher), and a C
-thread (``_native.Notifier``, ``src/native/notify.c``) that sleeps on the
-slot and writes the eventfd, without the GIL.  Each awaited record gets a
-link of that slot.
+of an arena has a :class:`LoopWaiters`: one waiter slot and an abstract
+unix datagram socket bound to the slot's address, which a ``set()`` in
+any process writes to directly (the loop reads it with asyncio's
+``add_reader()`` or a gevent io watcher); and, for what a datagram cannot
+do, an eventfd written by a C thread (``_native.Notifier``,
+``src/native/notify.c``) that sleeps on the slot: the wakeups of setters
+that cannot reach the socket (another network namespace), and the tick.
+Each awaited record gets a link of that slot.
 
 Contract of :func:`wait` (a coroutine, on the loop's thread) and of
 :func:`wait_in_greenlet` (in a greenlet; only it blocks):
@@ -38,6 +41,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
+import socket
 import sys
 import time
 import weakref
@@ -69,13 +74,29 @@ class LoopWaiters:
         self.native.reset(self.slot)
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.notifier = Notifier(self.native, self.slot, self.fd)
+        self.socket = self._bind()
         # link -> (resolve, record index, generation when queued); resolve()
         # may be called more than once and must not mind.
         self.pending: dict[int, tuple[Callable[[], None], int, int]] = {}
         self.spare_links: list[int] = []
         self.last_used = time.monotonic()
         self.closed = False
-        self._stop_reading = start_reading(self.fd, self.readable)
+        self._stop_reading = [start_reading(self.fd, self.readable)]
+        if self.socket is not None:
+            self._stop_reading.append(start_reading(self.socket.fileno(), self.datagrams))
+            self.native.set_loop(self.slot, self.token)  # setters write to it from now on
+
+    def _bind(self) -> socket.socket | None:
+        """The slot's datagram socket, or None if its address cannot be had."""
+        self.token = secrets.randbits(32) or 1
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            receiver.setblocking(False)
+            receiver.bind(self.native.loop_address(self.slot, self.token))
+        except OSError:  # taken (a 1 in 2**32 clash), or no unix sockets here
+            receiver.close()
+            return None
+        return receiver
 
     def queue(self, index: int, resolve: Callable[[], None]) -> int | None:
         """Queue a link on record *index*; None if it is set already (nothing queued)."""
@@ -100,15 +121,27 @@ class LoopWaiters:
         self.spare_links.append(link)
         self.last_used = time.monotonic()
 
+    def datagrams(self) -> None:
+        """The loop's reader of the socket: setters' wakeups, sent directly."""
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self.socket.recv(16)  # type: ignore[union-attr]
+        # Arm the word before looking (notify.c): a set() after this sends again.
+        self.native.reset(self.slot)
+        self._look(recheck=False)
+
     def readable(self) -> None:
-        """The loop's reader of the eventfd: resolve every waiter whose record was set."""
+        """The loop's reader of the eventfd: the notifier's wakeups and ticks."""
         count = 0
         with contextlib.suppress(BlockingIOError):  # another call read it already
             count = os.eventfd_read(self.fd)
         # A tick: the notifier found a record moved with no wakeup (a dead
         # setter or claimer), by the one rule in C (wait.c); recheck() applies
         # it here, failing a lost claim.
-        recheck = count >= NOTIFY_TICK
+        self._look(recheck=count >= NOTIFY_TICK)
+
+    def _look(self, recheck: bool) -> None:
+        """Resolve every waiter whose record was set; retire when idle long enough."""
         now = time.monotonic()
         for link, (resolve, index, generation) in list(self.pending.items()):
             if self.native.fired(link) or (recheck and self.native.recheck(index, generation)):
@@ -122,10 +155,15 @@ class LoopWaiters:
             return
         self.closed = True
         _forget(self)
+        if self.socket is not None:
+            self.native.set_loop(self.slot, 0)  # setters back to the futex
         if on_the_loop:
-            self._stop_reading()
+            for stop in self._stop_reading:
+                stop()
         self.notifier.close()
         os.close(self.fd)
+        if self.socket is not None:
+            self.socket.close()
         for link in self.spare_links:
             self.native.link_free(link)
         self.native.slot_free(self.slot)
@@ -268,9 +306,14 @@ def wait_in_greenlet(linkables: Sequence[Linkable], seconds: float | None) -> li
 
 
 def descriptors() -> int:
-    """How many eventfds the live loops of this process hold (for leak checks)."""
+    """How many descriptors the live loops of this process hold (for leak checks):
+    an eventfd each, and a socket each that has one."""
     sweep()
-    return sum(len(by_arena) for by_arena in list(_loops.values()))
+    return sum(
+        1 + (waiters.socket is not None)
+        for by_arena in list(_loops.values())
+        for waiters in list(by_arena.values())
+    )
 
 
 def _before_fork() -> None:
@@ -295,6 +338,10 @@ def _after_fork_in_child() -> None:
         for waiters in by_arena.values():
             waiters.closed = True
             waiters.notifier.close()  # forgets: the thread was the parent's
+            # This process's copies of the descriptors (the parent keeps its own).
+            os.close(waiters.fd)
+            if waiters.socket is not None:
+                waiters.socket.close()
         by_arena.clear()
     _loops.clear()
 

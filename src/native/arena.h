@@ -336,7 +336,8 @@ typedef struct {
     uint32_t owner;     /* attach entry + 1 of the process whose thread owns it */
     uint32_t next_free; /* index+1 */
     uint32_t owner_epoch; /* that entry's epoch: a reused entry is another owner */
-    uint32_t pad[3];
+    uint32_t loop;      /* nonzero: an event loop's slot, woken by a datagram (notify.c) */
+    uint32_t pad[2];
 } Slot;
 
 typedef struct {
@@ -672,6 +673,9 @@ PyObject *native_untrack(PyObject *module, PyObject *obj);
  * one recheck more, harmless. */
 #define NOTIFY_TICK ((uint64_t)1 << 30)
 extern PyType_Spec NotifierSpec;
+PyObject *Arena_loop_address(ArenaObject *self, PyObject *args);
+PyObject *Arena_set_loop(ArenaObject *self, PyObject *args);
+PyObject *native_wakeup_sender(PyObject *module, PyObject *ignored);
 
 /* heap.c */
 extern PyType_Spec BlockViewSpec;

@@ -475,6 +475,10 @@ static PyMethodDef Arena_methods[] = {
     METHOD(park, METH_VARARGS, "park(slot, timeout) -> woken."),
     METHOD(reset, METH_O, "reset(slot): arm the slot's word."),
     METHOD(wake, METH_O, "wake(slot): wake the slot directly."),
+    METHOD(loop_address, METH_VARARGS,
+           "loop_address(slot, token) -> bytes: the abstract unix address of a loop's slot."),
+    METHOD(set_loop, METH_VARARGS,
+           "set_loop(slot, token): wake the slot by a datagram to that address (0: by futex)."),
     METHOD(wait, METH_FASTCALL, "wait(record, slot, timeout) -> bool, or None: needs a slot."),
     METHOD(wait_any, METH_VARARGS,
            "wait_any(records, slot, links, timeout) -> positions seen set, or None: needs a slot."),
@@ -542,6 +546,8 @@ static PyMethodDef native_functions[] = {
     {"set_spin_limit", native_set_spin_limit, METH_O,
      "set_spin_limit(limit or None) -> int: set the spin limit (None: the default); "
      "returns the one in force (0 with one usable CPU)."},
+    {"wakeup_sender", native_wakeup_sender, METH_NOARGS,
+     "wakeup_sender() -> int: this process's socket for event loops' wakeups (kept for life)."},
     {"spin_stats", native_spin_stats, METH_NOARGS,
      "spin_stats() -> dict: this process's spin decisions (spun, won, same_cpu, "
      "no_seat, low_budget) and the limit and seats in force."},

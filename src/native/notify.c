@@ -26,6 +26,19 @@
  *     The watched list is this object's, under its own local_lock
  *     (innermost: nothing is taken while it is held).
  *
+ * The fast path, with no thread hop: the loop also binds an abstract unix
+ * datagram socket at the address of (token, slot) and publishes the token
+ * in Slot.loop (set_loop); a set() that fires a link of that slot sends
+ * one datagram there (wake_slot, waiters.c) instead of a futex wake, and
+ * the loop, reading it, arms the word itself (reset) before it looks at
+ * its links' fired bits -- the same order as the thread's swap, so a
+ * set() after the reset sends again.  The thread stays for the rest: a
+ * setter that cannot reach the address (another network namespace, a
+ * loop gone) falls back to the futex wake, and the tick still runs.  A
+ * datagram sent to a stale token (the loop retired, set_loop(slot, 0) not
+ * yet seen) finds no socket and falls back too; one that reaches a wrong
+ * socket only makes a loop look for nothing.
+ *
  * Lifetime: the notifier holds its arena (the mapping) while the thread
  * runs; close() raises `stop`, wakes the word and waits, without the GIL,
  * for the thread's last act: raising `exited` (after it, the thread
@@ -42,6 +55,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 typedef struct {
@@ -108,6 +122,41 @@ notifier_stop(NotifierObject *n)
     Py_BEGIN_ALLOW_THREADS
     while (!__atomic_load_n(&n->exited, __ATOMIC_ACQUIRE)) os_wait_private(&n->exited, 0, -1);
     Py_END_ALLOW_THREADS
+}
+
+/* loop_address(slot, token) -> bytes: the abstract address a loop binds. */
+PyObject *
+Arena_loop_address(ArenaObject *self, PyObject *args)
+{
+    unsigned long slot;
+    unsigned int token;
+    if (!PyArg_ParseTuple(args, "kI:loop_address", &slot, &token)) return NULL;
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    size_t length = os_loop_address(token, (uint32_t)slot, path, sizeof path);
+    return PyBytes_FromStringAndSize(path, (Py_ssize_t)length);
+}
+
+/* wakeup_sender() -> int: the descriptor of this process's datagram sender
+ * (made now if need be; it lives as long as the process). */
+PyObject *
+native_wakeup_sender(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    int fd = os_wakeup_sender();
+    if (fd < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(fd);
+}
+
+/* set_loop(slot, token): wake `slot` by datagram from now on (0: by futex). */
+PyObject *
+Arena_set_loop(ArenaObject *self, PyObject *args)
+{
+    PyObject *slot_arg;
+    unsigned int token;
+    unsigned long slot;
+    if (!PyArg_ParseTuple(args, "OI:set_loop", &slot_arg, &token)) return NULL;
+    if (parse_slot(self, slot_arg, &slot) < 0) return NULL;
+    __atomic_store_n(&self->slots[slot].loop, (uint32_t)token, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
 }
 
 /* Notifier(arena, slot, fd): start the thread for `slot`, writing to `fd`. */

@@ -12,8 +12,11 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,6 +65,48 @@ void
 os_notify_fd(int fd, uint64_t count)
 {
     while (write(fd, &count, sizeof count) < 0 && errno == EINTR) {
+    }
+}
+
+/* --- datagrams to event loops ----------------------------------------- */
+
+size_t
+os_loop_address(uint32_t token, uint32_t slot, char *path, size_t size)
+{
+    /* Abstract (a leading NUL): no file, gone with its socket. */
+    int n = snprintf(path + 1, size - 1, "mpevent-loop-%08x-%u", token, slot);
+    path[0] = '\0';
+    return n < 0 ? 0 : (size_t)n + 1;
+}
+
+int
+os_wakeup_sender(void)
+{
+    static int sender = -1; /* one unbound socket per process, made on first use */
+    int fd = __atomic_load_n(&sender, __ATOMIC_ACQUIRE);
+    if (fd >= 0) return fd;
+    int made = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (made < 0) return -1;
+    int none = -1;
+    if (__atomic_compare_exchange_n(&sender, &none, made, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return made;
+    close(made); /* another thread made one first */
+    return none;
+}
+
+int
+os_send_wakeup(uint32_t token, uint32_t slot)
+{
+    int fd = os_wakeup_sender();
+    if (fd < 0) return errno;
+    struct sockaddr_un to = {.sun_family = AF_UNIX};
+    size_t length = os_loop_address(token, slot, to.sun_path, sizeof to.sun_path);
+    socklen_t size = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + length);
+    for (;;) {
+        if (sendto(fd, "w", 1, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&to, size) >= 0)
+            return 0;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0; /* unread ones will wake it */
+        if (errno != EINTR) return errno;
     }
 }
 

@@ -51,8 +51,19 @@ void os_wake_word(uint32_t *word, int count);
 int os_wait_private(uint32_t *word, uint32_t expected, long long timeout_ns);
 void os_wake_private(uint32_t *word, int count);
 
-/* Add 1 to an eventfd's counter (a full counter is readable already). */
+/* Add `count` to an eventfd's counter (a full counter is readable already). */
 void os_notify_fd(int fd, uint64_t count);
+
+/* Datagrams to an event loop in any process of this network namespace:
+ * the abstract unix address of (token, slot), and one empty datagram sent
+ * there.  os_send_wakeup returns 0 when it was queued or the loop's queue
+ * is full (it has wakeups unread), else an errno (no such address: another
+ * network namespace, or the loop is gone). */
+size_t os_loop_address(uint32_t token, uint32_t slot, char *path, size_t size);
+int os_send_wakeup(uint32_t token, uint32_t slot);
+/* The process's one socket that sends them (made on first use, kept): its
+ * descriptor, or -1 with errno. */
+int os_wakeup_sender(void);
 
 /* Byte-range locks owned by an open file description (not by a process or
  * a thread): the kernel drops them when the description's last descriptor

@@ -41,6 +41,7 @@ slot_give_back(ArenaObject *a, uint32_t slot)
     Header *h = a->header;
     Slot *s = &a->slots[slot];
     s->in_use = 0;
+    __atomic_store_n(&s->loop, 0, __ATOMIC_RELEASE);
     s->owner = 0;
     s->owner_epoch = 0;
     s->next_free = h->slot_free;
@@ -89,6 +90,7 @@ Arena_slot_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
     }
     Slot *s = &self->slots[slot];
     s->word = 0;
+    __atomic_store_n(&s->loop, 0, __ATOMIC_RELEASE); /* a reclaimed loop's slot, too */
     s->owner = (uint32_t)self->held_entry + 1;
     s->owner_epoch = self->held_epoch;
     s->next_free = 0;

@@ -87,6 +87,20 @@ remove_link(ArenaObject *a, Record *r, uint32_t link)
 }
 
 /*
+ * Wake one slot whose word was set: a datagram to its event loop if it is
+ * one and the loop can be reached (notify.c), else a futex wake -- which
+ * an event loop's notifier thread turns into an eventfd write.
+ */
+static void
+wake_slot(ArenaObject *a, uint32_t index)
+{
+    Slot *s = &a->slots[index];
+    uint32_t loop = __atomic_load_n(&s->loop, __ATOMIC_ACQUIRE);
+    if (loop != 0 && os_send_wakeup(loop, index) == 0) return;
+    futex_wake_all(&s->word);
+}
+
+/*
  * Dequeue every waiter, mark it fired and set its slot's word; collect the
  * slots to wake after unlocking.  The word is written under the lock so a
  * waiter that finds itself dequeued knows no later write to its slot from
@@ -108,7 +122,7 @@ wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake)
         if (*nwake < WAKE_BATCH) {
             wake[(*nwake)++] = l->slot;
         } else {
-            futex_wake_all(&s->word);
+            wake_slot(a, l->slot);
         }
     }
 }
@@ -131,7 +145,7 @@ note_setter(Record *r)
 void
 wake_slots(ArenaObject *a, const uint32_t *wake, int n)
 {
-    for (int i = 0; i < n; i++) futex_wake_all(&a->slots[wake[i]].word);
+    for (int i = 0; i < n; i++) wake_slot(a, wake[i]);
     spin_woke_sleeper = n > 0;
 }
 

@@ -86,6 +86,68 @@ def test_an_idle_loop_with_waiters_is_not_woken_by_the_ticks(
     assert looks == []
 
 
+def _set_when_told(event: mpevent.Event, go: mpevent.Event) -> None:
+    go.wait(30)
+    event.set()
+
+
+def _count_readers(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How often each of a loop's readers ran: the socket's and the eventfd's."""
+    calls = {"datagrams": 0, "readable": 0}
+    for name in calls:
+        original = getattr(_loop.LoopWaiters, name)
+
+        def counted(waiters: _loop.LoopWaiters, name: str = name, original: Any = original) -> None:
+            calls[name] += 1
+            original(waiters)
+
+        monkeypatch.setattr(_loop.LoopWaiters, name, counted)
+    return calls
+
+
+def test_a_set_in_another_process_reaches_the_loop_by_datagram(
+    processes: ProcessRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _count_readers(monkeypatch)
+    event, go = mpevent.Event(), mpevent.Event()
+    child = processes.start(_set_when_told, event, go)
+
+    async def main() -> bool:
+        waiting = asyncio.ensure_future(event.wait_async(30))
+        await asyncio.sleep(0)  # queued before the set
+        go.set()
+        return await waiting
+
+    assert asyncio.run(main()) is True
+    processes.join(child)
+    # The datagram came (the notifier may have seen the word up too, at a
+    # moment it was awake, and told the loop once more: harmless).
+    assert calls["datagrams"] >= 1
+
+
+def test_a_setter_that_cannot_reach_the_socket_wakes_the_loop_through_the_thread(
+    processes: ProcessRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A token nobody is bound to stands in for a setter in another network
+    # namespace: its datagram fails, and the futex wake goes to the notifier.
+    calls = _count_readers(monkeypatch)
+    event, go = mpevent.Event(), mpevent.Event()
+    child = processes.start(_set_when_told, event, go)
+
+    async def main() -> bool:
+        waiting = asyncio.ensure_future(event.wait_async(30))
+        await asyncio.sleep(0)
+        (waiters,) = _loop._loops[asyncio.get_running_loop()].values()
+        assert waiters.socket is not None
+        waiters.native.set_loop(waiters.slot, waiters.token ^ 1)
+        go.set()
+        return await waiting
+
+    assert asyncio.run(main()) is True
+    processes.join(child)
+    assert calls["readable"] >= 1 and calls["datagrams"] == 0
+
+
 def _claim_then_die(result: mpevent.AsyncResult, claimed: mpevent.Event) -> None:
     result.claim()
     claimed.set()
