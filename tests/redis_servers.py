@@ -86,11 +86,12 @@ def single_server(directory: Path, password: str | None = None) -> Iterator[int]
 
 
 @contextmanager
-def cluster(directory: Path) -> Iterator[list[int]]:
+def cluster(directory: Path, replicas: int = 0) -> Iterator[list[int]]:
+    """A 3-master cluster, each master with *replicas* replicas; its ports."""
     require_redis()
     ports: list[int] = []
     try:
-        for n in range(3):
+        for n in range(3 * (1 + replicas)):
             port = free_port()
             ports.append(port)
             start_server(
@@ -109,7 +110,7 @@ def cluster(directory: Path) -> Iterator[list[int]]:
                 "create",
                 *nodes,
                 "--cluster-replicas",
-                "0",
+                str(replicas),
                 "--cluster-yes",
             ],
             capture_output=True,
@@ -118,7 +119,10 @@ def cluster(directory: Path) -> Iterator[list[int]]:
         )
         assert created.returncode == 0, created.stdout + created.stderr
         deadline = time.monotonic() + 30
-        while "cluster_state:ok" not in _cli(ports[0], "cluster", "info").stdout:
+        while "cluster_state:ok" not in _cli(ports[0], "cluster", "info").stdout or (
+            sum(master != "-" for _, master in _node_ids(ports).values()) < 3 * replicas
+            or sum(_synced(port) for port in ports) < 3 * replicas
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError("the Redis cluster did not become ready")
             time.sleep(0.1)
@@ -224,9 +228,42 @@ def move_slot(ports: list[int], slot: int, target: int) -> None:
         moved = _cli(source, "migrate", "127.0.0.1", str(target), "", "0", "5000", "keys", *keys)
         assert moved.stdout.strip() == "OK", moved.stdout + moved.stderr
     for port in [target, source, *(p for p in ports if p not in (source, target))]:
-        assert (
-            _cli(port, "cluster", "setslot", str(slot), "node", ids[target]).stdout.strip() == "OK"
-        )
+        told = _cli(port, "cluster", "setslot", str(slot), "node", ids[target])
+        assert told.stdout.strip() == "OK", f"port {port}: {told.stdout}{told.stderr}"
+
+
+def _synced(port: int) -> bool:
+    """Whether the node on *port* is a replica done with its first sync."""
+    info = _cli(port, "info", "replication").stdout
+    return (
+        "role:slave" in info
+        and "master_link_status:up" in info
+        and ("master_sync_in_progress:0" in info)
+    )
+
+
+def _node_ids(ports: list[int]) -> dict[int, tuple[str, str]]:
+    """port -> (node id, id of its master or "-") from CLUSTER NODES."""
+    nodes = {}
+    for line in _cli(ports[0], "cluster", "nodes").stdout.splitlines():
+        fields = line.split()
+        nodes[int(fields[1].split("@")[0].rsplit(":", 1)[1])] = (fields[0], fields[3])
+    return nodes
+
+
+def fail_over(ports: list[int], slot: int) -> int:
+    """Promote a replica of *slot*'s master (CLUSTER FAILOVER: coordinated, no
+    write lost); the port of the new master, once every node agrees."""
+    nodes = _node_ids(ports)
+    master_id = nodes[slot_owner(ports, slot)][0]
+    replica = next(port for port, (_, master) in nodes.items() if master == master_id)
+    assert _cli(replica, "cluster", "failover").stdout.strip() == "OK"
+    deadline = time.monotonic() + 30
+    while any(slot_owner([port], slot) != replica for port in ports):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the failover of slot {slot} to port {replica} did not finish")
+        time.sleep(0.1)
+    return replica
 
 
 def forget_backends() -> None:

@@ -20,6 +20,7 @@ about a second, then raise :class:`BackendUnavailable`, a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -326,6 +327,13 @@ class Connection:
                     ) from None
                 time.sleep(RETRY_BACKOFF[attempt])
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def refresh_slots(self) -> None:
+        """Read a cluster's slot map again (after a failover or a reshard that no
+        reply has told the client of yet); nothing on one server."""
+        if self.cluster:
+            with contextlib.suppress(redis.RedisError, OSError):  # the next try tells
+                self.client.nodes_manager.initialize()
 
     def node_urls(self) -> list[str]:
         """The URL of every node (one, unless a cluster)."""

@@ -33,7 +33,14 @@ import time
 import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 
-from ._pubsub import MOVED, Notice, Recent, Subscriber, confirmation_missing
+from ._pubsub import (
+    MOVED,
+    Notice,
+    Recent,
+    Subscriber,
+    confirmation_missing,
+    subscription_refused,
+)
 
 Deliver = Callable[[str, int | None], None]
 KEPT = 64  # channels an inbox keeps subscribed after its waits, most recent last
@@ -74,9 +81,12 @@ class Inbox:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise confirmation_missing(timeout)
+                self.subscriber.refused = False
                 for notice in self._read(left, deliver):
                     if notice.kind == "ssubscribe":
                         pending.discard(notice.channel)
+                if self.subscriber.refused:  # MOVED: this node does not serve the slot
+                    raise subscription_refused(self.subscriber.node_url)
         for channel in channels:
             self.subscribed.use(channel)
         old = self.subscribed.evict(spare=[*channels, *keep])

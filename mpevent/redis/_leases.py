@@ -143,8 +143,10 @@ def _renew_once(live: dict[str, Held]) -> None:
             renew = _pipeline(backend, keys, backend.settings.lease_ms)
             renewed = backend.connection.call(renew)
         except Exception:
-            # Out of reach, refused, closed: this thread must not die, or
-            # every claim of the process would lapse.  Try again next round.
+            # Out of reach, refused (a cluster's MOVED after a failover),
+            # closed: this thread must not die, or every claim of the process
+            # would lapse.  Try again next round, with the slot map read anew.
+            backend.connection.refresh_slots()
             continue
         with _lock:
             for key, alive in zip(keys, renewed, strict=True):

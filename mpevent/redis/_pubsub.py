@@ -14,8 +14,9 @@ module owns what they share, so that it is written once:
 * reading: at most one blocking wait, then whatever is buffered, each
   message turned into a :class:`Notice` (the one reading of a message); a
   subscription the node refuses (``MOVED`` for a stale slot map) is
-  skipped, so its confirmation never comes and the caller's confirmation
-  deadline (``confirmation_missing``) reports it;
+  noted (``refused``) and skipped, so its confirmation never comes: an
+  inbox's subscribe() raises at once, the listener's at its confirmation
+  deadline (``confirmation_missing``);
 * which channels stay subscribed after their last waiter (``Recent``), so
   the next wait on them costs no round trip.
 """
@@ -91,6 +92,14 @@ def notice_of(message: dict[str, Any], leaving: set[str] = frozenset()) -> Notic
     return None
 
 
+def subscription_refused(node_url: str) -> redis.ConnectionError:
+    """What a subscriber raises when the node refused a subscription (MOVED)."""
+    return redis.ConnectionError(
+        f"the node at {node_url} refused the subscription: the channel's slot is served "
+        "elsewhere now (a failover or a reshard)"
+    )
+
+
 def confirmation_missing(timeout: float) -> redis.ConnectionError:
     """The error of a subscription the server did not confirm in time."""
     return redis.ConnectionError(f"no confirmation of the subscription within {timeout} s")
@@ -108,6 +117,7 @@ class Subscriber:
         self.node_url = node_url
         self.pubsub = client.pubsub()
         self.leaving: set[str] = set()  # ends we asked for: their goodbyes are expected
+        self.refused = False  # a subscription was refused since the reader last looked
 
     def ask(self, channels: Iterable[str]) -> None:
         """Send SSUBSCRIBE for *channels* (confirmations arrive as notices)."""
@@ -135,7 +145,8 @@ class Subscriber:
             try:
                 response = self.pubsub.parse_response(block=block, timeout=wait)
             except redis.ResponseError:
-                continue  # a subscription refused: see the module's docstring
+                self.refused = True  # see the module's docstring
+                continue
             if response is None:
                 return notices
             message = self.pubsub.handle_message(response)

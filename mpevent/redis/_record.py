@@ -268,17 +268,18 @@ class RedisRecord:
         *keep*: the channels of the whole wait, which stay subscribed.
         """
         connection = self.backend.connection
-        url = connection.node_url(self.channel)
 
-        def subscribe() -> None:
+        def subscribe() -> str:
+            url = connection.node_url(self.channel)  # anew each try: see below
             try:
                 _inbox.inbox_for(url).subscribe([self.channel], deliver, keep)
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 _inbox.drop(url)  # the next try starts with a fresh connection
+                connection.refresh_slots()  # the node may serve the slot no more
                 raise
+            return url
 
-        connection.call(subscribe)
-        return url
+        return connection.call(subscribe)
 
     def _keep_carried(self, url: str | None, generation: int) -> None:
         """Keep what the message of *generation* carried, for this thread's next load()."""
@@ -409,8 +410,16 @@ class RedisRecord:
 
     def _subscribe(self, wakeup: Callable[[int | None], object]) -> None:
         connection = self.backend.connection
-        listener = listener_for(connection.node_url(self.channel))
-        connection.call(lambda: listener.subscribe(self.channel, wakeup))
+
+        def subscribe() -> None:
+            listener = listener_for(connection.node_url(self.channel))
+            try:
+                listener.subscribe(self.channel, wakeup)
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                connection.refresh_slots()  # the node may serve the slot no more
+                raise
+
+        connection.call(subscribe)
 
     def _follow_slot(self, subscribe: Callable[[], _T]) -> _T:
         """Run *subscribe* again after the slot moved (the old node dropped us).

@@ -116,6 +116,31 @@ def test_a_claim_rides_out_a_server_restart(
         processes.join(child)
 
 
+def test_a_claim_survives_a_cluster_failover(
+    tmp_path: Path, processes: ProcessRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lease shares the result's hash tag: it is on the replica that a
+    # coordinated failover promotes, and renewals follow the slot there.
+    monkeypatch.setenv("MPEVENT_AUTHKEY", AUTHKEY)
+    lease = 2.0
+    with redis_servers.cluster(tmp_path / "cluster", replicas=1) as ports:
+        url = f"redis://127.0.0.1:{ports[0]}/0?lease={lease:g}"
+        with mpevent.connect(url, authkey=AUTHKEY) as backend:
+            result = backend.AsyncResult()
+            context = mp.get_context("fork")
+            claimed, go, outcome = context.Event(), context.Event(), context.Queue()
+            child = processes.start(_claim_then_report, result, claimed, go, outcome)
+            assert claimed.wait(60)
+            slot = backend.connection.client.keyslot(result._record.key)
+            redis_servers.fail_over(ports, slot)
+            # Two leases more: renewed on the new master all along, never lapsed.
+            assert result.wait(2 * lease) is None and not result.ready()
+            go.set()
+            assert outcome.get(timeout=30) == "stored"
+            assert result.get(timeout=30) == "late"
+            processes.join(child)
+
+
 def _evalsha_calls(port: int) -> int:
     client = redis.Redis(port=port)
     try:
