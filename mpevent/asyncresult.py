@@ -147,6 +147,13 @@ class AsyncResult(Linkable):
             with result.claim():
                 result.set(work())
 
+        On a Redis server the promise is a lease that a thread of this
+        process renews (``lease=`` in the URL, 3 s by default): a death is
+        seen within the lease plus about a second, and a claimer cut off
+        from the server for longer than the lease is taken for dead -- its
+        own ``set()`` then raises :class:`~mpevent.ClaimLost` and stores
+        nothing.  Closing the backend fails its unset claims, as an exit does.
+
         Raises ValueError if the result is set already or claimed by a live
         process (one process promises it), and on a closed handle.
         """
