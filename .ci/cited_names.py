@@ -32,6 +32,7 @@ DOTTED = re.compile(r"(?<![\w/])((?:mpevent\.)?(?:\w+\.)*_?[a-z]\w*\.\w+)")
 # Functions of other projects and of the C library that comments name.
 ELSEWHERE = {
     "call_soon_threadsafe",
+    "pidfd_getfd",
     "add_reader",
     "pthread_atfork",
     "os_unix",
