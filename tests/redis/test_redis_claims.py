@@ -6,9 +6,11 @@ runs on every backend in tests/contract/test_claims.py.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,24 +50,46 @@ def _claim_then_report(result: mpevent.AsyncResult, claimed: Any, go: Any, outco
         outcome.put("stored")
 
 
+@contextlib.contextmanager
+def _paused_claimer(backend: Any, processes: ProcessRunner) -> Iterator[tuple[Any, ...]]:
+    """A child that claimed a result and is stopped (SIGSTOP, until the block
+    ends): (result, child, go, outcome) of _claim_then_report.
+
+    SIGSTOP stands in for a partition or a paused VM: the process lives,
+    and its renewals stop.
+    """
+    result = backend.AsyncResult()
+    context = mp.get_context("fork")
+    claimed, go, outcome = context.Event(), context.Event(), context.Queue()
+    child = processes.start(_claim_then_report, result, claimed, go, outcome)
+    assert claimed.wait(60)
+    os.kill(child.pid, signal.SIGSTOP)
+    try:
+        yield result, child, go, outcome
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+
+
+def _until_gone(port: int, key: str) -> None:
+    """Until *key* has expired on the server (read without touching the result)."""
+    client = redis.Redis(port=port)
+    try:
+        deadline = time.monotonic() + 30
+        while client.exists(key):
+            assert time.monotonic() < deadline, f"{key} did not expire"
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
 def test_a_claimer_paused_past_its_lease_learns_it_lost_the_claim(
     server: int, processes: ProcessRunner
 ) -> None:
-    # SIGSTOP stands in for a partition or a paused VM: the process lives,
-    # and its renewals stop.  Nobody waits meanwhile: its own set() finds
+    # Nobody looks at the result meanwhile: the claimer's own set() finds
     # the lapse, stores the failure and is refused.
     with mpevent.connect(_url(server), authkey=AUTHKEY) as backend:
-        result = backend.AsyncResult()
-        context = mp.get_context("fork")
-        claimed, go, outcome = context.Event(), context.Event(), context.Queue()
-        child = processes.start(_claim_then_report, result, claimed, go, outcome)
-        assert claimed.wait(60)
-        os.kill(child.pid, signal.SIGSTOP)
-        try:
-            # No renewal for 3 leases, as the server counts time.
-            assert result.wait(3 * LEASE) is None
-        finally:
-            os.kill(child.pid, signal.SIGCONT)
+        with _paused_claimer(backend, processes) as (result, child, go, outcome):
+            _until_gone(server, result._record.lease)
         go.set()
         said = outcome.get(timeout=30)
         assert said.startswith("ClaimLost") and "lease= parameter" in said
@@ -80,17 +104,11 @@ def test_waiters_see_the_lapse_while_the_claimer_is_paused(
     server: int, processes: ProcessRunner
 ) -> None:
     with mpevent.connect(_url(server), authkey=AUTHKEY) as backend:
-        result = backend.AsyncResult()
-        context = mp.get_context("fork")
-        claimed, go, outcome = context.Event(), context.Event(), context.Queue()
-        child = processes.start(_claim_then_report, result, claimed, go, outcome)
-        assert claimed.wait(60)
-        os.kill(child.pid, signal.SIGSTOP)
-        try:
-            with pytest.raises(mpevent.ProcessDied):
-                result.get(timeout=LEASE + 2)
-        finally:
-            os.kill(child.pid, signal.SIGCONT)
+        with (
+            _paused_claimer(backend, processes) as (result, child, go, outcome),
+            pytest.raises(mpevent.ProcessDied),
+        ):
+            result.get(timeout=LEASE + 2)
         go.set()
         assert outcome.get(timeout=30).startswith("ClaimLost")
         processes.join(child)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -105,21 +105,32 @@ def _count_readers(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     return calls
 
 
-def test_a_set_in_another_process_reaches_the_loop_by_datagram(
-    processes: ProcessRunner, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls = _count_readers(monkeypatch)
+def _awaited_from_another_process(
+    processes: ProcessRunner, before_set: Callable[[_loop.LoopWaiters], None] = lambda w: None
+) -> bool:
+    """wait_async() on an Event that another process sets once the wait is
+    queued; *before_set* sees the loop's waiters first."""
     event, go = mpevent.Event(), mpevent.Event()
     child = processes.start(_set_when_told, event, go)
 
     async def main() -> bool:
         waiting = asyncio.ensure_future(event.wait_async(30))
         await asyncio.sleep(0)  # queued before the set
+        (waiters,) = _loop._loops[asyncio.get_running_loop()].values()
+        before_set(waiters)
         go.set()
         return await waiting
 
-    assert asyncio.run(main()) is True
+    woken = asyncio.run(main())
     processes.join(child)
+    return woken
+
+
+def test_a_set_in_another_process_reaches_the_loop_by_datagram(
+    processes: ProcessRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _count_readers(monkeypatch)
+    assert _awaited_from_another_process(processes) is True
     # The datagram came (the notifier may have seen the word up too, at a
     # moment it was awake, and told the loop once more: harmless).
     assert calls["datagrams"] >= 1
@@ -131,20 +142,12 @@ def test_a_setter_that_cannot_reach_the_socket_wakes_the_loop_through_the_thread
     # A token nobody is bound to stands in for a setter in another network
     # namespace: its datagram fails, and the futex wake goes to the notifier.
     calls = _count_readers(monkeypatch)
-    event, go = mpevent.Event(), mpevent.Event()
-    child = processes.start(_set_when_told, event, go)
 
-    async def main() -> bool:
-        waiting = asyncio.ensure_future(event.wait_async(30))
-        await asyncio.sleep(0)
-        (waiters,) = _loop._loops[asyncio.get_running_loop()].values()
+    def wrong_token(waiters: _loop.LoopWaiters) -> None:
         assert waiters.socket is not None
         waiters.native.set_loop(waiters.slot, waiters.token ^ 1)
-        go.set()
-        return await waiting
 
-    assert asyncio.run(main()) is True
-    processes.join(child)
+    assert _awaited_from_another_process(processes, wrong_token) is True
     assert calls["readable"] >= 1 and calls["datagrams"] == 0
 
 
