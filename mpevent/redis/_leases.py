@@ -45,8 +45,10 @@ class Held(NamedTuple):
     record: RedisRecord
 
 
-_held: dict[str, Held] = {}  # lease key -> what this process claimed, until its set()
-_lapsed: set[str] = set()  # lease keys found gone: not renewed any more
+# (server, lease key) -> what this process claimed, until its set(): two
+# servers may hold the same key.
+_held: dict[tuple[str, str], Held] = {}
+_lapsed: set[tuple[str, str]] = set()  # leases found gone: not renewed any more
 _lock = threading.Lock()
 _renewing = threading.Condition(_lock)
 # Held by the thread while it renews: release() takes it, so a backend about
@@ -71,13 +73,17 @@ def failure(text: bytes) -> ProcessDied:
     return ProcessDied(int(pid), exited == "1", host)
 
 
+def _key(record: RedisRecord) -> tuple[str, str]:
+    return record.backend.settings.public, record.lease
+
+
 def hold(backend: RedisBackend, record: RedisRecord) -> None:
     """*record* is claimed by this process: renew its lease until it is set."""
     global _thread
     _lifecycle.need_exit_hooks()
     with _lock:
-        _held[record.lease] = Held(backend, record)
-        _lapsed.discard(record.lease)
+        _held[_key(record)] = Held(backend, record)
+        _lapsed.discard(_key(record))
         if _thread is None:
             _thread = threading.Thread(target=_renew, name="mpevent-leases", daemon=True)
             _thread.start()
@@ -87,14 +93,14 @@ def hold(backend: RedisBackend, record: RedisRecord) -> None:
 def claimed(record: RedisRecord) -> str:
     """This process's token if it claimed *record* and has not set it since, else ''."""
     with _lock:
-        return token() if record.lease in _held else ""
+        return token() if _key(record) in _held else ""
 
 
 def drop(record: RedisRecord) -> None:
     """*record* was set (or its claim refused): nothing to renew or release."""
     with _lock:
-        _held.pop(record.lease, None)
-        _lapsed.discard(record.lease)
+        _held.pop(_key(record), None)
+        _lapsed.discard(_key(record))
 
 
 def release(backend: RedisBackend | None = None) -> None:
@@ -102,7 +108,7 @@ def release(backend: RedisBackend | None = None) -> None:
     with _lock:
         mine = [held for held in _held.values() if backend is None or held.backend is backend]
         for held in mine:
-            _lapsed.add(held.record.lease)  # renewed no more
+            _lapsed.add(_key(held.record))  # renewed no more
     with _in_flight:
         pass  # a renewal that had them is over
     for held in mine:
@@ -128,9 +134,9 @@ def _renew() -> None:
             _renewing.wait(period / 1000 / RENEWALS_PER_LEASE)
 
 
-def _renew_once(live: dict[str, Held]) -> None:
+def _renew_once(live: dict[tuple[str, str], Held]) -> None:
     """One round: a pipeline of PEXPIREs per backend; the leases found gone have lapsed."""
-    by_backend: dict[int, list[tuple[str, Held]]] = {}
+    by_backend: dict[int, list[tuple[tuple[str, str], Held]]] = {}
     for key, held in live.items():
         by_backend.setdefault(id(held.backend), []).append((key, held))
     for group in by_backend.values():
@@ -140,7 +146,7 @@ def _renew_once(live: dict[str, Held]) -> None:
         if not keys:
             continue
         try:
-            renew = _pipeline(backend, keys, backend.settings.lease_ms)
+            renew = _pipeline(backend, [lease for _, lease in keys], backend.settings.lease_ms)
             renewed = backend.connection.call(renew)
         except Exception:
             # Out of reach, refused (a cluster's MOVED after a failover),
