@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import multiprocessing as mp
 import os
 import pickle
@@ -221,32 +222,35 @@ def test_claiming_a_set_result_is_refused_and_changes_nothing(claims: Any) -> No
     assert result.get() == 1
 
 
-def test_a_result_claimed_by_a_live_process_cannot_be_claimed_again(
-    claims: Any, processes: ProcessRunner
-) -> None:
+@contextlib.contextmanager
+def _held_claim(claims: Any, processes: ProcessRunner) -> Iterator[tuple[Any, Any]]:
+    """A child that claimed a result and holds it until the block ends, then
+    sets it ("from the claimer"); (result, child)."""
     result, claimed, release = claims.AsyncResult(), claims.Event(), claims.Event()
     child = processes.start(_claim_and_hold, result, claimed, release)
     assert claimed.wait(60)
-    with pytest.raises(ValueError, match="claimed already by a live process") as refused:
-        result.claim()
-    assert str(child.pid) in str(refused.value)
-    assert not result.ready()
+    yield result, child
     release.set()
     assert result.get(timeout=30) == "from the claimer"
     processes.join(child)
+
+
+def test_a_result_claimed_by_a_live_process_cannot_be_claimed_again(
+    claims: Any, processes: ProcessRunner
+) -> None:
+    with _held_claim(claims, processes) as (result, child):
+        with pytest.raises(ValueError, match="claimed already by a live process") as refused:
+            result.claim()
+        assert str(child.pid) in str(refused.value)
+        assert not result.ready()
 
 
 def test_a_claim_outlives_its_lease_while_its_claimer_lives(
     claims: Any, processes: ProcessRunner
 ) -> None:
     # The claimer's renewals keep it: several leases pass, nobody fails it.
-    result, claimed, release = claims.AsyncResult(), claims.Event(), claims.Event()
-    child = processes.start(_claim_and_hold, result, claimed, release)
-    assert claimed.wait(60)
-    assert result.wait(3 * LEASE) is None and not result.ready()
-    release.set()
-    assert result.get(timeout=30) == "from the claimer"
-    processes.join(child)
+    with _held_claim(claims, processes) as (result, _child):
+        assert result.wait(3 * LEASE) is None and not result.ready()
 
 
 def test_claiming_twice_in_one_process_is_allowed_and_claim_after_close_is_refused(
