@@ -121,26 +121,28 @@ class Hub:
 
     def _take_fired(self, recheck: bool) -> list[_Entry]:
         """Entries whose object was set; *recheck*: also by generation."""
+        fired_link = self.native.fired
         with self._lock:
-            due = {id(entry) for entry in self._due}
-            self._due = []
-            fired = []
-            for key, entry in list(self._entries.items()):
-                if (
-                    id(entry) in due
-                    or self.native.fired(entry.link)
-                    # A wakeup that never came (a dead setter or claimer):
-                    # the one rule, in C (wait.c).
-                    or (
-                        recheck
-                        and self.native.recheck(entry.handle._record.index, entry.generation)
-                    )
-                ):
-                    del self._entries[key]
+            due, self._due = self._due, []
+            fired = [
+                entry
+                for entry in self._entries.values()
+                if entry in due
+                or fired_link(entry.link)
+                # A wakeup that never came (a dead setter or claimer):
+                # the one rule, in C (wait.c).
+                or (recheck and self.native.recheck(entry.handle._record.index, entry.generation))
+            ]
+            for entry in fired:
+                del self._entries[id(entry.handle)]
+                if recheck:  # a setter dequeues what it fires; a recheck does not
                     self.native.dequeue(entry.handle._record.index, entry.link)
-                    fired.append(entry)
-                    self._spare_links.append(entry.link)
             return fired
+
+    def _give_back(self, fired: list[_Entry]) -> None:
+        """Keep the links of *fired* (out of every queue) for the next rawlink()."""
+        with self._lock:
+            self._spare_links.extend(entry.link for entry in fired)
 
     def _run(self) -> None:
         while True:
@@ -148,9 +150,13 @@ class Hub:
             # Re-arm before looking, so a set() that lands while callbacks
             # run wakes the next park() instead of being missed.
             self.native.reset(self.slot)
-            for entry in self._take_fired(recheck=not woken):
+            fired = self._take_fired(recheck=not woken)
+            for entry in fired:
                 for callback in entry.callbacks:
                     _callbacks.run(callback, entry.handle)
+            # Bookkeeping after the callbacks: they run sooner by what it
+            # costs on the cold CPU a wakeup lands on.
+            self._give_back(fired)
             if not woken and self._retire_if_idle():
                 return
 

@@ -68,6 +68,45 @@ def test_a_wait_times_out_and_leaves_nothing_queued() -> None:
     assert event._record.info()["waiters"] == 0
 
 
+def _waiters_of_running_loop() -> _loop.LoopWaiters:
+    (waiters,) = _loop._loops[asyncio.get_running_loop()].values()
+    return waiters
+
+
+def test_a_woken_wait_gives_its_link_back_once_the_task_moved_on() -> None:
+    # leave() of a set record runs just after the woken task's step (the
+    # setter dequeued the link already): the link is reused, not leaked.
+    event = mpevent.Event()
+
+    async def main() -> tuple[int, int]:
+        waiting = asyncio.create_task(event.wait_async(30))
+        while event._record.info()["waiters"] < 1:
+            await asyncio.sleep(0.001)
+        waiters = _waiters_of_running_loop()
+        event.set()
+        assert await waiting is True
+        await asyncio.sleep(0)  # one more loop iteration: the scheduled leave() ran
+        return len(waiters.pending), len(waiters.spare_links)
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == (0, 1)
+
+
+def test_a_loop_closed_under_an_awaiting_task_leaves_nothing_queued() -> None:
+    event = mpevent.Event()
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(event.wait_async(30))
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert event._record.info()["waiters"] == 1
+    finally:
+        loop.close()  # the task never finishes: its finally never runs
+    del task, loop
+    gc.collect()
+    _loop.sweep()
+    assert event._record.info()["waiters"] == 0
+    assert _loop.descriptors() == 0
+
+
 def test_an_idle_loop_with_waiters_is_not_woken_by_the_ticks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -90,3 +90,9 @@ def test_many_waiters_wake_on_every_set(processes: ProcessRunner) -> None:
 @pytest.mark.timeout(1800)
 def test_many_waiters_wake_on_every_set_16_processes(processes: ProcessRunner) -> None:
     _flock(processes, members=15, rounds=10_000)
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(1800)
+def test_a_broadcast_to_64_processes_loses_no_wakeup(processes: ProcessRunner) -> None:
+    _flock(processes, members=64, rounds=10_000)
