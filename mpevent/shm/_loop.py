@@ -127,9 +127,9 @@ class LoopWaiters:
         # One datagram per call: more make the socket readable again, and a
         # second recv() to learn there is none costs an exception (a third
         # of the reader's time here).
-        try:  # (not contextlib.suppress: its object costs a microsecond here)
+        try:  # noqa: SIM105 (contextlib.suppress's object costs a microsecond here)
             self.socket.recv(16)  # type: ignore[union-attr]
-        except BlockingIOError:  # noqa: SIM105
+        except BlockingIOError:
             pass
         # Arm the word before looking (notify.c): a set() after this sends again.
         self.native.reset(self.slot)
