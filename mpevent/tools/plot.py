@@ -15,9 +15,8 @@ def plot(results: dict[str, Any], path: str) -> None:
     except ImportError:
         raise SystemExit("plotting needs matplotlib: pip install 'mpevent[bench]'") from None
     panels: list[tuple[str, dict[str, float]]] = [
-        (title, results[key])
-        for key, title in (("wakeups", "set() to waiter in another process"),)
-        if key in results
+        (f"set() to waiter in another process, {regime}", table)
+        for regime, table in results.get("wakeups", {}).items()
     ]
     for regime, table in results.get("ping_pong", {}).items():
         panels.insert(0, (f"two-process ping-pong round trip, {regime}", table))

@@ -97,8 +97,8 @@ def test_bench_writes_a_summary_json_and_a_plot(tmp_path: Path) -> None:
     done = _cli(*command, "--plot", str(plot_path), timeout=120)
     assert done.returncode == 0, done.stderr
     written = json.loads(json_path.read_text())
-    median = written["wakeups"]["mpevent Event.wait()"]
-    low, high = written["quartiles"]["wakeups"]["mpevent Event.wait()"]
+    median = written["wakeups"]["idle"]["mpevent Event.wait()"]
+    low, high = written["quartiles"]["wakeups"]["idle"]["mpevent Event.wait()"]
     assert 0 < low <= median <= high
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"results written to {json_path}" in done.stdout

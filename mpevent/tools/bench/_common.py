@@ -7,9 +7,11 @@ machine; compare ratios within a run, not across runs.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 CTX = mp.get_context("fork")
@@ -37,6 +39,29 @@ class Figure(float):
             return float(self), float(self)
         low, _, high = statistics.quantiles(self.samples, n=4)
         return low, high
+
+
+def _spin() -> None:
+    os.nice(19)
+    while True:
+        pass
+
+
+@contextmanager
+def loaded_machine(loaded: bool = True) -> Iterator[None]:
+    """While inside, a nice-19 process spins on each CPU (if *loaded*): the
+    machine of a user whose workers compute while they wait."""
+    spinners = [CTX.Process(target=_spin, daemon=True) for _ in range(os.cpu_count() or 1)]
+    try:
+        if loaded:
+            for spinner in spinners:
+                spinner.start()
+        yield
+    finally:
+        for spinner in spinners:
+            if spinner.pid is not None:
+                spinner.kill()
+                spinner.join(10)
 
 
 def turns(names: list[str], i: int) -> list[str]:

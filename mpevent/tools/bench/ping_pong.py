@@ -21,7 +21,7 @@ from typing import Any
 
 from ...event import Event
 from ...shm import _native, _parking
-from ._common import CTX, Figure, turns
+from ._common import CTX, Figure, loaded_machine, turns
 
 NO_SPIN = "mpevent.Event, no spin"
 REGIMES = ("idle", "loaded", "pinned")
@@ -111,12 +111,6 @@ def _spin_limit(limit: int | None) -> Iterator[None]:
         _native.set_spin_limit(before)
 
 
-def _spin() -> None:
-    os.nice(19)
-    while True:
-        pass
-
-
 def ping_pong(rounds: int, trials: int, regime: str = "idle") -> dict[str, float]:
     """Median seconds per round trip of each peer, and its CPU seconds per round.
 
@@ -128,21 +122,12 @@ def ping_pong(rounds: int, trials: int, regime: str = "idle") -> dict[str, float
     """
     if regime == "pinned":
         return _pinned(rounds, trials)
-    spinners = [CTX.Process(target=_spin, daemon=True) for _ in range(os.cpu_count() or 1)]
-    if regime == "loaded":
-        for spinner in spinners:
-            spinner.start()
-    try:
+    with loaded_machine(regime == "loaded"):
         manager = CTX.Manager()  # a server process: its Event is a proxy
         try:
             return _ping_pong_peers(rounds, trials, manager)
         finally:
             manager.shutdown()
-    finally:
-        for spinner in spinners:
-            if spinner.pid is not None:
-                spinner.kill()
-                spinner.join(10)
 
 
 def _pinned_child(rounds: int, trials: int, out: Any) -> None:
