@@ -62,6 +62,7 @@ class Hub:
         self.slot = arena.allocate_slot()
         self._lock = _cooperative.os_lock()
         self._entries: dict[int, _Entry] = {}  # id(handle) -> entry
+        self._linked: dict[int, _Entry] = {}  # link -> entry: the same entries
         self._due: list[_Entry] = []  # set already when linked
         self._spare_links: list[int] = []
         self.retired = False
@@ -80,7 +81,7 @@ class Hub:
                     if self._spare_links
                     else self.native.link_alloc(self.slot)
                 )
-                entry = self._entries[id(handle)] = _Entry(handle, link)
+                entry = self._entries[id(handle)] = self._linked[link] = _Entry(handle, link)
                 state = self.native.enqueue(record.index, link, self.slot)
                 entry.generation = state >> 1
                 if state & 1:
@@ -100,7 +101,7 @@ class Hub:
             except ValueError:
                 return
             if not entry.callbacks and entry not in self._due:
-                del self._entries[id(handle)]
+                del self._entries[id(handle)], self._linked[entry.link]
                 self.native.dequeue(record.index, entry.link)
                 self._spare_links.append(entry.link)
 
@@ -111,6 +112,7 @@ class Hub:
             entry = self._entries.pop(id(handle), None)
             if entry is None:
                 return
+            del self._linked[entry.link]
             self._due = [due for due in self._due if due is not entry]
             self.native.dequeue(record.index, entry.link)
             self._spare_links.append(entry.link)
@@ -121,20 +123,26 @@ class Hub:
 
     def _take_fired(self, recheck: bool) -> list[_Entry]:
         """Entries whose object was set; *recheck*: also by generation."""
-        fired_link = self.native.fired
         with self._lock:
-            due, self._due = self._due, []
-            fired = [
-                entry
-                for entry in self._entries.values()
-                if entry in due
-                or fired_link(entry.link)
-                # A wakeup that never came (a dead setter or claimer):
-                # the one rule, in C (wait.c).
-                or (recheck and self.native.recheck(entry.handle._record.index, entry.generation))
-            ]
+            if not recheck and not self._due:
+                # The path of every wakeup: one C call looks at every link.
+                fired = [self._linked[link] for link in self.native.fired_among(self._linked)]
+            else:
+                due, self._due = self._due, []
+                fired = [
+                    entry
+                    for entry in self._linked.values()
+                    if entry in due
+                    or self.native.fired(entry.link)
+                    # A wakeup that never came (a dead setter or claimer):
+                    # the one rule, in C (wait.c).
+                    or (
+                        recheck
+                        and self.native.recheck(entry.handle._record.index, entry.generation)
+                    )
+                ]
             for entry in fired:
-                del self._entries[id(entry.handle)]
+                del self._entries[id(entry.handle)], self._linked[entry.link]
                 if recheck:  # a setter dequeues what it fires; a recheck does not
                     self.native.dequeue(entry.handle._record.index, entry.link)
             return fired

@@ -558,6 +558,7 @@ void note_setter(Record *r);
 PyObject *Arena_enqueue(ArenaObject *self, PyObject *args);
 PyObject *Arena_dequeue(ArenaObject *self, PyObject *args);
 PyObject *Arena_fired(ArenaObject *self, PyObject *arg);
+PyObject *Arena_fired_among(ArenaObject *self, PyObject *links);
 
 /* slots.c */
 int link_take(ArenaObject *a, uint32_t slot, uint32_t *link);

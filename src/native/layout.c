@@ -472,6 +472,7 @@ static PyMethodDef Arena_methods[] = {
     METHOD(enqueue, METH_VARARGS, "enqueue(record, link, slot) -> state read under the lock."),
     METHOD(dequeue, METH_VARARGS, "dequeue(record, link) -> True if the link had fired."),
     METHOD(fired, METH_O, "fired(link) -> bool."),
+    METHOD(fired_among, METH_O, "fired_among(links: dict) -> [fired links among its keys]."),
     METHOD(park, METH_VARARGS, "park(slot, timeout) -> woken."),
     METHOD(reset, METH_O, "reset(slot): arm the slot's word."),
     METHOD(wake, METH_O, "wake(slot): wake the slot directly."),

@@ -206,3 +206,33 @@ Arena_fired(ArenaObject *self, PyObject *arg)
     return PyBool_FromLong(__atomic_load_n(&self->links[link].fired, __ATOMIC_ACQUIRE));
 }
 
+/*
+ * fired_among(links) -> list: the links among the keys of the dict
+ * `links` whose fired flag is up, in its order.  One call for a waiter
+ * that holds many links (the hub): its wakeup lands on a cold CPU, where
+ * each Python step of a scan costs several times what it does warm.
+ */
+PyObject *
+Arena_fired_among(ArenaObject *self, PyObject *links)
+{
+    if (!PyDict_Check(links)) {
+        PyErr_Format(PyExc_TypeError, "fired_among: a dict keyed by link, not %s",
+                     Py_TYPE(links)->tp_name);
+        return NULL;
+    }
+    PyObject *fired = PyList_New(0);
+    if (fired == NULL) return NULL;
+    Py_ssize_t position = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(links, &position, &key, &value)) {
+        unsigned long link = PyLong_AsUnsignedLong(key);
+        if ((link == (unsigned long)-1 && PyErr_Occurred()) || check_link(self, link) < 0 ||
+            (__atomic_load_n(&self->links[link].fired, __ATOMIC_ACQUIRE) &&
+             PyList_Append(fired, key) < 0)) {
+            Py_DECREF(fired);
+            return NULL;
+        }
+    }
+    return fired;
+}
+
