@@ -147,9 +147,15 @@ class LoopWaiters:
 
     def _look(self, recheck: bool) -> None:
         """Resolve every waiter whose record was set; retire when idle long enough."""
-        for link, (resolve, index, generation) in list(self.pending.items()):
-            if self.native.fired(link) or (recheck and self.native.recheck(index, generation)):
-                resolve()
+        if recheck:
+            for link, (resolve, index, generation) in list(self.pending.items()):
+                if self.native.fired(link) or self.native.recheck(index, generation):
+                    resolve()
+        else:  # every wakeup's path: one C call looks at every link
+            for link in self.native.fired_among(self.pending):
+                waiter = self.pending.get(link)  # (a resolve() may have left it)
+                if waiter is not None:
+                    waiter[0]()
         if not self.pending and time.monotonic() - self.last_used >= IDLE:
             self.retire(on_the_loop=True)
 
