@@ -267,16 +267,22 @@ async def wait(arena: Arena, index: int, seconds: float | None) -> bool:
             timer.cancel()
         waiters.leave(index, link)
         raise
-    if timer is not None:
-        timer.cancel()
     if woke:
         # Set: the setter took the link out of the queue already, and what
         # is left is bookkeeping, done once the task has moved on (a woken
         # task resumes sooner by what it costs on a cold CPU, ~5 us here).
-        loop.call_soon(waiters.leave, index, link)
+        loop.call_soon(_after_set, timer, waiters, index, link)
     else:
-        waiters.leave(index, link)
+        waiters.leave(index, link)  # the timer fired: nothing to cancel
     return woke
+
+
+def _after_set(
+    timer: asyncio.TimerHandle | None, waiters: LoopWaiters, index: int, link: int
+) -> None:
+    if timer is not None:
+        timer.cancel()
+    waiters.leave(index, link)
 
 
 # --- gevent --------------------------------------------------------------------

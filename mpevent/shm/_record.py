@@ -29,7 +29,7 @@ import gc
 import os
 import pickle
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .. import _lifecycle
@@ -271,9 +271,12 @@ class Record:
         """
         return _storage.load(self.arena, self.index, which, known, copy)
 
-    async def wait_async(self, handle: Any, timeout: float | None) -> bool:
-        """Await a set on the running loop: its own slot, woken through an eventfd (_loop)."""
-        return await _loop.wait(self.arena, self.index, timeout)
+    def wait_async(self, handle: Any, timeout: float | None) -> Coroutine[Any, Any, bool]:
+        """Await a set on the running loop: its own slot and socket (_loop).
+
+        _loop's coroutine itself, not one around it: a frame fewer to resume
+        on the cold CPU a wakeup lands on."""
+        return _loop.wait(self.arena, self.index, timeout)
 
     def rawlink(self, handle: Any, callback: Callable[[Any], object]) -> None:
         """Run callback(handle) once on this process's hub after the next set."""
