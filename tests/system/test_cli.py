@@ -128,3 +128,12 @@ def test_the_demo_prints_each_wakeup_from_set_in_whole_lines() -> None:
     # Only the parent prints: every line is one of its own, whole.
     for line in lines:
         assert line == "" or line.startswith("parent") or worker_line.fullmatch(line), line
+
+
+def test_the_summary_never_takes_a_floor_for_a_peer() -> None:
+    from mpevent.tools import benchrun
+
+    table = {"mpevent wait": 2.0, "floor: one word": 1.0, "multiprocessing wait": 3.0}
+    assert benchrun._comparisons({"wakeups": {"idle": table}}) == [
+        ("wakeups: idle", "mpevent wait", 2.0, "multiprocessing wait", 3.0)
+    ]
