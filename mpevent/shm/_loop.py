@@ -175,8 +175,9 @@ class LoopWaiters:
         if self.socket is not None:
             self.socket.close()
         for link, (_, index, _) in list(self.pending.items()):
-            # A fired link whose task's leave() never ran (the loop closed
-            # with it scheduled): the setter dequeued it; this is bookkeeping.
+            # The loop closed before a task's leave() ran: one still awaiting
+            # (its link is queued: out it comes), or one set whose scheduled
+            # leave() never ran (the setter dequeued it: bookkeeping only).
             self.native.dequeue(index, link)
             self.spare_links.append(link)
         self.pending.clear()
