@@ -167,6 +167,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "atomics.h"
 #include "os.h"
 
 #define MAGIC 0x31544e4556504d00ULL /* "\0MPEVNT1" */
@@ -514,7 +515,7 @@ page_align(uint64_t offset)
 static inline void
 record_clear(Record *r)
 {
-    __atomic_fetch_and(&r->state, ~STATE_FLAG, __ATOMIC_ACQ_REL);
+    fetch_and_acq_rel(&r->state, ~STATE_FLAG);
 }
 
 /* layout.c */

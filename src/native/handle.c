@@ -45,12 +45,12 @@ closed_error(HandleObject *self)
 static inline ArenaObject *
 handle_arena(HandleObject *self, Record **r)
 {
-    ArenaObject *a = __atomic_load_n(&self->arena, __ATOMIC_ACQUIRE);
+    ArenaObject *a = load_acquire(&self->arena);
     if (a == NULL) {
         closed_error(self);
         return NULL;
     }
-    *r = record_at(a, __atomic_load_n(&self->index, __ATOMIC_RELAXED));
+    *r = record_at(a, load_relaxed(&self->index));
     return a;
 }
 
@@ -68,9 +68,8 @@ Handle_bind(HandleObject *self, PyObject *args)
     }
     if (check_record((ArenaObject *)arena, index) < 0) return NULL;
     /* The index before the pointer that publishes it. */
-    __atomic_store_n(&self->index, (uint32_t)index, __ATOMIC_RELAXED);
-    ArenaObject *old = __atomic_exchange_n(&self->arena, (ArenaObject *)Py_NewRef(arena),
-                                           __ATOMIC_ACQ_REL);
+    store_relaxed(&self->index, (uint32_t)index);
+    ArenaObject *old = exchange_acq_rel(&self->arena, (ArenaObject *)Py_NewRef(arena));
     Py_XDECREF(old);
     Py_RETURN_NONE;
 }
@@ -79,7 +78,7 @@ Handle_bind(HandleObject *self, PyObject *args)
 static PyObject *
 Handle_unbind(HandleObject *self, PyObject *Py_UNUSED(ignored))
 {
-    Py_XDECREF(__atomic_exchange_n(&self->arena, NULL, __ATOMIC_ACQ_REL));
+    Py_XDECREF(exchange_acq_rel(&self->arena, NULL));
     Py_RETURN_NONE;
 }
 
@@ -88,7 +87,7 @@ Handle_is_set(HandleObject *self, PyObject *Py_UNUSED(ignored))
 {
     Record *r;
     if (handle_arena(self, &r) == NULL) return NULL;
-    return PyBool_FromLong(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG);
+    return PyBool_FromLong(load_acquire(&r->state) & STATE_FLAG);
 }
 
 static PyObject *
@@ -128,7 +127,7 @@ Handle_wait(HandleObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     ArenaObject *a = handle_arena(self, &r);
     if (a == NULL) return NULL;
     /* The fast path: no timeout to read and nothing to wait for. */
-    if (timeout_arg == Py_None && (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG))
+    if (timeout_arg == Py_None && (load_acquire(&r->state) & STATE_FLAG))
         Py_RETURN_TRUE;
     /* The wait path of this interpreter: the arena's module's (set_hooks). */
     PyObject *path = a->state->wait_path;

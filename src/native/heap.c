@@ -136,30 +136,29 @@ large_free(ArenaObject *a, uint64_t offset)
     Header *h = a->header;
     LargeBlock *b = block_at(a, offset);
     uint64_t data = b->resident - BLOCK_HEADER;
-    uint64_t kept = __atomic_load_n(&h->large_free_resident, __ATOMIC_RELAXED);
+    uint64_t kept = load_relaxed(&h->large_free_resident);
     if (data > 0 && kept + data > h->free_watermark) {
         /* Past the watermark: give the data pages back to the OS. */
         if (b->flags & BLOCK_RESERVE) {
-            __atomic_sub_fetch(&h->reserve_bytes, data, __ATOMIC_RELAXED);
+            sub_fetch_relaxed(&h->reserve_bytes, data);
             b->flags &= ~BLOCK_RESERVE;
         }
         unreserve_range(a, offset + BLOCK_HEADER, data);
         b->resident = BLOCK_HEADER;
-        __atomic_sub_fetch(&h->large_resident, data, __ATOMIC_RELAXED);
-        __atomic_add_fetch(&h->large_given_back, data, __ATOMIC_RELAXED);
+        sub_fetch_relaxed(&h->large_resident, data);
+        add_fetch_relaxed(&h->large_given_back, data);
         data = 0;
     }
-    __atomic_add_fetch(&h->large_free_resident, data, __ATOMIC_RELAXED);
-    __atomic_sub_fetch(&h->large_used, b->size, __ATOMIC_RELAXED);
-    __atomic_store_n(&b->refs, 0, __ATOMIC_RELAXED);
+    add_fetch_relaxed(&h->large_free_resident, data);
+    sub_fetch_relaxed(&h->large_used, b->size);
+    store_relaxed(&b->refs, 0);
     b->length = 0;
-    __atomic_store_n(&b->state, BLOCK_FREE, __ATOMIC_RELEASE);
+    store_release(&b->state, BLOCK_FREE);
     uint64_t *head = &h->large_free[b->cls];
-    uint64_t old = __atomic_load_n(head, __ATOMIC_ACQUIRE);
+    uint64_t old = load_acquire(head);
     do {
         b->next_free = old;
-    } while (!__atomic_compare_exchange_n(head, &old, offset, 1, __ATOMIC_ACQ_REL,
-                                          __ATOMIC_ACQUIRE));
+    } while (!cas_weak_acq_rel(head, &old, offset));
 }
 
 /* Arena lock held: pops are serialised, pushes may race (see the top). */
@@ -167,10 +166,10 @@ static uint64_t
 large_pop(ArenaObject *a, int cls)
 {
     uint64_t *head = &a->header->large_free[cls];
-    uint64_t old = __atomic_load_n(head, __ATOMIC_ACQUIRE);
+    uint64_t old = load_acquire(head);
     while (old != 0) {
         uint64_t next = block_at(a, old)->next_free;
-        if (__atomic_compare_exchange_n(head, &old, next, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        if (cas_weak_acq_rel(head, &old, next))
             break;
     }
     return old;
@@ -181,8 +180,8 @@ void
 large_unref(ArenaObject *a, uint64_t offset, uint32_t count)
 {
     LargeBlock *b = block_at(a, offset);
-    if (__atomic_sub_fetch(&b->refs, count, __ATOMIC_ACQ_REL) == 0) {
-        __atomic_store_n(&b->state, BLOCK_FREEING, __ATOMIC_RELEASE);
+    if (sub_fetch_acq_rel(&b->refs, count) == 0) {
+        store_release(&b->state, BLOCK_FREEING);
         large_free(a, offset);
     }
 }
@@ -192,16 +191,16 @@ int
 large_pin(ArenaObject *a, uint64_t offset, uint32_t entry)
 {
     LargeBlock *b = block_at(a, offset);
-    if (__atomic_load_n(&b->pins[entry], __ATOMIC_RELAXED) == UINT16_MAX) return -1;
-    __atomic_add_fetch(&b->refs, 1, __ATOMIC_ACQ_REL);
-    __atomic_add_fetch(&b->pins[entry], 1, __ATOMIC_ACQ_REL);
+    if (load_relaxed(&b->pins[entry]) == UINT16_MAX) return -1;
+    add_fetch_acq_rel(&b->refs, 1);
+    add_fetch_acq_rel(&b->pins[entry], 1);
     return 0;
 }
 
 static void
 large_unpin(ArenaObject *a, uint64_t offset, uint32_t entry)
 {
-    __atomic_sub_fetch(&block_at(a, offset)->pins[entry], 1, __ATOMIC_ACQ_REL);
+    sub_fetch_acq_rel(&block_at(a, offset)->pins[entry], 1);
     large_unref(a, offset, 1);
 }
 
@@ -222,7 +221,7 @@ release_values(ArenaObject *a, ValueSlot *slots, int count)
         } else if (slot->tag == VALUE_SPILLED) {
             spill_release(a, slot);
         }
-        __atomic_store_n(&slot->tag, VALUE_NONE, __ATOMIC_RELEASE); /* holds() reads it lock-free */
+        store_release(&slot->tag, VALUE_NONE); /* holds() reads it lock-free */
     }
 }
 
@@ -230,10 +229,10 @@ static int
 check_block(ArenaObject *a, uint64_t offset, uint32_t state)
 {
     Header *h = a->header;
-    uint64_t bump = __atomic_load_n(&h->large_bump, __ATOMIC_ACQUIRE);
+    uint64_t bump = load_acquire(&h->large_bump);
     if (offset < h->large_offset || offset >= h->large_offset + bump ||
         (offset - h->large_offset) % page_size != 0 ||
-        __atomic_load_n(&block_at(a, offset)->state, __ATOMIC_ACQUIRE) != state) {
+        load_acquire(&block_at(a, offset)->state) != state) {
         PyErr_Format(PyExc_ValueError, "offset %llu is not a large block in state %u",
                      (unsigned long long)offset, state);
         return -1;
@@ -279,9 +278,9 @@ static void
 reserve_drop_locked(ArenaObject *a)
 {
     Header *h = a->header;
-    if (__atomic_load_n(&h->reserve_bytes, __ATOMIC_RELAXED) == 0) return;
+    if (load_relaxed(&h->reserve_bytes) == 0) return;
     for (int cls = 0; cls < LARGE_CLASSES; cls++) {
-        uint64_t offset = __atomic_load_n(&h->large_free[cls], __ATOMIC_ACQUIRE);
+        uint64_t offset = load_acquire(&h->large_free[cls]);
         for (uint32_t guard = 0; offset != 0 && guard < 1024; guard++) {
             LargeBlock *b = block_at(a, offset);
             if (b->flags & BLOCK_RESERVE) {
@@ -289,10 +288,10 @@ reserve_drop_locked(ArenaObject *a)
                 b->flags &= ~BLOCK_RESERVE;
                 unreserve_range(a, offset + BLOCK_HEADER, data);
                 b->resident = BLOCK_HEADER;
-                __atomic_sub_fetch(&h->large_resident, data, __ATOMIC_RELAXED);
-                __atomic_sub_fetch(&h->large_free_resident, data, __ATOMIC_RELAXED);
-                __atomic_sub_fetch(&h->reserve_bytes, data, __ATOMIC_RELAXED);
-                __atomic_add_fetch(&h->large_given_back, data, __ATOMIC_RELAXED);
+                sub_fetch_relaxed(&h->large_resident, data);
+                sub_fetch_relaxed(&h->large_free_resident, data);
+                sub_fetch_relaxed(&h->reserve_bytes, data);
+                add_fetch_relaxed(&h->large_given_back, data);
             }
             offset = b->next_free;
         }
@@ -304,7 +303,7 @@ static void
 reserve_expire_locked(ArenaObject *a)
 {
     Header *h = a->header;
-    if (__atomic_load_n(&h->reserve_bytes, __ATOMIC_RELAXED) != 0 &&
+    if (load_relaxed(&h->reserve_bytes) != 0 &&
         monotonic_ns() - h->reserve_stamp > RESERVE_IDLE_NS)
         reserve_drop_locked(a);
 }
@@ -328,9 +327,9 @@ carve_locked(ArenaObject *a, int cls, uint64_t size, int *error)
     b->size = size;
     b->cls = (uint32_t)cls;
     b->resident = BLOCK_HEADER;
-    __atomic_add_fetch(&h->large_resident, BLOCK_HEADER, __ATOMIC_RELAXED);
+    add_fetch_relaxed(&h->large_resident, BLOCK_HEADER);
     /* The header is whole before the bump makes it walkable. */
-    __atomic_store_n(&h->large_bump, h->large_bump + size, __ATOMIC_RELEASE);
+    store_release(&h->large_bump, h->large_bump + size);
     return offset;
 }
 
@@ -347,24 +346,23 @@ reserve_refill(ArenaObject *a, int cls, uint64_t size, uint64_t resident)
     uint64_t data = resident - BLOCK_HEADER;
     int error = 0;
     uint64_t offset = 0;
-    if (__atomic_load_n(&h->large_free[cls], __ATOMIC_ACQUIRE) == 0 &&
-        __atomic_load_n(&h->reserve_bytes, __ATOMIC_RELAXED) + data <= RESERVE_MAX)
+    if (load_acquire(&h->large_free[cls]) == 0 &&
+        load_relaxed(&h->reserve_bytes) + data <= RESERVE_MAX)
         offset = carve_locked(a, cls, size, &error);
     if (offset != 0) {
         /* Ours while we fault it in, as a block being written: if this
          * process dies meanwhile, heap_forget gives it back. */
         LargeBlock *b = block_at(a, offset);
         b->owner = (uint32_t)a->held_entry;
-        __atomic_store_n(&b->state, BLOCK_WRITING, __ATOMIC_RELEASE);
-        __atomic_add_fetch(&h->large_used, size, __ATOMIC_RELAXED); /* large_free subtracts */
+        store_release(&b->state, BLOCK_WRITING);
+        add_fetch_relaxed(&h->large_used, size); /* large_free subtracts */
     }
     unlock_word(a, &h->lock);
     if (offset == 0) return;
     LargeBlock *b = block_at(a, offset);
     int faulted = reserve_range(a, offset + BLOCK_HEADER, data) == 0;
     uint32_t expected = BLOCK_WRITING;
-    if (!__atomic_compare_exchange_n(&b->state, &expected, BLOCK_FREEING, 0, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE)) {
+    if (!cas_acq_rel(&b->state, &expected, BLOCK_FREEING)) {
         /* heap_forget took it: this process is leaving, and the block is
          * free and may be someone's already.  Its pages stay (counted in
          * the cap until reused): punching them now could hit the new
@@ -372,10 +370,10 @@ reserve_refill(ArenaObject *a, int cls, uint64_t size, uint64_t resident)
         return;
     }
     if (faulted) {
-        __atomic_add_fetch(&h->large_resident, data, __ATOMIC_RELAXED);
+        add_fetch_relaxed(&h->large_resident, data);
         b->resident = resident;
         b->flags = BLOCK_RESERVE;
-        __atomic_add_fetch(&h->reserve_bytes, data, __ATOMIC_RELAXED);
+        add_fetch_relaxed(&h->reserve_bytes, data);
         h->reserve_stamp = monotonic_ns();
     }
     large_free(a, offset); /* onto the class's free list, reserved or not */
@@ -410,10 +408,9 @@ large_take(ArenaObject *self, uint64_t length, uint32_t entry)
     uint32_t flags = 0;
     if (offset != 0) {
         b = block_at(self, offset);
-        __atomic_sub_fetch(&h->large_free_resident, b->resident - BLOCK_HEADER,
-                           __ATOMIC_RELAXED);
+        sub_fetch_relaxed(&h->large_free_resident, b->resident - BLOCK_HEADER);
         if (b->flags & BLOCK_RESERVE) { /* the reserve's block: refill it once published */
-            __atomic_sub_fetch(&h->reserve_bytes, b->resident - BLOCK_HEADER, __ATOMIC_RELAXED);
+            sub_fetch_relaxed(&h->reserve_bytes, b->resident - BLOCK_HEADER);
             flags = BLOCK_REFILL;
         }
     } else {
@@ -440,9 +437,9 @@ large_take(ArenaObject *self, uint64_t length, uint32_t entry)
     b->owner = (uint32_t)entry;
     b->length = length;
     b->flags = flags;
-    __atomic_store_n(&b->refs, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&b->state, BLOCK_WRITING, __ATOMIC_RELEASE);
-    __atomic_add_fetch(&h->large_used, size, __ATOMIC_RELAXED);
+    store_relaxed(&b->refs, 0);
+    store_release(&b->state, BLOCK_WRITING);
+    add_fetch_relaxed(&h->large_used, size);
     unlock_word(self, &h->lock);
     if (b->resident < need) {
         /* Outside the lock: reserving 32 MiB takes milliseconds. */
@@ -459,7 +456,7 @@ large_take(ArenaObject *self, uint64_t length, uint32_t entry)
             raise_reserve_error(self, error, need, "a value");
             return 0;
         }
-        __atomic_add_fetch(&h->large_resident, need - b->resident, __ATOMIC_RELAXED);
+        add_fetch_relaxed(&h->large_resident, need - b->resident);
         b->resident = need;
     }
     return offset;
@@ -495,8 +492,7 @@ void
 large_abandon(ArenaObject *a, uint64_t offset)
 {
     uint32_t expected = BLOCK_WRITING;
-    if (__atomic_compare_exchange_n(&block_at(a, offset)->state, &expected, BLOCK_FREEING, 0,
-                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    if (cas_acq_rel(&block_at(a, offset)->state, &expected, BLOCK_FREEING))
         large_free(a, offset);
 }
 
@@ -511,8 +507,8 @@ large_adopt(ArenaObject *a, uint64_t offset, LargeRefill *refill)
     refill->cls = (int)b->cls;
     refill->size = b->size;
     refill->resident = b->resident;
-    __atomic_store_n(&b->refs, 1, __ATOMIC_RELAXED);
-    __atomic_store_n(&b->state, BLOCK_LIVE, __ATOMIC_RELEASE);
+    store_relaxed(&b->refs, 1);
+    store_release(&b->state, BLOCK_LIVE);
     return 0;
 }
 
@@ -537,19 +533,18 @@ Arena_heap_forget(ArenaObject *self, PyObject *arg)
     }
     Header *h = self->header;
     if (self->held_entry == (long)entry) self->pins_forgotten = 1;
-    uint64_t bump = __atomic_load_n(&h->large_bump, __ATOMIC_ACQUIRE);
+    uint64_t bump = load_acquire(&h->large_bump);
     uint64_t position = 0;
     while (position < bump) {
         uint64_t offset = h->large_offset + position;
         LargeBlock *b = block_at(self, offset);
         uint64_t size = b->size;
         if (size == 0) break; /* cannot happen: headers are written before the bump */
-        uint16_t pins = __atomic_exchange_n(&b->pins[entry], 0, __ATOMIC_ACQ_REL);
+        uint16_t pins = exchange_acq_rel(&b->pins[entry], 0);
         if (pins) large_unref(self, offset, pins);
         uint32_t expected = BLOCK_WRITING;
         if (b->owner == entry &&
-            __atomic_compare_exchange_n(&b->state, &expected, BLOCK_FREEING, 0, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_ACQUIRE))
+            cas_acq_rel(&b->state, &expected, BLOCK_FREEING))
             large_free(self, offset);
         position += size;
     }
@@ -560,7 +555,7 @@ PyObject *
 Arena_heap_statistics(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
     Header *h = self->header;
-#define LOAD(field) (unsigned long long)__atomic_load_n(&h->field, __ATOMIC_RELAXED)
+#define LOAD(field) (unsigned long long)load_relaxed(&h->field)
     return Py_BuildValue(
         "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "small_used", LOAD(small_used),
         "small_carved", LOAD(small_bump), "small_reserved", LOAD(small_reserved),
@@ -685,7 +680,7 @@ native_before_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
     local_lock(&state->views_lock);
     for (BlockViewObject *v = state->live_views; v != NULL; v = v->next)
         if (v->pinned && !v->arena->pins_forgotten)
-            __atomic_add_fetch(&block_at(v->arena, v->block)->refs, 1, __ATOMIC_ACQ_REL);
+            add_fetch_acq_rel(&block_at(v->arena, v->block)->refs, 1);
     local_unlock(&state->views_lock);
     Py_RETURN_NONE;
 }
@@ -703,7 +698,7 @@ Arena_after_fork_child(ArenaObject *self, PyObject *arg)
     local_lock(&self->state->views_lock);
     for (BlockViewObject *v = self->state->live_views; v != NULL; v = v->next) {
         if (v->arena != self || !v->pinned || self->pins_forgotten) continue;
-        __atomic_add_fetch(&block_at(self, v->block)->pins[entry], 1, __ATOMIC_ACQ_REL);
+        add_fetch_acq_rel(&block_at(self, v->block)->pins[entry], 1);
         v->entry = (uint32_t)entry;
     }
     local_unlock(&self->state->views_lock);

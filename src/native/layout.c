@@ -113,12 +113,12 @@ reserve_range(ArenaObject *a, uint64_t offset, uint64_t length)
 {
     Header *h = a->header;
     if (length == 0) return 0;
-    uint64_t after = __atomic_add_fetch(&h->shm_reserved, length, __ATOMIC_RELAXED);
+    uint64_t after = add_fetch_relaxed(&h->shm_reserved, length);
     if (h->shm_cap != 0 && after > h->shm_cap) {
-        __atomic_sub_fetch(&h->shm_reserved, length, __ATOMIC_RELAXED);
+        sub_fetch_relaxed(&h->shm_reserved, length);
         return RESERVE_CAP;
     }
-    if (!__atomic_load_n(&populate_supported, __ATOMIC_RELAXED)) return 0;
+    if (!load_relaxed(&populate_supported)) return 0;
     int error;
     if (length >= RESERVE_NOGIL) {
         Py_BEGIN_ALLOW_THREADS
@@ -131,7 +131,7 @@ reserve_range(ArenaObject *a, uint64_t offset, uint64_t length)
     if (error == ENOSYS) {
         /* Linux < 5.14: no way to reserve without touching; pages fault in
          * on first use as before (a full /dev/shm is then a SIGBUS). */
-        __atomic_store_n(&populate_supported, 0, __ATOMIC_RELAXED);
+        store_relaxed(&populate_supported, 0);
         return 0;
     }
     unreserve_range(a, offset, length);
@@ -144,7 +144,7 @@ unreserve_range(ArenaObject *a, uint64_t offset, uint64_t length)
 {
     if (length == 0) return;
     os_punch(a->base + offset, length);
-    __atomic_sub_fetch(&a->header->shm_reserved, length, __ATOMIC_RELAXED);
+    sub_fetch_relaxed(&a->header->shm_reserved, length);
 }
 
 /*
@@ -189,7 +189,7 @@ void
 raise_reserve_error(ArenaObject *a, int error, uint64_t length, const char *what)
 {
     Header *h = a->header;
-    raise_memory_error(error, length, __atomic_load_n(&h->shm_reserved, __ATOMIC_RELAXED),
+    raise_memory_error(error, length, load_relaxed(&h->shm_reserved),
                        h->shm_cap, what);
 }
 
@@ -263,7 +263,7 @@ Arena_format(ArenaObject *self, PyObject *args)
                      "(%llu bytes); raise it", c.cap, (unsigned long long)layout.slots_offset);
         return NULL;
     }
-    int error = __atomic_load_n(&populate_supported, __ATOMIC_RELAXED) ? os_populate(self->base, layout.slots_offset) : 0;
+    int error = load_relaxed(&populate_supported) ? os_populate(self->base, layout.slots_offset) : 0;
     if (error != 0 && error != ENOSYS) {
         os_punch(self->base, layout.slots_offset);
         raise_memory_error(RESERVE_FULL, layout.slots_offset, 0, 0, "a new arena");
@@ -292,7 +292,7 @@ Arena_format(ArenaObject *self, PyObject *args)
     h->free_watermark = c.watermark;
     h->page_size = (uint32_t)page_size; /* the lock word is 0: free */
     /* The magic goes last: an attacher that sees it sees a whole header. */
-    __atomic_store_n(&h->magic, MAGIC, __ATOMIC_RELEASE);
+    store_release(&h->magic, MAGIC);
     Arena_bind(self);
     return PyLong_FromUnsignedLongLong(layout.total);
 }
@@ -322,7 +322,7 @@ static PyObject *
 Arena_validate(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
     Header *h = self->header;
-    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != MAGIC) {
+    if (load_acquire(&h->magic) != MAGIC) {
         PyErr_SetString(PyExc_ValueError, "segment is not an mpevent arena (bad magic)");
         return NULL;
     }
@@ -371,11 +371,11 @@ Arena_statistics(ArenaObject *self, PyObject *Py_UNUSED(ignored))
         "record_capacity", h->record_capacity, "slots_live", h->slots_live, "slot_capacity",
         h->slot_capacity, "links_live", h->links_live, "link_capacity", h->link_capacity,
         "recoveries", h->recoveries, "total_size", (unsigned long long)h->total_size,
-        "shm_reserved", (unsigned long long)__atomic_load_n(&h->shm_reserved, __ATOMIC_RELAXED),
+        "shm_reserved", (unsigned long long)load_relaxed(&h->shm_reserved),
         "shm_cap", (unsigned long long)h->shm_cap, "spilled_values",
-        (unsigned long long)__atomic_load_n(&h->spilled_values, __ATOMIC_RELAXED), "spilled_bytes",
-        (unsigned long long)__atomic_load_n(&h->spilled_bytes, __ATOMIC_RELAXED), "spill_errors",
-        (unsigned long long)__atomic_load_n(&h->spill_errors, __ATOMIC_RELAXED));
+        (unsigned long long)load_relaxed(&h->spilled_values), "spilled_bytes",
+        (unsigned long long)load_relaxed(&h->spilled_bytes), "spill_errors",
+        (unsigned long long)load_relaxed(&h->spill_errors));
 }
 
 /* Append *item* (a new reference, or NULL after an error) to *list* and
@@ -529,7 +529,7 @@ native_populate_supported(PyObject *module, PyObject *Py_UNUSED(ignored))
 static PyObject *
 native_spin_limit(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromLong(__atomic_load_n(&spin_limit, __ATOMIC_RELAXED));
+    return PyLong_FromLong(load_relaxed(&spin_limit));
 }
 
 /* main_interpreter() -> bool: is this the process's main interpreter? */

@@ -144,7 +144,7 @@ owner_alive(ArenaObject *a, uint32_t label)
      * epoch moved is of a holder that let the byte go.  Then the byte: a
      * holder alive holds it (a newer holder that has not bumped the epoch
      * yet looks alive for one more sleep, which is safe). */
-    uint32_t epoch = __atomic_load_n(&owner_at(a, owner)->epoch, __ATOMIC_ACQUIRE);
+    uint32_t epoch = load_acquire(&owner_at(a, owner)->epoch);
     if ((epoch & LOCK_EPOCH_MASK) != LOCK_EPOCH_OF(label)) return 0;
     return os_ofd_held(a->owner_fd, OWNER_BYTE(owner), 1) != 0; /* an error counts as alive */
 }
@@ -166,8 +166,8 @@ Arena_owner_reserve(ArenaObject *self, PyObject *arg)
             return PyErr_SetFromErrno(PyExc_OSError);
         }
         LockOwner *o = owner_at(self, owner);
-        uint32_t epoch = __atomic_add_fetch(&o->epoch, 1, __ATOMIC_ACQ_REL);
-        __atomic_store_n(&o->pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+        uint32_t epoch = add_fetch_acq_rel(&o->epoch, 1);
+        store_relaxed(&o->pid, (uint32_t)getpid());
         return PyLong_FromUnsignedLong(LOCK_LABEL(owner, epoch));
     }
     PyErr_Format(self->state->full_error,
@@ -238,8 +238,8 @@ int
 entry_alive(ArenaObject *a, uint32_t entry, uint32_t epoch)
 {
     AttachEntry *e = entry_at(a, entry);
-    if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != ENTRY_ATTACHED) return 0;
-    if (__atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE) != epoch) return 0;
+    if (load_acquire(&e->state) != ENTRY_ATTACHED) return 0;
+    if (load_acquire(&e->epoch) != epoch) return 0;
     /* Our own lock never conflicts with our own open file description. */
     if (a->held_entry == (long)entry) return 1;
     if (a->live_fd < 0) return 1;
@@ -253,9 +253,9 @@ Arena_entry(ArenaObject *self, PyObject *arg)
     uint32_t entry;
     if (parse_entry_index(arg, &entry) < 0) return NULL;
     AttachEntry *e = entry_at(self, entry);
-    return Py_BuildValue("III", __atomic_load_n(&e->state, __ATOMIC_ACQUIRE),
-                         __atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE),
-                         __atomic_load_n(&e->pid, __ATOMIC_RELAXED));
+    return Py_BuildValue("III", load_acquire(&e->state),
+                         load_acquire(&e->epoch),
+                         load_relaxed(&e->pid));
 }
 
 /* entry_write(e, state, pid) -> epoch.  The caller holds the arena lock. */
@@ -273,10 +273,10 @@ Arena_entry_write(ArenaObject *self, PyObject *args)
     uint32_t epoch = e->epoch;
     if (state == ENTRY_ATTACHED && e->state != ENTRY_ATTACHED) {
         epoch++;
-        __atomic_store_n(&e->epoch, epoch, __ATOMIC_RELEASE);
+        store_release(&e->epoch, epoch);
     }
-    __atomic_store_n(&e->pid, pid, __ATOMIC_RELAXED);
-    __atomic_store_n(&e->state, state, __ATOMIC_RELEASE);
+    store_relaxed(&e->pid, pid);
+    store_release(&e->state, state);
     return PyLong_FromUnsignedLong(epoch);
 }
 
@@ -297,11 +297,11 @@ Arena_entries(ArenaObject *self, PyObject *Py_UNUSED(ignored))
     if (list == NULL) return NULL;
     for (uint32_t i = 0; i < ATTACH_ENTRIES; i++) {
         AttachEntry *e = entry_at(self, i);
-        uint32_t state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+        uint32_t state = load_acquire(&e->state);
         if (state == ENTRY_FREE) continue;
         if (append_new(list, Py_BuildValue("IIII", i, state,
-                                           __atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE),
-                                           __atomic_load_n(&e->pid, __ATOMIC_RELAXED))) < 0) {
+                                           load_acquire(&e->epoch),
+                                           load_relaxed(&e->pid))) < 0) {
             Py_DECREF(list);
             return NULL;
         }
@@ -314,7 +314,7 @@ PyObject *
 Arena_free_entry(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
     for (uint32_t i = 0; i < ATTACH_ENTRIES; i++)
-        if (__atomic_load_n(&entry_at(self, i)->state, __ATOMIC_ACQUIRE) == ENTRY_FREE)
+        if (load_acquire(&entry_at(self, i)->state) == ENTRY_FREE)
             return PyLong_FromUnsignedLong(i);
     PyErr_Format(self->state->full_error, "all %u attach entries of the arena are in use (one per process)",
                  ATTACH_ENTRIES);
@@ -342,7 +342,7 @@ Arena_probe_dead(ArenaObject *self, PyObject *args)
     int error = 0;
     do {
         AttachEntry *e = entry_at(self, i);
-        uint32_t state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+        uint32_t state = load_acquire(&e->state);
         if (state != ENTRY_FREE && (long)i != self->held_entry) {
             int held = os_ofd_held(fd, i, 1);
             if (held < 0) {
@@ -379,14 +379,14 @@ Arena_probe_dead(ArenaObject *self, PyObject *args)
 PyObject *
 Arena_mark_unlinked(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
-    __atomic_store_n(&self->header->unlinked, 1, __ATOMIC_RELEASE);
+    store_release(&self->header->unlinked, 1);
     Py_RETURN_NONE;
 }
 
 PyObject *
 Arena_is_unlinked(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(__atomic_load_n(&self->header->unlinked, __ATOMIC_ACQUIRE));
+    return PyBool_FromLong(load_acquire(&self->header->unlinked));
 }
 
 /* --- claims ---------------------------------------------------------- */
@@ -395,10 +395,10 @@ Arena_is_unlinked(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 int
 claim_lost(ArenaObject *a, Record *r)
 {
-    uint32_t claim = __atomic_load_n(&r->claim, __ATOMIC_ACQUIRE);
+    uint32_t claim = load_acquire(&r->claim);
     if (claim == 0 || (claim & CLAIM_DEAD)) return 0;
-    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) return 0;
-    uint32_t epoch = __atomic_load_n(&r->claim_epoch, __ATOMIC_ACQUIRE);
+    if (load_acquire(&r->state) & STATE_FLAG) return 0;
+    uint32_t epoch = load_acquire(&r->claim_epoch);
     return !entry_alive(a, CLAIM_ENTRY(claim) - 1, epoch);
 }
 
@@ -416,11 +416,11 @@ record_fail_claim(ArenaObject *self, Record *r, uint32_t how)
 {
     lock_word(self, &r->lock, r);
     uint32_t claim = r->claim;
-    if (claim == 0 || (claim & CLAIM_DEAD) || (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG)) {
+    if (claim == 0 || (claim & CLAIM_DEAD) || (load_acquire(&r->state) & STATE_FLAG)) {
         unlock_word(self, &r->lock);
         return 0;
     }
-    __atomic_store_n(&r->claim, claim | how, __ATOMIC_RELEASE);
+    store_release(&r->claim, claim | how);
     ValueSlot failure;
     memset(&failure, 0, sizeof failure);
     failure.tag = VALUE_FAILED;
@@ -443,14 +443,14 @@ Arena_claim(ArenaObject *self, PyObject *arg)
     uint32_t mine = (uint32_t)self->held_entry + 1;
     lock_word(self, &r->lock, r);
     uint32_t claim = r->claim, epoch = r->claim_epoch, pid = r->claim_pid;
-    int set = (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) != 0;
+    int set = (load_acquire(&r->state) & STATE_FLAG) != 0;
     int ours = claim != 0 && CLAIM_ENTRY(claim) == mine && epoch == self->held_epoch;
     int taken = claim != 0 && !(claim & CLAIM_DEAD) && !ours &&
                 entry_alive(self, CLAIM_ENTRY(claim) - 1, epoch);
     if (!set && !taken) {
         r->claim_epoch = self->held_epoch;
         r->claim_pid = (uint32_t)getpid();
-        __atomic_store_n(&r->claim, mine, __ATOMIC_RELEASE);
+        store_release(&r->claim, mine);
     }
     unlock_word(self, &r->lock);
     if (set) {
@@ -474,9 +474,9 @@ Arena_claim_abandon(ArenaObject *self, PyObject *arg)
 {
     Record *r = parse_record(self, arg);
     if (r == NULL) return NULL;
-    uint32_t claim = __atomic_load_n(&r->claim, __ATOMIC_ACQUIRE);
+    uint32_t claim = load_acquire(&r->claim);
     if (self->held_entry < 0 || CLAIM_ENTRY(claim) != (uint32_t)self->held_entry + 1 ||
-        __atomic_load_n(&r->claim_epoch, __ATOMIC_ACQUIRE) != self->held_epoch)
+        load_acquire(&r->claim_epoch) != self->held_epoch)
         Py_RETURN_NONE; /* not ours (any more) */
     record_fail_claim(self, r, CLAIM_DEAD | CLAIM_EXITED);
     Py_RETURN_NONE;

@@ -59,13 +59,13 @@ static unsigned long faults;
 void
 note_lock_fault(int rc)
 {
-    if (rc != 0) __atomic_add_fetch(&faults, 1, __ATOMIC_RELAXED);
+    if (rc != 0) add_fetch_relaxed(&faults, 1);
 }
 
 unsigned long
 lock_fault_count(void)
 {
-    return __atomic_load_n(&faults, __ATOMIC_RELAXED);
+    return load_relaxed(&faults);
 }
 
 static uint32_t
@@ -78,8 +78,8 @@ label_of(ArenaObject *a)
 static void
 repair_after(ArenaObject *a, Record *repair)
 {
-    __atomic_add_fetch(&a->header->recoveries, 1, __ATOMIC_RELAXED);
-    if (repair != NULL && (__atomic_load_n(&repair->state, __ATOMIC_ACQUIRE) & STATE_FLAG)) {
+    add_fetch_relaxed(&a->header->recoveries, 1);
+    if (repair != NULL && (load_acquire(&repair->state) & STATE_FLAG)) {
         /* The dead holder published the flag but may not have woken
          * everyone: finish its set().  Waking under the lock is fine. */
         uint32_t wake[WAKE_BATCH];
@@ -102,39 +102,35 @@ lock_word(ArenaObject *a, uint32_t *word, Record *repair)
 {
     uint32_t label = label_of(a);
     uint32_t seen = 0;
-    if (__atomic_compare_exchange_n(word, &seen, label, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+    if (cas_acquire(word, &seen, label))
         return;
     for (int spin = 0; spin < LOCK_SPINS; spin++) {
         cpu_relax();
         seen = 0;
-        if (__atomic_load_n(word, __ATOMIC_RELAXED) == 0 &&
-            __atomic_compare_exchange_n(word, &seen, label, 0, __ATOMIC_ACQUIRE,
-                                        __ATOMIC_RELAXED))
+        if (load_relaxed(word) == 0 &&
+            cas_acquire(word, &seen, label))
             return;
     }
     int recovered = 0;
     Py_BEGIN_ALLOW_THREADS
     for (;;) {
-        seen = __atomic_load_n(word, __ATOMIC_RELAXED);
+        seen = load_relaxed(word);
         if (seen == 0) {
-            if (__atomic_compare_exchange_n(word, &seen, label | LOCK_WAITERS, 0,
-                                            __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            if (cas_acquire(word, &seen, label | LOCK_WAITERS))
                 break;
             continue;
         }
         if (!(seen & LOCK_WAITERS)) {
             uint32_t marked = seen | LOCK_WAITERS;
-            if (!__atomic_compare_exchange_n(word, &seen, marked, 0, __ATOMIC_RELAXED,
-                                             __ATOMIC_RELAXED))
+            if (!cas_relaxed(word, &seen, marked))
                 continue;
             seen = marked;
         }
         if (os_wait_word(word, seen, LOCK_CHECK_NS) != ETIMEDOUT) continue;
         /* Held for a whole LOCK_CHECK_NS: is its holder still alive? */
-        if (__atomic_load_n(word, __ATOMIC_RELAXED) == seen &&
+        if (load_relaxed(word) == seen &&
             !owner_alive(a, seen & ~LOCK_WAITERS) &&
-            __atomic_compare_exchange_n(word, &seen, label | LOCK_WAITERS, 0, __ATOMIC_ACQUIRE,
-                                        __ATOMIC_RELAXED)) {
+            cas_acquire(word, &seen, label | LOCK_WAITERS)) {
             recovered = 1;
             break;
         }
@@ -147,13 +143,13 @@ void
 unlock_word(ArenaObject *a, uint32_t *word)
 {
     uint32_t label = label_of(a);
-    uint32_t seen = __atomic_load_n(word, __ATOMIC_RELAXED);
+    uint32_t seen = load_relaxed(word);
     do {
         if ((seen & ~LOCK_WAITERS) != label) {
             note_lock_fault(1); /* not ours: taken over while we lived, or never held */
             return;
         }
-    } while (!__atomic_compare_exchange_n(word, &seen, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    } while (!cas_release(word, &seen, 0));
     if (seen & LOCK_WAITERS) os_wake_word(word, 1);
 }
 
@@ -165,17 +161,17 @@ void
 local_lock(uint32_t *word)
 {
     uint32_t seen = 0;
-    if (__atomic_compare_exchange_n(word, &seen, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+    if (cas_acquire(word, &seen, 1))
         return;
-    if (seen != 2) seen = __atomic_exchange_n(word, 2, __ATOMIC_ACQUIRE);
+    if (seen != 2) seen = exchange_acquire(word, 2);
     while (seen != 0) {
         os_wait_private(word, 2, -1);
-        seen = __atomic_exchange_n(word, 2, __ATOMIC_ACQUIRE);
+        seen = exchange_acquire(word, 2);
     }
 }
 
 void
 local_unlock(uint32_t *word)
 {
-    if (__atomic_exchange_n(word, 0, __ATOMIC_RELEASE) == 2) os_wake_private(word, 1);
+    if (exchange_release(word, 0) == 2) os_wake_private(word, 1);
 }

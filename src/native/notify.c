@@ -94,19 +94,19 @@ notifier_run(void *arg)
 {
     NotifierObject *n = arg;
     uint32_t *word = &n->slot->word;
-    while (!__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE)) {
+    while (!load_acquire(&n->stop)) {
         int rc = 0;
-        if (__atomic_load_n(word, __ATOMIC_ACQUIRE) == 0) rc = os_wait_word(word, 0, RECHECK_NS);
-        if (__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE)) break;
+        if (load_acquire(word) == 0) rc = os_wait_word(word, 0, RECHECK_NS);
+        if (load_acquire(&n->stop)) break;
         uint64_t count = 1; /* a wakeup: the loop looks at its links' fired bits */
-        if (__atomic_exchange_n(word, 0, __ATOMIC_ACQ_REL) == 0) {
+        if (exchange_acq_rel(word, 0) == 0) {
             if (rc != ETIMEDOUT) continue; /* a spurious return: nothing to tell */
             if (!notifier_tick_moved(n)) continue; /* a tick, and nothing to look at */
             count = NOTIFY_TICK; /* the loop applies recheck() to its links */
         }
         os_notify_fd(n->fd, count);
     }
-    __atomic_store_n(&n->exited, 1, __ATOMIC_RELEASE);
+    store_release(&n->exited, 1);
     os_wake_private(&n->exited, INT_MAX);
 }
 
@@ -116,11 +116,11 @@ notifier_stop(NotifierObject *n)
     if (!n->running) return;
     n->running = 0;
     if (n->owner != getpid()) return; /* a forked child: the thread is the parent's */
-    __atomic_store_n(&n->stop, 1, __ATOMIC_RELEASE);
-    __atomic_store_n(&n->slot->word, 1, __ATOMIC_RELEASE);
+    store_release(&n->stop, 1);
+    store_release(&n->slot->word, 1);
     os_wake_word(&n->slot->word, INT_MAX);
     Py_BEGIN_ALLOW_THREADS
-    while (!__atomic_load_n(&n->exited, __ATOMIC_ACQUIRE)) os_wait_private(&n->exited, 0, -1);
+    while (!load_acquire(&n->exited)) os_wait_private(&n->exited, 0, -1);
     Py_END_ALLOW_THREADS
 }
 
@@ -155,7 +155,7 @@ Arena_set_loop(ArenaObject *self, PyObject *args)
     unsigned long slot;
     if (!PyArg_ParseTuple(args, "OI:set_loop", &slot_arg, &token)) return NULL;
     if (parse_slot(self, slot_arg, &slot) < 0) return NULL;
-    __atomic_store_n(&self->slots[slot].loop, (uint32_t)token, __ATOMIC_RELEASE);
+    store_release(&self->slots[slot].loop, (uint32_t)token);
     Py_RETURN_NONE;
 }
 

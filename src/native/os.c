@@ -3,6 +3,7 @@
  * and what other kernels would use).
  */
 #define _GNU_SOURCE
+#include "atomics.h"
 #include "os.h"
 
 #include <errno.h>
@@ -83,12 +84,12 @@ int
 os_wakeup_sender(void)
 {
     static int sender = -1; /* one unbound socket per process, made on first use */
-    int fd = __atomic_load_n(&sender, __ATOMIC_ACQUIRE);
+    int fd = load_acquire(&sender);
     if (fd >= 0) return fd;
     int made = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (made < 0) return -1;
     int none = -1;
-    if (__atomic_compare_exchange_n(&sender, &none, made, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    if (cas_acq_rel(&sender, &none, made))
         return made;
     close(made); /* another thread made one first */
     return none;
@@ -194,11 +195,11 @@ size_t
 os_page_size(void)
 {
     static size_t page;
-    size_t known = __atomic_load_n(&page, __ATOMIC_RELAXED);
+    size_t known = load_relaxed(&page);
     if (known == 0) {
         long value = sysconf(_SC_PAGESIZE);
         known = value > 0 ? (size_t)value : 4096;
-        __atomic_store_n(&page, known, __ATOMIC_RELAXED);
+        store_relaxed(&page, known);
     }
     return known;
 }
@@ -207,7 +208,7 @@ size_t
 os_huge_page_size(void)
 {
     static long long huge = -1; /* read once; a race reads the same file twice */
-    long long known = __atomic_load_n(&huge, __ATOMIC_RELAXED);
+    long long known = load_relaxed(&huge);
     if (known < 0) {
         unsigned long long size = 0;
         FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "re");
@@ -217,7 +218,7 @@ os_huge_page_size(void)
         }
         /* Only a power of two is a page size: anything else means none. */
         known = (size & (size - 1)) == 0 ? (long long)size : 0;
-        __atomic_store_n(&huge, known, __ATOMIC_RELAXED);
+        store_relaxed(&huge, known);
     }
     return (size_t)known;
 }

@@ -89,13 +89,13 @@ reserve_held(ArenaObject *a, unsigned long entry, unsigned long index)
 {
     uint32_t *reserved = held_reserved_of(a, entry);
     uint64_t needed = page_align((index / 64 + 1) * 8);
-    if (needed <= __atomic_load_n(reserved, __ATOMIC_ACQUIRE)) return 0;
+    if (needed <= load_acquire(reserved)) return 0;
     Header *h = a->header;
     lock_word(a, &h->lock, NULL);
     uint64_t done = *reserved;
     int error = grow_region(a, h->held_offset + entry * h->held_stride, &done, needed,
                             h->held_stride);
-    if (error == 0) __atomic_store_n(reserved, (uint32_t)done, __ATOMIC_RELEASE);
+    if (error == 0) store_release(reserved, (uint32_t)done);
     unlock_word(a, &h->lock);
     if (error) {
         raise_reserve_error(a, error, RESERVE_CHUNK, "a new object");
@@ -118,9 +118,9 @@ Arena_held_mark(ArenaObject *self, PyObject *args)
     uint64_t bit = (uint64_t)1 << (index % 64);
     /* Atomic: threads of the process mark records sharing a word. */
     if (held)
-        __atomic_fetch_or(word, bit, __ATOMIC_RELEASE);
+        fetch_or_release(word, bit);
     else
-        __atomic_fetch_and(word, ~bit, __ATOMIC_RELEASE);
+        fetch_and_release(word, ~bit);
     Py_RETURN_NONE;
 }
 
@@ -130,7 +130,7 @@ static uint64_t
 held_word_count(ArenaObject *a, unsigned long entry)
 {
     uint64_t count = (a->header->record_bump + 63) / 64;
-    uint64_t reserved = __atomic_load_n(held_reserved_of(a, entry), __ATOMIC_ACQUIRE) / 8;
+    uint64_t reserved = load_acquire(held_reserved_of(a, entry)) / 8;
     return count < reserved ? count : reserved;
 }
 
@@ -145,7 +145,7 @@ Arena_held_wipe(ArenaObject *self, PyObject *arg)
     uint32_t *reserved = held_reserved_of(self, entry);
     Header *h = self->header;
     unreserve_range(self, h->held_offset + entry * h->held_stride,
-                    __atomic_exchange_n(reserved, 0, __ATOMIC_ACQ_REL));
+                    exchange_acq_rel(reserved, 0));
     Py_RETURN_NONE;
 }
 
@@ -190,7 +190,7 @@ Arena_record_alloc(ArenaObject *self, PyObject *args)
         PyErr_Format(self->state->full_error, "all %u records of the arena are in use", h->record_capacity);
         return NULL; /* the caller opens another arena */
     }
-    __atomic_store_n(&r->state, 0, __ATOMIC_RELEASE);
+    store_release(&r->state, 0);
     r->waiters = 0;
     r->refcount = 1;
     r->inflight = 0;
@@ -201,8 +201,8 @@ Arena_record_alloc(ArenaObject *self, PyObject *args)
     memset(r->payload, 0, PAYLOAD_SIZE);
     r->serial = ++h->serial;
     r->kind = (uint8_t)kind;
-    __atomic_store_n(&r->setter_cpu, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&r->spin_misses, 0, __ATOMIC_RELAXED);
+    store_relaxed(&r->setter_cpu, 0);
+    store_relaxed(&r->spin_misses, 0);
     h->records_live++;
     unsigned int serial = r->serial;
     unlock_word(self, &h->lock);
@@ -307,7 +307,7 @@ Arena_held_release_all(ArenaObject *self, PyObject *arg)
     uint64_t count = held_word_count(self, entry);
     unsigned long released = 0;
     for (uint64_t w = 0; w < count; w++) {
-        uint64_t bits = __atomic_exchange_n(&words[w], 0, __ATOMIC_ACQ_REL);
+        uint64_t bits = exchange_acq_rel(&words[w], 0);
         while (bits) {
             int b = __builtin_ctzll(bits);
             bits &= bits - 1;
@@ -337,7 +337,7 @@ Arena_held_share(ArenaObject *self, PyObject *args)
     uint64_t count = held_word_count(self, src);
     unsigned long shared = 0;
     for (uint64_t w = 0; w < count; w++) {
-        uint64_t bits = __atomic_load_n(&words[w], __ATOMIC_ACQUIRE);
+        uint64_t bits = load_acquire(&words[w]);
         while (bits) {
             int b = __builtin_ctzll(bits);
             bits &= bits - 1;
@@ -353,8 +353,7 @@ Arena_held_share(ArenaObject *self, PyObject *args)
                     record_release_one(self, index);
                     return NULL;
                 }
-                __atomic_fetch_or(held_words(self, (unsigned long)dst) + w, (uint64_t)1 << b,
-                                  __ATOMIC_RELEASE);
+                fetch_or_release(held_words(self, (unsigned long)dst) + w, (uint64_t)1 << b);
             }
             shared++;
         }
@@ -395,13 +394,13 @@ Arena_lock_word(ArenaObject *self, PyObject *arg)
     long index = PyLong_AsLong(arg);
     if (index == -1 && PyErr_Occurred()) return NULL;
     if (index == -1)
-        return PyLong_FromUnsignedLong(__atomic_load_n(&self->header->lock, __ATOMIC_RELAXED));
+        return PyLong_FromUnsignedLong(load_relaxed(&self->header->lock));
     if (index < 0 || check_record(self, (unsigned long)index) < 0) {
         if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "no record %ld", index);
         return NULL;
     }
     return PyLong_FromUnsignedLong(
-        __atomic_load_n(&record_at(self, (uint32_t)index)->lock, __ATOMIC_RELAXED));
+        load_relaxed(&record_at(self, (uint32_t)index)->lock));
 }
 
 /* record_lock(index): take a record's lock and keep it.  Fault tests and
@@ -424,8 +423,8 @@ Arena_record_half_set(ArenaObject *self, PyObject *arg)
     Record *r = parse_record(self, arg);
     if (r == NULL) return NULL;
     lock_word(self, &r->lock, r);
-    uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
-    __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
+    uint32_t state = load_acquire(&r->state);
+    store_release(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG);
     Py_RETURN_NONE;
 }
 
@@ -437,7 +436,7 @@ Arena_is_set(ArenaObject *self, PyObject *arg)
     Record *r = parse_record(self, arg);
     if (r == NULL) return NULL;
     /* A plain load: no lock, no system call. */
-    return PyBool_FromLong(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG);
+    return PyBool_FromLong(load_acquire(&r->state) & STATE_FLAG);
 }
 
 PyObject *
@@ -445,7 +444,7 @@ Arena_state(ArenaObject *self, PyObject *arg)
 {
     Record *r = parse_record(self, arg);
     if (r == NULL) return NULL;
-    return PyLong_FromUnsignedLong(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE));
+    return PyLong_FromUnsignedLong(load_acquire(&r->state));
 }
 
 /*
@@ -458,7 +457,7 @@ static void
 publish_unlock(ArenaObject *self, Record *r, uint32_t state)
 {
     /* New generation and the flag in one store, before anyone wakes. */
-    __atomic_store_n(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG, __ATOMIC_RELEASE);
+    store_release(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG);
     note_setter(r);
     uint32_t wake[WAKE_BATCH];
     int n = 0;
@@ -475,9 +474,9 @@ publish_unlock(ArenaObject *self, Record *r, uint32_t state)
 int
 record_set(ArenaObject *self, Record *r)
 {
-    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) return 0;
+    if (load_acquire(&r->state) & STATE_FLAG) return 0;
     lock_word(self, &r->lock, r);
-    uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
+    uint32_t state = load_acquire(&r->state);
     if (state & STATE_FLAG) {
         unlock_word(self, &r->lock);
         return 0;
@@ -532,10 +531,10 @@ record_publish_value(ArenaObject *self, Record *r, int which, const ValueSlot *i
     /* The tag last, as one atomic store: holds() reads it without the lock. */
     slot->length = incoming->length;
     memcpy(&slot->where, &incoming->where, sizeof slot->where);
-    __atomic_store_n(&slot->tag, incoming->tag, __ATOMIC_RELEASE);
+    store_release(&slot->tag, incoming->tag);
     release_values(self, &old, 1);
     /* The descriptor is complete before the state store makes it visible. */
-    publish_unlock(self, r, __atomic_load_n(&r->state, __ATOMIC_ACQUIRE));
+    publish_unlock(self, r, load_acquire(&r->state));
 }
 
 /* Copies of at least this many bytes are made without the GIL. */
@@ -663,8 +662,8 @@ Arena_publish_spill(ArenaObject *self, PyObject *args)
     incoming.length = length > UINT32_MAX ? UINT32_MAX : (uint32_t)length;
     incoming.where.spill.token = token;
     incoming.where.spill.inode = inode;
-    __atomic_add_fetch(&self->header->spilled_values, 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&self->header->spilled_bytes, incoming.length, __ATOMIC_RELAXED);
+    add_fetch_relaxed(&self->header->spilled_values, 1);
+    add_fetch_relaxed(&self->header->spilled_bytes, incoming.length);
     Record *r = record_at(self, (uint32_t)index);
     lock_word(self, &r->lock, r);
     record_publish_value(self, r, which, &incoming);
@@ -681,7 +680,7 @@ Arena_holds(ArenaObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "ki:holds", &index, &which)) return NULL;
     if (check_record(self, index) < 0 || check_which(which) < 0) return NULL;
     ValueSlot *slot = (ValueSlot *)record_at(self, (uint32_t)index)->payload + which;
-    return PyBool_FromLong(__atomic_load_n(&slot->tag, __ATOMIC_ACQUIRE) != VALUE_NONE);
+    return PyBool_FromLong(load_acquire(&slot->tag) != VALUE_NONE);
 }
 
 /*
@@ -714,18 +713,18 @@ Arena_load(ArenaObject *self, PyObject *args)
      * has, needs no data.  A store bumps the generation after its tag, so
      * the same generation read before and after the tag means the tag
      * belongs to it. */
-    uint32_t before = GENERATION(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE));
+    uint32_t before = GENERATION(load_acquire(&r->state));
     int seen = which != -1 ? which
-                           : __atomic_load_n(&slots[0].tag, __ATOMIC_ACQUIRE) != VALUE_NONE ? 0 : 1;
-    uint8_t tag = __atomic_load_n(&slots[seen].tag, __ATOMIC_ACQUIRE);
+                           : load_acquire(&slots[0].tag) != VALUE_NONE ? 0 : 1;
+    uint8_t tag = load_acquire(&slots[seen].tag);
     if (tag == VALUE_NONE || (long long)before == known) {
-        uint32_t after = GENERATION(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE));
+        uint32_t after = GENERATION(load_acquire(&r->state));
         if (after == before)
             return Py_BuildValue("(IiIO)", before, tag == VALUE_NONE ? -1 : seen,
                                  (unsigned int)tag, Py_None);
     }
     lock_word(self, &r->lock, r);
-    uint32_t generation = GENERATION(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE));
+    uint32_t generation = GENERATION(load_acquire(&r->state));
     if (which == -1) which = slots[0].tag != VALUE_NONE ? 0 : 1;
     ValueSlot slot = slots[which];
     if (slot.tag == VALUE_NONE || (long long)generation == known) {

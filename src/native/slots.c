@@ -41,7 +41,7 @@ slot_give_back(ArenaObject *a, uint32_t slot)
     Header *h = a->header;
     Slot *s = &a->slots[slot];
     s->in_use = 0;
-    __atomic_store_n(&s->loop, 0, __ATOMIC_RELEASE);
+    store_release(&s->loop, 0);
     s->owner = 0;
     s->owner_epoch = 0;
     s->next_free = h->slot_free;
@@ -90,7 +90,7 @@ Arena_slot_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
     }
     Slot *s = &self->slots[slot];
     s->word = 0;
-    __atomic_store_n(&s->loop, 0, __ATOMIC_RELEASE); /* a reclaimed loop's slot, too */
+    store_release(&s->loop, 0); /* a reclaimed loop's slot, too */
     s->owner = (uint32_t)self->held_entry + 1;
     s->owner_epoch = self->held_epoch;
     s->next_free = 0;
@@ -125,7 +125,7 @@ Arena_slot_owners(ArenaObject *self, PyObject *Py_UNUSED(ignored))
     uint32_t bump = self->header->slot_bump;
     for (uint32_t i = 0; i < bump; i++) {
         Slot *s = &self->slots[i];
-        if (!__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE)) continue;
+        if (!load_acquire(&s->in_use)) continue;
         if (append_new(owners, Py_BuildValue("III", i, s->owner - 1, s->owner_epoch)) < 0) {
             Py_DECREF(owners);
             return NULL;
@@ -166,10 +166,10 @@ Arena_slot_reclaim(ArenaObject *self, PyObject *args)
     for (uint32_t i = 0; i < bump; i++) {
         Link *l = &self->links[i];
         int mine = i < h->slot_capacity ? i == slot
-                                        : (__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_OWNED) &&
+                                        : (load_acquire(&l->flags) & LINK_OWNED) &&
                                               l->slot == slot;
         if (!mine) continue;
-        if (__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_QUEUED) {
+        if (load_acquire(&l->flags) & LINK_QUEUED) {
             uint32_t index = l->record;
             if (index < h->record_bump) {
                 Record *r = record_at(self, index);

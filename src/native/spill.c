@@ -59,10 +59,10 @@ spill_release(ArenaObject *a, const ValueSlot *slot)
     if (spill_path(a, slot->where.spill.token, path, sizeof path) == 0) {
         /* ENOENT: a cleaner or the last leaver got there first. */
         if (unlink(path) != 0 && errno != ENOENT)
-            __atomic_add_fetch(&a->header->spill_errors, 1, __ATOMIC_RELAXED);
+            add_fetch_relaxed(&a->header->spill_errors, 1);
     }
-    __atomic_sub_fetch(&a->header->spilled_values, 1, __ATOMIC_RELAXED);
-    __atomic_sub_fetch(&a->header->spilled_bytes, slot->length, __ATOMIC_RELAXED);
+    sub_fetch_relaxed(&a->header->spilled_values, 1);
+    sub_fetch_relaxed(&a->header->spilled_bytes, slot->length);
 }
 
 /* Record lock held: a read-only descriptor of the slot's file, or -1 with
@@ -84,12 +84,12 @@ Arena_spill_tokens(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *tokens = PySet_New(NULL);
     if (tokens == NULL) return NULL;
-    uint32_t bump = __atomic_load_n(&self->header->record_bump, __ATOMIC_ACQUIRE);
+    uint32_t bump = load_acquire(&self->header->record_bump);
     for (uint32_t i = 0; i < bump; i++) {
         Record *r = record_at(self, i);
         ValueSlot *slots = (ValueSlot *)r->payload;
-        if (__atomic_load_n(&slots[0].tag, __ATOMIC_ACQUIRE) != VALUE_SPILLED &&
-            __atomic_load_n(&slots[1].tag, __ATOMIC_ACQUIRE) != VALUE_SPILLED)
+        if (load_acquire(&slots[0].tag) != VALUE_SPILLED &&
+            load_acquire(&slots[1].tag) != VALUE_SPILLED)
             continue; /* a slot only becomes spilled under the lock, after its file exists */
         lock_word(self, &r->lock, r);
         uint64_t found[2];

@@ -68,7 +68,7 @@ enum { SPUN, WON, SAME_CPU, NO_SEAT, LOW_BUDGET, AFTER_WAKE, RECORD_MISSES };
 static void
 count_spin(int what)
 {
-    __atomic_fetch_add(&spin_counts[what], 1, __ATOMIC_RELAXED);
+    fetch_add_relaxed(&spin_counts[what], 1);
 }
 
 /* Apply a limit (< 0: the default) and the CPU rule; returns the limit in force. */
@@ -80,8 +80,8 @@ spin_configure(long requested)
     if (seats > SPIN_SEATS) seats = SPIN_SEATS;
     int limit = requested < 0 ? SPIN_DEFAULT : (int)requested;
     if (seats < 1) limit = 0;
-    __atomic_store_n(&spin_seats_usable, limit > 0 ? seats : 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&spin_limit, limit, __ATOMIC_RELAXED);
+    store_relaxed(&spin_seats_usable, limit > 0 ? seats : 0);
+    store_relaxed(&spin_limit, limit);
     spin_budget = -1;
     return limit;
 }
@@ -96,12 +96,11 @@ spin_init(void)
 static int
 take_seat(Header *h, long long now)
 {
-    int usable = __atomic_load_n(&spin_seats_usable, __ATOMIC_RELAXED);
+    int usable = load_relaxed(&spin_seats_usable);
     for (int i = 0; i < usable; i++) {
-        int64_t lease = __atomic_load_n(&h->spin_seats[i], __ATOMIC_RELAXED);
+        int64_t lease = load_relaxed(&h->spin_seats[i]);
         if (lease > now) continue;
-        if (__atomic_compare_exchange_n(&h->spin_seats[i], &lease, now + SPIN_SEAT_NS, 0,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+        if (cas_acq_rel_relaxed(&h->spin_seats[i], &lease, now + SPIN_SEAT_NS)) {
             return i;
         }
     }
@@ -112,7 +111,7 @@ take_seat(Header *h, long long now)
 int
 spin_for_flag(ArenaObject *self, Record *r)
 {
-    int limit = __atomic_load_n(&spin_limit, __ATOMIC_RELAXED);
+    int limit = load_relaxed(&spin_limit);
     if (limit <= 0) return 0;
     if (spin_budget < 0 || spin_budget > limit) spin_budget = limit;
     if (spin_budget < SPIN_MIN) {
@@ -132,13 +131,13 @@ spin_for_flag(ArenaObject *self, Record *r)
             return 0;
         }
     }
-    uint8_t misses = __atomic_load_n(&r->spin_misses, __ATOMIC_RELAXED);
+    uint8_t misses = load_relaxed(&r->spin_misses);
     if (misses >= SPIN_RECORD_MISSES && ++spin_skipped % SPIN_REPROBE != 0) {
         count_spin(RECORD_MISSES);
         return 0;
     }
     int cpu = os_cpu();
-    if (cpu >= 0 && __atomic_load_n(&r->setter_cpu, __ATOMIC_RELAXED) == cpu + 1) {
+    if (cpu >= 0 && load_relaxed(&r->setter_cpu) == cpu + 1) {
         count_spin(SAME_CPU);
         return 0;
     }
@@ -152,28 +151,27 @@ spin_for_flag(ArenaObject *self, Record *r)
     int budget = spin_budget;
     Py_BEGIN_ALLOW_THREADS
     for (int i = 0; i < budget; i++) {
-        if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) & STATE_FLAG) {
+        if (load_acquire(&r->state) & STATE_FLAG) {
             seen = 1;
             break;
         }
         if (i % SPIN_RENEW == SPIN_RENEW - 1) {
             /* Still here: the seat stays ours (a dead spinner's lapses). */
-            __atomic_store_n(&self->header->spin_seats[seat], os_now_ns() + SPIN_SEAT_NS,
-                             __ATOMIC_RELAXED);
+            store_relaxed(&self->header->spin_seats[seat], os_now_ns() + SPIN_SEAT_NS);
         }
         cpu_relax();
     }
-    __atomic_store_n(&self->header->spin_seats[seat], 0, __ATOMIC_RELEASE);
+    store_release(&self->header->spin_seats[seat], 0);
     Py_END_ALLOW_THREADS
     if (seen) {
         count_spin(WON);
-        if (misses != 0) __atomic_store_n(&r->spin_misses, 0, __ATOMIC_RELAXED);
+        if (misses != 0) store_relaxed(&r->spin_misses, 0);
         spin_budget = budget * 2 > limit ? limit : budget * 2;
     } else {
         /* Counted without a lock: two spinners may count one miss, which
          * only makes the hint a little quicker. */
-        misses = __atomic_load_n(&r->spin_misses, __ATOMIC_RELAXED);
-        if (misses < 0xff) __atomic_store_n(&r->spin_misses, misses + 1, __ATOMIC_RELAXED);
+        misses = load_relaxed(&r->spin_misses);
+        if (misses < 0xff) store_relaxed(&r->spin_misses, misses + 1);
         spin_budget = budget - budget / 4; /* a quarter less: one late set is noise */
     }
     return seen;
@@ -186,7 +184,7 @@ Arena_spinners(ArenaObject *self, PyObject *Py_UNUSED(ignored))
     long long now = os_now_ns();
     long held = 0;
     for (int i = 0; i < SPIN_SEATS; i++) {
-        held += __atomic_load_n(&self->header->spin_seats[i], __ATOMIC_RELAXED) > now;
+        held += load_relaxed(&self->header->spin_seats[i]) > now;
     }
     return PyLong_FromLong(held);
 }
@@ -216,17 +214,17 @@ native_spin_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     return Py_BuildValue(
         "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:i,s:i}", "spun",
-        (unsigned long long)__atomic_load_n(&spin_counts[SPUN], __ATOMIC_RELAXED), "won",
-        (unsigned long long)__atomic_load_n(&spin_counts[WON], __ATOMIC_RELAXED), "same_cpu",
-        (unsigned long long)__atomic_load_n(&spin_counts[SAME_CPU], __ATOMIC_RELAXED),
-        "no_seat", (unsigned long long)__atomic_load_n(&spin_counts[NO_SEAT], __ATOMIC_RELAXED),
+        (unsigned long long)load_relaxed(&spin_counts[SPUN]), "won",
+        (unsigned long long)load_relaxed(&spin_counts[WON]), "same_cpu",
+        (unsigned long long)load_relaxed(&spin_counts[SAME_CPU]),
+        "no_seat", (unsigned long long)load_relaxed(&spin_counts[NO_SEAT]),
         "low_budget",
-        (unsigned long long)__atomic_load_n(&spin_counts[LOW_BUDGET], __ATOMIC_RELAXED),
+        (unsigned long long)load_relaxed(&spin_counts[LOW_BUDGET]),
         "after_wake",
-        (unsigned long long)__atomic_load_n(&spin_counts[AFTER_WAKE], __ATOMIC_RELAXED),
+        (unsigned long long)load_relaxed(&spin_counts[AFTER_WAKE]),
         "record_misses",
-        (unsigned long long)__atomic_load_n(&spin_counts[RECORD_MISSES], __ATOMIC_RELAXED),
-        "limit", __atomic_load_n(&spin_limit, __ATOMIC_RELAXED), "seats",
-        __atomic_load_n(&spin_seats_usable, __ATOMIC_RELAXED));
+        (unsigned long long)load_relaxed(&spin_counts[RECORD_MISSES]),
+        "limit", load_relaxed(&spin_limit), "seats",
+        load_relaxed(&spin_seats_usable));
 }
 

@@ -31,7 +31,7 @@
 int
 record_moved(ArenaObject *a, Record *r, uint32_t generation)
 {
-    if (GENERATION(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE)) != generation) return 1;
+    if (GENERATION(load_acquire(&r->state)) != generation) return 1;
     return claim_lost(a, r) ? 2 : 0;
 }
 
@@ -62,7 +62,7 @@ park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double
     for (;;) {
         Py_BEGIN_ALLOW_THREADS
         for (;;) {
-            if (__atomic_load_n(&s->word, __ATOMIC_ACQUIRE)) {
+            if (load_acquire(&s->word)) {
                 result = 1;
                 break;
             }
@@ -152,7 +152,7 @@ Arena_reset(ArenaObject *self, PyObject *arg)
 {
     unsigned long slot;
     if (parse_slot(self, arg, &slot) < 0) return NULL;
-    __atomic_store_n(&self->slots[slot].word, 0, __ATOMIC_RELEASE);
+    store_release(&self->slots[slot].word, 0);
     Py_RETURN_NONE;
 }
 
@@ -162,7 +162,7 @@ Arena_wake(ArenaObject *self, PyObject *arg)
 {
     unsigned long slot;
     if (parse_slot(self, arg, &slot) < 0) return NULL;
-    __atomic_store_n(&self->slots[slot].word, 1, __ATOMIC_RELEASE);
+    store_release(&self->slots[slot].word, 1);
     futex_wake_all(&self->slots[slot].word);
     Py_RETURN_NONE;
 }
@@ -180,18 +180,18 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
 
     if (spin_for_flag(self, r)) Py_RETURN_TRUE;
     lock_word(self, &r->lock, r);
-    uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
+    uint32_t state = load_acquire(&r->state);
     if (state & STATE_FLAG) {
         unlock_word(self, &r->lock);
         Py_RETURN_TRUE;
     }
-    __atomic_store_n(&s->word, 0, __ATOMIC_RELAXED);
+    store_relaxed(&s->word, 0);
     enqueue_link(self, r, index, (uint32_t)slot, (uint32_t)slot);
     unlock_word(self, &r->lock);
 
     int woken = park_slot(self, s, r, GENERATION(state), timeout);
     if (woken == 2) record_fail_claim(self, r, CLAIM_DEAD);
-    if (woken == 1 && __atomic_load_n(&s->word, __ATOMIC_ACQUIRE)) {
+    if (woken == 1 && load_acquire(&s->word)) {
         Py_RETURN_TRUE; /* a setter dequeued us: nothing left to undo */
     }
     /* Timed out, interrupted, or saw the generation move without being
@@ -200,7 +200,7 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
     lock_word(self, &r->lock, r);
     remove_link(self, r, (uint32_t)slot);
-    int fired = GENERATION(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE)) != GENERATION(state);
+    int fired = GENERATION(load_acquire(&r->state)) != GENERATION(state);
     unlock_word(self, &r->lock);
     if (exc_type != NULL) {
         PyErr_Restore(exc_type, exc_value, exc_tb);
@@ -235,7 +235,7 @@ Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     Record *r = parse_record(self, args[0]);
     if (r == NULL) return NULL;
-    uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
+    uint32_t state = load_acquire(&r->state);
     if (state & STATE_FLAG) Py_RETURN_TRUE;
     double timeout;
     long slot;
@@ -306,7 +306,7 @@ Arena_wait_any(ArenaObject *self, PyObject *args)
             goto error;
         linked[i].index = (uint32_t)index;
         linked[i].record = record_at(self, (uint32_t)index);
-        uint32_t state = __atomic_load_n(&linked[i].record->state, __ATOMIC_ACQUIRE);
+        uint32_t state = load_acquire(&linked[i].record->state);
         linked[i].generation = GENERATION(state);
         if (((state & STATE_FLAG) || record_recheck(self, linked[i].record, GENERATION(state))) &&
             add_ready(ready, i) < 0)
@@ -331,11 +331,11 @@ Arena_wait_any(ArenaObject *self, PyObject *args)
         linked[i].link = (uint32_t)link;
     }
     Slot *s = &self->slots[slot];
-    __atomic_store_n(&s->word, 0, __ATOMIC_RELEASE);
+    store_release(&s->word, 0);
     for (; queued < n; queued++) {
         Linked *l = &linked[queued];
         lock_word(self, &l->record->lock, l->record);
-        uint32_t state = __atomic_load_n(&l->record->state, __ATOMIC_ACQUIRE);
+        uint32_t state = load_acquire(&l->record->state);
         if (!(state & STATE_FLAG)) {
             enqueue_link(self, l->record, l->index, l->link, (uint32_t)slot);
             l->queued = 1;
@@ -379,7 +379,7 @@ done:
             if (!l->queued) continue;
             lock_word(self, &l->record->lock, l->record);
             remove_link(self, l->record, l->link);
-            int fired = __atomic_load_n(&self->links[l->link].fired, __ATOMIC_ACQUIRE);
+            int fired = load_acquire(&self->links[l->link].fired);
             unlock_word(self, &l->record->lock);
             if (fired && ready != NULL && ready != Py_None && add_ready(ready, i) < 0)
                 Py_CLEAR(ready); /* the error stands; the other links still come out */

@@ -59,11 +59,11 @@ enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t
     l->slot = slot;
     l->record = record;
     l->fired = 0;
-    uint32_t owned = __atomic_load_n(&l->flags, __ATOMIC_RELAXED) & LINK_OWNED;
-    __atomic_store_n(&l->flags, owned | LINK_QUEUED, __ATOMIC_RELEASE);
+    uint32_t owned = load_relaxed(&l->flags) & LINK_OWNED;
+    store_release(&l->flags, owned | LINK_QUEUED);
     l->next = r->waiters;
     /* Publishing the head is the single store that puts the link in. */
-    __atomic_store_n(&r->waiters, link + 1, __ATOMIC_RELEASE);
+    store_release(&r->waiters, link + 1);
 }
 
 /* Returns 1 if the link was queued and is now removed. */
@@ -71,18 +71,18 @@ int
 remove_link(ArenaObject *a, Record *r, uint32_t link)
 {
     Link *l = &a->links[link];
-    if (!(__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_QUEUED)) return 0;
+    if (!(load_acquire(&l->flags) & LINK_QUEUED)) return 0;
     uint32_t *prev = &r->waiters;
     uint32_t guard = a->header->link_capacity;
     while (*prev != 0 && guard--) {
         if (*prev == link + 1) {
-            __atomic_store_n(prev, l->next, __ATOMIC_RELEASE);
-            __atomic_and_fetch(&l->flags, ~LINK_QUEUED, __ATOMIC_RELEASE);
+            store_release(prev, l->next);
+            and_fetch_release(&l->flags, ~LINK_QUEUED);
             return 1;
         }
         prev = &a->links[*prev - 1].next;
     }
-    __atomic_and_fetch(&l->flags, ~LINK_QUEUED, __ATOMIC_RELEASE);
+    and_fetch_release(&l->flags, ~LINK_QUEUED);
     return 0;
 }
 
@@ -95,7 +95,7 @@ static void
 wake_slot(ArenaObject *a, uint32_t index)
 {
     Slot *s = &a->slots[index];
-    uint32_t loop = __atomic_load_n(&s->loop, __ATOMIC_ACQUIRE);
+    uint32_t loop = load_acquire(&s->loop);
     if (loop != 0 && os_send_wakeup(loop, index) == 0) return;
     futex_wake_all(&s->word);
 }
@@ -111,14 +111,14 @@ wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake)
 {
     uint32_t next = r->waiters;
     uint32_t guard = a->header->link_capacity;
-    __atomic_store_n(&r->waiters, 0, __ATOMIC_RELEASE);
+    store_release(&r->waiters, 0);
     while (next != 0 && guard--) {
         Link *l = &a->links[next - 1];
         next = l->next;
-        __atomic_and_fetch(&l->flags, ~LINK_QUEUED, __ATOMIC_RELEASE);
-        __atomic_store_n(&l->fired, 1, __ATOMIC_RELEASE);
+        and_fetch_release(&l->flags, ~LINK_QUEUED);
+        store_release(&l->fired, 1);
         Slot *s = &a->slots[l->slot];
-        __atomic_store_n(&s->word, 1, __ATOMIC_RELEASE);
+        store_release(&s->word, 1);
         if (*nwake < WAKE_BATCH) {
             wake[(*nwake)++] = l->slot;
         } else {
@@ -134,8 +134,7 @@ void
 note_setter(Record *r)
 {
     int cpu = os_cpu();
-    __atomic_store_n(&r->setter_cpu, (uint16_t)(cpu >= 0 && cpu < 0xffff ? cpu + 1 : 0),
-                     __ATOMIC_RELAXED);
+    store_relaxed(&r->setter_cpu, (uint16_t)(cpu >= 0 && cpu < 0xffff ? cpu + 1 : 0));
 }
 
 
@@ -165,7 +164,7 @@ Arena_enqueue(ArenaObject *self, PyObject *args)
         return NULL;
     Record *r = record_at(self, (uint32_t)index);
     lock_word(self, &r->lock, r);
-    uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
+    uint32_t state = load_acquire(&r->state);
     if (!(state & STATE_FLAG)) {
         if (self->links[link].flags & LINK_QUEUED) {
             unlock_word(self, &r->lock);
@@ -187,8 +186,8 @@ Arena_dequeue(ArenaObject *self, PyObject *args)
     if (check_record(self, index) < 0 || check_link(self, link) < 0) return NULL;
     Record *r = record_at(self, (uint32_t)index);
     Link *l = &self->links[link];
-    if (!(__atomic_load_n(&l->flags, __ATOMIC_ACQUIRE) & LINK_QUEUED) &&
-        __atomic_load_n(&l->fired, __ATOMIC_ACQUIRE))
+    if (!(load_acquire(&l->flags) & LINK_QUEUED) &&
+        load_acquire(&l->fired))
         Py_RETURN_TRUE;
     lock_word(self, &r->lock, r);
     remove_link(self, r, (uint32_t)link);
@@ -203,7 +202,7 @@ Arena_fired(ArenaObject *self, PyObject *arg)
     unsigned long link = PyLong_AsUnsignedLong(arg);
     if (link == (unsigned long)-1 && PyErr_Occurred()) return NULL;
     if (check_link(self, link) < 0) return NULL;
-    return PyBool_FromLong(__atomic_load_n(&self->links[link].fired, __ATOMIC_ACQUIRE));
+    return PyBool_FromLong(load_acquire(&self->links[link].fired));
 }
 
 /*
@@ -227,7 +226,7 @@ Arena_fired_among(ArenaObject *self, PyObject *links)
     while (PyDict_Next(links, &position, &key, &value)) {
         unsigned long link = PyLong_AsUnsignedLong(key);
         if ((link == (unsigned long)-1 && PyErr_Occurred()) || check_link(self, link) < 0 ||
-            (__atomic_load_n(&self->links[link].fired, __ATOMIC_ACQUIRE) &&
+            (load_acquire(&self->links[link].fired) &&
              PyList_Append(fired, key) < 0)) {
             Py_DECREF(fired);
             return NULL;

@@ -41,7 +41,7 @@ static void
 watch_after_fork_child(void)
 {
     /* Only the forking thread lives on, and it was not parked. */
-    __atomic_store_n(&watch_lock, 0, __ATOMIC_RELAXED);
+    store_relaxed(&watch_lock, 0);
     parked_head = NULL;
     watcher = NULL;
 }
@@ -98,7 +98,7 @@ watch_round(void)
     for (Parked *p = parked_head; p != NULL; p = p->next) {
         /* Woken but still asleep, or its record moved by the one rule
          * (wait.c): the waiter wakes and sees why itself. */
-        if (__atomic_load_n(&p->slot->word, __ATOMIC_ACQUIRE) != 0 ||
+        if (load_acquire(&p->slot->word) != 0 ||
             record_moved(p->arena, p->record, p->generation))
             futex_wake_all(&p->slot->word);
     }
