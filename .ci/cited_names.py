@@ -10,7 +10,12 @@ Two kinds of pointer are checked, in the same files as ``cited_files.py``:
   and define the last name (a def, class, or assignment in it).
 
 * a prototype in ``src/native/arena.h`` under a ``/* file.c */`` heading:
-  that file must define it (the header's map of who owns what).
+  that file must define it (the header's map of who owns what);
+* the C functions a protocol model (``src/native/models/*.cpp``) says it
+  mirrors, in its "Mirrors" paragraph: each must be defined in src/native;
+* atomics by name: no ``__atomic`` builtin in src/native outside
+  ``atomics.h``, so a shared field is read or written through a named helper
+  or under its lock, and a plain access stands out.
 
 Other projects' names that comments cite on purpose are listed in ELSEWHERE.
 A stale pointer is worse than none.
@@ -176,9 +181,41 @@ def _misfiled_prototypes() -> list[str]:
     return wrong
 
 
+def _unmirrored() -> list[str]:
+    """Names a model's "Mirrors" paragraph gives that src/native does not define."""
+    native = ROOT / "src" / "native"
+    defined: set[str] = set()
+    for path in native.glob("*.c"):
+        defined.update(re.findall(r"^(\w+)\(", path.read_text(), re.M))
+    wrong = []
+    for model in sorted((native / "models").glob("*.cpp")):
+        text = model.read_text()
+        paragraphs = re.findall(r"^ \* Mirrors\b(.*?)^ \*$", text, re.M | re.S)
+        if not paragraphs:
+            wrong.append(f"{model.relative_to(ROOT)}: no \"Mirrors\" paragraph naming its C functions")
+        for paragraph in paragraphs:
+            paragraph = re.sub(r"\S+\.(?:c|h|cpp)\b", "", paragraph)  # file names
+            for name in re.findall(r"\b([A-Za-z]\w*_\w+)\b", paragraph):
+                if name not in defined:
+                    wrong.append(f"{model.relative_to(ROOT)}: mirrors {name}, defined nowhere in src/native")
+    return wrong
+
+
+def _bare_atomics() -> list[str]:
+    """__atomic builtins in src/native outside atomics.h."""
+    wrong = []
+    for path in sorted((ROOT / "src" / "native").glob("*.[ch]")):
+        if path.name == "atomics.h":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if "__atomic" in line:
+                wrong.append(f"{path.relative_to(ROOT)}:{number}: a bare __atomic builtin (atomics.h names them)")
+    return wrong
+
+
 def main() -> int:
     names, modules = _definitions()
-    wrong = _misfiled_prototypes()
+    wrong = _misfiled_prototypes() + _unmirrored() + _bare_atomics()
     for source in sources(SCANNED):
         for number, line in _comments(source):
             where = f"{source.relative_to(ROOT)}:{number}"

@@ -171,7 +171,7 @@
 #include "os.h"
 
 #define MAGIC 0x31544e4556504d00ULL /* "\0MPEVNT1" */
-#define LAYOUT_VERSION 11u
+#define LAYOUT_VERSION 12u
 #define RECORD_SIZE 128u
 #define PAYLOAD_SIZE 48u
 #define ATTACH_OFFSET 4096u
@@ -331,8 +331,12 @@ typedef struct {
     uint32_t pid; /* display only */
 } LockOwner;
 
+/* Slot.word, the futex a waiting thread sleeps on: */
+#define SLOT_WOKEN 1u /* a setter fired one of its links (or a stop: Arena_wake) */
+#define SLOT_WATCH 2u /* the watch was handed to it (watch.c; single waits only) */
+
 typedef struct {
-    uint32_t word;      /* futex: 0 parked, 1 woken */
+    uint32_t word;      /* futex: 0 parked, else SLOT_WOKEN | SLOT_WATCH bits */
     uint32_t in_use;
     uint32_t owner;     /* attach entry + 1 of the process whose thread owns it */
     uint32_t next_free; /* index+1 */
@@ -393,21 +397,25 @@ typedef struct {
 } ValueSlot;
 
 #define BLOCK_FREE 0u
-#define BLOCK_WRITING 1u /* allocated, being written, not yet published */
+#define BLOCK_WRITING 1u /* allocated, being written, not yet published: with its writer */
 #define BLOCK_LIVE 2u    /* published in a value slot, or still viewed */
 #define BLOCK_FREEING 3u /* being freed by whoever won it */
+/* A block being written names its writer's attach entry in the same word,
+ * so "still WRITING, and by this writer" is one CAS (heap.c). */
+#define BLOCK_STATE(word) ((word) & 0xffu)
+#define BLOCK_WRITING_BY(entry) (BLOCK_WRITING | (((uint32_t)(entry) + 1u) << 8))
 #define BLOCK_RESERVE 1u /* free, faulted in ahead for the next value: counted in reserve_bytes */
 #define BLOCK_REFILL 2u  /* allocated with fresh pages: publishing it refills the reserve */
 
 /* The header page of a large block (heap.c has the life of a block). */
 typedef struct {
-    uint32_t state;     /* BLOCK_FREE, BLOCK_WRITING, BLOCK_LIVE, BLOCK_FREEING */
+    uint32_t state;     /* BLOCK_FREE, BLOCK_WRITING_BY(entry), BLOCK_LIVE, BLOCK_FREEING */
     uint32_t cls;
     uint64_t size;      /* class bytes, header page included */
     uint64_t resident;  /* bytes from the block's start that are reserved */
     uint64_t next_free; /* next free block of the class, offset; 0 = none */
     uint64_t length;    /* bytes of data */
-    uint32_t owner;     /* attach entry of the writer while BLOCK_WRITING */
+    uint32_t unused;    /* was the writer's entry: now in the state word */
     uint32_t refs;      /* 1 for the value slot holding it + reader pins */
     uint32_t flags;     /* BLOCK_RESERVE, BLOCK_REFILL (heap.c, "the reserve") */
     uint32_t pad;
@@ -481,6 +489,13 @@ typedef struct {
      * yet), and the descriptor whose OFD lock holds the owner's byte. */
     uint32_t lock_label;
     int owner_fd;
+    /* The process lock (a local_lock, innermost): held while live_fd or
+     * owner_fd is used or changed (forget_descriptors must not close a
+     * number a liveness question is using), and while pins_forgotten is
+     * read with the pin or unpin it decides (heap_forget).  held_entry,
+     * held_epoch and lock_label change only under it too, and are read
+     * anywhere with load_relaxed. */
+    uint32_t process_lock;
 } ArenaObject;
 
 /* --- shared by the files ------------------------------------------- */
@@ -551,7 +566,7 @@ unsigned long lock_fault_count(void);
 void futex_wake_all(uint32_t *word);
 int check_slot(ArenaObject *a, unsigned long slot);
 int parse_slot(ArenaObject *a, PyObject *arg, unsigned long *slot);
-void enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t slot);
+void enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link);
 int remove_link(ArenaObject *a, Record *r, uint32_t link);
 void wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake);
 void wake_slots(ArenaObject *a, const uint32_t *wake, int n);
@@ -581,7 +596,7 @@ typedef struct Parked {
 void watch_init(void);
 void watch_register(Parked *p);
 void watch_unregister(Parked *p);
-int watch_claim(Parked *p);
+int watch_holds(Parked *p);
 void watch_round(void);
 
 /* spin.c */
@@ -685,12 +700,13 @@ uint64_t small_take(ArenaObject *a, uint32_t nbytes, int *error);
 void small_give(ArenaObject *a, uint64_t offset, uint32_t nbytes);
 void large_unref(ArenaObject *a, uint64_t block, uint32_t count);
 int large_pin(ArenaObject *a, uint64_t block, uint32_t entry);
+int large_pin_unless_forgotten(ArenaObject *a, uint64_t block, uint32_t entry);
 PyObject *block_view_new(ArenaObject *a, uint64_t block, uint32_t entry);
 /* A large block of `length` bytes, being written by attach entry `entry`:
  * its offset (the bytes start BLOCK_HEADER after it), or 0 with
  * MemoryError set. */
 uint64_t large_take(ArenaObject *a, uint64_t length, uint32_t entry);
-void large_abandon(ArenaObject *a, uint64_t offset);
+void large_abandon(ArenaObject *a, uint64_t offset, uint32_t entry);
 /* What publishing a block needs to know to refill the reserve (heap.c). */
 typedef struct {
     uint32_t flags;
@@ -698,7 +714,7 @@ typedef struct {
     uint64_t size;     /* the class's block size */
     uint64_t resident; /* what this value needed: what the next one likely needs */
 } LargeRefill;
-int large_adopt(ArenaObject *a, uint64_t offset, LargeRefill *refill);
+int large_adopt(ArenaObject *a, uint64_t offset, uint32_t entry, LargeRefill *refill);
 void large_published(ArenaObject *a, const LargeRefill *refill);
 PyObject *Arena_advise_huge(ArenaObject *self, PyObject *ignored);
 uint64_t large_length(ArenaObject *a, uint64_t offset);
@@ -709,6 +725,20 @@ PyObject *Arena_heap_statistics(ArenaObject *self, PyObject *ignored);
 PyObject *native_before_fork(PyObject *module, PyObject *ignored);
 PyObject *native_copy_bytes(PyObject *module, PyObject *arg);
 PyObject *Arena_after_fork_child(ArenaObject *self, PyObject *arg);
+/* testpoints.c: named stops for tests that force an interleaving; nothing
+ * unless built with -DMPEVENT_TEST_POINTS.  TEST_POINT_GIL where the
+ * thread holds the GIL (it is given up while stopped). */
+#ifdef MPEVENT_TEST_POINTS
+void test_point(const char *name, int holds_gil);
+PyObject *native_test_point_arm(PyObject *module, PyObject *arg);
+PyObject *native_test_point_reached(PyObject *module, PyObject *args);
+PyObject *native_test_point_release(PyObject *module, PyObject *arg);
+#define TEST_POINT(name) test_point((name), 0)
+#define TEST_POINT_GIL(name) test_point((name), 1)
+#else
+#define TEST_POINT(name) ((void)0)
+#define TEST_POINT_GIL(name) ((void)0)
+#endif
 /* spill.c */
 #define SPILL_PATH_MAX (SPILL_DIR_MAX + SPILL_NAME_MAX + 32u)
 int spill_path(ArenaObject *a, uint64_t token, char *path, size_t size);

@@ -21,8 +21,8 @@
  *     reserved bytes would pass the watermark (MPEVENT_HEAP_WATERMARK), a
  *     freed block's data pages are punched out (MADV_REMOVE) instead.
  *
- * Life of a large block: FREE -> WRITING (block_alloc; owner = the writer's
- * attach entry) -> LIVE (store(); refs = 1 for the value slot) ->
+ * Life of a large block: FREE -> WRITING_BY(the writer's attach entry)
+ * (large_take) -> LIVE (store(); refs = 1 for the value slot) ->
  * FREE when refs drops to 0.  refs also counts reader pins: read() pins the
  * block for the reading process under the record lock, so a view outlives a
  * new set(), the record's release and the setter's death.  When a process
@@ -83,7 +83,7 @@ small_take(ArenaObject *a, uint32_t nbytes, int *error)
                              h->small_capacity);
         if (*error) return 0;
         offset = h->small_offset + h->small_bump;
-        h->small_bump += size;
+        store_release(&h->small_bump, h->small_bump + size);
     } else {
         *error = REGION_FULL;
         return 0;
@@ -204,6 +204,17 @@ large_unpin(ArenaObject *a, uint64_t offset, uint32_t entry)
     large_unref(a, offset, 1);
 }
 
+/* A reader's pin (record lock held), unless this process has left and its
+ * pins were forgotten (heap_forget): then -1, and the reader copies. */
+int
+large_pin_unless_forgotten(ArenaObject *a, uint64_t offset, uint32_t entry)
+{
+    local_lock(&a->process_lock);
+    int rc = load_relaxed(&a->pins_forgotten) ? -1 : large_pin(a, offset, entry);
+    local_unlock(&a->process_lock);
+    return rc;
+}
+
 /* Free what value slots point to.  Record lock held (small blocks are
  * freed under it, so a reader copying one out never sees it reused). */
 void
@@ -232,7 +243,7 @@ check_block(ArenaObject *a, uint64_t offset, uint32_t state)
     uint64_t bump = load_acquire(&h->large_bump);
     if (offset < h->large_offset || offset >= h->large_offset + bump ||
         (offset - h->large_offset) % page_size != 0 ||
-        load_acquire(&block_at(a, offset)->state) != state) {
+        BLOCK_STATE(load_acquire(&block_at(a, offset)->state)) != state) {
         PyErr_Format(PyExc_ValueError, "offset %llu is not a large block in state %u",
                      (unsigned long long)offset, state);
         return -1;
@@ -304,7 +315,7 @@ reserve_expire_locked(ArenaObject *a)
 {
     Header *h = a->header;
     if (load_relaxed(&h->reserve_bytes) != 0 &&
-        monotonic_ns() - h->reserve_stamp > RESERVE_IDLE_NS)
+        monotonic_ns() - load_relaxed(&h->reserve_stamp) > RESERVE_IDLE_NS)
         reserve_drop_locked(a);
 }
 
@@ -341,7 +352,7 @@ static void
 reserve_refill(ArenaObject *a, int cls, uint64_t size, uint64_t resident)
 {
     Header *h = a->header;
-    if (a->held_entry < 0) return;
+    if (load_relaxed(&a->held_entry) < 0) return;
     lock_word(a, &h->lock, NULL);
     uint64_t data = resident - BLOCK_HEADER;
     int error = 0;
@@ -353,15 +364,14 @@ reserve_refill(ArenaObject *a, int cls, uint64_t size, uint64_t resident)
         /* Ours while we fault it in, as a block being written: if this
          * process dies meanwhile, heap_forget gives it back. */
         LargeBlock *b = block_at(a, offset);
-        b->owner = (uint32_t)a->held_entry;
-        store_release(&b->state, BLOCK_WRITING);
+        store_release(&b->state, BLOCK_WRITING_BY(load_relaxed(&a->held_entry)));
         add_fetch_relaxed(&h->large_used, size); /* large_free subtracts */
     }
     unlock_word(a, &h->lock);
     if (offset == 0) return;
     LargeBlock *b = block_at(a, offset);
     int faulted = reserve_range(a, offset + BLOCK_HEADER, data) == 0;
-    uint32_t expected = BLOCK_WRITING;
+    uint32_t expected = BLOCK_WRITING_BY(load_relaxed(&a->held_entry));
     if (!cas_acq_rel(&b->state, &expected, BLOCK_FREEING)) {
         /* heap_forget took it: this process is leaving, and the block is
          * free and may be someone's already.  Its pages stay (counted in
@@ -374,7 +384,7 @@ reserve_refill(ArenaObject *a, int cls, uint64_t size, uint64_t resident)
         b->resident = resident;
         b->flags = BLOCK_RESERVE;
         add_fetch_relaxed(&h->reserve_bytes, data);
-        h->reserve_stamp = monotonic_ns();
+        store_relaxed(&h->reserve_stamp, monotonic_ns()); /* no lock held here */
     }
     large_free(a, offset); /* onto the class's free list, reserved or not */
 }
@@ -434,11 +444,10 @@ large_take(ArenaObject *self, uint64_t length, uint32_t entry)
         b = block_at(self, offset);
         flags = BLOCK_REFILL;
     }
-    b->owner = (uint32_t)entry;
     b->length = length;
     b->flags = flags;
     store_relaxed(&b->refs, 0);
-    store_release(&b->state, BLOCK_WRITING);
+    store_release(&b->state, BLOCK_WRITING_BY(entry));
     add_fetch_relaxed(&h->large_used, size);
     unlock_word(self, &h->lock);
     if (b->resident < need) {
@@ -452,7 +461,7 @@ large_take(ArenaObject *self, uint64_t length, uint32_t entry)
             error = reserve_range(self, offset + b->resident, need - b->resident);
         }
         if (error) {
-            large_free(self, offset);
+            large_abandon(self, offset, entry);
             raise_reserve_error(self, error, need, "a value");
             return 0;
         }
@@ -487,18 +496,24 @@ large_published(ArenaObject *a, const LargeRefill *refill)
     if (refill->flags & BLOCK_REFILL) reserve_refill(a, refill->cls, refill->size, refill->resident);
 }
 
-/* Free a block that was taken and never published (its writer failed). */
+/* Free a block that `entry` took and never published (its writer failed),
+ * unless heap_forget freed it already (the writer's process is leaving). */
 void
-large_abandon(ArenaObject *a, uint64_t offset)
+large_abandon(ArenaObject *a, uint64_t offset, uint32_t entry)
 {
-    uint32_t expected = BLOCK_WRITING;
-    if (cas_acq_rel(&block_at(a, offset)->state, &expected, BLOCK_FREEING))
-        large_free(a, offset);
+    uint32_t expected = BLOCK_WRITING_BY(entry);
+    if (cas_acq_rel(&block_at(a, offset)->state, &expected, BLOCK_FREEING)) large_free(a, offset);
 }
 
-/* For records.c: check a block about to be published and take the slot's reference. */
+/*
+ * For records.c: a block that `entry` wrote becomes LIVE, about to be
+ * published in a value slot, with the slot's reference.  One CAS from
+ * "being written by `entry`": a block heap_forget took back meanwhile (and
+ * that someone else may have taken since) is refused, never published twice.
+ * On refusal -1 with ValueError set; the block is not ours to free.
+ */
 int
-large_adopt(ArenaObject *a, uint64_t offset, LargeRefill *refill)
+large_adopt(ArenaObject *a, uint64_t offset, uint32_t entry, LargeRefill *refill)
 {
     if (check_block(a, offset, BLOCK_WRITING) < 0) return -1;
     LargeBlock *b = block_at(a, offset);
@@ -507,8 +522,15 @@ large_adopt(ArenaObject *a, uint64_t offset, LargeRefill *refill)
     refill->cls = (int)b->cls;
     refill->size = b->size;
     refill->resident = b->resident;
-    store_relaxed(&b->refs, 1);
-    store_release(&b->state, BLOCK_LIVE);
+    uint32_t expected = BLOCK_WRITING_BY(entry);
+    if (!cas_acq_rel(&b->state, &expected, BLOCK_LIVE)) {
+        PyErr_Format(PyExc_ValueError,
+                     "the value block at %llu was taken back from its writer (its process "
+                     "left the arena while writing)", (unsigned long long)offset);
+        return -1;
+    }
+    /* Nobody counts references before the block is in a value slot. */
+    store_release(&b->refs, 1);
     return 0;
 }
 
@@ -532,7 +554,14 @@ Arena_heap_forget(ArenaObject *self, PyObject *arg)
         return NULL;
     }
     Header *h = self->header;
-    if (self->held_entry == (long)entry) self->pins_forgotten = 1;
+    if (load_relaxed(&self->held_entry) == (long)entry) {
+        /* From now on this process pins nothing and unpins nothing: the
+         * walk below drops every pin it holds (the process lock makes the
+         * flag and a pin taken or dropped beside it one step each). */
+        local_lock(&self->process_lock);
+        store_relaxed(&self->pins_forgotten, 1);
+        local_unlock(&self->process_lock);
+    }
     uint64_t bump = load_acquire(&h->large_bump);
     uint64_t position = 0;
     while (position < bump) {
@@ -542,10 +571,12 @@ Arena_heap_forget(ArenaObject *self, PyObject *arg)
         if (size == 0) break; /* cannot happen: headers are written before the bump */
         uint16_t pins = exchange_acq_rel(&b->pins[entry], 0);
         if (pins) large_unref(self, offset, pins);
-        uint32_t expected = BLOCK_WRITING;
-        if (b->owner == entry &&
-            cas_acq_rel(&b->state, &expected, BLOCK_FREEING))
-            large_free(self, offset);
+        /* One CAS from "being written by this entry": a block it wrote
+         * once and that someone else is writing now is not its own
+         * (src/native/models/blocks.cpp). */
+        TEST_POINT_GIL("forget-block");
+        uint32_t expected = BLOCK_WRITING_BY(entry);
+        if (cas_acq_rel(&b->state, &expected, BLOCK_FREEING)) large_free(self, offset);
         position += size;
     }
     Py_RETURN_NONE;
@@ -621,8 +652,12 @@ BlockView_dealloc(BlockViewObject *view)
     else state->live_views = view->next;
     if (view->next != NULL) view->next->prev = view->prev;
     local_unlock(&state->views_lock);
-    if (view->pinned && !view->arena->pins_forgotten)
-        large_unpin(view->arena, view->block, view->entry);
+    if (view->pinned) {
+        ArenaObject *a = view->arena;
+        local_lock(&a->process_lock); /* not both this unpin and heap_forget's */
+        if (!load_relaxed(&a->pins_forgotten)) large_unpin(a, view->block, view->entry);
+        local_unlock(&a->process_lock);
+    }
     Py_DECREF(view->arena);
     PyObject_Free(view);
     Py_DECREF(type);
@@ -679,7 +714,7 @@ native_before_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
     NativeState *state = PyModule_GetState(module);
     local_lock(&state->views_lock);
     for (BlockViewObject *v = state->live_views; v != NULL; v = v->next)
-        if (v->pinned && !v->arena->pins_forgotten)
+        if (v->pinned && !load_relaxed(&v->arena->pins_forgotten))
             add_fetch_acq_rel(&block_at(v->arena, v->block)->refs, 1);
     local_unlock(&state->views_lock);
     Py_RETURN_NONE;
@@ -697,7 +732,7 @@ Arena_after_fork_child(ArenaObject *self, PyObject *arg)
     }
     local_lock(&self->state->views_lock);
     for (BlockViewObject *v = self->state->live_views; v != NULL; v = v->next) {
-        if (v->arena != self || !v->pinned || self->pins_forgotten) continue;
+        if (v->arena != self || !v->pinned || load_relaxed(&self->pins_forgotten)) continue;
         add_fetch_acq_rel(&block_at(self, v->block)->pins[entry], 1);
         v->entry = (uint32_t)entry;
     }

@@ -54,6 +54,7 @@ Arena_init(ArenaObject *self, PyObject *args, PyObject *kwds)
     self->held_epoch = 0;
     self->lock_label = 0;
     self->owner_fd = -1;
+    self->process_lock = 0;
     return 0;
 }
 
@@ -574,6 +575,14 @@ static PyMethodDef native_functions[] = {
      "ofd_held(fd, start, length) -> True if another open file description locks a byte."},
     {"before_fork", native_before_fork, METH_NOARGS,
      "before_fork(): hold every block this process views across a fork."},
+#ifdef MPEVENT_TEST_POINTS
+    {"test_point_arm", native_test_point_arm, METH_O,
+     "test_point_arm(name): the next thread to reach the point stops there (testpoints.c)."},
+    {"test_point_reached", native_test_point_reached, METH_VARARGS,
+     "test_point_reached(name, timeout) -> bool: a thread stopped at the point in time."},
+    {"test_point_release", native_test_point_release, METH_O,
+     "test_point_release(name): the stopped thread goes on; the point is disarmed."},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

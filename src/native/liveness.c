@@ -137,16 +137,21 @@ native_ofd_held(PyObject *module, PyObject *args)
 int
 owner_alive(ArenaObject *a, uint32_t label)
 {
-    if (label == a->lock_label || label == LOCK_ANONYMOUS) return 1;
+    if (label == load_relaxed(&a->lock_label) || label == LOCK_ANONYMOUS) return 1;
     uint32_t owner = LOCK_OWNER_OF(label);
-    if (owner >= LOCK_OWNERS || a->owner_fd < 0) return 1;
+    if (owner >= LOCK_OWNERS) return 1;
     /* The epoch first: only the byte's holder bumps it, so a label whose
      * epoch moved is of a holder that let the byte go.  Then the byte: a
      * holder alive holds it (a newer holder that has not bumped the epoch
-     * yet looks alive for one more sleep, which is safe). */
+     * yet looks alive for one more sleep, which is safe).  The descriptor
+     * is used under the process lock, so forget_descriptors cannot close
+     * it meanwhile (a reused number would ask another file). */
     uint32_t epoch = load_acquire(&owner_at(a, owner)->epoch);
-    if ((epoch & LOCK_EPOCH_MASK) != LOCK_EPOCH_OF(label)) return 0;
-    return os_ofd_held(a->owner_fd, OWNER_BYTE(owner), 1) != 0; /* an error counts as alive */
+    local_lock(&a->process_lock);
+    int alive = a->owner_fd < 0 || ((epoch & LOCK_EPOCH_MASK) == LOCK_EPOCH_OF(label) &&
+                                    os_ofd_held(a->owner_fd, OWNER_BYTE(owner), 1) != 0);
+    local_unlock(&a->process_lock); /* an error counts as alive */
+    return alive;
 }
 
 /* owner_reserve(fd) -> label: lock a free owner's byte through fd. */
@@ -187,8 +192,10 @@ Arena_owner_adopt(ArenaObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "%u is not a lock owner's label", label);
         return NULL;
     }
-    self->lock_label = label;
+    local_lock(&self->process_lock);
+    store_relaxed(&self->lock_label, label);
     self->owner_fd = fd;
+    local_unlock(&self->process_lock);
     Py_RETURN_NONE;
 }
 
@@ -202,16 +209,18 @@ Arena_owner_adopt(ArenaObject *self, PyObject *args)
 PyObject *
 Arena_forget_descriptors(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
-    self->lock_label = 0;
+    local_lock(&self->process_lock); /* waits for a liveness question in flight */
+    store_relaxed(&self->lock_label, 0);
     self->owner_fd = -1;
     self->live_fd = -1;
+    local_unlock(&self->process_lock);
     Py_RETURN_NONE;
 }
 
 PyObject *
 Arena_lock_label(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromUnsignedLong(self->lock_label);
+    return PyLong_FromUnsignedLong(load_relaxed(&self->lock_label));
 }
 
 /* --- the attach table ---------------------------------------------- */
@@ -241,10 +250,11 @@ entry_alive(ArenaObject *a, uint32_t entry, uint32_t epoch)
     if (load_acquire(&e->state) != ENTRY_ATTACHED) return 0;
     if (load_acquire(&e->epoch) != epoch) return 0;
     /* Our own lock never conflicts with our own open file description. */
-    if (a->held_entry == (long)entry) return 1;
-    if (a->live_fd < 0) return 1;
-    int held = os_ofd_held(a->live_fd, entry, 1);
-    return held != 0; /* an error counts as alive */
+    if (load_relaxed(&a->held_entry) == (long)entry) return 1;
+    local_lock(&a->process_lock); /* see owner_alive */
+    int alive = a->live_fd < 0 || os_ofd_held(a->live_fd, entry, 1) != 0;
+    local_unlock(&a->process_lock); /* an error counts as alive */
+    return alive;
 }
 
 PyObject *
@@ -343,7 +353,7 @@ Arena_probe_dead(ArenaObject *self, PyObject *args)
     do {
         AttachEntry *e = entry_at(self, i);
         uint32_t state = load_acquire(&e->state);
-        if (state != ENTRY_FREE && (long)i != self->held_entry) {
+        if (state != ENTRY_FREE && (long)i != load_relaxed(&self->held_entry)) {
             int held = os_ofd_held(fd, i, 1);
             if (held < 0) {
                 error = errno;
@@ -408,15 +418,31 @@ claim_lost(ArenaObject *a, Record *r)
  * exception slot (VALUE_FAILED: the claimer's pid and how it ended) and
  * set it, waking every waiter -- once, under the record lock, so every
  * reader now and later finds the same failure where set_exception() would
- * have put one.  Returns 1 if this call failed it, 0 if it was set or
- * failed already.  GIL held.
+ * have put one.  Returns 1 if this call failed it, 0 if not.  GIL held.
+ *
+ * The rule, and why it is judged here: a claim is failed only if, under
+ * the record lock, it is still unset and still the claim the caller means
+ * -- for CLAIM_DEAD, a claim whose claimer (entry and epoch, read under the
+ * lock) is dead; for CLAIM_EXITED, this process's own.  Callers find a
+ * claim lost without the lock (claim_lost: the watch, waiters, loops), and
+ * between that look and this lock the claimer may have died and another,
+ * live, process claimed the result again (a retry after a worker died,
+ * Arena_claim allows it).  Judging the claim read under the lock fails the
+ * dead claimer's claim and never the live one's
+ * (src/native/models/claims.cpp; tests/shm/test_interleavings.py).
  */
 int
 record_fail_claim(ArenaObject *self, Record *r, uint32_t how)
 {
+    TEST_POINT_GIL("fail-claim");
     lock_word(self, &r->lock, r);
-    uint32_t claim = r->claim;
-    if (claim == 0 || (claim & CLAIM_DEAD) || (load_acquire(&r->state) & STATE_FLAG)) {
+    uint32_t claim = load_relaxed(&r->claim), epoch = load_relaxed(&r->claim_epoch);
+    int open = claim != 0 && !(claim & CLAIM_DEAD) && !(load_acquire(&r->state) & STATE_FLAG);
+    int ended = (how & CLAIM_EXITED)
+                    ? CLAIM_ENTRY(claim) == (uint32_t)load_relaxed(&self->held_entry) + 1 &&
+                          epoch == load_relaxed(&self->held_epoch)
+                    : !entry_alive(self, CLAIM_ENTRY(claim) - 1, epoch);
+    if (!open || !ended) {
         unlock_word(self, &r->lock);
         return 0;
     }
@@ -436,19 +462,22 @@ Arena_claim(ArenaObject *self, PyObject *arg)
 {
     Record *r = parse_record(self, arg);
     if (r == NULL) return NULL;
-    if (self->held_entry < 0) {
+    if (load_relaxed(&self->held_entry) < 0) {
         PyErr_SetString(PyExc_RuntimeError, "this process has not joined the arena");
         return NULL;
     }
-    uint32_t mine = (uint32_t)self->held_entry + 1;
+    uint32_t mine = (uint32_t)load_relaxed(&self->held_entry) + 1;
     lock_word(self, &r->lock, r);
     uint32_t claim = r->claim, epoch = r->claim_epoch, pid = r->claim_pid;
     int set = (load_acquire(&r->state) & STATE_FLAG) != 0;
-    int ours = claim != 0 && CLAIM_ENTRY(claim) == mine && epoch == self->held_epoch;
+    int ours = claim != 0 && CLAIM_ENTRY(claim) == mine && epoch == load_relaxed(&self->held_epoch);
     int taken = claim != 0 && !(claim & CLAIM_DEAD) && !ours &&
                 entry_alive(self, CLAIM_ENTRY(claim) - 1, epoch);
     if (!set && !taken) {
-        r->claim_epoch = self->held_epoch;
+        /* claim_epoch before claim: a lock-free reader (claim_lost) that
+         * sees this claim sees its epoch, or reads a mismatched pair and
+         * is corrected under the lock (record_fail_claim). */
+        store_relaxed(&r->claim_epoch, load_relaxed(&self->held_epoch));
         r->claim_pid = (uint32_t)getpid();
         store_release(&r->claim, mine);
     }
@@ -475,8 +504,8 @@ Arena_claim_abandon(ArenaObject *self, PyObject *arg)
     Record *r = parse_record(self, arg);
     if (r == NULL) return NULL;
     uint32_t claim = load_acquire(&r->claim);
-    if (self->held_entry < 0 || CLAIM_ENTRY(claim) != (uint32_t)self->held_entry + 1 ||
-        load_acquire(&r->claim_epoch) != self->held_epoch)
+    if (load_relaxed(&self->held_entry) < 0 || CLAIM_ENTRY(claim) != (uint32_t)load_relaxed(&self->held_entry) + 1 ||
+        load_acquire(&r->claim_epoch) != load_relaxed(&self->held_epoch))
         Py_RETURN_NONE; /* not ours (any more) */
     record_fail_claim(self, r, CLAIM_DEAD | CLAIM_EXITED);
     Py_RETURN_NONE;

@@ -71,7 +71,7 @@ lock_fault_count(void)
 static uint32_t
 label_of(ArenaObject *a)
 {
-    return a->lock_label != 0 ? a->lock_label : LOCK_ANONYMOUS;
+    return load_relaxed(&a->lock_label) != 0 ? load_relaxed(&a->lock_label) : LOCK_ANONYMOUS;
 }
 
 /* The word's holder is dead: finish what it may have left half done. */

@@ -117,7 +117,7 @@ notifier_stop(NotifierObject *n)
     n->running = 0;
     if (n->owner != getpid()) return; /* a forked child: the thread is the parent's */
     store_release(&n->stop, 1);
-    store_release(&n->slot->word, 1);
+    fetch_or_release(&n->slot->word, SLOT_WOKEN);
     os_wake_word(&n->slot->word, INT_MAX);
     Py_BEGIN_ALLOW_THREADS
     while (!load_acquire(&n->exited)) os_wait_private(&n->exited, 0, -1);

@@ -13,7 +13,7 @@
 int
 check_record(ArenaObject *a, unsigned long index)
 {
-    if (index >= a->header->record_bump) {
+    if (index >= load_acquire(&a->header->record_bump)) {
         PyErr_Format(PyExc_ValueError, "record index %lu is outside the arena", index);
         return -1;
     }
@@ -76,10 +76,12 @@ Arena_adopt_entry(ArenaObject *self, PyObject *args)
     int fd;
     if (!PyArg_ParseTuple(args, "kIi:adopt_entry", &entry, &epoch, &fd)) return NULL;
     if (check_entry(entry) < 0) return NULL;
-    self->held_entry = (long)entry;
-    self->held_epoch = epoch;
+    local_lock(&self->process_lock);
+    store_relaxed(&self->held_entry, (long)entry);
+    store_relaxed(&self->held_epoch, epoch);
     self->live_fd = fd;
-    self->pins_forgotten = 0;
+    store_relaxed(&self->pins_forgotten, 0);
+    local_unlock(&self->process_lock);
     Py_RETURN_NONE;
 }
 
@@ -113,7 +115,7 @@ Arena_held_mark(ArenaObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "kkp:held_mark", &entry, &index, &held)) return NULL;
     if (check_entry(entry) < 0 || check_record(self, index) < 0) return NULL;
     if (held && reserve_held(self, entry, index) < 0) return NULL;
-    if (!held && (index / 64 + 1) * 8 > *held_reserved_of(self, entry)) Py_RETURN_NONE;
+    if (!held && (index / 64 + 1) * 8 > load_acquire(held_reserved_of(self, entry))) Py_RETURN_NONE;
     uint64_t *word = held_words(self, entry) + index / 64;
     uint64_t bit = (uint64_t)1 << (index % 64);
     /* Atomic: threads of the process mark records sharing a word. */
@@ -129,7 +131,7 @@ Arena_held_mark(ArenaObject *self, PyObject *args)
 static uint64_t
 held_word_count(ArenaObject *a, unsigned long entry)
 {
-    uint64_t count = (a->header->record_bump + 63) / 64;
+    uint64_t count = (load_acquire(&a->header->record_bump) + 63) / 64;
     uint64_t reserved = load_acquire(held_reserved_of(a, entry)) / 8;
     return count < reserved ? count : reserved;
 }
@@ -183,29 +185,39 @@ Arena_record_alloc(ArenaObject *self, PyObject *args)
             return NULL;
         }
         r = record_at(self, index);
-        memset(r, 0, RECORD_SIZE); /* its lock word free */
-        h->record_bump = index + 1;
+        memset(r, 0, RECORD_SIZE); /* its lock word free, its kind KIND_FREE */
+        store_release(&h->record_bump, index + 1); /* check_record reads it lock-free */
     } else {
         unlock_word(self, &h->lock);
         PyErr_Format(self->state->full_error, "all %u records of the arena are in use", h->record_capacity);
         return NULL; /* the caller opens another arena */
     }
+    uint32_t serial = ++h->serial;
+    h->records_live++;
+    unlock_word(self, &h->lock);
+    /*
+     * Initialised under the record's own lock, the lock record_retain reads
+     * these fields under, with the kind last: a stale handle's retain sees
+     * KIND_FREE (refused) or the whole new record (its serial differs:
+     * refused), never the new kind with the old serial.  Off the free list
+     * and not yet kind, the record is nobody's, so nothing else writes it.
+     * (src/native/models/records.cpp)
+     */
+    lock_word(self, &r->lock, NULL);
     store_release(&r->state, 0);
-    r->waiters = 0;
+    store_release(&r->waiters, 0);
     r->refcount = 1;
     r->inflight = 0;
-    r->claim = 0;
-    r->claim_epoch = 0;
+    store_relaxed(&r->claim_epoch, 0);
+    store_release(&r->claim, 0);
     r->claim_pid = 0;
     r->next_free = 0;
     memset(r->payload, 0, PAYLOAD_SIZE);
-    r->serial = ++h->serial;
-    r->kind = (uint8_t)kind;
+    r->serial = serial;
     store_relaxed(&r->setter_cpu, 0);
     store_relaxed(&r->spin_misses, 0);
-    h->records_live++;
-    unsigned int serial = r->serial;
-    unlock_word(self, &h->lock);
+    r->kind = (uint8_t)kind;
+    unlock_word(self, &r->lock);
     return Py_BuildValue("II", index, serial);
 }
 
@@ -252,7 +264,6 @@ Arena_record_pin(ArenaObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Drop a reference; True if that freed the record (and its values). */
 /* Drop one reference; the last frees the record and its values.
  * Returns 1 if freed, 0 if not, -1 with an exception. */
 static int
@@ -376,14 +387,17 @@ Arena_record_info(ArenaObject *self, PyObject *args)
         waiters++;
         next = self->links[next - 1].next;
     }
-    Record copy = *r;
+    /* Field by field: clear() and spinners change their words without the
+     * lock, so the record is never copied whole. */
+    unsigned int kind = r->kind, serial = r->serial, refcount = r->refcount,
+                 inflight = r->inflight, state = load_acquire(&r->state);
     unlock_word(self, &r->lock);
     /* Built after unlocking: creating a dict may run the garbage collector,
      * whose finalizers may need this very lock. */
     return Py_BuildValue(
-        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "kind", copy.kind, "serial", copy.serial,
-        "flag", copy.state & STATE_FLAG, "generation", GENERATION(copy.state),
-        "refcount", copy.refcount, "inflight", copy.inflight, "waiters", waiters);
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "kind", kind, "serial", serial, "flag",
+        state & STATE_FLAG, "generation", GENERATION(state), "refcount", refcount, "inflight",
+        inflight, "waiters", waiters);
 }
 
 /* lock_word(index) -> the record's lock word, read without taking it
@@ -622,8 +636,7 @@ Arena_store(ArenaObject *self, PyObject *args)
             memcpy(target, views[i].buf, (size_t)views[i].len);
     }
     LargeRefill refill;
-    if (large_adopt(self, offset, &refill) < 0) {
-        large_abandon(self, offset);
+    if (large_adopt(self, offset, (uint32_t)entry, &refill) < 0) {
         goto done;
     }
     incoming.tag = n == 1 ? VALUE_PICKLE : VALUE_LARGE;
@@ -747,7 +760,7 @@ Arena_load(ArenaObject *self, PyObject *args)
         break;
     case VALUE_LARGE:
     case VALUE_PICKLE:
-        if (!self->pins_forgotten && large_pin(self, slot.where.location, (uint32_t)entry) == 0) {
+        if (large_pin_unless_forgotten(self, slot.where.location, (uint32_t)entry) == 0) {
             unlock_word(self, &r->lock);
             data = block_view_new(self, slot.where.location, (uint32_t)entry);
             break;

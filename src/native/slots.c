@@ -40,10 +40,10 @@ slot_give_back(ArenaObject *a, uint32_t slot)
 {
     Header *h = a->header;
     Slot *s = &a->slots[slot];
-    s->in_use = 0;
+    store_release(&s->in_use, 0);
     store_release(&s->loop, 0);
-    s->owner = 0;
-    s->owner_epoch = 0;
+    store_relaxed(&s->owner, 0);
+    store_relaxed(&s->owner_epoch, 0);
     s->next_free = h->slot_free;
     h->slot_free = slot + 1;
     h->slots_live--;
@@ -54,7 +54,7 @@ static void
 link_give_back(ArenaObject *a, uint32_t link)
 {
     Header *h = a->header;
-    a->links[link].flags = 0;
+    store_release(&a->links[link].flags, 0);
     a->links[link].next_free = h->link_free;
     h->link_free = link + 1;
     h->links_live--;
@@ -63,7 +63,7 @@ link_give_back(ArenaObject *a, uint32_t link)
 PyObject *
 Arena_slot_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->held_entry < 0) {
+    if (load_relaxed(&self->held_entry) < 0) {
         PyErr_SetString(PyExc_RuntimeError, "this process has not joined the arena");
         return NULL;
     }
@@ -80,7 +80,8 @@ Arena_slot_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
             raise_reserve_error(self, error, RESERVE_CHUNK, "a waiter slot");
             return NULL;
         }
-        slot = h->slot_bump++;
+        slot = h->slot_bump;
+        store_release(&h->slot_bump, slot + 1); /* check_slot reads it lock-free */
     } else {
         unlock_word(self, &h->lock);
         PyErr_Format(self->state->full_error,
@@ -89,13 +90,16 @@ Arena_slot_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     Slot *s = &self->slots[slot];
-    s->word = 0;
+    store_release(&s->word, 0);
     store_release(&s->loop, 0); /* a reclaimed loop's slot, too */
-    s->owner = (uint32_t)self->held_entry + 1;
-    s->owner_epoch = self->held_epoch;
+    store_relaxed(&s->owner, (uint32_t)load_relaxed(&self->held_entry) + 1);
+    store_relaxed(&s->owner_epoch, load_relaxed(&self->held_epoch));
     s->next_free = 0;
-    s->in_use = 1;
-    self->links[slot].flags = 0;
+    store_release(&s->in_use, 1);
+    /* Its own link: the slot is fixed while the link is allocated, and
+     * written only under the arena lock (slot_reclaim reads it there). */
+    store_relaxed(&self->links[slot].slot, slot);
+    store_release(&self->links[slot].flags, 0);
     h->slots_live++;
     unlock_word(self, &h->lock);
     return PyLong_FromUnsignedLong(slot);
@@ -122,11 +126,12 @@ Arena_slot_owners(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *owners = PyList_New(0);
     if (owners == NULL) return NULL;
-    uint32_t bump = self->header->slot_bump;
+    uint32_t bump = load_acquire(&self->header->slot_bump);
     for (uint32_t i = 0; i < bump; i++) {
         Slot *s = &self->slots[i];
         if (!load_acquire(&s->in_use)) continue;
-        if (append_new(owners, Py_BuildValue("III", i, s->owner - 1, s->owner_epoch)) < 0) {
+        if (append_new(owners, Py_BuildValue("III", i, load_relaxed(&s->owner) - 1,
+                                             load_relaxed(&s->owner_epoch))) < 0) {
             Py_DECREF(owners);
             return NULL;
         }
@@ -152,31 +157,48 @@ Arena_slot_reclaim(ArenaObject *self, PyObject *args)
     unsigned int entry, epoch;
     if (!PyArg_ParseTuple(args, "kII:slot_reclaim", &slot, &entry, &epoch)) return NULL;
     Header *h = self->header;
-    if (slot >= h->slot_bump) {
+    if (slot >= load_acquire(&h->slot_bump)) {
         PyErr_Format(PyExc_ValueError, "slot %lu is not allocated", slot);
         return NULL;
     }
+    uint32_t *mine = PyMem_Malloc(sizeof(uint32_t) * (h->link_capacity ? h->link_capacity : 1));
+    if (mine == NULL) return PyErr_NoMemory();
     Slot *s = &self->slots[slot];
+    uint32_t count = 0;
     lock_word(self, &h->lock, NULL);
-    int ours = s->in_use && s->owner == entry + 1 && s->owner_epoch == epoch;
-    if (ours) s->owner = 0; /* being reclaimed: nobody else's any more */
+    int ours = load_relaxed(&s->in_use) && load_relaxed(&s->owner) == entry + 1 &&
+               load_relaxed(&s->owner_epoch) == epoch;
+    if (ours) {
+        store_relaxed(&s->owner, 0); /* being reclaimed: nobody else's any more */
+        /* Which links are the slot's is decided under the arena lock: the
+         * lock under which a link gets its slot and LINK_OWNED (link_take),
+         * so a link given back and taken for another slot meanwhile is
+         * never mistaken for this one's (src/native/models/links.cpp). */
+        uint32_t bump = h->link_bump;
+        for (uint32_t i = 0; i < bump; i++) {
+            Link *l = &self->links[i];
+            if (i < h->slot_capacity ? i == slot
+                                     : (load_relaxed(&l->flags) & LINK_OWNED) &&
+                                           load_relaxed(&l->slot) == slot)
+                mine[count++] = i;
+        }
+    }
     unlock_word(self, &h->lock);
-    if (!ours) Py_RETURN_FALSE;
-    uint32_t bump = h->link_bump;
-    for (uint32_t i = 0; i < bump; i++) {
+    if (!ours) {
+        PyMem_Free(mine);
+        Py_RETURN_FALSE;
+    }
+    for (uint32_t n = 0; n < count; n++) {
+        uint32_t i = mine[n];
         Link *l = &self->links[i];
-        int mine = i < h->slot_capacity ? i == slot
-                                        : (load_acquire(&l->flags) & LINK_OWNED) &&
-                                              l->slot == slot;
-        if (!mine) continue;
-        if (load_acquire(&l->flags) & LINK_QUEUED) {
-            uint32_t index = l->record;
-            if (index < h->record_bump) {
-                Record *r = record_at(self, index);
-                lock_word(self, &r->lock, r);
-                remove_link(self, r, i);
-                unlock_word(self, &r->lock);
-            }
+        /* Its owner is dead, so nobody queues it again; the record it is
+         * queued on is read again under that record's lock. */
+        uint32_t index = load_relaxed(&l->record);
+        if ((load_acquire(&l->flags) & LINK_QUEUED) && index < load_acquire(&h->record_bump)) {
+            Record *r = record_at(self, index);
+            lock_word(self, &r->lock, r);
+            if (load_relaxed(&l->record) == index) remove_link(self, r, i);
+            unlock_word(self, &r->lock);
         }
         if (i >= h->slot_capacity) {
             lock_word(self, &h->lock, NULL);
@@ -184,6 +206,7 @@ Arena_slot_reclaim(ArenaObject *self, PyObject *args)
             unlock_word(self, &h->lock);
         }
     }
+    PyMem_Free(mine);
     lock_word(self, &h->lock, NULL);
     slot_give_back(self, (uint32_t)slot);
     unlock_word(self, &h->lock);
@@ -210,16 +233,21 @@ link_take(ArenaObject *self, uint32_t slot, uint32_t *link)
             raise_reserve_error(self, error, RESERVE_CHUNK, "a waiter link");
             return -1;
         }
-        *link = h->link_bump++;
+        *link = h->link_bump;
+        store_release(&h->link_bump, *link + 1); /* check_link reads it lock-free */
     } else {
         unlock_word(self, &h->lock);
         PyErr_Format(self->state->full_error, "all %u waiter links of the arena are in use",
                      h->link_capacity);
         return -1;
     }
-    memset(&self->links[*link], 0, sizeof(Link));
-    self->links[*link].slot = slot;
-    self->links[*link].flags = LINK_OWNED;
+    Link *l = &self->links[*link];
+    l->next = 0;
+    store_relaxed(&l->record, 0);
+    store_relaxed(&l->fired, 0);
+    l->next_free = 0;
+    store_relaxed(&l->slot, slot);
+    store_release(&l->flags, LINK_OWNED);
     h->links_live++;
     unlock_word(self, &h->lock);
     return 0;
@@ -241,7 +269,7 @@ Arena_link_free(ArenaObject *self, PyObject *arg)
     unsigned long link = PyLong_AsUnsignedLong(arg);
     if (link == (unsigned long)-1 && PyErr_Occurred()) return NULL;
     Header *h = self->header;
-    if (link < h->slot_capacity || link >= h->link_bump) {
+    if (link < h->slot_capacity || link >= load_acquire(&h->link_bump)) {
         PyErr_Format(PyExc_ValueError, "link %lu was not allocated with link_alloc", link);
         return NULL;
     }

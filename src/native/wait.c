@@ -40,7 +40,13 @@ static int
 record_recheck(ArenaObject *a, Record *r, uint32_t generation)
 {
     int moved = record_moved(a, r, generation);
-    if (moved == 2) record_fail_claim(a, r, CLAIM_DEAD); /* ours or a racer's: set either way */
+    if (moved == 2) {
+        /* Judged without the lock: record_fail_claim judges again under
+         * it (the claim may be a live process's by now), and whoever
+         * failed it, a failure moved the generation. */
+        record_fail_claim(a, r, CLAIM_DEAD);
+        moved = GENERATION(load_acquire(&r->state)) != generation;
+    }
     return moved != 0;
 }
 
@@ -62,17 +68,21 @@ park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double
     for (;;) {
         Py_BEGIN_ALLOW_THREADS
         for (;;) {
-            if (load_acquire(&s->word)) {
+            uint32_t word = load_acquire(&s->word);
+            if (word & SLOT_WOKEN) {
                 result = 1;
                 break;
             }
+            /* The watch was handed to us (watch.c): taken note of below. */
+            if (word & SLOT_WATCH) fetch_and_release(&s->word, ~SLOT_WATCH);
             int moved = watch != NULL ? record_moved(self, watch, generation) : 0;
             if (moved) {
                 result = moved;
                 break;
             }
-            int watching = watch != NULL && watch_claim(&parked);
+            int watching = watch != NULL && watch_holds(&parked);
             long long wait_ns = watching ? RECHECK_NS : -1;
+            if (watch != NULL) TEST_POINT(watching ? "park-watching" : "park-not-watching");
             if (deadline >= 0) {
                 long long left = deadline - os_now_ns();
                 if (left <= 0) {
@@ -152,7 +162,13 @@ Arena_reset(ArenaObject *self, PyObject *arg)
 {
     unsigned long slot;
     if (parse_slot(self, arg, &slot) < 0) return NULL;
-    store_release(&self->slots[slot].word, 0);
+    /* An exchange, not a store: the caller scans its links' fired flags
+     * next, and a store followed by a load of another word may be
+     * reordered (x86's store buffer does it), so a setter's word = 1 could
+     * be overwritten while the scan still reads fired = 0: a lost wakeup.
+     * The exchange is ordered with the setter's store on the word itself
+     * (src/native/models/wakeup.cpp). */
+    exchange_acq_rel(&self->slots[slot].word, 0);
     Py_RETURN_NONE;
 }
 
@@ -162,7 +178,7 @@ Arena_wake(ArenaObject *self, PyObject *arg)
 {
     unsigned long slot;
     if (parse_slot(self, arg, &slot) < 0) return NULL;
-    store_release(&self->slots[slot].word, 1);
+    fetch_or_release(&self->slots[slot].word, SLOT_WOKEN);
     futex_wake_all(&self->slots[slot].word);
     Py_RETURN_NONE;
 }
@@ -186,12 +202,21 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
         Py_RETURN_TRUE;
     }
     store_relaxed(&s->word, 0);
-    enqueue_link(self, r, index, (uint32_t)slot, (uint32_t)slot);
+    enqueue_link(self, r, index, (uint32_t)slot);
     unlock_word(self, &r->lock);
 
-    int woken = park_slot(self, s, r, GENERATION(state), timeout);
-    if (woken == 2) record_fail_claim(self, r, CLAIM_DEAD);
-    if (woken == 1 && load_acquire(&s->word)) {
+    long long deadline = timeout < 0 ? -1 : os_now_ns() + (long long)(timeout * 1e9);
+    int woken;
+    for (;;) {
+        double left = deadline < 0 ? -1.0 : (double)(deadline - os_now_ns()) / 1e9;
+        woken = park_slot(self, s, r, GENERATION(state), deadline < 0 || left > 0 ? left : 0.0);
+        if (woken != 2) break;
+        /* Its claimer looked dead: failed under the lock unless a live
+         * process claimed it since (then we wait on). */
+        record_fail_claim(self, r, CLAIM_DEAD);
+        if (GENERATION(load_acquire(&r->state)) != GENERATION(state)) break;
+    }
+    if (woken == 1 && (load_acquire(&s->word) & SLOT_WOKEN)) {
         Py_RETURN_TRUE; /* a setter dequeued us: nothing left to undo */
     }
     /* Timed out, interrupted, or saw the generation move without being
@@ -337,7 +362,7 @@ Arena_wait_any(ArenaObject *self, PyObject *args)
         lock_word(self, &l->record->lock, l->record);
         uint32_t state = load_acquire(&l->record->state);
         if (!(state & STATE_FLAG)) {
-            enqueue_link(self, l->record, l->index, l->link, (uint32_t)slot);
+            enqueue_link(self, l->record, l->index, l->link);
             l->queued = 1;
         }
         unlock_word(self, &l->record->lock);

@@ -23,7 +23,7 @@ futex_wake_all(uint32_t *word)
 int
 check_slot(ArenaObject *a, unsigned long slot)
 {
-    if (slot >= a->header->slot_bump || !a->slots[slot].in_use) {
+    if (slot >= load_acquire(&a->header->slot_bump) || !load_acquire(&a->slots[slot].in_use)) {
         PyErr_Format(PyExc_ValueError, "slot %lu is not allocated", slot);
         return -1;
     }
@@ -42,7 +42,7 @@ parse_slot(ArenaObject *a, PyObject *arg, unsigned long *slot)
 static int
 check_link(ArenaObject *a, unsigned long link)
 {
-    if (link >= a->header->link_bump && link >= a->header->slot_capacity) {
+    if (link >= load_acquire(&a->header->link_bump) && link >= a->header->slot_capacity) {
         PyErr_Format(PyExc_ValueError, "link %lu is not allocated", link);
         return -1;
     }
@@ -53,12 +53,12 @@ check_link(ArenaObject *a, unsigned long link)
 /* waiter lists (record lock held)                                     */
 
 void
-enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link, uint32_t slot)
+enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link)
 {
     Link *l = &a->links[link];
-    l->slot = slot;
-    l->record = record;
-    l->fired = 0;
+    /* l->slot is the link's for as long as it is allocated (slots.c). */
+    store_relaxed(&l->record, record);
+    store_relaxed(&l->fired, 0);
     uint32_t owned = load_relaxed(&l->flags) & LINK_OWNED;
     store_release(&l->flags, owned | LINK_QUEUED);
     l->next = r->waiters;
@@ -102,9 +102,20 @@ wake_slot(ArenaObject *a, uint32_t index)
 
 /*
  * Dequeue every waiter, mark it fired and set its slot's word; collect the
- * slots to wake after unlocking.  The word is written under the lock so a
- * waiter that finds itself dequeued knows no later write to its slot from
- * this record can arrive (its next wait may reuse the slot at once).
+ * slots to wake after unlocking.
+ *
+ * The rule: everything this does to a link and its slot is done under the
+ * record lock, and the link's fields are read before its fired flag is
+ * published.  A waiter retires a fired link only under the same lock
+ * (Arena_dequeue), so once it has, no write of this set() to the link or
+ * the slot can still arrive (its next wait may reuse both at once); what
+ * is left after unlocking is the wake itself, a futex wake or a datagram,
+ * which a slot's next owner takes as a spurious wakeup.  fired comes
+ * before the word: a loop that sees its word set scans for fired links
+ * (src/native/models/wakeup.cpp).  The word is set with an OR, not a
+ * store: a read-modify-write continues the release sequence of whoever set
+ * the word before (notifier_stop's stop flag), so the notifier's exchange
+ * that reads this value sees their writes too; a plain store would cut it.
  */
 void
 wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake)
@@ -114,15 +125,15 @@ wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake)
     store_release(&r->waiters, 0);
     while (next != 0 && guard--) {
         Link *l = &a->links[next - 1];
+        uint32_t slot = load_relaxed(&l->slot);
         next = l->next;
         and_fetch_release(&l->flags, ~LINK_QUEUED);
         store_release(&l->fired, 1);
-        Slot *s = &a->slots[l->slot];
-        store_release(&s->word, 1);
+        fetch_or_release(&a->slots[slot].word, SLOT_WOKEN);
         if (*nwake < WAKE_BATCH) {
-            wake[(*nwake)++] = l->slot;
+            wake[(*nwake)++] = slot;
         } else {
-            wake_slot(a, l->slot);
+            wake_slot(a, slot);
         }
     }
 }
@@ -165,19 +176,29 @@ Arena_enqueue(ArenaObject *self, PyObject *args)
     Record *r = record_at(self, (uint32_t)index);
     lock_word(self, &r->lock, r);
     uint32_t state = load_acquire(&r->state);
+    const char *refused = NULL;
     if (!(state & STATE_FLAG)) {
-        if (self->links[link].flags & LINK_QUEUED) {
-            unlock_word(self, &r->lock);
-            PyErr_Format(PyExc_RuntimeError, "link %lu is already queued", link);
-            return NULL;
-        }
-        enqueue_link(self, r, (uint32_t)index, (uint32_t)link, (uint32_t)slot);
+        Link *l = &self->links[link];
+        if (load_relaxed(&l->slot) != slot)
+            refused = "link %lu is not the slot's";
+        else if (load_acquire(&l->flags) & LINK_QUEUED)
+            refused = "link %lu is already queued";
+        else
+            enqueue_link(self, r, (uint32_t)index, (uint32_t)link);
     }
     unlock_word(self, &r->lock);
+    if (refused != NULL) {
+        PyErr_Format(PyExc_RuntimeError, refused, link);
+        return NULL;
+    }
     return PyLong_FromUnsignedLong(state);
 }
 
-/* dequeue(record, link) -> fired: take the link out if still queued. */
+/*
+ * dequeue(record, link) -> fired: take the link out if still queued.
+ * Always under the record lock, even for a link seen fired: that is what
+ * tells the waiter the setter is done with its link and slot (wake_fired).
+ */
 PyObject *
 Arena_dequeue(ArenaObject *self, PyObject *args)
 {
@@ -186,12 +207,9 @@ Arena_dequeue(ArenaObject *self, PyObject *args)
     if (check_record(self, index) < 0 || check_link(self, link) < 0) return NULL;
     Record *r = record_at(self, (uint32_t)index);
     Link *l = &self->links[link];
-    if (!(load_acquire(&l->flags) & LINK_QUEUED) &&
-        load_acquire(&l->fired))
-        Py_RETURN_TRUE;
     lock_word(self, &r->lock, r);
     remove_link(self, r, (uint32_t)link);
-    int fired = l->fired;
+    int fired = load_relaxed(&l->fired);
     unlock_word(self, &r->lock);
     return PyBool_FromLong(fired);
 }

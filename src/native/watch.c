@@ -10,13 +10,23 @@
  * others sleep with no timeout at all (unless their caller gave one).
  * Each time its timeout passes, the watcher looks at every registered
  * waiter: one whose record's generation moved while its slot word is
- * still 0, or whose word is 1 while it still sleeps, lost its wakeup, and
+ * still 0, or whose word says SLOT_WOKEN while it still sleeps, lost its wakeup, and
  * gets a futex wake (the word is left alone: the waiter sees the moved
  * generation and takes its link out itself, taking the dead setter's lock
- * over and finishing its wakeups for everyone).  When the watcher leaves,
- * it wakes another registered waiter to take over.  So an idle process
- * wakes about once a second in all, however many threads wait, and no
- * extra thread exists (one would make every later fork warn on 3.12+).
+ * over and finishing its wakeups for everyone).  So an idle process wakes
+ * about once a second in all, however many threads wait, and no extra
+ * thread exists (one would make every later fork warn on 3.12+).
+ *
+ * The hand-over, and why it is a bit in the sleeper's word: the watch is
+ * never taken, it is given, under the watch lock.  The first waiter to
+ * register gets it (watch_register); a watcher that leaves gives it to the
+ * new head of the list (watch_unregister), so the list is never without a
+ * watcher while anyone is on it.  Its new holder may be anywhere between
+ * asking whether it watches (watch_holds, "no") and its untimed futex
+ * wait, so a bare futex wake could come before the wait and be lost; the
+ * giver therefore ORs SLOT_WATCH into the holder's word first.  The futex
+ * wait compares the word with 0, so it returns at once, and park_slot
+ * (wait.c) clears the bit and asks again: "yes", a timed sleep.
  */
 
 #include "arena.h"
@@ -61,6 +71,7 @@ watch_register(Parked *p)
     p->next = parked_head;
     if (parked_head != NULL) parked_head->prev = p;
     parked_head = p;
+    if (watcher == NULL) watcher = p;
     local_unlock(&watch_lock);
 }
 
@@ -72,19 +83,22 @@ watch_unregister(Parked *p)
     else parked_head = p->next;
     if (p->next != NULL) p->next->prev = p->prev;
     if (watcher == p) {
-        watcher = NULL;
-        /* Hand the watch over: the woken thread finds it free and takes it. */
-        if (parked_head != NULL) futex_wake_all(&parked_head->slot->word);
+        /* Hand the watch over (see the top): given, then announced in the
+         * holder's word, so a wake before its sleep is not lost. */
+        watcher = parked_head;
+        if (watcher != NULL) {
+            fetch_or_release(&watcher->slot->word, SLOT_WATCH);
+            futex_wake_all(&watcher->slot->word);
+        }
     }
     local_unlock(&watch_lock);
 }
 
-/* Take the watch if nobody holds it; returns whether `p` holds it. */
+/* Whether `p` holds the watch (it is handed over, never taken). */
 int
-watch_claim(Parked *p)
+watch_holds(Parked *p)
 {
     local_lock(&watch_lock);
-    if (watcher == NULL) watcher = p;
     int mine = watcher == p;
     local_unlock(&watch_lock);
     return mine;
@@ -98,7 +112,7 @@ watch_round(void)
     for (Parked *p = parked_head; p != NULL; p = p->next) {
         /* Woken but still asleep, or its record moved by the one rule
          * (wait.c): the waiter wakes and sees why itself. */
-        if (load_acquire(&p->slot->word) != 0 ||
+        if ((load_acquire(&p->slot->word) & SLOT_WOKEN) ||
             record_moved(p->arena, p->record, p->generation))
             futex_wake_all(&p->slot->word);
     }
