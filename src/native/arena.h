@@ -101,17 +101,22 @@
  *      non-blocking while 1 or 2 is held (a lock owner's byte is taken
  *      before any lock of ours, and kept)
  *   process-local, innermost: the watch lock (watch.c, a local_lock),
- *   which is held around nothing but its own list and futex wakes.
+ *   which is held around nothing but its own list and futex wakes; the
+ *   process lock (ArenaObject.process_lock), held around one liveness
+ *   question (an fcntl) or one pin; the test points' lock (testpoints.c).
  *   Python's GIL is released around every sleep on a lock word (locks.c),
  *   so a holder that needs the GIL can finish.
  *
  * Shared fields: who writes them, under which lock, how readers load them.
+ * Every access outside the field's lock goes through a named atomic of
+ * atomics.h (.ci/cited_names.py refuses a bare __atomic builtin), and each
+ * protocol below is model-checked in src/native/models/ (.ci/models).
  *
  *   | field                  | written by, under            | readers load        |
  *   |------------------------|------------------------------|---------------------|
  *   | Header.magic           | the creator, once, last      | acquire             |
- *   | Header allocation,     | anyone, arena lock           | under the arena     |
- *   |   free lists, bumps    |                              | lock (bumps: acq.)  |
+ *   | Header allocation,     | anyone, arena lock (bumps:   | under the arena     |
+ *   |   free lists, bumps    |   release stores)            | lock (bumps: acq.)  |
  *   | Header.shm_reserved    | anyone, atomic add/sub       | relaxed             |
  *   | Header.unlinked        | a leaver or cleaner holding  | acquire             |
  *   |                        |   the whole table's OFD lock |                     |
@@ -131,27 +136,40 @@
  *   |                        |   store; clear(): atomic and |   clear() takes no  |
  *   |                        |   without the lock           |   lock, so even a   |
  *   |                        |                              |   locked read races |
- *   | Record.waiters, Link.* | record lock                  | under the record    |
- *   |                        |                              |   lock              |
- *   | Link.flags             | QUEUED: record lock; OWNED:  | acquire (slot       |
- *   |                        |   arena lock; atomic stores  |   reclaim, no lock) |
+ *   | Record.waiters,        | record lock                  | under the record    |
+ *   |   Link.next, record,   |   (record, fired: atomic     |   lock (fired:      |
+ *   |   fired                |   stores)                    |   acquire, no lock) |
+ *   | Link.slot              | arena lock, when the link is | under either lock   |
+ *   |                        |   allocated; fixed until     |   (relaxed)         |
+ *   |                        |   given back                 |                     |
+ *   | Link.flags             | QUEUED: record lock; OWNED:  | OWNED: under the    |
+ *   |                        |   arena lock; atomic stores  |   arena lock; QUEUED|
+ *   |                        |                              |   acquire           |
  *   | ValueSlot.tag          | record lock, release store   | acquire (holds(),   |
  *   |                        |   after the rest of the slot |   lock-free)        |
- *   | Record.refcount,       | record lock                  | under the record    |
- *   |   inflight, kind       |                              |   lock              |
- *   | Record.claim,          | record lock (claim: release) | acquire, lock-free  |
- *   |   claim_epoch          |                              |   (watch, waiters)  |
- *   | Slot.word              | a setter, under the record   | acquire (futex)     |
- *   |                        |   lock; the owner (reset)    |                     |
- *   | Slot.in_use, owner     | arena lock                   | acquire / under it  |
+ *   | Record.refcount,       | record lock (record_alloc    | under the record    |
+ *   |   inflight, kind,      |   too, kind last)            |   lock              |
+ *   |   serial               |                              |                     |
+ *   | Record.claim,          | record lock (claim_epoch     | acquire, lock-free  |
+ *   |   claim_epoch          |   relaxed, then claim        |   (a hint: judged   |
+ *   |                        |   release)                   |   again under the   |
+ *   |                        |                              |   lock before use)  |
+ *   | Slot.word              | a setter, record lock, OR    | acquire (futex)     |
+ *   |                        |   SLOT_WOKEN; the watch lock |                     |
+ *   |                        |   holder, OR SLOT_WATCH; the |                     |
+ *   |                        |   owner, exchange to 0       |                     |
+ *   | Slot.in_use, owner,    | arena lock (atomic stores)   | acquire / relaxed   |
+ *   |   owner_epoch          |                              |                     |
  *   | Record.setter_cpu,     | set() / spinners, relaxed    | relaxed (a stale    |
  *   |   spin_misses          |   stores; hints that order   |   value only        |
  *   |                        |   nothing                    |   misjudges one     |
  *   |                        |                              |   spin)             |
  *   | Header.spin_seats[]    | spinners, CAS (acq_rel) in,  | relaxed + CAS       |
  *   |                        |   release store out          |                     |
- *   | LargeBlock.state, refs,| atomic CAS / add (heap.c)    | acquire             |
- *   |   pins[]               |                              |                     |
+ *   | LargeBlock.state, refs,| atomic CAS / add (heap.c);   | acquire             |
+ *   |   pins[]               |   a writer's entry is in the |                     |
+ *   |                        |   state: BLOCK_WRITING_BY    |                     |
+ *   | Header.reserve_stamp   | anyone, relaxed store        | relaxed (a clock)   |
  *
  * A record's payload holds two ValueSlots (AsyncResult's value and its
  * exception), each a descriptor of a pickled form that lives inline (up to
