@@ -109,7 +109,7 @@
  *
  * Shared fields: who writes them, under which lock, how readers load them.
  * Every access outside the field's lock goes through a named atomic of
- * atomics.h (.ci/cited_names.py refuses a bare __atomic builtin), and each
+ * atomics.h (.ci/cited_names.py refuses a GCC builtin used bare), and each
  * protocol below is model-checked in src/native/models/ (.ci/models).
  *
  *   | field                  | written by, under            | readers load        |
