@@ -15,7 +15,9 @@ Two kinds of pointer are checked, in the same files as ``cited_files.py``:
   mirrors, in its "Mirrors" paragraph: each must be defined in src/native;
 * atomics by name: no ``__atomic`` builtin in src/native outside
   ``atomics.h``, so a shared field is read or written through a named helper
-  or under its lock, and a plain access stands out.
+  or under its lock, and a plain access stands out;
+* the OS behind one interface: no file of src/native but ``os.c`` includes
+  a kernel or POSIX header or calls the system (``os.h`` is the interface).
 
 Other projects' names that comments cite on purpose are listed in ELSEWHERE.
 A stale pointer is worse than none.
@@ -213,9 +215,34 @@ def _bare_atomics() -> list[str]:
     return wrong
 
 
+LIBC_HEADERS = {"errno.h", "limits.h", "stddef.h", "stdint.h", "stdio.h", "string.h"}
+SYSTEM_CALL = re.compile(
+    r"\b(getpid|mmap|munmap|mremap|pread|pwrite|open|openat|close|unlink|stat|fstat|statfs|"
+    r"ftruncate|fcntl|ioctl|sigprocmask|pthread_\w+|madvise|syscall|socket|sendto|recv|"
+    r"sched_\w+|sysconf|clock_gettime|eventfd|epoll_\w+|fork)\s*\("
+)
+
+
+def _os_outside() -> list[str]:
+    """Kernel or POSIX headers and system calls in src/native outside os.c."""
+    wrong = []
+    for path in sorted((ROOT / "src" / "native").glob("*.c")):
+        if path.name == "os.c":
+            continue
+        code = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group(0).count("\n"), path.read_text(), flags=re.S)
+        for number, line in enumerate(code.splitlines(), 1):
+            line = re.sub(r'"(?:\\.|[^"\\])*"', '""', line)  # strings: a docstring may say "close()"
+            header = re.match(r"#include <([\w/.]+)>", line)
+            if header and header.group(1) not in LIBC_HEADERS:
+                wrong.append(f"{path.relative_to(ROOT)}:{number}: <{header.group(1)}> belongs in os.c (os.h)")
+            if not header and (call := SYSTEM_CALL.search(line)):
+                wrong.append(f"{path.relative_to(ROOT)}:{number}: {call.group(1)}() belongs in os.c (os.h)")
+    return wrong
+
+
 def main() -> int:
     names, modules = _definitions()
-    wrong = _misfiled_prototypes() + _unmirrored() + _bare_atomics()
+    wrong = _misfiled_prototypes() + _unmirrored() + _bare_atomics() + _os_outside()
     for source in sources(SCANNED):
         for number, line in _comments(source):
             where = f"{source.relative_to(ROOT)}:{number}"

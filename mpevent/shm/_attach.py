@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Final, NamedTuple
 
-from . import _native, _segment, _spill
+from . import _linux, _native, _segment, _spill
 from ._native import ATTACH_ENTRIES, ENTRY_ATTACHED, ENTRY_FREE, ENTRY_RECLAIMING
 
 # Entries of the attach table that each join and leave asks the kernel about:
@@ -57,7 +57,7 @@ class Attached(NamedTuple):
 def reopen(fd: int, name: str) -> int:
     """A new open file description of the segment behind *fd* (O_CLOEXEC)."""
     try:  # works even once the name is gone
-        return os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+        return _linux.reopen(fd)
     except OSError:  # no /proc in this container
         return os.open(_segment.path_of(name), os.O_RDWR | os.O_CLOEXEC)
 

@@ -50,6 +50,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from .. import _lifecycle
+from . import _linux
 from ._arena import Arena
 from ._native import NOTIFY_TICK, Notifier
 
@@ -72,7 +73,7 @@ class LoopWaiters:
         self.native = arena.native
         self.slot = arena.allocate_slot()
         self.native.reset(self.slot)
-        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.fd = _linux.eventfd()
         self.notifier = Notifier(self.native, self.slot, self.fd)
         self.socket = self._bind()
         # link -> (resolve, record index, generation when queued); resolve()
@@ -89,14 +90,7 @@ class LoopWaiters:
     def _bind(self) -> socket.socket | None:
         """The slot's datagram socket, or None if its address cannot be had."""
         self.token = secrets.randbits(32) or 1
-        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        try:
-            receiver.setblocking(False)
-            receiver.bind(self.native.loop_address(self.slot, self.token))
-        except OSError:  # taken (a 1 in 2**32 clash), or no unix sockets here
-            receiver.close()
-            return None
-        return receiver
+        return _linux.datagram_receiver(self.native.loop_address(self.slot, self.token))
 
     def queue(self, index: int, resolve: Callable[[], None]) -> int | None:
         """Queue a link on record *index*; None if it is set already (nothing queued)."""
@@ -139,7 +133,7 @@ class LoopWaiters:
         """The loop's reader of the eventfd: the notifier's wakeups and ticks."""
         count = 0
         with contextlib.suppress(BlockingIOError):  # another call read it already
-            count = os.eventfd_read(self.fd)
+            count = _linux.eventfd_read(self.fd)
         # A tick: the notifier found a record moved with no wakeup (a dead
         # setter or claimer), by the one rule in C (wait.c); recheck() applies
         # it here, failing a lost claim.

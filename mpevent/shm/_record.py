@@ -33,19 +33,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .. import _lifecycle
-from . import _arena, _attach, _hub, _loop, _native, _parking, _storage
+from . import _arena, _attach, _hub, _linux, _loop, _native, _parking, _storage
 from ._arena import Arena
 
-
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as file:
-            return file.read().strip()
-    except OSError:
-        return ""
-
-
-BOOT_ID: Final = _boot_id()
+BOOT_ID: Final = _linux.boot_id()
 
 
 class Reference(NamedTuple):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from .. import _checks
+from . import _linux
 
 SHM_DIR = "/dev/shm"
 PREFIX = "mpevent-"
@@ -41,28 +42,7 @@ def huge_pages() -> str:
     global _huge_mode
     if _huge_mode is not None:
         return _huge_mode
-    mode = "never"
-    try:
-        with open("/proc/self/mounts") as mounts:
-            best = ""
-            for line in mounts:
-                fields = line.split()
-                if len(fields) < 4 or fields[2] != "tmpfs":
-                    continue
-                point = fields[1]
-                inside = point == SHM_DIR or SHM_DIR.startswith(point.rstrip("/") + "/")
-                if inside and len(point) >= len(best):
-                    best = point
-                    options = dict(o.partition("=")[::2] for o in fields[3].split(","))
-                    mode = options.get("huge", "never")
-        with open("/sys/kernel/mm/transparent_hugepage/shmem_enabled") as policy:
-            chosen = next((w.strip("[]") for w in policy.read().split() if w.startswith("[")), "")
-        if chosen == "force":
-            mode = "always"
-        elif chosen == "deny":
-            mode = "never"
-    except OSError:
-        pass
+    mode = _linux.tmpfs_huge_pages(SHM_DIR)
     _huge_mode = mode
     return mode
 

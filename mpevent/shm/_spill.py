@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from .. import _serial
+from . import _linux
 from ._native import Arena as NativeArena
 from ._native import fs_type, ofd_lock
 
@@ -157,7 +158,7 @@ def _write(
         os.posix_fallocate(fd, 0, size)  # the disk's room, taken at once: ENOSPC now
         _write_all(fd, _serial.frame_parts(inband, buffers))
         if not named:  # give it its name only now: locked and whole
-            _name_unnamed(fd, directory, path)
+            _linux.name_unnamed(fd, directory, path)
             named = True
         native.publish_spill(index, which, token, os.fstat(fd).st_ino, size)
     except BaseException:
@@ -189,19 +190,6 @@ def _write_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None
             offset += done
 
 
-def _name_unnamed(fd: int, directory: str, path: str) -> None:
-    """Link the O_TMPFILE file *fd* into *path* (linkat through /proc, following it).
-
-    A directory descriptor is passed only so that os.link calls linkat(2)
-    with AT_SYMLINK_FOLLOW; plain link(2) would link /proc's symlink itself.
-    """
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=dir_fd, follow_symlinks=True)
-    finally:
-        os.close(dir_fd)
-
-
 def _create(directory: str, path: str) -> tuple[int, bool]:
     """A new spill file: (descriptor, whether it has its name yet).
 
@@ -209,14 +197,9 @@ def _create(directory: str, path: str) -> tuple[int, bool]:
     see it before its writer holds its lock; otherwise created under its
     name at once, and cleaners leave young files alone (ORPHAN_AGE).
     """
-    try:
-        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    except (AttributeError, OSError):
-        pass
-    else:
-        if os.path.exists(f"/proc/self/fd/{fd}"):
-            return fd, False
-        os.close(fd)  # no /proc to name it through
+    fd = _linux.create_unnamed(directory)
+    if fd is not None:
+        return fd, False
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
     return os.open(path, flags, 0o600), True
 

@@ -6,8 +6,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 uint64_t page_size = 4096; /* os_page_size(), set when the module is made */
 
@@ -36,10 +34,10 @@ Arena_init(ArenaObject *self, PyObject *args, PyObject *kwds)
     }
     void *base;
     Py_BEGIN_ALLOW_THREADS
-    /* MAP_NORESERVE: the segment is mostly holes; we reserve pages ourselves. */
-    base = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    /* Mostly holes: pages are reserved as regions grow (reserve_range). */
+    base = os_map_shared(fd, (size_t)size);
     Py_END_ALLOW_THREADS
-    if (base == MAP_FAILED) {
+    if (base == NULL) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
@@ -83,7 +81,7 @@ Arena_dealloc(ArenaObject *self)
 {
     /* Buffers and block views hold a reference to us: none is left. */
     PyTypeObject *type = Py_TYPE(self);
-    if (self->base != NULL) munmap(self->base, (size_t)self->size);
+    if (self->base != NULL) os_unmap(self->base, (size_t)self->size);
     type->tp_free((PyObject *)self);
     Py_DECREF(type); /* a heap type's instance holds its type */
 }
@@ -312,7 +310,7 @@ native_segment_kind(PyObject *module, PyObject *arg)
     Header start;
     memset(&start, 0, sizeof start);
     size_t wanted = offsetof(Header, layout_version) + sizeof start.layout_version;
-    ssize_t got = pread((int)fd, &start, wanted, 0);
+    long long got = os_read_at((int)fd, &start, wanted, 0);
     if (got < 0) return PyErr_SetFromErrno(PyExc_OSError);
     int formatted = (size_t)got == wanted && start.magic == MAGIC;
     return Py_BuildValue("(OI)", formatted ? Py_True : Py_False,
@@ -519,10 +517,10 @@ native_lock_faults(PyObject *module, PyObject *Py_UNUSED(ignored))
 static PyObject *
 native_populate_supported(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    void *page = mmap(NULL, page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (page == MAP_FAILED) return PyErr_SetFromErrno(PyExc_OSError);
+    void *page = os_map_scratch(page_size);
+    if (page == NULL) return PyErr_SetFromErrno(PyExc_OSError);
     int error = os_populate(page, page_size);
-    munmap(page, page_size);
+    os_unmap(page, page_size);
     return PyBool_FromLong(error == 0);
 }
 

@@ -60,7 +60,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <unistd.h>
 
 /* --- OFD locks ----------------------------------------------------- */
 
@@ -161,7 +160,7 @@ Arena_owner_reserve(ArenaObject *self, PyObject *arg)
     int fd;
     if (!PyArg_Parse(arg, "i:owner_reserve", &fd)) return NULL;
     /* Start at a place of our own, so that joiners rarely probe the same bytes. */
-    uint32_t start = (uint32_t)getpid() * 2654435761u % LOCK_OWNERS;
+    uint32_t start = (uint32_t)os_pid() * 2654435761u % LOCK_OWNERS;
     for (uint32_t n = 0; n < LOCK_OWNERS; n++) {
         uint32_t owner = (start + n) % LOCK_OWNERS;
         int rc = os_ofd_lock(fd, OWNER_BYTE(owner), 1, 0);
@@ -172,7 +171,7 @@ Arena_owner_reserve(ArenaObject *self, PyObject *arg)
         }
         LockOwner *o = owner_at(self, owner);
         uint32_t epoch = add_fetch_acq_rel(&o->epoch, 1);
-        store_relaxed(&o->pid, (uint32_t)getpid());
+        store_relaxed(&o->pid, (uint32_t)os_pid());
         return PyLong_FromUnsignedLong(LOCK_LABEL(owner, epoch));
     }
     PyErr_Format(self->state->full_error,
@@ -478,7 +477,7 @@ Arena_claim(ArenaObject *self, PyObject *arg)
          * sees this claim sees its epoch, or reads a mismatched pair and
          * is corrected under the lock (record_fail_claim). */
         store_relaxed(&r->claim_epoch, load_relaxed(&self->held_epoch));
-        r->claim_pid = (uint32_t)getpid();
+        r->claim_pid = (uint32_t)os_pid();
         store_release(&r->claim, mine);
     }
     unlock_word(self, &r->lock);

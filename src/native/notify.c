@@ -45,7 +45,7 @@
  * touches nothing of ours).  The thread is started by Python's own
  * PyThread_start_new_thread, not pthread_create: glibc 2.34 moved the
  * pthread calls into libc under new symbol versions, which would make the
- * wheel manylinux_2_34.  It blocks every signal (sigprocmask around the
+ * wheel manylinux_2_34.  It blocks every signal (os_block_signals around the
  * start: the thread inherits the mask), so they reach the threads Python
  * knows.  A forked child has no thread: close() there only forgets it.
  * The eventfd belongs to the caller, who closes it after close().
@@ -54,9 +54,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 typedef struct {
     uint32_t link, index, generation;
@@ -73,7 +70,7 @@ typedef struct {
     uint32_t stop;
     uint32_t exited; /* the thread's last store: 1 once it touches nothing of ours */
     int running;
-    pid_t owner; /* the process whose thread this is */
+    unsigned int owner; /* the process whose thread this is */
 } NotifierObject;
 
 /* At a tick: whether the loop must look (a watched record moved, or none is watched). */
@@ -115,7 +112,7 @@ notifier_stop(NotifierObject *n)
 {
     if (!n->running) return;
     n->running = 0;
-    if (n->owner != getpid()) return; /* a forked child: the thread is the parent's */
+    if (n->owner != os_pid()) return; /* a forked child: the thread is the parent's */
     store_release(&n->stop, 1);
     fetch_or_release(&n->slot->word, SLOT_WOKEN);
     os_wake_word(&n->slot->word, INT_MAX);
@@ -131,7 +128,7 @@ Arena_loop_address(ArenaObject *self, PyObject *args)
     unsigned long slot;
     unsigned int token;
     if (!PyArg_ParseTuple(args, "kI:loop_address", &slot, &token)) return NULL;
-    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    char path[OS_LOOP_ADDRESS_MAX];
     size_t length = os_loop_address(token, (uint32_t)slot, path, sizeof path);
     return PyBytes_FromStringAndSize(path, (Py_ssize_t)length);
 }
@@ -178,12 +175,11 @@ Notifier_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     n->arena = (ArenaObject *)Py_NewRef(arena);
     n->slot = &n->arena->slots[slot];
     n->fd = fd;
-    n->owner = getpid();
-    sigset_t all, before;
-    sigfillset(&all);
-    sigprocmask(SIG_SETMASK, &all, &before); /* the thread inherits "all blocked" */
+    n->owner = os_pid();
+    os_signals before;
+    os_block_signals(&before); /* the thread inherits "all blocked" */
     unsigned long started = PyThread_start_new_thread(notifier_run, n);
-    sigprocmask(SIG_SETMASK, &before, NULL);
+    os_restore_signals(&before);
     if (started == PYTHREAD_INVALID_THREAD_ID) {
         Py_DECREF(n);
         PyErr_SetString(PyExc_RuntimeError, "could not start the notifier's thread");

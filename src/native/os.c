@@ -14,9 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <stddef.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -229,4 +232,91 @@ os_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* --- mappings, files, processes ---------------------------------------- */
+
+void *
+os_map_shared(int fd, size_t length)
+{
+    /* MAP_NORESERVE: a segment is mostly holes; pages are reserved one
+     * range at a time (os_populate). */
+    void *base = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    return base == MAP_FAILED ? NULL : base;
+}
+
+void *
+os_map_scratch(size_t length)
+{
+    void *base = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return base == MAP_FAILED ? NULL : base;
+}
+
+void
+os_unmap(void *addr, size_t length)
+{
+    munmap(addr, length);
+}
+
+long long
+os_read_at(int fd, void *buffer, size_t length, long long offset)
+{
+    return (long long)pread(fd, buffer, length, (off_t)offset);
+}
+
+int
+os_open_read(const char *path)
+{
+    return open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+}
+
+void
+os_close(int fd)
+{
+    close(fd);
+}
+
+int
+os_unlink(const char *path)
+{
+    return unlink(path) == 0 ? 0 : errno;
+}
+
+int
+os_fs_type(const char *path, long long *type)
+{
+    struct statfs info;
+    if (statfs(path, &info) != 0) return errno;
+    *type = (long long)info.f_type;
+    return 0;
+}
+
+unsigned int
+os_pid(void)
+{
+    return (unsigned int)getpid();
+}
+
+_Static_assert(sizeof(sigset_t) <= sizeof(os_signals), "os_signals holds a sigset_t");
+_Static_assert(sizeof(((struct sockaddr_un *)0)->sun_path) == OS_LOOP_ADDRESS_MAX,
+               "OS_LOOP_ADDRESS_MAX is sun_path's size");
+
+void
+os_block_signals(os_signals *before)
+{
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, (sigset_t *)before);
+}
+
+void
+os_restore_signals(const os_signals *before)
+{
+    sigprocmask(SIG_SETMASK, (const sigset_t *)before, NULL);
+}
+
+int
+os_at_fork(void (*prepare)(void), void (*parent)(void), void (*child)(void))
+{
+    return pthread_atfork(prepare, parent, child);
 }

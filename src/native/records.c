@@ -784,7 +784,7 @@ Arena_load(ArenaObject *self, PyObject *args)
         }
         data = Py_BuildValue("(iKKI)", fd, (unsigned long long)slot.where.spill.token,
                              (unsigned long long)slot.where.spill.inode, slot.length);
-        if (data == NULL) close(fd);
+        if (data == NULL) os_close(fd);
         break;
     }
     case VALUE_FAILED:

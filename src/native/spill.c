@@ -32,12 +32,8 @@
 #include "arena.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/statfs.h>
-#include <unistd.h>
 
 /* The path of the file a token names (SPILL_PATH_MAX bytes), or -1 if the
  * arena has no spill directory or the path does not fit. */
@@ -58,7 +54,8 @@ spill_release(ArenaObject *a, const ValueSlot *slot)
     char path[SPILL_PATH_MAX];
     if (spill_path(a, slot->where.spill.token, path, sizeof path) == 0) {
         /* ENOENT: a cleaner or the last leaver got there first. */
-        if (unlink(path) != 0 && errno != ENOENT)
+        int error = os_unlink(path);
+        if (error != 0 && error != ENOENT)
             add_fetch_relaxed(&a->header->spill_errors, 1);
     }
     sub_fetch_relaxed(&a->header->spilled_values, 1);
@@ -75,7 +72,7 @@ spill_open(ArenaObject *a, const ValueSlot *slot)
         errno = ENAMETOOLONG;
         return -1;
     }
-    return open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    return os_open_read(path);
 }
 
 /* spill_tokens() -> set of the tokens every live record's slots name (for clean). */
@@ -125,18 +122,19 @@ native_fs_type(PyObject *module, PyObject *arg)
 {
     PyObject *encoded;
     if (!PyUnicode_FSConverter(arg, &encoded)) return NULL;
-    struct statfs info;
+    long long type = 0;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = statfs(PyBytes_AS_STRING(encoded), &info);
+    rc = os_fs_type(PyBytes_AS_STRING(encoded), &type);
     Py_END_ALLOW_THREADS
     if (rc != 0) {
+        errno = rc;
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, arg);
         Py_DECREF(encoded);
         return NULL;
     }
     Py_DECREF(encoded);
-    return PyLong_FromLongLong((long long)info.f_type);
+    return PyLong_FromLongLong(type);
 }
 
 /* set_spill(dir, name): the creator's choice, once, right after format(). */

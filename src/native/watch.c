@@ -60,7 +60,7 @@ void
 watch_init(void)
 {
     spin_init();
-    note_lock_fault(pthread_atfork(watch_prepare_fork, watch_after_fork_parent, watch_after_fork_child));
+    note_lock_fault(os_at_fork(watch_prepare_fork, watch_after_fork_parent, watch_after_fork_child));
 }
 
 void
