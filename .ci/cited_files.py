@@ -37,7 +37,10 @@ def sources(scanned: list[str]) -> Iterator[Path]:
     for top in scanned:
         base = ROOT / top
         for source in [base] if base.is_file() else sorted(base.rglob("*")):
-            if source.suffix in (".py", ".c", ".h", ".cpp", ".pyi", ".md") and "_build" not in source.parts:
+            if (
+                source.suffix in (".py", ".c", ".h", ".cpp", ".pyi", ".md")
+                and "_build" not in source.parts
+            ):
                 yield source
 
 

@@ -17,7 +17,9 @@ Two kinds of pointer are checked, in the same files as ``cited_files.py``:
   ``atomics.h``, so a shared field is read or written through a named helper
   or under its lock, and a plain access stands out;
 * the OS behind one interface: no file of src/native but ``os.c`` includes
-  a kernel or POSIX header or calls the system (``os.h`` is the interface).
+  a kernel or POSIX header or calls the system (``os.h`` is the interface);
+* floors: the C files call each other with no circle, and arena.h's map
+  names every one of them.
 
 Other projects' names that comments cite on purpose are listed in ELSEWHERE.
 A stale pointer is worse than none.
@@ -194,12 +196,16 @@ def _unmirrored() -> list[str]:
         text = model.read_text()
         paragraphs = re.findall(r"^ \* Mirrors\b(.*?)^ \*$", text, re.M | re.S)
         if not paragraphs:
-            wrong.append(f"{model.relative_to(ROOT)}: no \"Mirrors\" paragraph naming its C functions")
+            wrong.append(
+                f'{model.relative_to(ROOT)}: no "Mirrors" paragraph naming its C functions'
+            )
         for paragraph in paragraphs:
             paragraph = re.sub(r"\S+\.(?:c|h|cpp)\b", "", paragraph)  # file names
             for name in re.findall(r"\b([A-Za-z]\w*_\w+)\b", paragraph):
                 if name not in defined:
-                    wrong.append(f"{model.relative_to(ROOT)}: mirrors {name}, defined nowhere in src/native")
+                    wrong.append(
+                        f"{model.relative_to(ROOT)}: mirrors {name}, defined nowhere in src/native"
+                    )
     return wrong
 
 
@@ -211,7 +217,9 @@ def _bare_atomics() -> list[str]:
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if "__atomic" in line:
-                wrong.append(f"{path.relative_to(ROOT)}:{number}: a bare __atomic builtin (atomics.h names them)")
+                wrong.append(
+                    f"{path.relative_to(ROOT)}:{number}: a bare __atomic builtin (atomics.h names them)"
+                )
     return wrong
 
 
@@ -229,20 +237,71 @@ def _os_outside() -> list[str]:
     for path in sorted((ROOT / "src" / "native").glob("*.c")):
         if path.name == "os.c":
             continue
-        code = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group(0).count("\n"), path.read_text(), flags=re.S)
+        code = re.sub(
+            r"/\*.*?\*/", lambda m: "\n" * m.group(0).count("\n"), path.read_text(), flags=re.S
+        )
         for number, line in enumerate(code.splitlines(), 1):
-            line = re.sub(r'"(?:\\.|[^"\\])*"', '""', line)  # strings: a docstring may say "close()"
+            line = re.sub(
+                r'"(?:\\.|[^"\\])*"', '""', line
+            )  # strings: a docstring may say "close()"
             header = re.match(r"#include <([\w/.]+)>", line)
             if header and header.group(1) not in LIBC_HEADERS:
-                wrong.append(f"{path.relative_to(ROOT)}:{number}: <{header.group(1)}> belongs in os.c (os.h)")
+                wrong.append(
+                    f"{path.relative_to(ROOT)}:{number}: <{header.group(1)}> belongs in os.c (os.h)"
+                )
             if not header and (call := SYSTEM_CALL.search(line)):
-                wrong.append(f"{path.relative_to(ROOT)}:{number}: {call.group(1)}() belongs in os.c (os.h)")
+                wrong.append(
+                    f"{path.relative_to(ROOT)}:{number}: {call.group(1)}() belongs in os.c (os.h)"
+                )
+    return wrong
+
+
+def _call_circles() -> list[str]:
+    """C files that call each other in a circle; C files arena.h's map does not name."""
+    native = ROOT / "src" / "native"
+    texts = {path.name: path.read_text() for path in native.glob("*.c")}
+    owner = {}
+    for name, text in texts.items():
+        for function in re.findall(r"^(\w+)\(", text, re.M):
+            owner.setdefault(function, name)
+    calls: dict[str, set[str]] = {name: set() for name in texts}
+    for name, text in texts.items():
+        code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+        for function in set(re.findall(r"\b(\w+)\s*\(", code)):
+            if owner.get(function, name) != name:
+                calls[name].add(owner[function])
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            for callee in calls[todo.pop()] - seen:
+                if callee == goal:
+                    return True
+                seen.add(callee)
+                todo.append(callee)
+        return False
+
+    wrong = [
+        f"src/native/{a} calls {b}, which calls back into {a}: a call circle (arena.h's floors)"
+        for a in sorted(calls)
+        for b in sorted(calls[a])
+        if reaches(b, a)
+    ]
+    header = (native / "arena.h").read_text()
+    map_text = header[: header.index("Why C:")]
+    wrong += [
+        f"src/native/arena.h: the map of files does not name {name}"
+        for name in sorted(texts)
+        if name not in map_text
+    ]
     return wrong
 
 
 def main() -> int:
     names, modules = _definitions()
-    wrong = _misfiled_prototypes() + _unmirrored() + _bare_atomics() + _os_outside()
+    wrong = (
+        _misfiled_prototypes() + _unmirrored() + _bare_atomics() + _os_outside() + _call_circles()
+    )
     for source in sources(SCANNED):
         for number, line in _comments(source):
             where = f"{source.relative_to(ROOT)}:{number}"

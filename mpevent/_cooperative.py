@@ -3,7 +3,8 @@
 A greenlet that parks its OS thread in the kernel stops every greenlet of
 that thread.  So when a gevent hub runs in the calling thread, waiting is
 done the hub's way, by each backend's ``wait_in_greenlet``: on shared
-memory the hub's loop reads an eventfd (``mpevent.shm._loop``); on Redis,
+memory the hub's loop reads the wakeups itself, as an asyncio loop does (a
+datagram socket, an eventfd: ``mpevent.shm._loop``); on Redis,
 :func:`wait_any` here: a rawlink() callback on the listener thread sends a
 gevent async watcher (thread-safe), which wakes the waiting greenlet on its
 own loop.  Only that greenlet blocks.

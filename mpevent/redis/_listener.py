@@ -1,22 +1,28 @@
-"""Notifications: one pub/sub connection and thread per server node, per process.
+"""Notifications for callbacks: one pub/sub connection and thread per server node, per process.
 
-A blocked waiter costs nothing: it sleeps on a local ``threading.Event``
-registered under its object's channel, and the listener thread, blocked in
-a socket read on the node's pub/sub connection (no timeout, no polling),
-wakes it when a ``set()`` anywhere publishes on that channel.  The waiter
-then re-reads the object's state: the message says only "look again".
+A blocking ``wait()`` does not come here: it reads its own inbox
+(``_inbox``).  The listener serves rawlink() callbacks, and through them
+the asyncio and gevent waits (``_linkable.wait_async_by_link``,
+``_cooperative.wait_any``): each registers a wakeup under its object's
+channel, and the listener thread, blocked in a socket read on the node's
+pub/sub connection, calls it when a ``set()`` anywhere publishes there,
+with the generation the message carries (``Wakeup``): one newer than the
+state the waiter read means set, anything else that it must look again.
+While anyone is subscribed, the read also ends every ``RECHECK`` seconds
+to ``TICK`` them all; with nobody subscribed it has no timeout, so an idle
+listener never wakes.
 
 No lost wakeup: a waiter subscribes, and waits for the server to confirm
 the subscription, *before* it reads the state; a set() after that read
 publishes after the subscription, so its message arrives.
 
-rawlink() callbacks are registered the same way and run on the listener
-thread, which is this backend's hub.  When the connection drops (server
-restart), redis-py reconnects and subscribes again; every local waiter is
-woken to re-read its state, since a message sent meanwhile is lost.  When
-a cluster moves a slot to another node, the old node ends the
-subscriptions of its channels; their waiters are told (``MOVED``) and
-subscribe again on the new owner before they look again.
+The callbacks run on the listener thread, which is this backend's hub.
+When the connection drops (server restart), redis-py reconnects and
+subscribes again; every local waiter is woken to re-read its state, since
+a message sent meanwhile is lost.  When a cluster moves a slot to another
+node, the old node ends the subscriptions of its channels; their waiters
+are told (``MOVED``) and subscribe again on the new owner before they look
+again.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 Why a thread: a callback must run in the process that registered it,
 whichever process sets the object, and nobody in this process may be
-blocked waiting at that moment.  The hub thread is that somebody: it is a
-waiter like any other (``_parking``), with one waiter slot and one link per
-linked object, all queued at once, so thousands of linked objects cost one
-sleeping thread and no polling.
+blocked waiting at that moment.  The hub thread is that somebody: a
+waiter with a waiter slot of its own (not a blocking thread's of
+``_parking``), parked in C, and one link per linked object, all queued at
+once, so thousands of linked objects cost one sleeping thread and no
+polling.
 
 Contract (gevent's, across processes):
 
@@ -135,7 +136,7 @@ class Hub:
                     if entry in due
                     or self.native.fired(entry.link)
                     # A wakeup that never came (a dead setter or claimer):
-                    # the one rule, in C (wait.c).
+                    # the one rule, in C (claims.c).
                     or (
                         recheck
                         and self.native.recheck(entry.handle._record.index, entry.generation)

@@ -135,7 +135,7 @@ class LoopWaiters:
         with contextlib.suppress(BlockingIOError):  # another call read it already
             count = _linux.eventfd_read(self.fd)
         # A tick: the notifier found a record moved with no wakeup (a dead
-        # setter or claimer), by the one rule in C (wait.c); recheck() applies
+        # setter or claimer), by the one rule in C (claims.c); recheck() applies
         # it here, failing a lost claim.
         self._look(recheck=count >= NOTIFY_TICK)
 

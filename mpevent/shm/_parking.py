@@ -1,8 +1,12 @@
-"""The parking lot: where threads sleep until a record is set.
+"""Where a blocking thread parks: its waiter slots, and its waits on one record or many.
 
-Like trio's ``_core/_parking_lot.py``, this module is the one place that
-knows how a waiter goes to sleep and is woken; ``Event``, ``AsyncResult``,
-the hub and ``mpevent.wait`` all park here.
+A thread that blocks (``Event.wait``, ``AsyncResult.get``, ``mpevent.wait``)
+sleeps here, on its own waiter slot, in one C call (``wait`` or
+``wait_any`` in ``src/native/wait.c``: look, spin for a single wait, park,
+recheck).  Not every waiter parks here: the hub thread (``_hub``) and each
+event loop or gevent hub (``_loop``) hold slots of their own and sleep
+their own way, over the same C links and slots.  The spin limit
+(``MPEVENT_SPIN``) is read here too.
 
 Each thread that ever waits holds one *waiter slot* per arena (a futex word
 in shared memory, see ``src/native/slots.c``).  Waiting on a record queues a *link*

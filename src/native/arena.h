@@ -1,31 +1,55 @@
 /*
  * mpevent.shm._native: the shared-memory arena, its parking lot and its value heap.
  *
- * This header owns the layout; each .c file owns one idea:
+ * This header owns the layout; each .c file owns one idea, and the files
+ * stand on floors: each calls only files on the floors below it (the
+ * check in .ci/cited_names.py refuses a call circle), so each can be read
+ * knowing only what is under it.
  *
- *   os.h/os.c  every call to the operating system: waits and wakes on a
- *              shared word, OFD locks, populating and punching pages, the
- *              CPU, the page size (a port to another kernel is this file)
- *   layout.c   the Arena type: mapping, formatting, validating, reserving
- *              pages before they are touched, statistics, the module
- *   locks.c    the arena's lock words, owned by a lock owner and taken
- *              over from a dead one; the process-local lock of the watch
- *   waiters.c  waiter lists: queueing a link on a record, firing them all
- *   slots.c    waiter slots and links: allocating, freeing, reclaiming
- *   wait.c     sleeping until a record is set: wait(), park(), and the
- *              one rule for a wakeup a dead setter or claimer never sent
- *   watch.c    one parked thread per process re-checks the others
- *   spin.c     adaptive spinning before parking
- *   notify.c   a C thread that turns a slot's wakeups into eventfd writes,
- *              for event loops
- *   records.c  records: allocation, reference counts, held bitmaps, the
- *              state word (set/clear/is_set) and value slots
- *   heap.c     the value heap: small blocks, large blocks, zero-copy views
- *   spill.c    values in files of the spill directory
- *   handle.c   the Handle types: a record's reference in a Python object
- *   liveness.c who is alive: OFD locks the kernel drops when a process
- *              dies, the attach table, lock owners, and promised
- *              (claimed) results
+ *   floor  file          the idea                                    calls
+ *   -----  ------------  ------------------------------------------  ---------------------
+ *   0      os.h/os.c     every call to the operating system: waits   (the kernel)
+ *                        and wakes on a shared word, OFD locks,
+ *                        mappings, files, populating and punching
+ *                        pages, the CPU (a port is this file)
+ *   1      local.c       process-local locks (a private futex word)  os
+ *   1      spin.c        adaptive spinning before parking            os
+ *   1      testpoints.c  named stops for forced interleavings        local, os
+ *                        (test builds only)
+ *   2      layout.c      the Arena type: mapping, formatting,        os
+ *                        validating, reserving pages before they
+ *                        are touched, record indices, statistics
+ *   3      liveness.c    who is alive: OFD locks the kernel drops    layout, local, os
+ *                        when a process dies, the attach table,
+ *                        lock owners
+ *   4      locks.c       the arena's lock words, owned by a lock     liveness, os
+ *                        owner and taken over from a dead one (it
+ *                        reports a takeover; the caller repairs)
+ *   5      waiters.c     waiter lists: queueing a link on a record,  locks, layout, os
+ *                        firing them all; a record's lock, taken
+ *                        and repaired (lock_record)
+ *   6      slots.c       waiter slots and links: allocating,         waiters, locks, layout
+ *                        freeing, reclaiming
+ *   6      spill.c       values in files of the spill directory      waiters, locks, os
+ *   7      heap.c        the value heap: small blocks, large         spill, locks, local,
+ *                        blocks, zero-copy views                     layout, os
+ *   8      records.c     records: allocation, reference counts,      heap, spill, waiters,
+ *                        held bitmaps, the state word (set/clear/    locks, local, layout, os
+ *                        is_set) and value slots
+ *   9      claims.c      promised (claimed) results, and the one     records, waiters,
+ *                        rule for a wakeup never sent (a moved       liveness, locks, layout
+ *                        generation, a dead claimer)
+ *   10     watch.c       one parked thread per process re-checks     claims, waiters, locks,
+ *                        the others                                  local, os
+ *   11     wait.c        sleeping until a record is set: wait(),     watch, claims, slots,
+ *                        wait_any(), park()                          waiters, spin, locks,
+ *                                                                    layout, os
+ *   11     notify.c      a C thread that turns a slot's wakeups      claims, waiters, local,
+ *                        into eventfd writes, for event loops        layout, os
+ *   11     handle.c      the Handle types: a record's reference in   records, layout
+ *                        a Python object
+ *   12     module.c      the module: the tables of methods and       everything
+ *                        functions, constants, initialization
  *
  * Why C: the hot paths (wait on one record, set, clear) must cost about as
  * much as a bare semaphore round trip.  Done from Python with ctypes they
@@ -553,6 +577,16 @@ record_clear(Record *r)
 
 /* layout.c */
 int is_arena(PyObject *obj);
+int check_record(ArenaObject *a, unsigned long index);
+Record *parse_record(ArenaObject *self, PyObject *arg);
+int Arena_init(ArenaObject *self, PyObject *args, PyObject *kwds);
+void Arena_dealloc(ArenaObject *self);
+int Arena_getbuffer(ArenaObject *self, Py_buffer *view, int flags);
+PyObject *Arena_format(ArenaObject *self, PyObject *args);
+PyObject *Arena_validate(ArenaObject *self, PyObject *ignored);
+PyObject *Arena_statistics(ArenaObject *self, PyObject *ignored);
+PyObject *native_segment_size(PyObject *module, PyObject *args);
+PyObject *native_segment_kind(PyObject *module, PyObject *arg);
 #define RESERVE_FULL 1 /* /dev/shm has no room */
 #define RESERVE_CAP 2  /* MPEVENT_MAX_SHM reached */
 #define REGION_FULL 3  /* a region of the arena (small blocks, large blocks) has no room */
@@ -572,15 +606,20 @@ int grow_region(ArenaObject *a, uint64_t region, uint64_t *reserved, uint64_t ne
                 uint64_t capacity);
 int append_new(PyObject *list, PyObject *item);
 
-/* locks.c */
-void lock_word(ArenaObject *a, uint32_t *word, Record *repair);
-void unlock_word(ArenaObject *a, uint32_t *word);
+/* local.c */
 void local_lock(uint32_t *word);
 void local_unlock(uint32_t *word);
+
+/* locks.c */
+int lock_word(ArenaObject *a, uint32_t *word);
+void unlock_word(ArenaObject *a, uint32_t *word);
 void note_lock_fault(int rc);
 unsigned long lock_fault_count(void);
+PyObject *Arena_lock(ArenaObject *self, PyObject *ignored);
+PyObject *Arena_unlock(ArenaObject *self, PyObject *ignored);
 
 /* waiters.c */
+void lock_record(ArenaObject *a, Record *r);
 void futex_wake_all(uint32_t *word);
 int check_slot(ArenaObject *a, unsigned long slot);
 int parse_slot(ArenaObject *a, PyObject *arg, unsigned long *slot);
@@ -627,8 +666,15 @@ PyObject *native_set_spin_limit(PyObject *module, PyObject *arg);
 PyObject *native_spin_stats(PyObject *module, PyObject *ignored);
 PyObject *Arena_spinners(ArenaObject *self, PyObject *ignored);
 
-/* wait.c */
+/* claims.c */
 int record_moved(ArenaObject *a, Record *r, uint32_t generation);
+int record_recheck(ArenaObject *a, Record *r, uint32_t generation);
+int claim_lost(ArenaObject *a, Record *r);
+int record_fail_claim(ArenaObject *self, Record *r, uint32_t how);
+PyObject *Arena_claim(ArenaObject *self, PyObject *arg);
+PyObject *Arena_claim_abandon(ArenaObject *self, PyObject *arg);
+
+/* wait.c */
 int parse_timeout(PyObject *arg, double *timeout);
 PyObject *Arena_wait_any(ArenaObject *self, PyObject *args);
 PyObject *Arena_recheck(ArenaObject *self, PyObject *args);
@@ -638,8 +684,6 @@ PyObject *Arena_wake(ArenaObject *self, PyObject *arg);
 PyObject *Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 /* records.c */
-int check_record(ArenaObject *a, unsigned long index);
-Record *parse_record(ArenaObject *self, PyObject *arg);
 PyObject *Arena_held_mark(ArenaObject *self, PyObject *args);
 PyObject *Arena_held_wipe(ArenaObject *self, PyObject *arg);
 PyObject *Arena_held_release_all(ArenaObject *self, PyObject *arg);
@@ -681,8 +725,6 @@ PyObject *Arena_owner_reserve(ArenaObject *self, PyObject *arg);
 PyObject *Arena_owner_adopt(ArenaObject *self, PyObject *args);
 PyObject *Arena_lock_label(ArenaObject *self, PyObject *ignored);
 PyObject *Arena_forget_descriptors(ArenaObject *self, PyObject *ignored);
-int claim_lost(ArenaObject *a, Record *r);
-int record_fail_claim(ArenaObject *self, Record *r, uint32_t how);
 PyObject *native_ofd_lock(PyObject *module, PyObject *args);
 PyObject *native_ofd_unlock(PyObject *module, PyObject *args);
 PyObject *native_ofd_held(PyObject *module, PyObject *args);
@@ -694,8 +736,6 @@ PyObject *Arena_free_entry(ArenaObject *self, PyObject *ignored);
 PyObject *Arena_probe_dead(ArenaObject *self, PyObject *args);
 PyObject *Arena_mark_unlinked(ArenaObject *self, PyObject *ignored);
 PyObject *Arena_is_unlinked(ArenaObject *self, PyObject *ignored);
-PyObject *Arena_claim(ArenaObject *self, PyObject *arg);
-PyObject *Arena_claim_abandon(ArenaObject *self, PyObject *arg);
 
 /* handle.c */
 extern PyType_Spec HandleSpec, EventHandleSpec;

@@ -23,12 +23,13 @@
  *
  * Life of a large block: FREE -> WRITING_BY(the writer's attach entry)
  * (large_take) -> LIVE (store(); refs = 1 for the value slot) ->
- * FREE when refs drops to 0.  refs also counts reader pins: read() pins the
- * block for the reading process under the record lock, so a view outlives a
- * new set(), the record's release and the setter's death.  When a process
- * dies or leaves, heap_forget() walks the blocks (they are carved in order,
- * each header says its size) and drops its pins and its unpublished blocks:
- * a writer killed mid-copy never publishes, and its block comes back.
+ * FREE when refs drops to 0.  refs also counts reader pins: load()
+ * (records.c) pins the block for the reading process under the record lock,
+ * so a view outlives a new set(), the record's release and the setter's
+ * death.  When a process dies or leaves, heap_forget() walks the blocks
+ * (they are carved in order, each header says its size) and drops its pins
+ * and its unpublished blocks: a writer killed mid-copy never publishes, and
+ * its block comes back.
  *
  * The reserve: writers do not wait for fresh pages.  A value in a block
  * whose pages had to be faulted in (carved fresh, or the reserve's own
@@ -224,7 +225,7 @@ release_values(ArenaObject *a, ValueSlot *slots, int count)
         ValueSlot *slot = &slots[i];
         if (slot->tag == VALUE_SMALL) {
             /* The record lock comes before the arena lock. */
-            lock_word(a, &a->header->lock, NULL);
+            lock_word(a, &a->header->lock);
             small_give(a, slot->where.location, slot->length);
             unlock_word(a, &a->header->lock);
         } else if (VALUE_IN_BLOCK(slot->tag)) {
@@ -353,7 +354,7 @@ reserve_refill(ArenaObject *a, int cls, uint64_t size, uint64_t resident)
 {
     Header *h = a->header;
     if (load_relaxed(&a->held_entry) < 0) return;
-    lock_word(a, &h->lock, NULL);
+    lock_word(a, &h->lock);
     uint64_t data = resident - BLOCK_HEADER;
     int error = 0;
     uint64_t offset = 0;
@@ -410,7 +411,7 @@ large_take(ArenaObject *self, uint64_t length, uint32_t entry)
     uint64_t size;
     int cls = large_class(BLOCK_HEADER + length, &size);
     uint64_t need = page_align(BLOCK_HEADER + length);
-    lock_word(self, &h->lock, NULL);
+    lock_word(self, &h->lock);
     reserve_expire_locked(self);
     uint64_t offset = large_pop(self, cls);
     LargeBlock *b;
@@ -455,7 +456,7 @@ large_take(ArenaObject *self, uint64_t length, uint32_t entry)
         error = reserve_range(self, offset + b->resident, need - b->resident);
         if (error) {
             /* The reserve gives way to a real value: drop it, try once more. */
-            lock_word(self, &h->lock, NULL);
+            lock_word(self, &h->lock);
             reserve_drop_locked(self);
             unlock_word(self, &h->lock);
             error = reserve_range(self, offset + b->resident, need - b->resident);
@@ -471,8 +472,9 @@ large_take(ArenaObject *self, uint64_t length, uint32_t entry)
     return offset;
 }
 
-/* block_alloc(length, entry) -> offset: a large block for a value being
- * written from Python (tests of the heap; values are written by store()). */
+/* block_alloc(length, entry) -> offset: a large block taken for `entry` and
+ * never published, as a writer killed while copying in leaves one (for
+ * tests only: values are written by store(), in records.c). */
 PyObject *
 Arena_block_alloc(ArenaObject *self, PyObject *args)
 {

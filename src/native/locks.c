@@ -74,42 +74,27 @@ label_of(ArenaObject *a)
     return load_relaxed(&a->lock_label) != 0 ? load_relaxed(&a->lock_label) : LOCK_ANONYMOUS;
 }
 
-/* The word's holder is dead: finish what it may have left half done. */
-static void
-repair_after(ArenaObject *a, Record *repair)
-{
-    add_fetch_relaxed(&a->header->recoveries, 1);
-    if (repair != NULL && (load_acquire(&repair->state) & STATE_FLAG)) {
-        /* The dead holder published the flag but may not have woken
-         * everyone: finish its set().  Waking under the lock is fine. */
-        uint32_t wake[WAKE_BATCH];
-        int n = 0;
-        wake_fired(a, repair, wake, &n);
-        wake_slots(a, wake, n);
-    }
-}
-
 /*
  * Take an arena lock word, sleeping without the GIL while it is busy (the
  * holder may be another thread of this process that needs the GIL to
- * finish).  The GIL is held on entry.  `repair` (may be NULL) is the
- * record the word guards, whose interrupted set() is finished if the lock
- * is taken over from a dead holder.  It cannot fail: it returns once the
- * word is this process's.
+ * finish).  The GIL is held on entry.  It cannot fail: it returns once the
+ * word is this process's -- 1 if it was taken over from a dead holder
+ * (counted in the header's recoveries), whose half-done work the caller
+ * finishes (a record's: lock_record in waiters.c), else 0.
  */
-void
-lock_word(ArenaObject *a, uint32_t *word, Record *repair)
+int
+lock_word(ArenaObject *a, uint32_t *word)
 {
     uint32_t label = label_of(a);
     uint32_t seen = 0;
     if (cas_acquire(word, &seen, label))
-        return;
+        return 0;
     for (int spin = 0; spin < LOCK_SPINS; spin++) {
         cpu_relax();
         seen = 0;
         if (load_relaxed(word) == 0 &&
             cas_acquire(word, &seen, label))
-            return;
+            return 0;
     }
     int recovered = 0;
     Py_BEGIN_ALLOW_THREADS
@@ -136,7 +121,8 @@ lock_word(ArenaObject *a, uint32_t *word, Record *repair)
         }
     }
     Py_END_ALLOW_THREADS
-    if (recovered) repair_after(a, repair);
+    if (recovered) add_fetch_relaxed(&a->header->recoveries, 1);
+    return recovered;
 }
 
 void
@@ -153,25 +139,17 @@ unlock_word(ArenaObject *a, uint32_t *word)
     if (seen & LOCK_WAITERS) os_wake_word(word, 1);
 }
 
-/* --- the process-local lock (the watch's list) ----------------------- */
-
-/* 0 free, 1 held, 2 held and maybe slept on (Drepper, "Futexes Are
- * Tricky", mutex 2).  Never held across a sleep of its own holder. */
-void
-local_lock(uint32_t *word)
+/* lock(): take the arena lock (allocation, the attach table), for Python. */
+PyObject *
+Arena_lock(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
-    uint32_t seen = 0;
-    if (cas_acquire(word, &seen, 1))
-        return;
-    if (seen != 2) seen = exchange_acquire(word, 2);
-    while (seen != 0) {
-        os_wait_private(word, 2, -1);
-        seen = exchange_acquire(word, 2);
-    }
+    lock_word(self, &self->header->lock);
+    Py_RETURN_NONE;
 }
 
-void
-local_unlock(uint32_t *word)
+PyObject *
+Arena_unlock(ArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (exchange_release(word, 0) == 2) os_wake_private(word, 1);
+    unlock_word(self, &self->header->lock);
+    Py_RETURN_NONE;
 }

@@ -15,7 +15,7 @@
  *     landed before it fired its link, which the loop reads after it
  *     reads the eventfd;
  *   - every RECHECK_NS without a wakeup it applies the one rule of a
- *     wakeup that never came (record_moved, wait.c) to the links the loop
+ *     wakeup that never came (record_moved, claims.c) to the links the loop
  *     told it of (watch()), and writes the eventfd only if one moved (a
  *     setter or claimer that died): an idle loop with waiters is never
  *     woken, and its process wakes once a second, on this thread alone.

@@ -10,25 +10,6 @@
 #include <errno.h>
 #include <string.h>
 
-int
-check_record(ArenaObject *a, unsigned long index)
-{
-    if (index >= load_acquire(&a->header->record_bump)) {
-        PyErr_Format(PyExc_ValueError, "record index %lu is outside the arena", index);
-        return -1;
-    }
-    return 0;
-}
-
-Record *
-parse_record(ArenaObject *self, PyObject *arg)
-{
-    unsigned long index = PyLong_AsUnsignedLong(arg);
-    if (index == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (check_record(self, index) < 0) return NULL;
-    return record_at(self, (uint32_t)index);
-}
-
 /* --- held bitmaps ---------------------------------------------------- */
 
 static uint64_t *
@@ -93,7 +74,7 @@ reserve_held(ArenaObject *a, unsigned long entry, unsigned long index)
     uint64_t needed = page_align((index / 64 + 1) * 8);
     if (needed <= load_acquire(reserved)) return 0;
     Header *h = a->header;
-    lock_word(a, &h->lock, NULL);
+    lock_word(a, &h->lock);
     uint64_t done = *reserved;
     int error = grow_region(a, h->held_offset + entry * h->held_stride, &done, needed,
                             h->held_stride);
@@ -167,7 +148,7 @@ Arena_record_alloc(ArenaObject *self, PyObject *args)
         return NULL;
     }
     Header *h = self->header;
-    lock_word(self, &h->lock, NULL);
+    lock_word(self, &h->lock);
     uint32_t index;
     Record *r;
     if (h->record_free != 0) {
@@ -203,7 +184,7 @@ Arena_record_alloc(ArenaObject *self, PyObject *args)
      * and not yet kind, the record is nobody's, so nothing else writes it.
      * (src/native/models/records.cpp)
      */
-    lock_word(self, &r->lock, NULL);
+    lock_word(self, &r->lock);
     store_release(&r->state, 0);
     store_release(&r->waiters, 0);
     r->refcount = 1;
@@ -231,7 +212,7 @@ Arena_record_retain(ArenaObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "kIp:record_retain", &index, &serial, &adopt)) return NULL;
     if (check_record(self, index) < 0) return NULL;
     Record *r = record_at(self, (uint32_t)index);
-    lock_word(self, &r->lock, r);
+    lock_record(self, r);
     if (r->kind == KIND_FREE || r->serial != serial) {
         unlock_word(self, &r->lock);
         PyErr_Format(PyExc_LookupError,
@@ -257,7 +238,7 @@ Arena_record_pin(ArenaObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "k:record_pin", &index)) return NULL;
     if (check_record(self, index) < 0) return NULL;
     Record *r = record_at(self, (uint32_t)index);
-    lock_word(self, &r->lock, r);
+    lock_record(self, r);
     r->refcount++;
     r->inflight++;
     unlock_word(self, &r->lock);
@@ -271,7 +252,7 @@ record_release_one(ArenaObject *self, uint32_t index)
 {
     Header *h = self->header;
     Record *r = record_at(self, index);
-    lock_word(self, &r->lock, r);
+    lock_record(self, r);
     if (r->kind == KIND_FREE || r->refcount == 0) {
         unlock_word(self, &r->lock);
         PyErr_Format(PyExc_RuntimeError, "record %u released more often than retained", index);
@@ -284,7 +265,7 @@ record_release_one(ArenaObject *self, uint32_t index)
     release_values(self, (ValueSlot *)r->payload, 2);
     r->kind = KIND_FREE;
     unlock_word(self, &r->lock);
-    lock_word(self, &h->lock, NULL);
+    lock_word(self, &h->lock);
     r->next_free = h->record_free;
     h->record_free = index + 1;
     h->records_live--;
@@ -354,7 +335,7 @@ Arena_held_share(ArenaObject *self, PyObject *args)
             bits &= bits - 1;
             uint32_t index = (uint32_t)(w * 64 + b);
             Record *r = record_at(self, index);
-            lock_word(self, &r->lock, r);
+            lock_record(self, r);
             int alive = r->kind != KIND_FREE && r->refcount > 0;
             if (alive) r->refcount++;
             unlock_word(self, &r->lock);
@@ -380,7 +361,7 @@ Arena_record_info(ArenaObject *self, PyObject *args)
     if (check_record(self, index) < 0) return NULL;
     Record *r = record_at(self, (uint32_t)index);
     unsigned int waiters = 0;
-    lock_word(self, &r->lock, r);
+    lock_record(self, r);
     uint32_t next = r->waiters;
     uint32_t guard = self->header->link_capacity;
     while (next != 0 && guard--) {
@@ -424,7 +405,7 @@ Arena_record_lock(ArenaObject *self, PyObject *arg)
 {
     Record *r = parse_record(self, arg);
     if (r == NULL) return NULL;
-    lock_word(self, &r->lock, r);
+    lock_record(self, r);
     Py_RETURN_NONE;
 }
 
@@ -436,7 +417,7 @@ Arena_record_half_set(ArenaObject *self, PyObject *arg)
 {
     Record *r = parse_record(self, arg);
     if (r == NULL) return NULL;
-    lock_word(self, &r->lock, r);
+    lock_record(self, r);
     uint32_t state = load_acquire(&r->state);
     store_release(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG);
     Py_RETURN_NONE;
@@ -489,7 +470,7 @@ int
 record_set(ArenaObject *self, Record *r)
 {
     if (load_acquire(&r->state) & STATE_FLAG) return 0;
-    lock_word(self, &r->lock, r);
+    lock_record(self, r);
     uint32_t state = load_acquire(&r->state);
     if (state & STATE_FLAG) {
         unlock_word(self, &r->lock);
@@ -599,21 +580,21 @@ Arena_store(ArenaObject *self, PyObject *args)
     if (n == 1 && total <= VALUE_INLINE_MAX) {
         incoming.tag = VALUE_INLINE;
         memcpy(incoming.where.bytes, views[0].buf, total);
-        lock_word(self, &r->lock, r);
+        lock_record(self, r);
         record_publish_value(self, r, which, &incoming);
         result = Py_NewRef(Py_None);
         goto done;
     }
     if (n == 1 && total <= SMALL_MAX) {
         int error;
-        lock_word(self, &self->header->lock, NULL);
+        lock_word(self, &self->header->lock);
         uint64_t offset = small_take(self, (uint32_t)total, &error);
         unlock_word(self, &self->header->lock);
         if (error == 0) {
             memcpy(self->base + offset, views[0].buf, total);
             incoming.tag = VALUE_SMALL;
             incoming.where.location = offset;
-            lock_word(self, &r->lock, r);
+            lock_record(self, r);
             record_publish_value(self, r, which, &incoming);
             result = Py_NewRef(Py_None);
             goto done;
@@ -641,7 +622,7 @@ Arena_store(ArenaObject *self, PyObject *args)
     }
     incoming.tag = n == 1 ? VALUE_PICKLE : VALUE_LARGE;
     incoming.where.location = offset;
-    lock_word(self, &r->lock, r);
+    lock_record(self, r);
     record_publish_value(self, r, which, &incoming);
     large_published(self, &refill); /* readers are awake: now ready the next block */
     result = Py_NewRef(Py_None);
@@ -678,7 +659,7 @@ Arena_publish_spill(ArenaObject *self, PyObject *args)
     add_fetch_relaxed(&self->header->spilled_values, 1);
     add_fetch_relaxed(&self->header->spilled_bytes, incoming.length);
     Record *r = record_at(self, (uint32_t)index);
-    lock_word(self, &r->lock, r);
+    lock_record(self, r);
     record_publish_value(self, r, which, &incoming);
     Py_RETURN_NONE;
 }
@@ -736,7 +717,7 @@ Arena_load(ArenaObject *self, PyObject *args)
             return Py_BuildValue("(IiIO)", before, tag == VALUE_NONE ? -1 : seen,
                                  (unsigned int)tag, Py_None);
     }
-    lock_word(self, &r->lock, r);
+    lock_record(self, r);
     uint32_t generation = GENERATION(load_acquire(&r->state));
     if (which == -1) which = slots[0].tag != VALUE_NONE ? 0 : 1;
     ValueSlot slot = slots[which];

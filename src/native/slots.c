@@ -68,7 +68,7 @@ Arena_slot_alloc(ArenaObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     Header *h = self->header;
-    lock_word(self, &h->lock, NULL);
+    lock_word(self, &h->lock);
     uint32_t slot;
     if (h->slot_free != 0) {
         slot = h->slot_free - 1;
@@ -111,7 +111,7 @@ Arena_slot_free(ArenaObject *self, PyObject *arg)
     unsigned long slot;
     if (parse_slot(self, arg, &slot) < 0) return NULL;
     Header *h = self->header;
-    lock_word(self, &h->lock, NULL);
+    lock_word(self, &h->lock);
     slot_give_back(self, (uint32_t)slot);
     unlock_word(self, &h->lock);
     Py_RETURN_NONE;
@@ -165,7 +165,7 @@ Arena_slot_reclaim(ArenaObject *self, PyObject *args)
     if (mine == NULL) return PyErr_NoMemory();
     Slot *s = &self->slots[slot];
     uint32_t count = 0;
-    lock_word(self, &h->lock, NULL);
+    lock_word(self, &h->lock);
     int ours = load_relaxed(&s->in_use) && load_relaxed(&s->owner) == entry + 1 &&
                load_relaxed(&s->owner_epoch) == epoch;
     if (ours) {
@@ -196,18 +196,18 @@ Arena_slot_reclaim(ArenaObject *self, PyObject *args)
         uint32_t index = load_relaxed(&l->record);
         if ((load_acquire(&l->flags) & LINK_QUEUED) && index < load_acquire(&h->record_bump)) {
             Record *r = record_at(self, index);
-            lock_word(self, &r->lock, r);
+            lock_record(self, r);
             if (load_relaxed(&l->record) == index) remove_link(self, r, i);
             unlock_word(self, &r->lock);
         }
         if (i >= h->slot_capacity) {
-            lock_word(self, &h->lock, NULL);
+            lock_word(self, &h->lock);
             link_give_back(self, i);
             unlock_word(self, &h->lock);
         }
     }
     PyMem_Free(mine);
-    lock_word(self, &h->lock, NULL);
+    lock_word(self, &h->lock);
     slot_give_back(self, (uint32_t)slot);
     unlock_word(self, &h->lock);
     Py_RETURN_TRUE;
@@ -219,7 +219,7 @@ int
 link_take(ArenaObject *self, uint32_t slot, uint32_t *link)
 {
     Header *h = self->header;
-    lock_word(self, &h->lock, NULL);
+    lock_word(self, &h->lock);
     if (h->link_free != 0) {
         *link = h->link_free - 1;
         h->link_free = self->links[*link].next_free;
@@ -273,7 +273,7 @@ Arena_link_free(ArenaObject *self, PyObject *arg)
         PyErr_Format(PyExc_ValueError, "link %lu was not allocated with link_alloc", link);
         return NULL;
     }
-    lock_word(self, &h->lock, NULL);
+    lock_word(self, &h->lock);
     link_give_back(self, (uint32_t)link);
     unlock_word(self, &h->lock);
     Py_RETURN_NONE;

@@ -88,7 +88,7 @@ Arena_spill_tokens(ArenaObject *self, PyObject *Py_UNUSED(ignored))
         if (load_acquire(&slots[0].tag) != VALUE_SPILLED &&
             load_acquire(&slots[1].tag) != VALUE_SPILLED)
             continue; /* a slot only becomes spilled under the lock, after its file exists */
-        lock_word(self, &r->lock, r);
+        lock_record(self, r);
         uint64_t found[2];
         int n = 0;
         for (int which = 0; which < 2; which++)

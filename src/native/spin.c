@@ -1,10 +1,5 @@
 /*
  * Spinning before parking: when a waiter watches the state word first.
- */
-#include "arena.h"
-
-/*
- * Spinning before parking.
  *
  * A ping-pong between two processes costs two futex wakeups when both
  * sides sleep at once; a waiter that watches the state word for a few
@@ -46,6 +41,8 @@
  * gevent waits never do.  The GIL is released while spinning.  The choice
  * of SPIN_DEFAULT and the figures are in docs/design.md.
  */
+#include "arena.h"
+
 #define SPIN_DEFAULT 10000
 #define SPIN_MIN 16
 #define SPIN_REPROBE 32

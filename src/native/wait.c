@@ -11,44 +11,17 @@
  *   - A waiter reports a record set when its generation moved during the
  *     wait, even if clear() lowered the flag again (CPython's
  *     test_set_and_clear).
- *   - A wakeup that never came is found by one rule, record_recheck(): a
- *     setter that died after publishing leaves the generation moved (a
- *     set, whoever wakes us); a claimer that died unset leaves a claim
- *     whose owner is gone (claim_lost), which is failed here, once, and
- *     is then a set too.  A single wait re-checks through the watch
+ *   - A wakeup that never came is found by one rule, claims.c's
+ *     record_recheck(): a setter that died after publishing leaves the
+ *     generation moved (a set, whoever wakes us); a claimer that died
+ *     unset leaves a claim whose owner is gone (claim_lost), which is
+ *     failed, once, and is then a set too.  A single wait re-checks through the watch
  *     (watch.c), a multi-wait every RECHECK_NS, the hub (mpevent.shm._hub)
  *     through recheck() when its park times out.
  */
 #include "arena.h"
 
 #include <errno.h>
-
-/*
- * Whether `r` moved past `generation` by the rule above, without the GIL
- * or a lock: 1 set since, 2 its claimer died unset and nobody failed it
- * yet (record_recheck fails it), 0 neither.
- */
-int
-record_moved(ArenaObject *a, Record *r, uint32_t generation)
-{
-    if (GENERATION(load_acquire(&r->state)) != generation) return 1;
-    return claim_lost(a, r) ? 2 : 0;
-}
-
-/* record_moved(), failing a lost claim (GIL held): 1 set since, 0 not. */
-static int
-record_recheck(ArenaObject *a, Record *r, uint32_t generation)
-{
-    int moved = record_moved(a, r, generation);
-    if (moved == 2) {
-        /* Judged without the lock: record_fail_claim judges again under
-         * it (the claim may be a live process's by now), and whoever
-         * failed it, a failure moved the generation. */
-        record_fail_claim(a, r, CLAIM_DEAD);
-        moved = GENERATION(load_acquire(&r->state)) != generation;
-    }
-    return moved != 0;
-}
 
 /*
  * Sleep on a slot's word until it is set, the deadline passes, or a signal
@@ -195,7 +168,7 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
     uint32_t index = (uint32_t)(((char *)r - self->records) / RECORD_SIZE);
 
     if (spin_for_flag(self, r)) Py_RETURN_TRUE;
-    lock_word(self, &r->lock, r);
+    lock_record(self, r);
     uint32_t state = load_acquire(&r->state);
     if (state & STATE_FLAG) {
         unlock_word(self, &r->lock);
@@ -223,7 +196,7 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
      * dequeued (its setter died): take our link out ourselves. */
     PyObject *exc_type, *exc_value, *exc_tb;
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-    lock_word(self, &r->lock, r);
+    lock_record(self, r);
     remove_link(self, r, (uint32_t)slot);
     int fired = GENERATION(load_acquire(&r->state)) != GENERATION(state);
     unlock_word(self, &r->lock);
@@ -359,7 +332,7 @@ Arena_wait_any(ArenaObject *self, PyObject *args)
     store_release(&s->word, 0);
     for (; queued < n; queued++) {
         Linked *l = &linked[queued];
-        lock_word(self, &l->record->lock, l->record);
+        lock_record(self, l->record);
         uint32_t state = load_acquire(&l->record->state);
         if (!(state & STATE_FLAG)) {
             enqueue_link(self, l->record, l->index, l->link);
@@ -402,7 +375,7 @@ done:
         for (Py_ssize_t i = 0; i < queued; i++) {
             Linked *l = &linked[i];
             if (!l->queued) continue;
-            lock_word(self, &l->record->lock, l->record);
+            lock_record(self, l->record);
             remove_link(self, l->record, l->link);
             int fired = load_acquire(&self->links[l->link].fired);
             unlock_word(self, &l->record->lock);

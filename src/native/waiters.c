@@ -138,6 +138,23 @@ wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake)
     }
 }
 
+/*
+ * Take a record's lock.  If it was taken over from a dead holder
+ * (lock_word), finish what the holder may have left half done: a set()
+ * that published the flag but had not woken everyone.  Waking under the
+ * lock is fine.
+ */
+void
+lock_record(ArenaObject *a, Record *r)
+{
+    if (lock_word(a, &r->lock) && (load_acquire(&r->state) & STATE_FLAG)) {
+        uint32_t wake[WAKE_BATCH];
+        int n = 0;
+        wake_fired(a, r, wake, &n);
+        wake_slots(a, wake, n);
+    }
+}
+
 /* A set() has published its new state (record lock held): note the CPU it
  * ran on, the hint of spinning's rule 5 (the setter of a ping-pong is
  * usually the next setter too). */
@@ -174,7 +191,7 @@ Arena_enqueue(ArenaObject *self, PyObject *args)
         check_slot(self, slot) < 0)
         return NULL;
     Record *r = record_at(self, (uint32_t)index);
-    lock_word(self, &r->lock, r);
+    lock_record(self, r);
     uint32_t state = load_acquire(&r->state);
     const char *refused = NULL;
     if (!(state & STATE_FLAG)) {
@@ -207,7 +224,7 @@ Arena_dequeue(ArenaObject *self, PyObject *args)
     if (check_record(self, index) < 0 || check_link(self, link) < 0) return NULL;
     Record *r = record_at(self, (uint32_t)index);
     Link *l = &self->links[link];
-    lock_word(self, &r->lock, r);
+    lock_record(self, r);
     remove_link(self, r, (uint32_t)link);
     int fired = load_relaxed(&l->fired);
     unlock_word(self, &r->lock);

@@ -31,7 +31,7 @@
 
 #include "arena.h"
 
-static uint32_t watch_lock; /* a local_lock (locks.c) */
+static uint32_t watch_lock; /* a local_lock (local.c) */
 static Parked *parked_head;
 static Parked *watcher; /* the registered waiter holding the watch, or NULL */
 
@@ -59,7 +59,6 @@ watch_after_fork_child(void)
 void
 watch_init(void)
 {
-    spin_init();
     note_lock_fault(os_at_fork(watch_prepare_fork, watch_after_fork_parent, watch_after_fork_child));
 }
 
@@ -111,7 +110,7 @@ watch_round(void)
     local_lock(&watch_lock);
     for (Parked *p = parked_head; p != NULL; p = p->next) {
         /* Woken but still asleep, or its record moved by the one rule
-         * (wait.c): the waiter wakes and sees why itself. */
+         * (claims.c): the waiter wakes and sees why itself. */
         if ((load_acquire(&p->slot->word) & SLOT_WOKEN) ||
             record_moved(p->arena, p->record, p->generation))
             futex_wake_all(&p->slot->word);
