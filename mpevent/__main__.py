@@ -87,6 +87,7 @@ BENCH_ROWS = (
     "ping_pong",
     "broadcast",
     "values",
+    "parked",
     "wakeups",
     "value_ping_pong",
     "ray",
@@ -116,6 +117,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             1 if quick else 3,
             _bench.QUICK_VALUE_SIZES if quick else _bench.VALUE_SIZES,
             modes=("dropped",) if quick else ("dropped", "kept"),
+        ),
+        "parked": lambda: _bench.report_parked_handoff(
+            10 if quick else 40, _bench.QUICK_PARKED_SIZES if quick else _bench.PARKED_SIZES
         ),
         "wakeups": lambda: _bench.report_wakeup_latency(int(300 * scale), 1 if quick else 3),
         "ray": lambda: _bench.report_ray_handoff(5 if quick else 20, [1 << 20, 32 << 20]),

@@ -72,6 +72,7 @@ def _comparisons(results: dict[str, Any]) -> list[tuple[str, str, float, str, fl
     for row, table in results.items():
         if not isinstance(table, dict) or row in ("idle", "creation", "footprint"):
             continue
+        table = {label: sub for label, sub in table.items() if label != "accounting"}
         nested = [value for value in table.values() if isinstance(value, dict)]
         if nested:
             for label, sub in table.items():
@@ -103,6 +104,11 @@ def _micros(figure: float) -> str:
     return text
 
 
+def _short(peer: str) -> str:
+    """A peer's name for a narrow column: ``mp.`` for ``multiprocessing.``."""
+    return peer.replace("multiprocessing.", "mp.")
+
+
 def summary(results: dict[str, Any]) -> None:
     """Print each mpevent figure beside the best other peer of its row, as a ratio."""
     found = _comparisons(results)
@@ -116,13 +122,24 @@ def summary(results: dict[str, Any]) -> None:
             title="mpevent against the best other peer of each row (lower is better)",
             caption="µs: median (first-third quartile)",
         )
-        for column in ("row", "mpevent", "µs", "best other peer", "µs", "ratio"):
-            table.add_column(column, justify="right" if column in ("µs", "ratio") else "left")
+        # Readable in a plain 80-column terminal: "mp." for "multiprocessing.",
+        # and cells that wrap rather than end in an ellipsis.
+        for column in ("row", "mpevent", "µs", "best other", "µs", "ratio"):
+            table.add_column(
+                column,
+                justify="right" if column in ("µs", "ratio") else "left",
+                overflow="fold",
+            )
         for row, ours, value, best, theirs in found:
             ratio = value / theirs
             style = "green" if ratio <= 1.0 else "red"
             table.add_row(
-                row, ours, _micros(value), best, _micros(theirs), f"[{style}]{ratio:.2f}x[/{style}]"
+                row,
+                _short(ours),
+                _micros(value),
+                _short(best),
+                _micros(theirs),
+                f"[{style}]{ratio:.2f}x[/{style}]",
             )
         Console().print(table)
         return

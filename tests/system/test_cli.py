@@ -80,11 +80,29 @@ def test_clean_keeps_live_arenas() -> None:
 @pytest.mark.timeout(600)  # every row, ping-pong in three regimes: minutes on a busy VM
 def test_bench_quick_prints_every_benchmark_and_plots(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    plot = tmp_path / "bench.png"
-    result = _cli("bench", "--quick", "--plot", str(plot), timeout=600)
+    plot, json_path = tmp_path / "bench.png", tmp_path / "bench.json"
+    result = _cli("bench", "--quick", "--plot", str(plot), "--json", str(json_path), timeout=600)
     assert result.returncode == 0, result.stderr
-    for heading in ("ping-pong round trip", "value handoff", "wakeup latency", "create"):
+    for heading in (
+        "ping-pong round trip",
+        "value handoff",
+        "receivers parked for milliseconds",
+        "wakeup latency",
+        "create",
+    ):
         assert heading in result.stdout
+    # A parked handoff's cost, per peer and side, is in the JSON as numbers.
+    accounting = json.loads(json_path.read_text())["parked"]["accounting"]
+    for label, peers in accounting.items():
+        assert set(peers) == {
+            "mpevent.AsyncResult",
+            "multiprocessing.Pipe",
+            "multiprocessing.Queue",
+            "SharedMemory",
+        }, label
+        for cost in peers.values():
+            assert cost["receiver faults"] >= 0 and cost["receiver CPU"] > 0, (label, cost)
+            assert cost["in send"] > 0 and cost["to awake"] > 0 and cost["reading"] >= 0
     if os.geteuid() == 0 and shutil.which("unshare"):  # the spill row needs a namespace
         assert "spilled to disk" in result.stdout
     assert plot.read_bytes().startswith(b"\x89PNG")
@@ -102,8 +120,9 @@ def test_bench_writes_a_summary_json_and_a_plot(tmp_path: Path) -> None:
     assert 0 < low <= median <= high
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"results written to {json_path}" in done.stdout
-    # The summary sets each mpevent figure beside the best other peer.
-    assert "multiprocessing.Event.wait()" in done.stdout.split("results written")[0]
+    # The summary sets each mpevent figure beside the best other peer
+    # ("mp." for "multiprocessing.", to fit 80 columns).
+    assert "mp.Event.wait()" in done.stdout.split("results written")[0]
 
 
 def test_the_demo_prints_each_wakeup_from_set_in_whole_lines() -> None:

@@ -7,6 +7,8 @@ Used by ``python -m mpevent bench`` and ``demo`` and by the scripts in
   100 B value there and back (idle, loaded, pinned; with the CPU it costs);
 * ``broadcast``  -- one set() waking N processes;
 * ``values``     -- a value to a process blocked in get(), kept or dropped;
+* ``parked``     -- a value to receivers parked for milliseconds, one process
+  per peer, with the faults and CPU each handoff costs;
 * ``ray``        -- the same beside Ray's object store;
 * ``wakeups``    -- the latency of each way of waiting;
 * ``idle``       -- what idle waiters cost;
@@ -22,6 +24,7 @@ from ._common import Figure, script
 from .broadcast import BROADCAST_SIZES, QUICK_BROADCAST_SIZES, broadcast, report_broadcast
 from .footprint import creation, footprint, report_creation, report_footprint
 from .idle import idle_cost, report_idle_cost
+from .parked import PARKED_SIZES, QUICK_PARKED_SIZES, parked_handoff, report_parked_handoff
 from .ping_pong import ping_pong, report_ping_pong, report_value_ping_pong, value_ping_pong
 from .ray import ray_handoff, report_ray_handoff
 from .spill import report_spill, spill_handoff
@@ -30,7 +33,9 @@ from .wakeups import report_wakeup_latency, wakeup_latency
 
 __all__ = [
     "BROADCAST_SIZES",
+    "PARKED_SIZES",
     "QUICK_BROADCAST_SIZES",
+    "QUICK_PARKED_SIZES",
     "QUICK_VALUE_SIZES",
     "VALUE_SIZES",
     "Figure",
@@ -38,12 +43,14 @@ __all__ = [
     "creation",
     "footprint",
     "idle_cost",
+    "parked_handoff",
     "ping_pong",
     "ray_handoff",
     "report_broadcast",
     "report_creation",
     "report_footprint",
     "report_idle_cost",
+    "report_parked_handoff",
     "report_ping_pong",
     "report_ray_handoff",
     "report_spill",
