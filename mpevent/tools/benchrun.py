@@ -105,8 +105,8 @@ def _micros(figure: float) -> str:
 
 
 def _short(peer: str) -> str:
-    """A peer's name for a narrow column: ``mp.`` for ``multiprocessing.``."""
-    return peer.replace("multiprocessing.", "mp.")
+    """A peer's name for a narrow column: ``mp.`` for ``multiprocessing.``, no ``mpevent``."""
+    return peer.replace("multiprocessing.", "mp.").removeprefix("mpevent ")
 
 
 def summary(results: dict[str, Any]) -> None:
@@ -115,15 +115,20 @@ def summary(results: dict[str, Any]) -> None:
     if not found:
         return
     if importlib.util.find_spec("rich") is not None:
+        from rich import box
         from rich.console import Console
         from rich.table import Table
 
+        # Readable in a plain 80-column terminal: medians only (the
+        # quartiles are in the JSON), our peers without "mpevent", "mp."
+        # for "multiprocessing.", and cells that wrap rather than end in an
+        # ellipsis.
         table = Table(
             title="mpevent against the best other peer of each row (lower is better)",
-            caption="µs: median (first-third quartile)",
+            caption="µs: medians; their quartiles are in the JSON (--json)",
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1),
         )
-        # Readable in a plain 80-column terminal: "mp." for "multiprocessing.",
-        # and cells that wrap rather than end in an ellipsis.
         for column in ("row", "mpevent", "µs", "best other", "µs", "ratio"):
             table.add_column(
                 column,
@@ -136,9 +141,9 @@ def summary(results: dict[str, Any]) -> None:
             table.add_row(
                 row,
                 _short(ours),
-                _micros(value),
+                f"{value * 1e6:,.1f}",
                 _short(best),
-                _micros(theirs),
+                f"{theirs * 1e6:,.1f}",
                 f"[{style}]{ratio:.2f}x[/{style}]",
             )
         Console().print(table)
