@@ -46,9 +46,10 @@
  *                                                                    layout, os
  *   11     notify.c      a C thread that turns a slot's wakeups      claims, waiters, local,
  *                        into eventfd writes, for event loops        layout, os
- *   11     handle.c      the Handle types: a record's reference in   records, layout
- *                        a Python object
- *   12     module.c      the module: the tables of methods and       everything
+ *   12     handle.c      the Handle types: a record's reference in   wait, records, layout
+ *                        a Python object, and the whole wait in C
+ *                        when nothing needs Python
+ *   13     module.c      the module: the tables of methods and       everything
  *                        functions, constants, initialization
  *
  * Why C: the hot paths (wait on one record, set, clear) must cost about as
@@ -500,6 +501,7 @@ typedef struct {
     PyObject *full_error; /* _native.Full */
     PyTypeObject *arena_type, *handle_type, *event_handle_type, *view_type, *notifier_type;
     PyObject *wait_path; /* set_hooks(): Linkable._wait_ready */
+    PyObject *gevent_name; /* "gevent": in sys.modules, a wait may be a greenlet's */
     /* This interpreter's live block views (heap.c), under views_lock (a
      * local_lock: threads of a free-threaded build make and drop views
      * at once). */
@@ -538,6 +540,9 @@ typedef struct {
      * held_epoch and lock_label change only under it too, and are read
      * anywhere with load_relaxed. */
     uint32_t process_lock;
+    /* Which arena object this is, among all this process has made (never
+     * reused, unlike its address): the key of a thread's cached slot. */
+    uint64_t instance;
 } ArenaObject;
 
 /* --- shared by the files ------------------------------------------- */
@@ -682,6 +687,8 @@ PyObject *Arena_park(ArenaObject *self, PyObject *args);
 PyObject *Arena_reset(ArenaObject *self, PyObject *arg);
 PyObject *Arena_wake(ArenaObject *self, PyObject *arg);
 PyObject *Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs);
+long thread_slot(ArenaObject *self);
+PyObject *record_wait(ArenaObject *self, Record *r, long slot, double timeout);
 
 /* records.c */
 PyObject *Arena_held_mark(ArenaObject *self, PyObject *args);

@@ -129,6 +129,27 @@ Handle_wait(HandleObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     /* The fast path: no timeout to read and nothing to wait for. */
     if (timeout_arg == Py_None && (load_acquire(&r->state) & STATE_FLAG))
         Py_RETURN_TRUE;
+    /* The whole wait in C, when nothing needs Python: a timeout of None or
+     * a positive finite number, no gevent in the process (a greenlet must
+     * wait its hub's way), and a slot this thread waited with before. */
+    double timeout = -1.0;
+    int simple = timeout_arg == Py_None;
+    if (PyFloat_CheckExact(timeout_arg)) {
+        timeout = PyFloat_AS_DOUBLE(timeout_arg);
+        simple = timeout > 0 && timeout < 1e9; /* NaN, inf, <= 0: Python says what */
+    } else if (PyLong_CheckExact(timeout_arg)) {
+        long seconds = PyLong_AsLong(timeout_arg);
+        if (seconds == -1 && PyErr_Occurred()) PyErr_Clear();
+        timeout = (double)seconds;
+        simple = seconds > 0 && seconds < 1000000000L;
+    }
+    if (simple) {
+        long slot = thread_slot(a);
+        PyObject *modules = PyImport_GetModuleDict();
+        int gevent = a->state->gevent_name == NULL ? 1 : PyDict_Contains(modules, a->state->gevent_name);
+        if (gevent < 0) return NULL;
+        if (slot >= 0 && !gevent) return record_wait(a, r, slot, timeout);
+    }
     /* The wait path of this interpreter: the arena's module's (set_hooks). */
     PyObject *path = a->state->wait_path;
     if (path == NULL) {

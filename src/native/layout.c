@@ -53,6 +53,8 @@ Arena_init(ArenaObject *self, PyObject *args, PyObject *kwds)
     self->lock_label = 0;
     self->owner_fd = -1;
     self->process_lock = 0;
+    static uint64_t instances;
+    self->instance = add_fetch_relaxed(&instances, 1);
     return 0;
 }
 

@@ -263,6 +263,8 @@ native_exec(PyObject *m)
         PyExc_MemoryError, NULL);
     if (state->full_error == NULL) return -1;
     if (PyModule_AddObjectRef(m, "Full", state->full_error) < 0) return -1;
+    state->gevent_name = PyUnicode_InternFromString("gevent");
+    if (state->gevent_name == NULL) return -1;
     if (add_type(m, &state->arena_type, &Arena_spec, NULL) < 0 ||
         add_type(m, &state->handle_type, &HandleSpec, NULL) < 0 ||
         add_type(m, &state->event_handle_type, &EventHandleSpec,
@@ -301,7 +303,7 @@ native_exec(PyObject *m)
 /* Every Python object of the module state, listed once for traverse and clear. */
 #define STATE_OBJECTS(DO)                                                                        \
     DO(full_error) DO(arena_type) DO(handle_type) DO(event_handle_type) DO(view_type)            \
-        DO(notifier_type) DO(wait_path)
+        DO(notifier_type) DO(wait_path) DO(gevent_name)
 
 static int
 native_traverse(PyObject *m, visitproc visit, void *arg)

@@ -218,11 +218,61 @@ parse_optional_slot(ArenaObject *self, PyObject *arg, long *slot)
 }
 
 /*
+ * This thread's waiter slot in an arena, as C remembers it: the slot the
+ * thread last waited with there (Arena_wait, given it by
+ * mpevent.shm._parking, which owns slots and frees them when the thread
+ * ends).  Keyed by the arena's instance, never reused, and checked against
+ * the arena's table: a slot of another process (a forked child inherits
+ * this memory), of an earlier join, or no longer in use is not ours, and
+ * the caller takes the Python path, which hands C a slot again.
+ */
+static __thread struct {
+    uint64_t instance;
+    long slot;
+} cached_slot;
+
+long
+thread_slot(ArenaObject *self)
+{
+    if (cached_slot.instance != self->instance) return -1;
+    long slot = cached_slot.slot;
+    Slot *s = &self->slots[slot];
+    if ((uint64_t)slot >= load_acquire(&self->header->slot_bump) || !load_acquire(&s->in_use) ||
+        load_relaxed(&s->owner) != (uint32_t)load_relaxed(&self->held_entry) + 1 ||
+        load_relaxed(&s->owner_epoch) != load_relaxed(&self->held_epoch))
+        return -1;
+    return slot;
+}
+
+/*
+ * The single-record wait once the timeout is checked: True when the flag
+ * is up or a set() happened while waiting, False on timeout, None when it
+ * must sleep and `slot` is -1 (the caller allocates one and calls again).
+ * timeout < 0: forever.
+ */
+PyObject *
+record_wait(ArenaObject *self, Record *r, long slot, double timeout)
+{
+    uint32_t state = load_acquire(&r->state);
+    if (state & STATE_FLAG) Py_RETURN_TRUE;
+    if (slot < 0) {
+        /* A result whose claimer is gone fails now, with no slot. */
+        if (record_recheck(self, r, GENERATION(state))) Py_RETURN_TRUE;
+        Py_RETURN_NONE;
+    }
+    cached_slot.instance = self->instance;
+    cached_slot.slot = slot;
+    return wait_record(self, r, (unsigned long)slot, timeout);
+}
+
+/*
  * wait(record, slot, timeout) -> bool | None: the whole single-record
- * wait in one call.  True when the flag is up on entry or a set() happened
- * while waiting; False on timeout; None when it must sleep and `slot` is
- * -1 (see the contract at the top).  timeout: None (forever) or seconds,
- * checked and found positive by the caller (Linkable._wait_ready).
+ * wait in one call (record_wait).  True when the flag is up on entry or a
+ * set() happened while waiting; False on timeout; None when it must sleep
+ * and `slot` is -1 (see the contract at the top).  timeout: None (forever)
+ * or seconds, checked and found positive by the caller
+ * (Linkable._wait_ready).  The slot is remembered for the thread
+ * (thread_slot), so Handle.wait can do the next wait in C alone.
  */
 PyObject *
 Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -233,18 +283,12 @@ Arena_wait(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     Record *r = parse_record(self, args[0]);
     if (r == NULL) return NULL;
-    uint32_t state = load_acquire(&r->state);
-    if (state & STATE_FLAG) Py_RETURN_TRUE;
+    if (load_acquire(&r->state) & STATE_FLAG) Py_RETURN_TRUE;
     double timeout;
     long slot;
     if (parse_timeout(args[2], &timeout) < 0 || parse_optional_slot(self, args[1], &slot) < 0)
         return NULL;
-    if (slot < 0) {
-        /* A result whose claimer is gone fails now, with no slot. */
-        if (record_recheck(self, r, GENERATION(state))) Py_RETURN_TRUE;
-        Py_RETURN_NONE;
-    }
-    return wait_record(self, r, (unsigned long)slot, timeout);
+    return record_wait(self, r, slot, timeout);
 }
 
 /* What wait_any() knows of one record it waits on. */
