@@ -4,14 +4,14 @@ Layers, top down: ``_backend`` (the backend object), ``_objects`` (the
 public classes on a record, with the hot path in C), ``_names`` (names for
 unrelated processes), ``_record`` (one object: references, values,
 waiting); ``_hub`` (the thread that runs rawlink() callbacks) and
-``_loop`` (waits in an asyncio loop or a gevent hub), each a waiter with
-a slot of its own; ``_parking`` (a blocking thread's waiter slots and
-waits) and ``_storage`` (where values live); ``_arena`` (mapping
-segments), ``_clean`` (removing abandoned ones), ``_attach`` (who is
-attached and alive), ``_spill`` (values shared memory cannot hold, in
-files on disk), ``_segment`` (files in /dev/shm), ``_linux`` (the
-Linux-specific calls); and under them all ``_native``, the C extension
-(``src/native/``).
+``_loop`` (waits in an asyncio loop or a gevent hub), each the driver of
+a parking lot; ``_lot`` (a parking lot: a waiter slot and the links it
+queued), ``_parking`` (a blocking thread's waiter slots and waits) and
+``_storage`` (where values live); ``_arena`` (mapping segments),
+``_clean`` (removing abandoned ones), ``_attach`` (who is attached and
+alive), ``_spill`` (values shared memory cannot hold, in files on disk),
+``_segment`` (files in /dev/shm), ``_linux`` (the Linux-specific calls);
+and under them all ``_native``, the C extension (``src/native/``).
 """
 
 from .. import _serial

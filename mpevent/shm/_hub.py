@@ -38,19 +38,19 @@ from typing import Any
 from .. import _callbacks, _cooperative, _lifecycle
 from . import _parking
 from ._arena import Arena
+from ._lot import ParkingLot
 
 Callback = Callable[[Any], object]
 
 
 class _Entry:
-    """One linked handle: its queued link and callbacks in registration order."""
+    """One linked handle: its queued link (-1: set already) and callbacks in order."""
 
-    __slots__ = ("callbacks", "generation", "handle", "link")
+    __slots__ = ("callbacks", "handle", "link")
 
-    def __init__(self, handle: Any, link: int) -> None:
+    def __init__(self, handle: Any) -> None:
         self.handle = handle
-        self.link = link
-        self.generation = 0  # the record's generation when the link was queued
+        self.link = -1
         self.callbacks: list[Callback] = []
 
 
@@ -60,12 +60,13 @@ class Hub:
     def __init__(self, arena: Arena) -> None:
         self.arena = arena
         self.native = arena.native
-        self.slot = arena.allocate_slot()
+        # The hub is the driver of one parking lot: it sleeps on the lot's
+        # slot (park), and a fired link runs its entry's callbacks.
+        self.lot: ParkingLot[_Entry] = ParkingLot(arena)
+        self.slot = self.lot.slot
         self._lock = _cooperative.os_lock()
         self._entries: dict[int, _Entry] = {}  # id(handle) -> entry
-        self._linked: dict[int, _Entry] = {}  # link -> entry: the same entries
         self._due: list[_Entry] = []  # set already when linked
-        self._spare_links: list[int] = []
         self.retired = False
         _cooperative.start_os_thread(self._run, "mpevent-hub")
 
@@ -77,22 +78,17 @@ class Hub:
                 return False
             entry = self._entries.get(id(handle))
             if entry is None:
-                link = (
-                    self._spare_links.pop()
-                    if self._spare_links
-                    else self.native.link_alloc(self.slot)
-                )
-                entry = self._entries[id(handle)] = self._linked[link] = _Entry(handle, link)
-                state = self.native.enqueue(record.index, link, self.slot)
-                entry.generation = state >> 1
-                if state & 1:
+                entry = self._entries[id(handle)] = _Entry(handle)
+                link = self.lot.queue(record.index, entry)
+                if link is None:
                     self._due.append(entry)  # set already: nothing was queued
                     self.native.wake(self.slot)
+                else:
+                    entry.link = link
             entry.callbacks.append(callback)
         return True
 
     def unlink(self, handle: Any, callback: Callback) -> None:
-        record = handle._record
         with self._lock:
             entry = self._entries.get(id(handle))
             if entry is None:
@@ -102,56 +98,43 @@ class Hub:
             except ValueError:
                 return
             if not entry.callbacks and entry not in self._due:
-                del self._entries[id(handle)], self._linked[entry.link]
-                self.native.dequeue(record.index, entry.link)
-                self._spare_links.append(entry.link)
+                del self._entries[id(handle)]
+                self.lot.leave(entry.link)
 
     def forget(self, handle: Any) -> None:
         """Drop every callback of *handle* (it is being closed)."""
-        record = handle._record
         with self._lock:
             entry = self._entries.pop(id(handle), None)
             if entry is None:
                 return
-            del self._linked[entry.link]
             self._due = [due for due in self._due if due is not entry]
-            self.native.dequeue(record.index, entry.link)
-            self._spare_links.append(entry.link)
+            if entry.link >= 0:
+                self.lot.leave(entry.link)
 
     def linked(self) -> int:
         """How many objects have callbacks waiting (for statistics)."""
         return len(self._entries)
 
     def _take_fired(self, recheck: bool) -> list[_Entry]:
-        """Entries whose object was set; *recheck*: also by generation."""
+        """Entries whose object was set; *recheck*: also by the one rule (a tick)."""
         with self._lock:
-            if not recheck and not self._due:
-                # The path of every wakeup: one C call looks at every link.
-                fired = [self._linked[link] for link in self.native.fired_among(self._linked)]
-            else:
-                due, self._due = self._due, []
-                fired = [
-                    entry
-                    for entry in self._linked.values()
-                    if entry in due
-                    or self.native.fired(entry.link)
-                    # A wakeup that never came (a dead setter or claimer):
-                    # the one rule, in C (claims.c).
-                    or (
-                        recheck
-                        and self.native.recheck(entry.handle._record.index, entry.generation)
-                    )
-                ]
+            due, self._due = self._due, []
+            # The path of every wakeup: one C call looks at every link.  A
+            # wakeup that never came (a dead setter or claimer) is found by
+            # the one rule, in C (claims.c), on the tick.
+            links = self.lot.moved() if recheck else self.lot.fired()
+            fired = due + [entry for link in links if (entry := self.lot.get(link)) is not None]
             for entry in fired:
-                del self._entries[id(entry.handle)], self._linked[entry.link]
-                if recheck:  # a setter dequeues what it fires; a recheck does not
-                    self.native.dequeue(entry.handle._record.index, entry.link)
+                if self._entries.get(id(entry.handle)) is entry:
+                    del self._entries[id(entry.handle)]
             return fired
 
     def _give_back(self, fired: list[_Entry]) -> None:
-        """Keep the links of *fired* (out of every queue) for the next rawlink()."""
+        """Take the links of *fired* out of their queues, kept for the next rawlink()."""
         with self._lock:
-            self._spare_links.extend(entry.link for entry in fired)
+            for entry in fired:
+                if entry.link >= 0:
+                    self.lot.leave(entry.link)
 
     def _run(self) -> None:
         while True:
@@ -178,9 +161,7 @@ class Hub:
         with _hubs_lock:
             if _hubs.get(self.arena) is self:
                 del _hubs[self.arena]
-        for link in self._spare_links:
-            self.native.link_free(link)
-        self.native.slot_free(self.slot)
+        self.lot.retire()
         return True
 
 

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from .. import _lifecycle
 from . import _linux
 from ._arena import Arena
+from ._lot import ParkingLot
 from ._native import NOTIFY_TICK, Notifier
 
 if TYPE_CHECKING:
@@ -71,15 +72,15 @@ class LoopWaiters:
     def __init__(self, arena: Arena, start_reading: StartReading) -> None:
         self.arena = arena
         self.native = arena.native
-        self.slot = arena.allocate_slot()
-        self.native.reset(self.slot)
+        # The loop is the driver of one parking lot: it sleeps in its
+        # selector on the lot's slot (datagrams, the notifier's eventfd),
+        # and a fired link resolves its waiter.  resolve() may be called
+        # more than once and must not mind.
+        self.lot: ParkingLot[Callable[[], None]] = ParkingLot(arena)
+        self.slot = self.lot.slot
         self.fd = _linux.eventfd()
         self.notifier = Notifier(self.native, self.slot, self.fd)
         self.socket = self._bind()
-        # link -> (resolve, record index, generation when queued); resolve()
-        # may be called more than once and must not mind.
-        self.pending: dict[int, tuple[Callable[[], None], int, int]] = {}
-        self.spare_links: list[int] = []
         self.last_used = time.monotonic()
         self.closed = False
         self._stop_reading = [start_reading(self.fd, self.readable)]
@@ -92,16 +93,18 @@ class LoopWaiters:
         self.token = secrets.randbits(32) or 1
         return _linux.datagram_receiver(self.native.loop_address(self.slot, self.token))
 
+    @property
+    def pending(self) -> dict[int, Any]:
+        """The queued links (link -> what each waits for)."""
+        return self.lot.pending
+
     def queue(self, index: int, resolve: Callable[[], None]) -> int | None:
         """Queue a link on record *index*; None if it is set already (nothing queued)."""
-        link = self.spare_links.pop() if self.spare_links else self.native.link_alloc(self.slot)
-        state = self.native.enqueue(index, link, self.slot)
-        if state & 1:
-            self.spare_links.append(link)
+        link = self.lot.queue(index, resolve)
+        if link is None:
             return None
-        self.pending[link] = (resolve, index, state >> 1)
         try:
-            self.notifier.watch(link, index, state >> 1)
+            self.notifier.watch(link, index, self.lot.pending[link].generation)
         except BaseException:  # no memory for it: nothing stays queued
             self.leave(index, link)
             raise
@@ -109,11 +112,10 @@ class LoopWaiters:
 
     def leave(self, index: int, link: int) -> None:
         """Take a queued link out (whether it fired or not); once."""
-        if self.pending.pop(link, None) is None:
+        if link not in self.lot.pending:
             return  # retired meanwhile, which took it out
         self.notifier.unwatch(link)
-        self.native.dequeue(index, link)
-        self.spare_links.append(link)
+        self.lot.leave(link)
         self.last_used = time.monotonic()
 
     def datagrams(self) -> None:
@@ -141,15 +143,12 @@ class LoopWaiters:
 
     def _look(self, recheck: bool) -> None:
         """Resolve every waiter whose record was set; retire when idle long enough."""
-        if recheck:
-            for link, (resolve, index, generation) in list(self.pending.items()):
-                if self.native.fired(link) or self.native.recheck(index, generation):
-                    resolve()
-        else:  # every wakeup's path: one C call looks at every link
-            for link in self.native.fired_among(self.pending):
-                waiter = self.pending.get(link)  # (a resolve() may have left it)
-                if waiter is not None:
-                    waiter[0]()
+        # Every wakeup's path: one C call looks at every link; the tick's
+        # also applies the one rule for a wakeup that never came.
+        for link in self.lot.moved() if recheck else self.lot.fired():
+            resolve = self.lot.get(link)  # (a resolve() may have left it)
+            if resolve is not None:
+                resolve()
         if not self.pending and time.monotonic() - self.last_used >= IDLE:
             self.retire(on_the_loop=True)
 
@@ -168,16 +167,10 @@ class LoopWaiters:
         os.close(self.fd)
         if self.socket is not None:
             self.socket.close()
-        for link, (_, index, _) in list(self.pending.items()):
-            # The loop closed before a task's leave() ran: one still awaiting
-            # (its link is queued: out it comes), or one set whose scheduled
-            # leave() never ran (the setter dequeued it: bookkeeping only).
-            self.native.dequeue(index, link)
-            self.spare_links.append(link)
-        self.pending.clear()
-        for link in self.spare_links:
-            self.native.link_free(link)
-        self.native.slot_free(self.slot)
+        # The loop closed before a task's leave() ran: one still awaiting
+        # (its link is queued: out it comes), or one set whose scheduled
+        # leave() never ran (the setter dequeued it: bookkeeping only).
+        self.lot.retire()
 
 
 # loop or gevent hub -> {arena: its waiters}; weak, so a loop's end is seen.

@@ -86,7 +86,7 @@ def test_a_woken_wait_gives_its_link_back_once_the_task_moved_on() -> None:
         event.set()
         assert await waiting is True
         await asyncio.sleep(0)  # one more loop iteration: the scheduled leave() ran
-        return len(waiters.pending), len(waiters.spare_links)
+        return len(waiters.lot.pending), len(waiters.lot.spare)
 
     assert asyncio.run(asyncio.wait_for(main(), 30)) == (0, 1)
 
