@@ -36,7 +36,6 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _callbacks, _cooperative, _lifecycle
-from . import _parking
 from ._arena import Arena
 from ._lot import ParkingLot
 
@@ -138,18 +137,20 @@ class Hub:
 
     def _run(self) -> None:
         while True:
-            woken = self.native.park(self.slot, _parking.RECHECK)
+            # Untimed: the process's one watch flags the slot (2) when a
+            # record moved with no wakeup or nothing is linked any more.
+            woken = self.native.park(self.slot, None, self.lot.watchlist)
             # Re-arm before looking, so a set() that lands while callbacks
             # run wakes the next park() instead of being missed.
             self.native.reset(self.slot)
-            fired = self._take_fired(recheck=not woken)
+            fired = self._take_fired(recheck=woken != 1)
             for entry in fired:
                 for callback in entry.callbacks:
                     _callbacks.run(callback, entry.handle)
             # Bookkeeping after the callbacks: they run sooner by what it
             # costs on the cold CPU a wakeup lands on.
             self._give_back(fired)
-            if not woken and self._retire_if_idle():
+            if woken != 1 and self._retire_if_idle():
                 return
 
     def _retire_if_idle(self) -> bool:

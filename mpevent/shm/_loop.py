@@ -22,10 +22,11 @@ Contract of :func:`wait` (a coroutine, on the loop's thread) and of
   out of the records' queues before the exception propagates: nothing
   stays queued.
 * A setter or claimer that died without waking anyone is found by the one
-  rule in C (``record_moved``, ``wait.c``), which the notifier applies to
-  every queued link at its tick, once a second; it wakes the loop only if
-  a record moved (the loop then runs ``recheck``), so an idle loop with
-  waiters is never woken.
+  rule in C (``record_moved``, ``claims.c``), which the process's one watch
+  (``watch.c``) applies to every queued link of every parking lot once a
+  second; it flags the loop's slot only if a record moved (the notifier
+  then ticks the eventfd and the loop runs ``recheck``), so an idle loop
+  with waiters is never woken.
 * A loop with no waiters for a second gives its slot, eventfd and thread
   back, if it runs meanwhile (its reader does it); a loop or hub that is
   garbage-collected, closed or destroyed first does so when that is seen
@@ -79,7 +80,7 @@ class LoopWaiters:
         self.lot: ParkingLot[Callable[[], None]] = ParkingLot(arena)
         self.slot = self.lot.slot
         self.fd = _linux.eventfd()
-        self.notifier = Notifier(self.native, self.slot, self.fd)
+        self.notifier = Notifier(self.native, self.slot, self.fd, self.lot.watchlist)
         self.socket = self._bind()
         self.last_used = time.monotonic()
         self.closed = False
@@ -100,22 +101,12 @@ class LoopWaiters:
 
     def queue(self, index: int, resolve: Callable[[], None]) -> int | None:
         """Queue a link on record *index*; None if it is set already (nothing queued)."""
-        link = self.lot.queue(index, resolve)
-        if link is None:
-            return None
-        try:
-            self.notifier.watch(link, index, self.lot.pending[link].generation)
-        except BaseException:  # no memory for it: nothing stays queued
-            self.leave(index, link)
-            raise
-        return link
+        return self.lot.queue(index, resolve)
 
     def leave(self, index: int, link: int) -> None:
         """Take a queued link out (whether it fired or not); once."""
-        if link not in self.lot.pending:
+        if self.lot.leave(link) is None:
             return  # retired meanwhile, which took it out
-        self.notifier.unwatch(link)
-        self.lot.leave(link)
         self.last_used = time.monotonic()
 
     def datagrams(self) -> None:
@@ -136,7 +127,7 @@ class LoopWaiters:
         count = 0
         with contextlib.suppress(BlockingIOError):  # another call read it already
             count = _linux.eventfd_read(self.fd)
-        # A tick: the notifier found a record moved with no wakeup (a dead
+        # A tick: the watch found a record moved with no wakeup (a dead
         # setter or claimer), by the one rule in C (claims.c); recheck() applies
         # it here, failing a lost claim.
         self._look(recheck=count >= NOTIFY_TICK)

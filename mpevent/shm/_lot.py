@@ -18,7 +18,10 @@ on its own thread):
 * :meth:`fired` gives the links that fired since the driver last looked,
   one C call for any number of links; :meth:`moved` also applies the one
   rule for a wakeup that never came (``record_recheck``, claims.c: a
-  setter or claimer that died) -- the driver asks it on its tick.
+  setter or claimer that died) -- the driver asks it when the process's
+  one watch (``watch.c``) flagged its slot, which it does only when one
+  of the lot's records moved with no wakeup, or the lot is empty (so that
+  an idle driver retires).  An idle driver with links is never woken.
 * :meth:`leave` takes a link out, fired or not, and keeps it for reuse.
   Every link leaves this way, under its record's lock (``dequeue``): that
   is what tells the lot that no late setter still writes to the link or
@@ -35,6 +38,7 @@ from __future__ import annotations
 from typing import Generic, TypeVar
 
 from ._arena import Arena
+from ._native import Watchlist
 
 T = TypeVar("T")
 
@@ -53,7 +57,7 @@ class Parked(Generic[T]):
 class ParkingLot(Generic[T]):
     """One waiter slot of *arena* and its queued links (see the module's contract)."""
 
-    __slots__ = ("arena", "native", "pending", "slot", "spare")
+    __slots__ = ("arena", "native", "pending", "slot", "spare", "watchlist")
 
     def __init__(self, arena: Arena) -> None:
         self.arena = arena
@@ -62,6 +66,10 @@ class ParkingLot(Generic[T]):
         self.native.reset(self.slot)
         self.pending: dict[int, Parked[T]] = {}  # link -> what it waits for
         self.spare: list[int] = []  # links out of every queue, kept for reuse
+        # The same links, as the process's one watch reads them without the
+        # GIL (watch.c): it flags the slot when a record moved with no
+        # wakeup (a dead setter or claimer), or when the lot is empty.
+        self.watchlist = Watchlist(self.native)
 
     def queue(self, index: int, payload: T) -> int | None:
         """Queue a link on record *index* for *payload*; None if it is set already."""
@@ -71,6 +79,11 @@ class ParkingLot(Generic[T]):
             self.spare.append(link)
             return None
         self.pending[link] = Parked(index, state >> 1, payload)
+        try:
+            self.watchlist.add(link, index, state >> 1)
+        except BaseException:  # no memory for it: nothing stays queued
+            self.leave(link)
+            raise
         return link
 
     def get(self, link: int) -> T | None:
@@ -95,6 +108,7 @@ class ParkingLot(Generic[T]):
         parked = self.pending.pop(link, None)
         if parked is None:
             return None
+        self.watchlist.remove(link)
         self.native.dequeue(parked.index, link)
         self.spare.append(link)
         return parked.payload

@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 SPIN_LIMIT = _native.set_spin_limit(_checks.count_from_env("MPEVENT_SPIN", _native.SPIN_LIMIT_MAX))
 
 _fork_epoch = 0
-# Seconds the hub sleeps before re-reading its records: the C watch's period.
-RECHECK = _native.RECHECK_MS / 1000
 
 
 class _SlotLease:

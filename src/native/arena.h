@@ -376,7 +376,8 @@ typedef struct {
 
 /* Slot.word, the futex a waiting thread sleeps on: */
 #define SLOT_WOKEN 1u /* a setter fired one of its links (or a stop: Arena_wake) */
-#define SLOT_WATCH 2u /* the watch was handed to it (watch.c; single waits only) */
+#define SLOT_WATCH 2u /* the watch was handed to it (watch.c) */
+#define SLOT_RECHECK 4u /* the watch found a record of its set moved by the one rule */
 
 typedef struct {
     uint32_t word;      /* futex: 0 parked, else SLOT_WOKEN | SLOT_WATCH bits */
@@ -499,7 +500,8 @@ _Static_assert(sizeof(LockOwner) == 8, "LockOwner layout");
 typedef struct BlockViewObject BlockViewObject;
 typedef struct {
     PyObject *full_error; /* _native.Full */
-    PyTypeObject *arena_type, *handle_type, *event_handle_type, *view_type, *notifier_type;
+    PyTypeObject *arena_type, *handle_type, *event_handle_type, *view_type, *notifier_type,
+        *watchlist_type;
     PyObject *wait_path; /* set_hooks(): Linkable._wait_ready */
     PyObject *gevent_name; /* "gevent": in sys.modules, a wait may be a greenlet's */
     /* This interpreter's live block views (heap.c), under views_lock (a
@@ -647,12 +649,23 @@ PyObject *Arena_slot_reclaim(ArenaObject *self, PyObject *args);
 PyObject *Arena_link_alloc(ArenaObject *self, PyObject *arg);
 PyObject *Arena_link_free(ArenaObject *self, PyObject *arg);
 
-/* watch.c: a waiter parked on one record, as the watch sees it */
+/* watch.c: what a parked slot waits on, as the watch sees it: one record
+ * (a single wait), or a set of links (a multi-wait, a parking lot) */
+typedef struct {
+    uint32_t link, index, generation;
+} Watched;
+typedef struct {
+    uint32_t lock; /* a local_lock over items and count */
+    Watched *items;
+    size_t count, capacity;
+} WatchSet;
 typedef struct Parked {
     ArenaObject *arena;
     Slot *slot;
-    Record *record;
+    Record *record;      /* one record, at generation, or NULL */
     uint32_t generation;
+    WatchSet *set;       /* or these links' records, or NULL */
+    int wake_when_empty; /* a lot's: an empty set is woken too (its driver retires idle) */
     struct Parked *prev, *next;
 } Parked;
 void watch_init(void);
@@ -660,6 +673,15 @@ void watch_register(Parked *p);
 void watch_unregister(Parked *p);
 int watch_holds(Parked *p);
 void watch_round(void);
+int watch_park(Parked *p, long long deadline);
+int watch_set_add(WatchSet *set, uint32_t link, uint32_t index, uint32_t generation);
+void watch_set_remove(WatchSet *set, uint32_t link);
+extern PyType_Spec WatchlistSpec;
+typedef struct {
+    PyObject_HEAD
+    ArenaObject *arena;
+    WatchSet set;
+} WatchlistObject;
 
 /* spin.c */
 extern int spin_limit;

@@ -93,7 +93,8 @@ static PyMethodDef Arena_methods[] = {
     METHOD(dequeue, METH_VARARGS, "dequeue(record, link) -> True if the link had fired."),
     METHOD(fired, METH_O, "fired(link) -> bool."),
     METHOD(fired_among, METH_O, "fired_among(links: dict) -> [fired links among its keys]."),
-    METHOD(park, METH_VARARGS, "park(slot, timeout) -> woken."),
+    METHOD(park, METH_VARARGS,
+           "park(slot, timeout, watchlist=None) -> 0 timed out, 1 woken, 2 look again."),
     METHOD(reset, METH_O, "reset(slot): arm the slot's word."),
     METHOD(wake, METH_O, "wake(slot): wake the slot directly."),
     METHOD(loop_address, METH_VARARGS,
@@ -270,7 +271,8 @@ native_exec(PyObject *m)
         add_type(m, &state->event_handle_type, &EventHandleSpec,
                  (PyObject *)state->handle_type) < 0 ||
         add_type(m, &state->view_type, &BlockViewSpec, NULL) < 0 ||
-        add_type(m, &state->notifier_type, &NotifierSpec, NULL) < 0)
+        add_type(m, &state->notifier_type, &NotifierSpec, NULL) < 0 ||
+        add_type(m, &state->watchlist_type, &WatchlistSpec, NULL) < 0)
         return -1;
     if (PyModule_AddIntConstant(m, "ATTACH_OFFSET", ATTACH_OFFSET) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_ENTRIES", ATTACH_ENTRIES) < 0 ||
@@ -303,7 +305,7 @@ native_exec(PyObject *m)
 /* Every Python object of the module state, listed once for traverse and clear. */
 #define STATE_OBJECTS(DO)                                                                        \
     DO(full_error) DO(arena_type) DO(handle_type) DO(event_handle_type) DO(view_type)            \
-        DO(notifier_type) DO(wait_path) DO(gevent_name)
+        DO(notifier_type) DO(watchlist_type) DO(wait_path) DO(gevent_name)
 
 static int
 native_traverse(PyObject *m, visitproc visit, void *arg)

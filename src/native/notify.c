@@ -14,17 +14,16 @@
  *     a set() that lands after the swap wakes it again, and one that
  *     landed before it fired its link, which the loop reads after it
  *     reads the eventfd;
- *   - every RECHECK_NS without a wakeup it applies the one rule of a
- *     wakeup that never came (record_moved, claims.c) to the links the loop
- *     told it of (watch()), and writes the eventfd only if one moved (a
- *     setter or claimer that died): an idle loop with waiters is never
- *     woken, and its process wakes once a second, on this thread alone.
- *     With no link watched it writes anyway, so that an idle loop's reader
- *     runs and retires the slot and the thread (mpevent.shm._loop).  A
- *     tick adds NOTIFY_TICK to the eventfd's count, a wakeup 1: the reader
- *     tells them apart by the sum it reads, and runs recheck() only then.
- *     The watched list is this object's, under its own local_lock
- *     (innermost: nothing is taken while it is held).
+ *   - the thread parks registered with the process's one watch (watch.c)
+ *     as waiting on the loop's parking lot's links (a Watchlist, kept by
+ *     mpevent.shm._lot): when the watch finds one of their records moved
+ *     with no wakeup (a setter or claimer that died), or the lot empty
+ *     (so that an idle loop's reader runs and retires the slot and the
+ *     thread), it flags SLOT_RECHECK, and the thread adds NOTIFY_TICK to
+ *     the eventfd's count instead of 1: the reader tells them apart by
+ *     the sum it reads, and runs recheck() only then.  An idle loop with
+ *     waiters is never woken, and this thread wakes on a timer only while
+ *     it holds the watch (once a second for the whole process).
  *
  * The fast path, with no thread hop: the loop also binds an abstract unix
  * datagram socket at the address of (token, slot) and publishes the token
@@ -56,15 +55,9 @@
 #include <limits.h>
 
 typedef struct {
-    uint32_t link, index, generation;
-} Watched;
-
-typedef struct {
     PyObject_HEAD
     ArenaObject *arena;
-    uint32_t watch_lock; /* a local_lock over watched and count */
-    Watched *watched;
-    size_t count, capacity;
+    WatchlistObject *list; /* the loop's lot's links (watch.c) */
     Slot *slot;
     int fd;
     uint32_t stop;
@@ -73,36 +66,25 @@ typedef struct {
     unsigned int owner; /* the process whose thread this is */
 } NotifierObject;
 
-/* At a tick: whether the loop must look (a watched record moved, or none is watched). */
-static int
-notifier_tick_moved(NotifierObject *n)
-{
-    local_lock(&n->watch_lock);
-    int moved = n->count == 0;
-    for (size_t i = 0; i < n->count && !moved; i++)
-        moved = record_moved(n->arena, record_at(n->arena, n->watched[i].index),
-                             n->watched[i].generation) != 0;
-    local_unlock(&n->watch_lock);
-    return moved;
-}
-
 static void
 notifier_run(void *arg)
 {
     NotifierObject *n = arg;
     uint32_t *word = &n->slot->word;
+    Parked parked = {.arena = n->arena, .slot = n->slot, .set = &n->list->set, .wake_when_empty = 1};
+    watch_register(&parked);
     while (!load_acquire(&n->stop)) {
-        int rc = 0;
-        if (load_acquire(word) == 0) rc = os_wait_word(word, 0, RECHECK_NS);
+        watch_park(&parked, -1); /* every signal is blocked: no EINTR */
         if (load_acquire(&n->stop)) break;
-        uint64_t count = 1; /* a wakeup: the loop looks at its links' fired bits */
-        if (exchange_acq_rel(word, 0) == 0) {
-            if (rc != ETIMEDOUT) continue; /* a spurious return: nothing to tell */
-            if (!notifier_tick_moved(n)) continue; /* a tick, and nothing to look at */
-            count = NOTIFY_TICK; /* the loop applies recheck() to its links */
-        }
-        os_notify_fd(n->fd, count);
+        /* The swap before the write (see the top); a hand-over's bit goes
+         * too: the watch knows who holds it. */
+        uint32_t seen = exchange_acq_rel(word, 0);
+        if (seen & SLOT_RECHECK)
+            os_notify_fd(n->fd, NOTIFY_TICK); /* the loop applies recheck() to its links */
+        else if (seen & SLOT_WOKEN)
+            os_notify_fd(n->fd, 1); /* the loop looks at its links' fired bits */
     }
+    watch_unregister(&parked);
     store_release(&n->exited, 1);
     os_wake_private(&n->exited, INT_MAX);
 }
@@ -156,23 +138,29 @@ Arena_set_loop(ArenaObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Notifier(arena, slot, fd): start the thread for `slot`, writing to `fd`. */
+/* Notifier(arena, slot, fd, watchlist): start the thread for `slot`, writing to `fd`. */
 static PyObject *
 Notifier_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *arena;
+    PyObject *arena, *list;
     unsigned long slot;
     int fd;
-    if (!PyArg_ParseTuple(args, "Oki:Notifier", &arena, &slot, &fd)) return NULL;
+    if (!PyArg_ParseTuple(args, "OkiO:Notifier", &arena, &slot, &fd, &list)) return NULL;
     if (!is_arena(arena)) {
         PyErr_Format(PyExc_TypeError, "Notifier() needs an Arena, not %.200s",
                      Py_TYPE(arena)->tp_name);
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(list, ((ArenaObject *)arena)->state->watchlist_type)) {
+        PyErr_Format(PyExc_TypeError, "Notifier() needs a Watchlist, not %.200s",
+                     Py_TYPE(list)->tp_name);
         return NULL;
     }
     if (check_slot((ArenaObject *)arena, slot) < 0) return NULL;
     NotifierObject *n = (NotifierObject *)type->tp_alloc(type, 0);
     if (n == NULL) return NULL;
     n->arena = (ArenaObject *)Py_NewRef(arena);
+    n->list = (WatchlistObject *)Py_NewRef(list);
     n->slot = &n->arena->slots[slot];
     n->fd = fd;
     n->owner = os_pid();
@@ -196,58 +184,12 @@ Notifier_close(NotifierObject *n, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* watch(link, index, generation): the link queued on record `index` at `generation`. */
-static PyObject *
-Notifier_watch(NotifierObject *n, PyObject *const *args, Py_ssize_t nargs)
-{
-    unsigned long link, index, generation;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "watch(link, index, generation) takes 3 arguments");
-        return NULL;
-    }
-    link = PyLong_AsUnsignedLong(args[0]);
-    index = PyLong_AsUnsignedLong(args[1]);
-    generation = PyLong_AsUnsignedLong(args[2]);
-    if (PyErr_Occurred() || check_record(n->arena, index) < 0) return NULL;
-    local_lock(&n->watch_lock);
-    if (n->count == n->capacity) {
-        size_t capacity = n->capacity ? 2 * n->capacity : 16;
-        Watched *grown = PyMem_RawRealloc(n->watched, capacity * sizeof(Watched));
-        if (grown == NULL) {
-            local_unlock(&n->watch_lock);
-            return PyErr_NoMemory();
-        }
-        n->watched = grown;
-        n->capacity = capacity;
-    }
-    n->watched[n->count++] = (Watched){(uint32_t)link, (uint32_t)index, (uint32_t)generation};
-    local_unlock(&n->watch_lock);
-    Py_RETURN_NONE;
-}
-
-/* unwatch(link): the link left its record (fired or not). */
-static PyObject *
-Notifier_unwatch(NotifierObject *n, PyObject *arg)
-{
-    unsigned long link = PyLong_AsUnsignedLong(arg);
-    if (PyErr_Occurred()) return NULL;
-    local_lock(&n->watch_lock);
-    for (size_t i = 0; i < n->count; i++) {
-        if (n->watched[i].link == (uint32_t)link) {
-            n->watched[i] = n->watched[--n->count];
-            break;
-        }
-    }
-    local_unlock(&n->watch_lock);
-    Py_RETURN_NONE;
-}
-
 static void
 Notifier_dealloc(NotifierObject *n)
 {
     PyTypeObject *type = Py_TYPE(n);
     notifier_stop(n);
-    PyMem_RawFree(n->watched);
+    Py_XDECREF(n->list);
     Py_XDECREF(n->arena);
     type->tp_free((PyObject *)n);
     Py_DECREF(type);
@@ -256,10 +198,6 @@ Notifier_dealloc(NotifierObject *n)
 static PyMethodDef Notifier_methods[] = {
     {"close", (PyCFunction)Notifier_close, METH_NOARGS,
      "close(): stop and join the thread (in a forked child: forget it)."},
-    {"watch", (PyCFunction)(void (*)(void))Notifier_watch, METH_FASTCALL,
-     "watch(link, index, generation): look at this link's record at each tick."},
-    {"unwatch", (PyCFunction)Notifier_unwatch, METH_O,
-     "unwatch(link): the link left its record."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -267,8 +205,8 @@ static PyType_Slot Notifier_slots[] = {
     {Py_tp_new, Notifier_new},
     {Py_tp_dealloc, Notifier_dealloc},
     {Py_tp_methods, Notifier_methods},
-    {Py_tp_doc, "Notifier(arena, slot, fd): a C thread turning the slot's wakeups into "
-                "eventfd writes."},
+    {Py_tp_doc, "Notifier(arena, slot, fd, watchlist): a C thread turning the slot's wakeups "
+                "into eventfd writes."},
     {0, NULL},
 };
 

@@ -15,67 +15,41 @@
  *     record_recheck(): a setter that died after publishing leaves the
  *     generation moved (a set, whoever wakes us); a claimer that died
  *     unset leaves a claim whose owner is gone (claim_lost), which is
- *     failed, once, and is then a set too.  A single wait re-checks through the watch
- *     (watch.c), a multi-wait every RECHECK_NS, the hub (mpevent.shm._hub)
- *     through recheck() when its park times out.
+ *     failed, once, and is then a set too.  Every sleeper -- a single
+ *     wait, a multi-wait, a parking lot's driver -- is registered with
+ *     the one watch (watch.c), which applies the rule once a second for
+ *     all of them and wakes only those whose records moved.
  */
 #include "arena.h"
 
 #include <errno.h>
 
 /*
- * Sleep on a slot's word until it is set, the deadline passes, or a signal
- * needs handling.  Returns 1 woken, 0 timed out, -1 error (exception set),
- * 2 when the process that claimed `watch` died (the caller fails it).
- * `watch`, if not NULL, is the record waited on: the waiter registers for
- * the watch (watch.c) and returns as record_moved() says.  Without one,
- * the caller bounds the park and re-checks itself (multi-waits).
+ * Sleep on a slot's word, registered with the watch (watch.c) as waiting on
+ * `record` (a single wait) or on the links of `set` (a lot, a multi-wait),
+ * until it is woken, the watch says why it should look, the deadline
+ * passes, or a signal needs handling.  Returns watch_park()'s 1 woken, 1
+ * or 2 a single record moved by the one rule (2: its claimer died; the
+ * caller fails it), 3 a set's record moved (the caller re-checks), 0 timed
+ * out, or -1 with an exception (a signal handler raised).
  */
 static int
-park_slot(ArenaObject *self, Slot *s, Record *watch, uint32_t generation, double timeout)
+park_slot(ArenaObject *self, Slot *s, Record *record, uint32_t generation, WatchSet *set,
+          int wake_when_empty, double timeout)
 {
     long long deadline = timeout < 0 ? -1 : os_now_ns() + (long long)(timeout * 1e9);
-    Parked parked = {.arena = self, .slot = s, .record = watch, .generation = generation};
-    if (watch != NULL) watch_register(&parked);
-    int result = -2;
+    Parked parked = {.arena = self, .slot = s, .record = record, .generation = generation,
+                     .set = set, .wake_when_empty = wake_when_empty};
+    watch_register(&parked);
+    int result;
     for (;;) {
         Py_BEGIN_ALLOW_THREADS
-        for (;;) {
-            uint32_t word = load_acquire(&s->word);
-            if (word & SLOT_WOKEN) {
-                result = 1;
-                break;
-            }
-            /* The watch was handed to us (watch.c): taken note of below. */
-            if (word & SLOT_WATCH) fetch_and_release(&s->word, ~SLOT_WATCH);
-            int moved = watch != NULL ? record_moved(self, watch, generation) : 0;
-            if (moved) {
-                result = moved;
-                break;
-            }
-            int watching = watch != NULL && watch_holds(&parked);
-            long long wait_ns = watching ? RECHECK_NS : -1;
-            if (watch != NULL) TEST_POINT(watching ? "park-watching" : "park-not-watching");
-            if (deadline >= 0) {
-                long long left = deadline - os_now_ns();
-                if (left <= 0) {
-                    result = 0;
-                    break;
-                }
-                if (wait_ns < 0 || left < wait_ns) wait_ns = left;
-            }
-            int rc = os_wait_word(&s->word, 0, wait_ns);
-            if (rc == EINTR) break;
-            if (rc == ETIMEDOUT && watching) watch_round();
-        }
+        result = watch_park(&parked, deadline);
         Py_END_ALLOW_THREADS
-        if (result != -2) break;
-        if (PyErr_CheckSignals() < 0) {
-            result = -1;
-            break;
-        }
+        if (result != -1) break;
+        if (PyErr_CheckSignals() < 0) break;
     }
-    if (watch != NULL) watch_unregister(&parked);
+    watch_unregister(&parked);
     return result;
 }
 
@@ -100,18 +74,34 @@ parse_timeout(PyObject *arg, double *timeout)
     return 0;
 }
 
-/* park(slot, timeout) -> bool: sleep until the slot is woken (multi-wait). */
+/*
+ * park(slot, timeout, watchlist=None) -> int: sleep until the slot is woken
+ * (1), the watch finds a record of the watchlist moved or the watchlist
+ * empty (2: the caller re-checks its links; an empty one retires), or the
+ * timeout passes (0).  For a parking lot's driver that sleeps on a futex
+ * (the hub): mpevent.shm._lot.
+ */
 PyObject *
 Arena_park(ArenaObject *self, PyObject *args)
 {
     unsigned long slot;
-    PyObject *timeout_arg;
+    PyObject *timeout_arg, *list = Py_None;
     double timeout;
-    if (!PyArg_ParseTuple(args, "kO:park", &slot, &timeout_arg)) return NULL;
+    if (!PyArg_ParseTuple(args, "kO|O:park", &slot, &timeout_arg, &list)) return NULL;
     if (check_slot(self, slot) < 0 || parse_timeout(timeout_arg, &timeout) < 0) return NULL;
-    int woken = park_slot(self, &self->slots[slot], NULL, 0, timeout);
+    WatchSet *set = NULL;
+    if (list != Py_None) {
+        if (!PyObject_TypeCheck(list, self->state->watchlist_type)) {
+            PyErr_Format(PyExc_TypeError, "park(): a Watchlist, not %.200s", Py_TYPE(list)->tp_name);
+            return NULL;
+        }
+        set = &((WatchlistObject *)list)->set;
+    }
+    Py_INCREF(list); /* the watch reads its set until we return */
+    int woken = park_slot(self, &self->slots[slot], NULL, 0, set, set != NULL, timeout);
+    Py_DECREF(list);
     if (woken < 0) return NULL;
-    return PyBool_FromLong(woken);
+    return PyLong_FromLong(woken == 3 ? 2 : woken);
 }
 
 /*
@@ -182,7 +172,8 @@ wait_record(ArenaObject *self, Record *r, unsigned long slot, double timeout)
     int woken;
     for (;;) {
         double left = deadline < 0 ? -1.0 : (double)(deadline - os_now_ns()) / 1e9;
-        woken = park_slot(self, s, r, GENERATION(state), deadline < 0 || left > 0 ? left : 0.0);
+        woken = park_slot(self, s, r, GENERATION(state), NULL, 0,
+                          deadline < 0 || left > 0 ? left : 0.0);
         if (woken != 2) break;
         /* Its claimer looked dead: failed under the lock unless a live
          * process claimed it since (then we wait on). */
@@ -340,6 +331,9 @@ Arena_wait_any(ArenaObject *self, PyObject *args)
     PyObject *ready = PyList_New(0);
     Linked *linked = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Linked));
     Py_ssize_t queued = 0;
+    Watched *watched = NULL;
+    WatchSet set = {0};
+    long long deadline = timeout < 0 ? -1 : os_now_ns() + (long long)(timeout * 1e9);
     if (linked == NULL) PyErr_NoMemory(); /* PyMem_Calloc sets no exception */
     if (ready == NULL || linked == NULL) goto error;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -390,17 +384,29 @@ Arena_wait_any(ArenaObject *self, PyObject *args)
         }
         l->generation = GENERATION(state);
     }
-    long long deadline = timeout < 0 ? -1 : os_now_ns() + (long long)(timeout * 1e9);
-    while (PyList_GET_SIZE(ready) == 0) {
-        double wait_s = RECHECK_NS / 1e9;
-        if (deadline >= 0) {
-            long long left = deadline - os_now_ns();
-            if (left <= 0) break;
-            if (left < RECHECK_NS) wait_s = left / 1e9;
+    /* What the watch looks at for us: every link queued. */
+    if (PyList_GET_SIZE(ready) == 0) {
+        watched = PyMem_RawMalloc((size_t)(queued ? queued : 1) * sizeof(Watched));
+        if (watched == NULL) {
+            PyErr_NoMemory();
+            goto error;
         }
-        int woken = park_slot(self, s, NULL, 0, wait_s);
+        for (Py_ssize_t i = 0; i < queued; i++)
+            if (linked[i].queued)
+                watched[set.count++] =
+                    (Watched){linked[i].link, linked[i].index, linked[i].generation};
+        set.items = watched;
+        set.capacity = set.count;
+    }
+    while (PyList_GET_SIZE(ready) == 0) {
+        double left = timeout < 0 ? -1.0 : (double)(deadline - os_now_ns()) / 1e9;
+        if (timeout >= 0 && left <= 0) break;
+        int woken = park_slot(self, s, NULL, 0, &set, 0, left);
         if (woken < 0) goto error;
-        if (woken) break;
+        if (woken != 3) break; /* woken (links fired: looked at below) or timed out */
+        /* The watch saw a record move with no wakeup (a dead setter or
+         * claimer): the one rule, applied here, fails a lost claim. */
+        fetch_and_release(&s->word, ~SLOT_RECHECK);
         for (Py_ssize_t i = 0; i < queued; i++) {
             if (linked[i].queued && record_recheck(self, linked[i].record, linked[i].generation) &&
                 add_ready(ready, i) < 0)
@@ -432,6 +438,7 @@ done:
         }
         PyMem_Free(linked);
     }
+    PyMem_RawFree(watched);
     Py_DECREF(seq);
     return ready;
 }

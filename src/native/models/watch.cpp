@@ -2,7 +2,13 @@
  * Relacy model: the watch, and its hand-over when the watcher leaves.
  *
  * Mirrors (src/native/watch.c) watch_register, watch_unregister,
- * watch_holds and watch_round, and (src/native/wait.c) park_slot.
+ * watch_holds, watch_round and watch_park (each turn of the sleep of every
+ * registered slot, which park_slot in src/native/wait.c and notifier_run in
+ * src/native/notify.c call).
+ *
+ * (watch_round's SLOT_RECHECK for a set of links is the same OR-then-wake
+ * into a sleeper's word as the hand-over's SLOT_WATCH modelled here, read
+ * by the same turn of watch_park: what holds for one holds for the other.)
  *
  * The protocol.  The threads of a process that park on a record register
  * on a process-local list under a process-local lock (a local_lock in the
@@ -18,7 +24,7 @@
  *     OR-ing SLOT_WATCH into its word (release) and a futex wake, both
  *     under the lock.
  *   - watch_holds: under the lock, whether the watcher is this waiter.
- *   - park_slot, each turn: read the word (acquire); SLOT_WOKEN -> return;
+ *   - watch_park, each turn: read the word (acquire); SLOT_WOKEN -> return;
  *     SLOT_WATCH -> clear it (an atomic AND, release); ask watch_holds; the
  *     watcher sleeps timed, any other waiter futex-waits with expected
  *     value 0 and no timeout -- a hand-over that set SLOT_WATCH makes that
