@@ -100,6 +100,22 @@ def test_idle_waiters_wake_about_once_a_second_per_process_not_per_thread() -> N
     assert cost["wakeups per second"] <= 2 * 1.0 + 2.0
 
 
+@pytest.mark.parametrize("kind", ["tasks", "callbacks", "everyone"])
+def test_idle_loops_and_hubs_with_waiters_are_never_woken(kind: str) -> None:
+    """One watch per process: only its holder wakes, once a second, whatever waits.
+
+    20 asyncio tasks (a loop and its notifier thread), 20 rawlink()
+    callbacks (the hub thread), or 20 of each and 20 blocked threads, in
+    each of 2 processes.  Before the one watch, each loop's notifier and
+    each hub ticked once a second on their own beside the watch of the
+    blocked threads: "everyone" cost 3 wakeups a second per process.
+    """
+    from mpevent.tools import bench as _bench
+
+    cost = _bench.idle_cost(processes=2, threads=20, seconds=2.0, kind=kind)
+    assert cost["wakeups per second"] <= 2 * 1.0 + 1.0
+
+
 def test_a_fork_from_another_thread_leaves_the_parents_slots_alone() -> None:
     """Pool and executor helper threads fork: the child must not free our slots."""
     import multiprocessing as mp

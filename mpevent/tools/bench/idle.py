@@ -37,6 +37,34 @@ def _idle_tasks(event: Event, tasks: int, parked: Any) -> None:
     asyncio.run(main())
 
 
+def _idle_callbacks(event: Event, callbacks: int, parked: Any) -> None:
+    import threading
+
+    called = threading.Event()
+    for _ in range(callbacks):
+        event.rawlink(lambda _event: called.set())
+    parked.set()
+    called.wait()
+
+
+def _idle_everyone(event: Event, each: int, parked: Any) -> None:
+    """*each* blocked threads, asyncio tasks (on a loop of their own thread) and callbacks."""
+    import threading
+
+    kinds = [CTX.Event() for _ in range(3)]
+    runners = [
+        threading.Thread(target=run, args=(event, each, ready))
+        for run, ready in zip((_idle_waiters, _idle_tasks, _idle_callbacks), kinds, strict=True)
+    ]
+    for runner in runners:
+        runner.start()
+    for ready in kinds:
+        ready.wait(60)
+    parked.set()
+    for runner in runners:
+        runner.join()
+
+
 def _switches(pid: int) -> int:
 
     total = 0
@@ -62,18 +90,27 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def idle_cost(
-    processes: int = 4, threads: int = 50, seconds: float = 10.0, tasks: bool = False
+    processes: int = 4, threads: int = 50, seconds: float = 10.0, kind: str = "threads"
 ) -> dict[str, float]:
     """Wakeups per second and CPU seconds of blocked waiters, over *seconds*.
 
     *processes* children each park *threads* threads in Event.wait() with
-    no timeout (*tasks*: as many asyncio tasks in wait_async(), on one
-    loop); their context switches (every thread's, from
-    /proc/<pid>/task/*/status) and CPU time are read before and after.
+    no timeout (*kind* "tasks": as many asyncio tasks in wait_async(), on
+    one loop; "callbacks": as many rawlink() callbacks, on the hub thread;
+    "everyone": as many of each kind in each process);
+    their context switches (every thread's, from /proc/<pid>/task/*/status)
+    and CPU time are read before and after.
     """
     event = Event()
     ready = [CTX.Event() for _ in range(processes)]
-    target = _idle_tasks if tasks else _idle_waiters
+    target = {
+        "threads": _idle_waiters,
+        "tasks": _idle_tasks,
+        "callbacks": _idle_callbacks,
+        "everyone": _idle_everyone,
+    }[kind]
+    # A hub links each handle once, however many callbacks it has.
+    linked = processes * {"callbacks": 1, "everyone": 2 * threads + 1}.get(kind, threads)
     children = [CTX.Process(target=target, args=(event, threads, parked)) for parked in ready]
     for child in children:
         child.start()
@@ -81,7 +118,7 @@ def idle_cost(
         for parked in ready:
             parked.wait(60)
         deadline = time.monotonic() + 30
-        while event._record.info()["waiters"] < processes * threads:
+        while event._record.info()["waiters"] < linked:
             if time.monotonic() > deadline:
                 raise RuntimeError("the waiters did not all park within 30 s")
             time.sleep(0.01)
@@ -110,14 +147,22 @@ def report_idle_cost(
         f"over {seconds:g} s: {result['wakeups per second']:.1f} wakeups/s in total, "
         f"{result['CPU seconds']:.2f} s of CPU"
     )
-    on_loops = idle_cost(processes, threads, seconds, tasks=True)
+    on_loops = idle_cost(processes, threads, seconds, kind="tasks")
     print(
         f"{processes * threads} asyncio tasks in wait_async() on {processes} loops, "
         f"over {seconds:g} s: {on_loops['wakeups per second']:.1f} wakeups/s in total, "
         f"{on_loops['CPU seconds']:.2f} s of CPU"
     )
+    on_hubs = idle_cost(processes, threads, seconds, kind="callbacks")
+    print(
+        f"{processes * threads} rawlink() callbacks on {processes} hub threads, "
+        f"over {seconds:g} s: {on_hubs['wakeups per second']:.1f} wakeups/s in total, "
+        f"{on_hubs['CPU seconds']:.2f} s of CPU"
+    )
     return {
         **result,
         "asyncio wakeups per second": on_loops["wakeups per second"],
         "asyncio CPU seconds": on_loops["CPU seconds"],
+        "hub wakeups per second": on_hubs["wakeups per second"],
+        "hub CPU seconds": on_hubs["CPU seconds"],
     }
