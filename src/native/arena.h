@@ -583,7 +583,7 @@ record_clear(Record *r)
 }
 
 /* layout.c */
-int is_arena(PyObject *obj);
+ArenaObject *arena_argument(PyObject *obj, const char *who);
 int check_record(ArenaObject *a, unsigned long index);
 Record *parse_record(ArenaObject *self, PyObject *arg);
 int Arena_init(ArenaObject *self, PyObject *args, PyObject *kwds);

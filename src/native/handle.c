@@ -61,11 +61,7 @@ Handle_bind(HandleObject *self, PyObject *args)
     PyObject *arena;
     unsigned long index;
     if (!PyArg_ParseTuple(args, "Ok:_bind", &arena, &index)) return NULL;
-    if (!is_arena(arena)) {
-        PyErr_Format(PyExc_TypeError, "_bind() needs an Arena, not %.200s",
-                     Py_TYPE(arena)->tp_name);
-        return NULL;
-    }
+    if (arena_argument(arena, "_bind()") == NULL) return NULL;
     if (check_record((ArenaObject *)arena, index) < 0) return NULL;
     /* The index before the pointer that publishes it. */
     store_relaxed(&self->index, (uint32_t)index);

@@ -90,10 +90,19 @@ Arena_dealloc(ArenaObject *self)
 
 /* Is obj an Arena of any interpreter's module?  Each interpreter has its
  * own Arena type; they share this dealloc (Arena takes no subclasses). */
-int
+static int
 is_arena(PyObject *obj)
 {
     return Py_TYPE(obj)->tp_dealloc == (destructor)Arena_dealloc;
+}
+
+/* `obj` as an Arena, or NULL with TypeError naming `who`, the callee. */
+ArenaObject *
+arena_argument(PyObject *obj, const char *who)
+{
+    if (is_arena(obj)) return (ArenaObject *)obj;
+    PyErr_Format(PyExc_TypeError, "%s needs an Arena, not %.200s", who, Py_TYPE(obj)->tp_name);
+    return NULL;
 }
 
 /* --- reserving pages ------------------------------------------------ */

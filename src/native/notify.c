@@ -146,11 +146,7 @@ Notifier_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     unsigned long slot;
     int fd;
     if (!PyArg_ParseTuple(args, "OkiO:Notifier", &arena, &slot, &fd, &list)) return NULL;
-    if (!is_arena(arena)) {
-        PyErr_Format(PyExc_TypeError, "Notifier() needs an Arena, not %.200s",
-                     Py_TYPE(arena)->tp_name);
-        return NULL;
-    }
+    if (arena_argument(arena, "Notifier()") == NULL) return NULL;
     if (!PyObject_TypeCheck(list, ((ArenaObject *)arena)->state->watchlist_type)) {
         PyErr_Format(PyExc_TypeError, "Notifier() needs a Watchlist, not %.200s",
                      Py_TYPE(list)->tp_name);

@@ -229,11 +229,7 @@ Watchlist_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     PyObject *arena;
     if (!PyArg_ParseTuple(args, "O:Watchlist", &arena)) return NULL;
-    if (!is_arena(arena)) {
-        PyErr_Format(PyExc_TypeError, "Watchlist() needs an Arena, not %.200s",
-                     Py_TYPE(arena)->tp_name);
-        return NULL;
-    }
+    if (arena_argument(arena, "Watchlist()") == NULL) return NULL;
     WatchlistObject *w = (WatchlistObject *)type->tp_alloc(type, 0);
     if (w == NULL) return NULL;
     w->arena = (ArenaObject *)Py_NewRef(arena);
