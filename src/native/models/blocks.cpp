@@ -47,7 +47,7 @@
  */
 #include <relacy/relacy.hpp>
 
-#include <cstdio>
+#include "futex.hpp"
 
 static const unsigned BLOCK_FREE = 0u;
 static const unsigned BLOCK_WRITING = 1u;
@@ -195,13 +195,4 @@ struct blocks_model : rl::test_suite<blocks_model, 2> {
     }
 };
 
-int main()
-{
-    rl::test_params p;
-    p.search_type = rl::sched_bound;
-    p.context_bound = 3;
-    bool ok = rl::simulate<blocks_model>(p);
-    std::printf("blocks: %s, %llu interleavings\n", ok ? "holds" : "BROKEN",
-                (unsigned long long)p.stop_iteration);
-    return ok ? 0 : 1;
-}
+int main() { return run_model<blocks_model>("blocks"); }

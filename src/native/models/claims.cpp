@@ -53,7 +53,7 @@
  */
 #include <relacy/relacy.hpp>
 
-#include <cstdio>
+#include "futex.hpp"
 
 static const unsigned CLAIM_DEAD = 0x40000000u;
 static const unsigned STATE_FLAG = 1u;
@@ -189,13 +189,4 @@ struct claims_model : rl::test_suite<claims_model, 3> {
     }
 };
 
-int main()
-{
-    rl::test_params p;
-    p.search_type = rl::sched_bound;
-    p.context_bound = 3;
-    bool ok = rl::simulate<claims_model>(p);
-    std::printf("claims: %s, %llu interleavings\n", ok ? "holds" : "BROKEN",
-                (unsigned long long)p.stop_iteration);
-    return ok ? 0 : 1;
-}
+int main() { return run_model<claims_model>("claims"); }

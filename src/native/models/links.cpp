@@ -51,7 +51,7 @@
  */
 #include <relacy/relacy.hpp>
 
-#include <cstdio>
+#include "futex.hpp"
 
 static const unsigned LINK_QUEUED = 1u;
 static const unsigned LINK_OWNED = 2u;
@@ -286,13 +286,4 @@ struct links_model : rl::test_suite<links_model, 2> {
     }
 };
 
-int main()
-{
-    rl::test_params p;
-    p.search_type = rl::sched_bound;
-    p.context_bound = 3;
-    bool ok = rl::simulate<links_model>(p);
-    std::printf("links: %s, %llu interleavings\n", ok ? "holds" : "BROKEN",
-                (unsigned long long)p.stop_iteration);
-    return ok ? 0 : 1;
-}
+int main() { return run_model<links_model>("links"); }

@@ -20,14 +20,9 @@
  *     modelled as a seq_cst flag per lock owner that the dying thread's
  *     "kernel" clears when the thread stops.  Our own label is alive.
  *
- * Futex: every sleep here is timed (LOCK_CHECK_NS).  The model's
- * os_wait_word checks the value as the kernel does (after a seq_cst fence,
- * in one step: a word that moved returns at once), then the timeout may
- * pass at any later point: a scheduling point, then "timed out".  (A wake
+ * Futex (futex.hpp): every sleep here is timed (LOCK_CHECK_NS).  A wake
  * before the timeout only makes the C re-read the word, which the
- * timed-out path does too; and this Relacy version crashes with two
- * threads in a timed park on one atomic.)  os_wake_word is Relacy's unpark
- * after a seq_cst fence.  A sleeper's loop is bounded (ROUNDS turns; a
+ * timed-out path does too.  A sleeper's loop is bounded (ROUNDS turns; a
  * thread still waiting then gives up, which only cuts the model short).
  *
  * Threads:
@@ -63,11 +58,12 @@
  */
 #include <relacy/relacy.hpp>
 
+#include "futex.hpp"
+
 static const unsigned LOCK_WAITERS = 0x80000000u;
 static const unsigned THREADS = 3;
 static const unsigned D = 0;     /* the holder that dies */
 static const unsigned ROUNDS = 4; /* turns of a sleeper's loop modelled */
-static const int WOKEN = 0, TIMED_OUT = 1;
 
 struct lock_word_model : rl::test_suite<lock_word_model, THREADS> {
     rl::atomic<unsigned> word;        /* the lock word */
@@ -91,35 +87,6 @@ struct lock_word_model : rl::test_suite<lock_word_model, THREADS> {
     }
 
     static unsigned label_of(unsigned thread) { return thread + 1; }
-
-    /* futex wait, timed (LOCK_CHECK_NS): the value check is the kernel's,
-     * one step after a seq_cst fence; a word that moved returns at once
-     * (EAGAIN, reported as woken).  Else the sleep ends when its timeout
-     * passes, which the scheduler may make happen at any later point: a
-     * scheduling point, then "timed out".  (A wake before the timeout only
-     * makes the C re-read the word, which the timed-out path does too.) */
-    int os_wait_word(rl::atomic<unsigned>& w, unsigned expected)
-    {
-        rl::context& c = rl::ctx();
-        c.sched();
-        c.atomic_thread_fence_seq_cst();
-        unsigned now;
-        {
-            rl::preemption_disabler off(c);
-            now = w.load(rl::mo_acquire, $);
-        }
-        if (now != expected) return WOKEN;
-        c.sched();
-        return TIMED_OUT;
-    }
-
-    void os_wake_word(rl::atomic<unsigned>& w, int count)
-    {
-        rl::context& c = rl::ctx();
-        c.sched();
-        c.atomic_thread_fence_seq_cst();
-        w.wake(c, count, $);
-    }
 
     /* owner_alive: 1 for our own label; else whether its byte is held */
     bool owner_alive(unsigned me, unsigned label)
@@ -153,7 +120,7 @@ struct lock_word_model : rl::test_suite<lock_word_model, THREADS> {
                     continue;
                 seen = marked;
             }
-            if (os_wait_word(word, seen) != TIMED_OUT) continue;
+            if (os_wait_word(word, seen, TIMED) != TIMED_OUT) continue;
             /* held for a whole LOCK_CHECK_NS: is its holder alive? */
             if (word($).load(rl::mo_relaxed) == seen && !owner_alive(me, seen & ~LOCK_WAITERS)) {
 #ifndef MODEL_OLD
@@ -207,11 +174,4 @@ struct lock_word_model : rl::test_suite<lock_word_model, THREADS> {
     }
 };
 
-int main()
-{
-    rl::test_params p;
-    p.search_type = rl::sched_bound;
-    p.context_bound = 3;
-    bool ok = rl::simulate<lock_word_model>(p);
-    return ok ? 0 : 1;
-}
+int main() { return run_model<lock_word_model>("lock_word"); }

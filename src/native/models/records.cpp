@@ -46,7 +46,7 @@
  */
 #include <relacy/relacy.hpp>
 
-#include <cstdio>
+#include "futex.hpp"
 
 static const unsigned KIND_FREE = 0u;
 static const unsigned KIND_RESULT = 3u;
@@ -170,13 +170,4 @@ struct records_model : rl::test_suite<records_model, 3> {
     }
 };
 
-int main()
-{
-    rl::test_params p;
-    p.search_type = rl::sched_bound;
-    p.context_bound = 3;
-    bool ok = rl::simulate<records_model>(p);
-    std::printf("records: %s, %llu interleavings\n", ok ? "holds" : "BROKEN",
-                (unsigned long long)p.stop_iteration);
-    return ok ? 0 : 1;
-}
+int main() { return run_model<records_model>("records"); }

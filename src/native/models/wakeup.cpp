@@ -81,11 +81,8 @@
  * Promise: the waiter never sleeps forever once the setter ran (a DEADLOCK
  * otherwise), and it reports the record set (after() asserts).
  *
- * Futex: the model's os_wait_word and futex_wake_all are Relacy's own park
- * and unpark on the atomic: the value check and the park are one step (the
- * kernel's hash-bucket lock), with a seq_cst fence before the check and
- * before the wake (the kernel's full barrier); no spurious returns.  Every
- * sleep here is untimed, so a sleep that nobody ends is a DEADLOCK.
+ * Futex (futex.hpp): every sleep here is untimed, so a sleep that nobody
+ * ends is a DEADLOCK.
  *
  * MODEL_OLD: Arena_reset arms the word with a release store of 0 instead of
  * the exchange (suite 1; suites 2 and 3 are unchanged).  A store followed
@@ -122,6 +119,8 @@
  */
 #include <relacy/relacy.hpp>
 
+#include "futex.hpp"
+
 static const unsigned SLOT_WOKEN = 1u;
 static const unsigned SLOT_WATCH = 2u;
 static const unsigned LINK_QUEUED = 1u;
@@ -130,29 +129,6 @@ static const unsigned LOOP_SLOT = 0u;  /* the slot the link names */
 static const unsigned OTHER_SLOT = 7u; /* what a reuse of the link writes */
 
 static unsigned generation(unsigned state) { return state >> 1; }
-
-/* futex wait, untimed: the value check and the park in one step. */
-static void os_wait_word(rl::atomic<unsigned>& w, unsigned expected)
-{
-    rl::context& c = rl::ctx();
-    c.sched();
-    c.atomic_thread_fence_seq_cst();
-    unsigned now;
-    {
-        rl::preemption_disabler off(c);
-        now = w.load(rl::mo_acquire, $);
-    }
-    if (now != expected) return; /* EAGAIN */
-    w.wait(c, false, false, $);
-}
-
-static void futex_wake_all(rl::atomic<unsigned>& w)
-{
-    rl::context& c = rl::ctx();
-    c.sched();
-    c.atomic_thread_fence_seq_cst();
-    w.wake(c, 16, $);
-}
 
 /* A setter's write of SLOT_WOKEN into a slot word (wake_fired, Arena_wake):
  * an OR, release; under MODEL_OLD_STOP the plain release store it was. */
@@ -446,20 +422,8 @@ struct wait_model : rl::test_suite<wait_model, 2> {
 
 int main()
 {
-    rl::test_params p1;
-    p1.search_type = rl::sched_bound;
-    p1.context_bound = 3;
-    bool ok1 = rl::simulate<loop_model>(p1);
-
-    rl::test_params p2;
-    p2.search_type = rl::sched_bound;
-    p2.context_bound = 3;
-    bool ok2 = rl::simulate<wait_model>(p2);
-
-    rl::test_params p3;
-    p3.search_type = rl::sched_bound;
-    p3.context_bound = 3;
-    bool ok3 = rl::simulate<stop_model>(p3);
-
-    return ok1 && ok2 && ok3 ? 0 : 1;
+    int status = run_model<loop_model>("wakeup, suite 1 (loop)");
+    status |= run_model<wait_model>("wakeup, suite 2 (wait)");
+    status |= run_model<stop_model>("wakeup, suite 3 (stop)");
+    return status;
 }

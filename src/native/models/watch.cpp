@@ -30,12 +30,9 @@
  *     value 0 and no timeout -- a hand-over that set SLOT_WATCH makes that
  *     wait return at once (the futex compares the word with 0).
  *
- * Futex: the model's untimed os_wait_word is Relacy's own park on the atomic
- * (value check and park in one step, after a seq_cst fence; no spurious
- * returns), and futex_wake_all its unpark after a seq_cst fence: an untimed
- * sleep that nobody ends is reported as a DEADLOCK.  A timed sleep (the
- * watcher's RECHECK_NS, a caller's deadline) ends by itself: a scheduling
- * point, then "timed out".
+ * Futex (futex.hpp): an untimed sleep that nobody ends is reported as a
+ * DEADLOCK.  A timed sleep (the watcher's RECHECK_NS, a caller's deadline)
+ * ends by itself.
  *
  * Threads:
  *   0  W: parks with a deadline of its caller (so every sleep of W is
@@ -67,12 +64,13 @@
  */
 #include <relacy/relacy.hpp>
 
+#include "futex.hpp"
+
 static const unsigned SLOT_WOKEN = 1u;
 static const unsigned SLOT_WATCH = 2u;
 static const int NONE = -1;
 static const int W = 0, T = 1;
 static const unsigned TURNS = 4; /* park_slot turns of T modelled */
-static const int WOKEN = 0, TIMED_OUT = 1;
 
 struct watch_model : rl::test_suite<watch_model, 2> {
     rl::mutex watch_lock;
@@ -99,35 +97,6 @@ struct watch_model : rl::test_suite<watch_model, 2> {
         RL_ASSERT(parked_head($) == NONE);
         RL_ASSERT(watcher($) == NONE);
         RL_ASSERT(t_watching($).load(rl::mo_relaxed) == 1);
-    }
-
-    /* futex wait.  Untimed: value check and park in one step.  Timed: the
-     * value check, then the timeout may pass at any later point. */
-    int os_wait_word(rl::atomic<unsigned>& w, unsigned expected, bool timed)
-    {
-        rl::context& c = rl::ctx();
-        c.sched();
-        c.atomic_thread_fence_seq_cst();
-        unsigned now;
-        {
-            rl::preemption_disabler off(c);
-            now = w.load(rl::mo_acquire, $);
-        }
-        if (now != expected) return WOKEN; /* EAGAIN */
-        if (timed) {
-            c.sched();
-            return TIMED_OUT;
-        }
-        w.wait(c, false, false, $);
-        return WOKEN;
-    }
-
-    void futex_wake_all(rl::atomic<unsigned>& w)
-    {
-        rl::context& c = rl::ctx();
-        c.sched();
-        c.atomic_thread_fence_seq_cst();
-        w.wake(c, 16, $);
     }
 
     void watch_register(int p)
@@ -211,7 +180,7 @@ struct watch_model : rl::test_suite<watch_model, 2> {
         int watching = park_turn(W);
         if (watching >= 0) {
             /* the caller's deadline: a timed sleep, whether watching or not */
-            if (os_wait_word(word[W], 0, true) == TIMED_OUT && watching) watch_round();
+            if (os_wait_word(word[W], 0, TIMED) == TIMED_OUT && watching) watch_round();
             /* the deadline has passed: park_slot returns 0 */
         }
         watch_unregister(W);
@@ -226,11 +195,11 @@ struct watch_model : rl::test_suite<watch_model, 2> {
             RL_ASSERT(watching >= 0); /* nobody sets T's record */
             if (watching) {
                 /* the watcher's timed sleep and round; the model stops here */
-                if (os_wait_word(word[T], 0, true) == TIMED_OUT) watch_round();
+                if (os_wait_word(word[T], 0, TIMED) == TIMED_OUT) watch_round();
                 t_watching($).store(1, rl::mo_relaxed);
                 break;
             }
-            os_wait_word(word[T], 0, false); /* untimed: not the watcher */
+            os_wait_word(word[T], 0, UNTIMED); /* not the watcher */
         }
         RL_ASSERT(turn != TURNS);
         watch_unregister(T);
@@ -243,11 +212,4 @@ struct watch_model : rl::test_suite<watch_model, 2> {
     }
 };
 
-int main()
-{
-    rl::test_params p;
-    p.search_type = rl::sched_bound;
-    p.context_bound = 3;
-    bool ok = rl::simulate<watch_model>(p);
-    return ok ? 0 : 1;
-}
+int main() { return run_model<watch_model>("watch"); }
