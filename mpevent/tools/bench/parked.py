@@ -1,6 +1,7 @@
 """Values to parked receivers: the handoff as users write it, and where its time goes.
 
-Two shapes, each with results kept by both sides or dropped by both after use:
+Two shapes: the first with results kept by both sides or dropped by both
+after use, the second kept:
 
 * ``per peer``: one receiver *process per peer* (mpevent, a Pipe, a Queue,
   SharedMemory by hand), forked once with its channel (for mpevent: a list
@@ -9,7 +10,8 @@ Two shapes, each with results kept by both sides or dropped by both after use:
   a shuffled order, sleeping 5 ms before each handoff, so every receiver is
   parked for tens of milliseconds between its own values.
 * ``long-lived``: the same receivers, each reading a fresh kept result
-  every 20 ms for longer.
+  every 20 ms for two and a half times as long (the kept values pile up
+  in the heap, as in a program that reads a result per task).
 
 Latency is from just before ``set()``/``send()`` to the receiver holding the
 whole object (it stamps shared memory, after dropping its handle when the
@@ -31,7 +33,7 @@ from ._common import CTX, Figure, KiB, MiB, size_label
 PARKED_SIZES = [100, 4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, MiB, 8 * MiB, 32 * MiB]
 QUICK_PARKED_SIZES = [100, 64 * KiB, MiB, 32 * MiB]
 PEERS = ("mpevent.AsyncResult", "multiprocessing.Pipe", "multiprocessing.Queue", "SharedMemory")
-GAP = {"per peer": 0.005, "long-lived": 0.020}  # seconds before each handoff
+GAP = 0.005  # seconds before each handoff: each of the 4 receivers is parked ~20 ms
 
 
 def _usage() -> tuple[float, float]:
@@ -130,7 +132,7 @@ def _receiver(peer: _Peer, stamps: Any, row: int, acks: Any, usage: Any) -> None
     usage[2 * row], usage[2 * row + 1] = after[0] - faults, after[1] - cpu
 
 
-def parked_round(size: int, mode: str, shape: str, rounds: int) -> dict[str, dict[str, float]]:
+def parked_round(size: int, mode: str, rounds: int) -> dict[str, dict[str, float]]:
     """One run: per peer, its latency Figure and its faults and CPU per handoff."""
     keep = mode == "kept"
     value = bytes(size)
@@ -153,7 +155,7 @@ def parked_round(size: int, mode: str, shape: str, rounds: int) -> dict[str, dic
         for i in range(rounds):
             shuffle.shuffle(order)
             for row in order:
-                time.sleep(GAP[shape] / (len(peers) if shape == "long-lived" else 1))
+                time.sleep(GAP)
                 before = _usage()
                 starts[row][i] = time.perf_counter()
                 peers[row].send(i, value)
@@ -211,9 +213,11 @@ def parked_handoff(
     for shape in shapes:
         for size in sizes or PARKED_SIZES:
             reps = rounds if size < 8 * MiB else max(WARMUP + 8, rounds // 4)
-            for mode in modes:
+            if shape == "long-lived":
+                reps = reps * 5 // 2
+            for mode in modes if shape == "per peer" else ("kept",):
                 label = f"{size_label(size)} {mode}, {shape}"
-                table = parked_round(size, mode, shape, reps)
+                table = parked_round(size, mode, reps)
                 latency[label] = {peer: figures["latency"] for peer, figures in table.items()}
                 accounting[label] = {
                     peer: {key: value for key, value in figures.items() if key != "latency"}
