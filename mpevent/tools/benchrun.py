@@ -148,12 +148,14 @@ def summary(results: dict[str, Any]) -> None:
             )
         Console().print(table)
         return
+    # Without rich: two lines a row, so that 80 columns hold it.
     print("mpevent against the best other peer of each row (lower is better;")
-    print("us: median (first-third quartile))")
+    print("us: medians; their quartiles are in the JSON)")
     for row, ours, value, best, theirs in found:
+        print(f"  {row}")
         print(
-            f"  {row:34s} {ours:30s} {_micros(value):>24s} us   {best:26s} "
-            f"{_micros(theirs):>24s} us   {value / theirs:5.2f}x"
+            f"    {_short(ours)[:22]:22s} {value * 1e6:8.1f} us  {_short(best)[:20]:20s} "
+            f"{theirs * 1e6:8.1f} us {value / theirs:5.2f}x"
         )
 
 
