@@ -29,6 +29,14 @@ from typing import Any, Final, SupportsIndex
 FRAME_HEADER: Final = struct.Struct("=II")
 BUFFER_LENGTH: Final = struct.Struct("=Q")
 IN_BAND_MAX: Final = 8 * 1024  # buffers up to this size are pickled whole, in band
+# A top-level bytes-like value up to this size is pickled whole too: in
+# shared memory it then fits a small block (a plain pickle up to 64 KiB,
+# SMALL_MAX), copied in and out under the record lock, where out of band it
+# took a large block, with a header page, a pin and a view for the reader.
+# Measured with a receiver parked for milliseconds (benchmarks/parked.py,
+# docs/design.md): 16 KiB went from 1.43-1.62x a Pipe to 1.02-1.27x.  NumPy
+# arrays keep IN_BAND_MAX: past it they stay zero-copy views.
+BYTES_IN_BAND_MAX: Final = 60 * 1024
 _BUFFER_TYPES: Final = (bytes, bytearray, memoryview, array.array)
 # Types whose pickles have no out-of-band buffers: no second look needed.
 _PLAIN_TYPES: Final = frozenset({type(None), bool, int, float, str, tuple, list, dict})
@@ -120,7 +128,7 @@ def _dump(obj: object, buffer_callback: Callable[[pickle.PickleBuffer], None] | 
     kind = type(obj)
     # Wrap only when it pays (or is needed: memoryview does not pickle).
     if kind is memoryview or (
-        kind in _BUFFER_TYPES and memoryview(obj).nbytes > IN_BAND_MAX  # type: ignore[arg-type]
+        kind in _BUFFER_TYPES and memoryview(obj).nbytes > BYTES_IN_BAND_MAX  # type: ignore[arg-type]
     ):
         obj = _OutOfBand(obj)  # type: ignore[arg-type]
     return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)

@@ -116,9 +116,6 @@ class RedisRecord:
     def clear(self) -> None:
         self._expect(self._run(_scripts.CLEAR, [self.key], []))
 
-    def generation(self) -> int:
-        return self.state().generation
-
     def holds(self, which: int) -> bool:
         return self.state().holds[which]
 

@@ -216,10 +216,6 @@ class Record:
     def clear(self) -> None:
         self.native.clear(self.index)
 
-    def generation(self) -> int:
-        """Bumped by every set(): a stored value changed if this did."""
-        return self.native.state(self.index) >> 1
-
     def wait(self, timeout: float | None) -> bool:
         """Block until set or *timeout* passes; True if it was set.
 

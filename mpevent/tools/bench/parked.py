@@ -66,7 +66,9 @@ class _Peer:
     def wait(self, i: int) -> None:
         """In the receiver: block until value *i* can be read (the wakeup alone)."""
         if self.name == "mpevent.AsyncResult":
-            self.results[i].wait()
+            # Not wait(): gevent's AsyncResult.wait() returns the value, so
+            # it would read it too.  The wait alone, as get() does it.
+            self.results[i]._wait_ready(None)
         elif self.name == "multiprocessing.Queue":
             self.queue._reader.poll(None)  # type: ignore[attr-defined]
         else:
