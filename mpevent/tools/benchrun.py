@@ -106,7 +106,7 @@ def _micros(figure: float) -> str:
 
 def _short(peer: str) -> str:
     """A peer's name for a narrow column: ``mp.`` for ``multiprocessing.``, no ``mpevent``."""
-    return peer.replace("multiprocessing.", "mp.").removeprefix("mpevent ")
+    return peer.replace("multiprocessing.", "mp.").removeprefix("mpevent ").removeprefix("mpevent.")
 
 
 def summary(results: dict[str, Any]) -> None:
