@@ -100,6 +100,11 @@ def run(workers: int = 4, rounds: int = 2000, trials: int = 3, out: str = ".") -
             "values": lambda: bench.report_value_handoff(
                 count=40, trials=1, sizes=bench.QUICK_VALUE_SIZES
             ),
+            # Values to receivers parked for milliseconds, with what each
+            # handoff costs each side (faults, CPU) in the JSON.
+            "parked": lambda: bench.report_parked_handoff(
+                10, [100, 64 << 10, 1 << 20], shapes=("per peer",)
+            ),
             "wakeups": lambda: bench.report_wakeup_latency(count=100, trials=1),
             "creation": lambda: {"seconds": bench.report_creation(100_000)},
         },
