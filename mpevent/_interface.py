@@ -57,8 +57,11 @@ class RecordBackend(Protocol):
         ...
 
     @staticmethod
-    def wait_many(records: Sequence[Any], timeout: float | None, count: int) -> list[int]:
-        """wait() on several records of this backend: the positions of the first *count* set."""
+    def wait_many(records: Sequence[Any], timeout: float | None) -> list[int]:
+        """wait() on several records of this backend: the positions seen set, in order.
+
+        Returns once any is set ([] when *timeout* passed first).
+        """
         ...
 
     @staticmethod

@@ -32,7 +32,7 @@ children, which end with ``os._exit()``):
   4. ``arenas``   -- leave every arena (the last leaver unlinks it).
 
 The C extension keeps one hook of its own (``pthread_atfork`` in
-``src/native/watch.c``, for the process-local watch list and its lock):
+``src/native/wait.c``, for the process-local watch list and its lock):
 it resets C statics, touches no Python object, and runs before any of
 these.  It must be C's: the watch lock has to be held across the fork
 itself, which no Python hook can do without racing the C code that takes it.

@@ -69,7 +69,7 @@ def block_until_any(linkables: Sequence[Linkable], seconds: float | None) -> lis
     if len(linkables) == 1:
         return [0] if linkables[0]._record.wait(seconds) else []
     records = [linkable._record for linkable in linkables]
-    positions: list[int] = type(records[0]).wait_many(records, seconds, 1)
+    positions: list[int] = type(records[0]).wait_many(records, seconds)
     return positions
 
 

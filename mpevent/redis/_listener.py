@@ -3,7 +3,7 @@
 A blocking ``wait()`` does not come here: it reads its own inbox
 (``_inbox``).  The listener serves rawlink() callbacks, and through them
 the asyncio and gevent waits (``_linkable.wait_async_by_link``,
-``_cooperative.wait_any``): each registers a wakeup under its object's
+``_cooperative.wait_linked``): each registers a wakeup under its object's
 channel, and the listener thread, blocked in a socket read on the node's
 pub/sub connection, calls it when a ``set()`` anywhere publishes there,
 with the generation the message carries (``Wakeup``): one newer than the

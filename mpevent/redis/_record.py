@@ -237,11 +237,11 @@ class RedisRecord:
 
     def wait(self, timeout: float | None) -> bool:
         """Block until set or *timeout* passes; True if set (or set and cleared meanwhile)."""
-        return bool(self.wait_many([self], timeout, 1))
+        return bool(self.wait_many([self], timeout))
 
     @staticmethod
-    def wait_many(records: Sequence[RedisRecord], timeout: float | None, count: int) -> list[int]:
-        """Positions of records seen set, in order; fewer if *timeout* passes first.
+    def wait_many(records: Sequence[RedisRecord], timeout: float | None) -> list[int]:
+        """Positions of records seen set, in order, once any is; [] if *timeout* passes first.
 
         The calling thread reads the set() messages itself, on its own
         connection to each node (``_inbox``).  While the server cannot be
@@ -251,13 +251,13 @@ class RedisRecord:
         wait = Waiting(records, timeout)
         wait.start()
         with _inbox.counted([record.channel for record in records]):
-            while len(wait.ready) < count:
+            while not wait.ready:
                 left = wait.left()
                 if left is not None and left <= 0:
                     break
                 wait.listen(left)
                 wait.settle()
-        return wait.ready[:count]
+        return wait.ready
 
     def _subscribe_inbox(self, deliver: _inbox.Deliver, keep: Collection[str]) -> str:
         """Subscribe this thread's inbox to the object's channel; the node's URL.
@@ -290,7 +290,9 @@ class RedisRecord:
     def wait_in_greenlet(linkables: Sequence[Any], timeout: float | None) -> list[int]:
         """In a greenlet: rawlink() callbacks on the listener thread send a
         gevent async watcher (_cooperative)."""
-        return _cooperative.wait_any(linkables, timeout)
+        return _cooperative.wait_linked(
+            linkables, timeout, _cooperative.rawlinked, from_other_thread=True
+        )
 
     async def wait_async(self, handle: Any, timeout: float | None) -> bool:
         """Await a set on the running loop, woken by the listener thread (rawlink)."""

@@ -5,9 +5,9 @@ public classes on a record, with the hot path in C), ``_names`` (names for
 unrelated processes), ``_record`` (one object: references, values,
 waiting); ``_hub`` (the thread that runs rawlink() callbacks) and
 ``_loop`` (waits in an asyncio loop or a gevent hub), each the driver of
-a parking lot; ``_lot`` (a parking lot: a waiter slot and the links it
-queued), ``_parking`` (a blocking thread's waiter slots and waits) and
-``_storage`` (where values live); ``_arena`` (mapping segments),
+a parking lot; ``_parking`` (waiting, in one place: the parking lot, a
+waiter slot and the links it queued, and a blocking thread's slots and
+waits) and ``_storage`` (where values live); ``_arena`` (mapping segments),
 ``_clean`` (removing abandoned ones), ``_attach`` (who is attached and
 alive), ``_spill`` (values shared memory cannot hold, in files on disk),
 ``_segment`` (files in /dev/shm), ``_linux`` (the Linux-specific calls);

@@ -37,7 +37,7 @@ from typing import Any
 
 from .. import _callbacks, _cooperative, _lifecycle
 from ._arena import Arena
-from ._lot import ParkingLot
+from ._parking import ParkingLot
 
 Callback = Callable[[Any], object]
 

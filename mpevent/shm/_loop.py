@@ -23,7 +23,7 @@ Contract of :func:`wait` (a coroutine, on the loop's thread) and of
   stays queued.
 * A setter or claimer that died without waking anyone is found by the one
   rule in C (``record_moved``, ``claims.c``), which the process's one watch
-  (``watch.c``) applies to every queued link of every parking lot once a
+  (``wait.c``) applies to every queued link of every parking lot once a
   second; it flags the loop's slot only if a record moved (the notifier
   then ticks the eventfd and the loop runs ``recheck``), so an idle loop
   with waiters is never woken.
@@ -50,11 +50,11 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from .. import _lifecycle
+from .. import _cooperative, _lifecycle
 from . import _linux
 from ._arena import Arena
-from ._lot import ParkingLot
 from ._native import NOTIFY_TICK, Notifier
+from ._parking import ParkingLot
 
 if TYPE_CHECKING:
     from .._linkable import Linkable
@@ -283,38 +283,19 @@ def _gevent_reader(hub: Any) -> StartReading:
 
 def wait_in_greenlet(linkables: Sequence[Linkable], seconds: float | None) -> list[int]:
     """Block only this greenlet until one of *linkables* is set (see the contract above)."""
-    import gevent.event
     from gevent import get_hub
 
-    records: list[Record] = [cast("Record", linkable._record) for linkable in linkables]
-    ready = [i for i, record in enumerate(records) if record.is_set()]
-    if ready or (seconds is not None and seconds <= 0):
-        return ready
     hub = get_hub()
-    woken = gevent.event.Event()
-    fired: list[int] = []
-    queued: list[tuple[LoopWaiters, int, int]] = []
-    try:
-        for position, record in enumerate(records):
 
-            def resolve(position: int = position) -> None:
-                fired.append(position)
-                woken.set()
+    def link(_: int, linkable: Linkable, on_set: Callable[[], None]) -> Callable[[], None] | None:
+        record = cast("Record", linkable._record)
+        waiters = _waiters(hub, record.arena, _gevent_reader(hub))
+        link = waiters.queue(record.index, on_set)
+        if link is None:
+            return None
+        return lambda: waiters.leave(record.index, link)
 
-            waiters = _waiters(hub, record.arena, _gevent_reader(hub))
-            link = waiters.queue(record.index, resolve)
-            if link is None:
-                fired.append(position)
-                break
-            queued.append((waiters, record.index, link))
-        if not fired:
-            woken.wait(seconds)
-        seen = list(dict.fromkeys(fired))
-        late = [i for i, record in enumerate(records) if i not in seen and record.is_set()]
-        return seen + late
-    finally:
-        for waiters, index, link in queued:
-            waiters.leave(index, link)
+    return _cooperative.wait_linked(linkables, seconds, link, from_other_thread=False)
 
 
 def descriptors() -> int:

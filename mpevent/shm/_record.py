@@ -226,9 +226,9 @@ class Record:
         return _parking.wait(self.arena, self.index, timeout)
 
     @staticmethod
-    def wait_many(records: Sequence[Record], timeout: float | None, count: int) -> list[int]:
-        """Positions of records seen set, in order; see _parking.park_on_many."""
-        return _parking.park_on_many(records, timeout, count)
+    def wait_many(records: Sequence[Record], timeout: float | None) -> list[int]:
+        """Positions of records seen set, in order; see _parking.wait_many."""
+        return _parking.wait_many(records, timeout)
 
     @staticmethod
     def wait_in_greenlet(linkables: Sequence[Any], timeout: float | None) -> list[int]:

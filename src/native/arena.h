@@ -39,17 +39,16 @@
  *   9      claims.c      promised (claimed) results, and the one     records, waiters,
  *                        rule for a wakeup never sent (a moved       liveness, locks, layout
  *                        generation, a dead claimer)
- *   10     watch.c       one parked thread per process re-checks     claims, waiters, locks,
- *                        the others                                  local, os
- *   11     wait.c        sleeping until a record is set: wait(),     watch, claims, slots,
- *                        wait_any(), park()                          waiters, spin, locks,
- *                                                                    layout, os
- *   11     notify.c      a C thread that turns a slot's wakeups      claims, waiters, local,
- *                        into eventfd writes, for event loops        layout, os
- *   12     handle.c      the Handle types: a record's reference in   wait, records, layout
+ *   10     wait.c        every sleep of a slot and the one watch     claims, slots, waiters,
+ *                        over them (a parked thread per process      spin, locks, local,
+ *                        re-checks the others); wait(), wait_any(),  layout, os
+ *                        park(), the Watchlist type
+ *   11     notify.c      a C thread that turns a slot's wakeups      wait, claims, waiters,
+ *                        into eventfd writes, for event loops        local, layout, os
+ *   11     handle.c      the Handle types: a record's reference in   wait, records, layout
  *                        a Python object, and the whole wait in C
  *                        when nothing needs Python
- *   13     module.c      the module: the tables of methods and       everything
+ *   12     module.c      the module: the tables of methods and       everything
  *                        functions, constants, initialization
  *
  * Why C: the hot paths (wait on one record, set, clear) must cost about as
@@ -77,7 +76,7 @@
  *   - A parked waiter sleeps with no timer unless its caller gave a
  *     timeout.  One parked thread per process keeps a one-second watch for
  *     waiters whose setter was killed after publishing the state but before
- *     waking them (watch.c), so they still return within about a second.
+ *     waking them (wait.c), so they still return within about a second.
  *   - Every page is *reserved* (MADV_POPULATE_WRITE, which fails with an
  *     error where a plain store would raise SIGBUS) before it is first
  *     touched: records, slots and links as their regions grow, held bitmaps
@@ -125,7 +124,7 @@
  *   3. OFD locks on the segment file (liveness.c), only ever taken
  *      non-blocking while 1 or 2 is held (a lock owner's byte is taken
  *      before any lock of ours, and kept)
- *   process-local, innermost: the watch lock (watch.c, a local_lock),
+ *   process-local, innermost: the watch lock (wait.c, a local_lock),
  *   which is held around nothing but its own list and futex wakes; the
  *   process lock (ArenaObject.process_lock), held around one liveness
  *   question (an fcntl) or one pin; the test points' lock (testpoints.c).
@@ -243,7 +242,7 @@
  * (after the attach entries' bytes, so a "whole table" lock leaves them be). */
 #define OWNER_BYTE(owner) ((long long)ATTACH_ENTRIES + (owner))
 /* How long a sleeper goes before re-reading what it waits on, for wakeups a
- * killed setter never sent (the watch in watch.c; multi-waits and hubs
+ * killed setter never sent (the watch in wait.c; multi-waits and hubs
  * read it as _native.RECHECK_MS). */
 #define RECHECK_NS 1000000000LL
 
@@ -376,7 +375,7 @@ typedef struct {
 
 /* Slot.word, the futex a waiting thread sleeps on: */
 #define SLOT_WOKEN 1u /* a setter fired one of its links (or a stop: Arena_wake) */
-#define SLOT_WATCH 2u /* the watch was handed to it (watch.c) */
+#define SLOT_WATCH 2u /* the watch was handed to it (wait.c) */
 #define SLOT_RECHECK 4u /* the watch found a record of its set moved by the one rule */
 
 typedef struct {
@@ -495,7 +494,7 @@ _Static_assert(sizeof(LockOwner) == 8, "LockOwner layout");
  * has its own types, exception and hooks; layout.c makes it).  What the C
  * code shares between interpreters is process-wide by nature and holds
  * no Python object: the page size, the spin settings (spin.c), the watch
- * (watch.c) and the lock-fault count, each behind an atomic or a lock.
+ * (wait.c) and the lock-fault count, each behind an atomic or a lock.
  */
 typedef struct BlockViewObject BlockViewObject;
 typedef struct {
@@ -649,7 +648,7 @@ PyObject *Arena_slot_reclaim(ArenaObject *self, PyObject *args);
 PyObject *Arena_link_alloc(ArenaObject *self, PyObject *arg);
 PyObject *Arena_link_free(ArenaObject *self, PyObject *arg);
 
-/* watch.c: what a parked slot waits on, as the watch sees it: one record
+/* wait.c, the watch: what a parked slot waits on, as the watch sees it: one record
  * (a single wait), or a set of links (a multi-wait, a parking lot) */
 typedef struct {
     uint32_t link, index, generation;
@@ -671,8 +670,6 @@ typedef struct Parked {
 void watch_init(void);
 void watch_register(Parked *p);
 void watch_unregister(Parked *p);
-int watch_holds(Parked *p);
-void watch_round(void);
 int watch_park(Parked *p, long long deadline);
 int watch_set_add(WatchSet *set, uint32_t link, uint32_t index, uint32_t generation);
 void watch_set_remove(WatchSet *set, uint32_t link);

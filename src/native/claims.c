@@ -10,7 +10,7 @@
  * The rule every sleeper re-checks by (record_moved, record_recheck): a
  * record moved past the generation its waiter saw if a set() published a
  * new one (a setter that died after publishing never woke anyone), or if
- * its claimer died unset.  The watch (watch.c), multi-waits (wait.c) and
+ * its claimer died unset.  The watch and multi-waits (wait.c) and
  * event loops' notifier (notify.c) apply it; only here is it written.
  *
  * Who is alive is liveness.c's (entry_alive); failing takes the record lock

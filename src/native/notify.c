@@ -14,9 +14,9 @@
  *     a set() that lands after the swap wakes it again, and one that
  *     landed before it fired its link, which the loop reads after it
  *     reads the eventfd;
- *   - the thread parks registered with the process's one watch (watch.c)
+ *   - the thread parks registered with the process's one watch (wait.c)
  *     as waiting on the loop's parking lot's links (a Watchlist, kept by
- *     mpevent.shm._lot): when the watch finds one of their records moved
+ *     mpevent.shm._parking): when the watch finds one of their records moved
  *     with no wakeup (a setter or claimer that died), or the lot empty
  *     (so that an idle loop's reader runs and retires the slot and the
  *     thread), it flags SLOT_RECHECK, and the thread adds NOTIFY_TICK to
@@ -57,7 +57,7 @@
 typedef struct {
     PyObject_HEAD
     ArenaObject *arena;
-    WatchlistObject *list; /* the loop's lot's links (watch.c) */
+    WatchlistObject *list; /* the loop's lot's links (wait.c) */
     Slot *slot;
     int fd;
     uint32_t stop;

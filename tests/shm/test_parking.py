@@ -55,17 +55,17 @@ def test_forked_child_does_not_share_its_parents_slot() -> None:
     assert child_slot != parent_slot
 
 
-def test_park_on_many_reports_what_was_already_set() -> None:
+def test_wait_many_reports_what_was_already_set() -> None:
     events = [mpevent.Event() for _ in range(3)]
     events[1].set()
     records = [event._record for event in events]
-    assert _parking.park_on_many(records, 0, 1) == [1]
+    assert _parking.wait_many(records, 0.0) == [1]
 
 
-def test_park_on_many_times_out_empty() -> None:
+def test_wait_many_times_out_empty() -> None:
     events = [mpevent.Event() for _ in range(3)]
     start = time.monotonic()
-    assert _parking.park_on_many([e._record for e in events], 0.05, 1) == []
+    assert _parking.wait_many([e._record for e in events], 0.05) == []
     assert time.monotonic() - start >= 0.04
 
 

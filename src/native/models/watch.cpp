@@ -1,7 +1,7 @@
 /*
  * Relacy model: the watch, and its hand-over when the watcher leaves.
  *
- * Mirrors (src/native/watch.c) watch_register, watch_unregister,
+ * Mirrors (src/native/wait.c) watch_register, watch_unregister,
  * watch_holds, watch_round and watch_park (each turn of the sleep of every
  * registered slot, which park_slot in src/native/wait.c and notifier_run in
  * src/native/notify.c call).
