@@ -1,7 +1,8 @@
 """Fail when a list that names every part of something leaves a part out.
 
 A list that reads as complete and is not goes stale without anyone noticing
-(a new module, a new C method).  Four are checked against the tree:
+(a new module, a new C method).  Four are checked against the tree, and
+one rule that keeps a surface apart:
 
 * each package's ``__init__.py`` docstring names every module of its
   package, in backticks (``_hub``, ``_hub.py``, ``bench/``; the C extension
@@ -13,11 +14,14 @@ A list that reads as complete and is not goes stale without anyone noticing
 * ``mpevent/shm/_native.pyi`` declares every function, type, method and
   constant that the C module defines (src/native/*.c: the module's function
   table, each type's method table, the exception and constants added at
-  init, the test points' table included), and nothing it does not;
+  init, the test surface's table added to the module), and nothing it
+  does not;
 * the map at the top of docs/design.md (before its first section) names
   every file of src/native/ and every module of mpevent, mpevent.shm and
   mpevent.redis (by name: a module named like one of the other backend's
-  is found by either).
+  is found by either);
+* the test surface (``testing_*``, src/native/testing.c) is called by no
+  module of mpevent: only tests use it.
 
 Each failure names the list, what it leaves out or names wrongly, and where.
 """
@@ -132,6 +136,8 @@ def _native_defined() -> tuple[
     functions: dict[str, str] = {}
     types: dict[str, tuple[str, dict[str, str]]] = {}
     constants: dict[str, str] = {}
+    every_table: dict[str, tuple[str, list[str]]] = {}  # a table -> (its file, its names)
+    added: set[str] = set()  # tables added to the module with PyModule_AddFunctions
     for path in sorted(NATIVE.glob("*.c")):
         text = path.read_text()
         methods = {
@@ -157,6 +163,11 @@ def _native_defined() -> tuple[
             constants[name] = path.name
         if found := re.search(r"\.m_methods\s*=\s*(\w+)", text):
             functions.update(dict.fromkeys(methods.get(found.group(1), []), path.name))
+        every_table.update({table: (path.name, names) for table, names in methods.items()})
+        added.update(re.findall(r"PyModule_AddFunctions\(\s*\w+,\s*(\w+)\)", text))
+    for table in sorted(added & set(every_table)):
+        where, names = every_table[table]
+        functions.update(dict.fromkeys(names, where))
     return functions, types, constants
 
 
@@ -216,6 +227,16 @@ def _map_unnamed(packages: dict[str, Path]) -> list[str]:
     ]
 
 
+def _test_surface_used() -> list[str]:
+    """The test surface (``testing_*``, src/native/testing.c) is for tests only."""
+    return [
+        f"{_relative(path)}:{number}: calls the test surface ({name}); only tests may"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        for name in re.findall(r"\btesting_\w+", line)
+    ]
+
+
 def main() -> int:
     packages = _packages()
     wrong = (
@@ -223,6 +244,7 @@ def main() -> int:
         + _contracts_unnamed(packages)
         + _stub_unmatched()
         + _map_unnamed(packages)
+        + _test_surface_used()
     )
     for line in wrong:
         print(line)

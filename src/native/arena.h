@@ -45,6 +45,8 @@
  *                        park(), the Watchlist type
  *   11     notify.c      a C thread that turns a slot's wakeups      wait, claims, waiters,
  *                        into eventfd writes, for event loops        local, layout, os
+ *   11     testing.c     the test surface: every entry point only    waiters, layout,
+ *                        tests call (testing_*)                      testpoints
  *   11     handle.c      the Handle types: a record's reference in   wait, records, layout
  *                        a Python object, and the whole wait in C
  *                        when nothing needs Python
@@ -720,9 +722,7 @@ PyObject *Arena_record_retain(ArenaObject *self, PyObject *args);
 PyObject *Arena_record_pin(ArenaObject *self, PyObject *args);
 PyObject *Arena_record_release(ArenaObject *self, PyObject *args);
 PyObject *Arena_record_info(ArenaObject *self, PyObject *args);
-PyObject *Arena_record_lock(ArenaObject *self, PyObject *arg);
 PyObject *Arena_lock_word(ArenaObject *self, PyObject *arg);
-PyObject *Arena_record_half_set(ArenaObject *self, PyObject *arg);
 PyObject *Arena_is_set(ArenaObject *self, PyObject *arg);
 PyObject *Arena_state(ArenaObject *self, PyObject *arg);
 PyObject *Arena_set(ArenaObject *self, PyObject *arg);
@@ -814,15 +814,17 @@ PyObject *Arena_after_fork_child(ArenaObject *self, PyObject *arg);
  * thread holds the GIL (it is given up while stopped). */
 #ifdef MPEVENT_TEST_POINTS
 void test_point(const char *name, int holds_gil);
-PyObject *native_test_point_arm(PyObject *module, PyObject *arg);
-PyObject *native_test_point_reached(PyObject *module, PyObject *args);
-PyObject *native_test_point_release(PyObject *module, PyObject *arg);
+int test_point_arm(const char *name);
+int test_point_reached(const char *name, long long timeout_ns);
+int test_point_release(const char *name);
 #define TEST_POINT(name) test_point((name), 0)
 #define TEST_POINT_GIL(name) test_point((name), 1)
 #else
 #define TEST_POINT(name) ((void)0)
 #define TEST_POINT_GIL(name) ((void)0)
 #endif
+/* testing.c: the test surface, added to the module last (module.c) */
+extern PyMethodDef Testing_functions[];
 /* spill.c */
 #define SPILL_PATH_MAX (SPILL_DIR_MAX + SPILL_NAME_MAX + 32u)
 int spill_path(ArenaObject *a, uint64_t token, char *path, size_t size);

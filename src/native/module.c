@@ -58,9 +58,6 @@ static PyMethodDef Arena_methods[] = {
     METHOD(record_pin, METH_VARARGS, "record_pin(index): a reference for a pickle in flight."),
     METHOD(record_release, METH_VARARGS, "record_release(index) -> True if freed."),
     METHOD(record_info, METH_VARARGS, "record_info(index) -> dict."),
-    METHOD(record_lock, METH_O, "record_lock(index): lock and keep it (fault tests only)."),
-    METHOD(record_half_set, METH_O,
-           "record_half_set(index): lock, publish the flag, wake nobody (fault tests only)."),
     METHOD(is_set, METH_O, "is_set(index) -> bool, lock-free."),
     METHOD(state, METH_O, "state(index) -> generation << 1 | flag."),
     METHOD(set, METH_O, "set(index) -> True if this call raised the flag."),
@@ -195,14 +192,6 @@ static PyMethodDef native_functions[] = {
      "ofd_held(fd, start, length) -> True if another open file description locks a byte."},
     {"before_fork", native_before_fork, METH_NOARGS,
      "before_fork(): hold every block this process views across a fork."},
-#ifdef MPEVENT_TEST_POINTS
-    {"test_point_arm", native_test_point_arm, METH_O,
-     "test_point_arm(name): the next thread to reach the point stops there (testpoints.c)."},
-    {"test_point_reached", native_test_point_reached, METH_VARARGS,
-     "test_point_reached(name, timeout) -> bool: a thread stopped at the point in time."},
-    {"test_point_release", native_test_point_release, METH_O,
-     "test_point_release(name): the stopped thread goes on; the point is disarmed."},
-#endif
     {NULL, NULL, 0, NULL},
 };
 
@@ -274,6 +263,8 @@ native_exec(PyObject *m)
         add_type(m, &state->notifier_type, &NotifierSpec, NULL) < 0 ||
         add_type(m, &state->watchlist_type, &WatchlistSpec, NULL) < 0)
         return -1;
+    /* Last, and apart: what only tests call (testing.c). */
+    if (PyModule_AddFunctions(m, Testing_functions) < 0) return -1;
     if (PyModule_AddIntConstant(m, "ATTACH_OFFSET", ATTACH_OFFSET) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_ENTRIES", ATTACH_ENTRIES) < 0 ||
         PyModule_AddIntConstant(m, "ATTACH_ENTRY_SIZE", ATTACH_ENTRY_SIZE) < 0 ||

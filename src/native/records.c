@@ -398,31 +398,6 @@ Arena_lock_word(ArenaObject *self, PyObject *arg)
         load_relaxed(&record_at(self, (uint32_t)index)->lock));
 }
 
-/* record_lock(index): take a record's lock and keep it.  Fault tests and
- * debugging only: nothing else may hold a record lock across calls. */
-PyObject *
-Arena_record_lock(ArenaObject *self, PyObject *arg)
-{
-    Record *r = parse_record(self, arg);
-    if (r == NULL) return NULL;
-    lock_record(self, r);
-    Py_RETURN_NONE;
-}
-
-/* record_half_set(index): what a setter killed mid-set() leaves behind: the
- * lock taken and the new state published, nobody dequeued or woken.  Fault
- * tests only; the caller is meant to die right after. */
-PyObject *
-Arena_record_half_set(ArenaObject *self, PyObject *arg)
-{
-    Record *r = parse_record(self, arg);
-    if (r == NULL) return NULL;
-    lock_record(self, r);
-    uint32_t state = load_acquire(&r->state);
-    store_release(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG);
-    Py_RETURN_NONE;
-}
-
 /* --- state -------------------------------------------------------- */
 
 PyObject *

@@ -5,13 +5,14 @@
  *
  * Compiled in only with -DMPEVENT_TEST_POINTS (the sanitizer and
  * ThreadSanitizer builds of CI, .ci/sanitize and .ci/tsan); otherwise
- * TEST_POINT() is nothing and the module has no test_point_* functions, so
- * tests/shm/test_interleavings.py skips and says why.
+ * TEST_POINT() is nothing and the test surface (testing.c) says so, so
+ * tests/shm/test_interleavings.py skips and says why.  No Python here:
+ * testing.c is the points' face to tests.
  *
  * The contract, per point (a name; a few may be armed at once):
  *   - test_point_arm(name): the next thread to reach the point stops there.
- *   - test_point_reached(name, timeout) -> bool: wait (GIL released) until
- *     a thread stopped there.
+ *   - test_point_reached(name, timeout_ns): wait until a thread stopped
+ *     there.
  *   - test_point_release(name): let it go on; the point is disarmed, so a
  *     thread passing it again (a retry loop) does not stop.
  * A thread stopped at a point that holds the GIL gives it up while stopped
@@ -67,16 +68,11 @@ test_point(const char *name, int holds_gil)
     if (holds_gil) PyEval_RestoreThread(saved);
 }
 
-PyObject *
-native_test_point_arm(PyObject *module, PyObject *arg)
+/* Arm `name`: 0, -1 armed already, -2 every point is armed, -3 too long. */
+int
+test_point_arm(const char *name)
 {
-    const char *name = PyUnicode_AsUTF8(arg);
-    if (name == NULL) return NULL;
-    if (strlen(name) >= POINT_NAME) {
-        PyErr_Format(PyExc_ValueError, "test point name %R is longer than %d bytes", arg,
-                     POINT_NAME - 1);
-        return NULL;
-    }
+    if (strlen(name) >= POINT_NAME) return -3;
     local_lock(&points_lock);
     Point *free_point = NULL;
     for (int i = 0; i < POINTS && free_point == NULL; i++)
@@ -88,49 +84,32 @@ native_test_point_arm(PyObject *module, PyObject *arg)
         store_release(&free_point->state, POINT_ARMED);
     }
     local_unlock(&points_lock);
-    if (taken || free_point == NULL) {
-        PyErr_Format(PyExc_RuntimeError, taken ? "test point %R is armed already"
-                                               : "all test points are armed (%R is one too many)",
-                     arg);
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return taken ? -1 : free_point == NULL ? -2 : 0;
 }
 
-PyObject *
-native_test_point_reached(PyObject *module, PyObject *args)
+/* Wait up to `timeout_ns` for a thread to stop at `name` (no GIL needed):
+ * 1 one did, 0 none in time, -1 the point is not armed. */
+int
+test_point_reached(const char *name, long long timeout_ns)
 {
-    const char *name;
-    double timeout;
-    if (!PyArg_ParseTuple(args, "sd:test_point_reached", &name, &timeout)) return NULL;
     local_lock(&points_lock);
     Point *p = point_named(name);
     local_unlock(&points_lock);
-    if (p == NULL) {
-        PyErr_Format(PyExc_RuntimeError, "test point '%s' is not armed", name);
-        return NULL;
-    }
-    long long deadline = os_now_ns() + (long long)(timeout * 1e9);
-    int stopped = 0;
-    Py_BEGIN_ALLOW_THREADS
+    if (p == NULL) return -1;
+    long long deadline = os_now_ns() + timeout_ns;
     for (;;) {
         uint32_t state = load_acquire(&p->state);
         long long left = deadline - os_now_ns();
-        if (state == POINT_STOPPED || left <= 0) {
-            stopped = state == POINT_STOPPED;
-            break;
-        }
+        if (state == POINT_STOPPED) return 1;
+        if (left <= 0) return 0;
         os_wait_private(&p->state, state, left);
     }
-    Py_END_ALLOW_THREADS
-    return PyBool_FromLong(stopped);
 }
 
-PyObject *
-native_test_point_release(PyObject *module, PyObject *arg)
+/* Let the thread stopped at `name` go on, and disarm it: 0, or -1 not armed. */
+int
+test_point_release(const char *name)
 {
-    const char *name = PyUnicode_AsUTF8(arg);
-    if (name == NULL) return NULL;
     local_lock(&points_lock);
     Point *p = point_named(name);
     if (p != NULL) {
@@ -139,12 +118,9 @@ native_test_point_release(PyObject *module, PyObject *arg)
         sub_fetch_acq_rel(&armed, 1);
     }
     local_unlock(&points_lock);
-    if (p == NULL) {
-        PyErr_Format(PyExc_RuntimeError, "test point '%s' is not armed", name);
-        return NULL;
-    }
+    if (p == NULL) return -1;
     os_wake_private(&p->releases, 1 << 30);
-    Py_RETURN_NONE;
+    return 0;
 }
 
 #endif

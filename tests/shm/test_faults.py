@@ -12,6 +12,7 @@ import pytest
 from conftest import ProcessRunner
 
 import mpevent
+from mpevent.shm import _native
 
 SIZES = [1, 200, 5000, 100_000]  # inline, heap, heap, segment
 
@@ -120,7 +121,7 @@ def test_dead_waiter_leaves_no_stale_registration(processes: ProcessRunner) -> N
 
 
 def _hold_record_lock_and_die(event: mpevent.Event) -> None:
-    event._record.native.record_lock(event._record.index)
+    _native.testing_record_lock(event._record.native, event._record.index)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -245,7 +246,7 @@ def test_references_of_dead_processes_are_given_back() -> None:
 
 def _half_set_and_die(event: mpevent.Event, go: mpevent.Event) -> None:
     go.wait(30)
-    event._record.native.record_half_set(event._record.index)
+    _native.testing_record_half_set(event._record.native, event._record.index)
     os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -27,7 +27,7 @@ import mpevent
 from mpevent.shm import _native
 
 pytestmark = pytest.mark.skipif(
-    not hasattr(_native, "test_point_arm"),
+    not _native.testing_points(),
     reason="the extension was built without -DMPEVENT_TEST_POINTS (CI's sanitizer stages have it)",
 )
 
@@ -62,17 +62,17 @@ def points() -> Iterator[Callable[[str], None]]:
     armed: list[str] = []
 
     def arm(name: str) -> None:
-        _native.test_point_arm(name)
+        _native.testing_point_arm(name)
         armed.append(name)
 
     yield arm
     for name in armed:
         with contextlib.suppress(RuntimeError):  # released by the test already
-            _native.test_point_release(name)
+            _native.testing_point_release(name)
 
 
 def _release(name: str) -> None:
-    _native.test_point_release(name)
+    _native.testing_point_release(name)
 
 
 def _claim_on_go_then_die(result: mpevent.AsyncResult, go: mpevent.Event) -> None:
@@ -94,12 +94,12 @@ def test_the_watch_handed_over_reaches_a_waiter_about_to_sleep(
 
     points("park-watching")
     watcher = _Party(lambda: first.wait())
-    assert _native.test_point_reached("park-watching", STOPPED_WITHIN)
+    assert _native.testing_point_reached("park-watching", STOPPED_WITHIN)
     _release("park-watching")  # the first waiter holds the watch and sleeps
 
     points("park-not-watching")
     waiter = _Party(lambda: result.get())
-    assert _native.test_point_reached("park-not-watching", STOPPED_WITHIN)
+    assert _native.testing_point_reached("park-not-watching", STOPPED_WITHIN)
     first.set()  # the watcher leaves and hands the watch to the stopped waiter
     assert watcher.ended() and watcher.outcome is True
     _release("park-not-watching")  # it now sleeps, untimed unless it watches
@@ -134,13 +134,13 @@ def test_a_claim_taken_again_after_its_claimer_died_is_not_failed(
 
     points("fail-claim")
     waiter = _Party(lambda: result.get(timeout=30))
-    assert _native.test_point_reached("fail-claim", STOPPED_WITHIN)
+    assert _native.testing_point_reached("fail-claim", STOPPED_WITHIN)
     result.claim()  # the dead claimer's claim, taken over by a live process
     points("park-watching")  # where the waiter goes next if it fails nothing
     _release("fail-claim")
     parked = False
     while not parked and waiter.thread.is_alive():
-        parked = _native.test_point_reached("park-watching", 0.05)
+        parked = _native.testing_point_reached("park-watching", 0.05)
     assert waiter.error is None, f"a live claim was failed: {waiter.error!r}"
     assert parked
     _release("park-watching")
@@ -169,7 +169,7 @@ def test_a_block_reused_by_a_live_writer_is_not_freed_for_its_old_writer(
 
     points("forget-block")
     forgetter = _Party(lambda: native.heap_forget(GONE))
-    assert _native.test_point_reached("forget-block", STOPPED_WITHIN)
+    assert _native.testing_point_reached("forget-block", STOPPED_WITHIN)
     reused = native.block_alloc(MiB, WRITER)
     _release("forget-block")
     try:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _lock_and_hold(event: mpevent.Event, locked: Any) -> None:
-    event._record.native.record_lock(event._record.index)
+    _native.testing_record_lock(event._record.native, event._record.index)
     locked.send(True)
     locked.recv()  # held until killed
 
