@@ -114,24 +114,64 @@ class Hub:
         """How many objects have callbacks waiting (for statistics)."""
         return len(self._entries)
 
-    def _take_fired(self, recheck: bool) -> list[_Entry]:
-        """Entries whose object was set; *recheck*: also by the one rule (a tick)."""
+    def _run_fired(self) -> list[tuple[_Entry, list[Callback]]]:
+        """The hot path of every wakeup: run the callbacks of the links a set() fired.
+
+        Before any bookkeeping and without the hub's lock: on the CPU a
+        wakeup lands on, every Python step costs many times its warm price,
+        so the callbacks run first (one C call finds the fired links,
+        ``fired_among``, which reads the lot's dict in one critical
+        section).  Returns each entry with the callbacks that ran, for
+        :meth:`_take_fired`.
+        """
+        ran = []
+        for link in self.lot.fired():
+            entry = self.lot.get(link)
+            if entry is not None:
+                callbacks = list(entry.callbacks)  # a snapshot: rawlink() may append
+                for callback in callbacks:
+                    _callbacks.run(callback, entry.handle)
+                ran.append((entry, callbacks))
+        return ran
+
+    def _take_fired(
+        self, ran: list[tuple[_Entry, list[Callback]]], recheck: bool
+    ) -> tuple[list[_Entry], list[tuple[_Entry, list[Callback]]]]:
+        """Take the fired entries out: (entries taken, callbacks still to run).
+
+        *ran*: entries whose callbacks ran already (:meth:`_run_fired`); one
+        unlinked meanwhile is not taken (its unlink() took its link out),
+        and a callback linked to one after its snapshot still runs.  Then
+        the entries set already when linked, and with *recheck* (a flag of
+        the watch) those whose record moved by the one rule (claims.c).
+        """
         with self._lock:
             due, self._due = self._due, []
-            # The path of every wakeup: one C call looks at every link.  A
-            # wakeup that never came (a dead setter or claimer) is found by
-            # the one rule, in C (claims.c), on the tick.
-            links = self.lot.moved() if recheck else self.lot.fired()
-            fired = due + [entry for link in links if (entry := self.lot.get(link)) is not None]
-            for entry in fired:
-                if self._entries.get(id(entry.handle)) is entry:
-                    del self._entries[id(entry.handle)]
-            return fired
+            moved = [self.lot.get(link) for link in self.lot.moved()] if recheck else []
+            taken: list[_Entry] = []
+            to_run: list[tuple[_Entry, list[Callback]]] = []
+            fresh: list[tuple[_Entry, list[Callback]]] = [
+                (entry, []) for entry in due + moved if entry is not None
+            ]
+            for entry, done in fresh + ran:
+                if self._entries.get(id(entry.handle)) is not entry:
+                    continue  # unlinked or forgotten meanwhile, or taken already
+                del self._entries[id(entry.handle)]
+                taken.append(entry)
+                rest = list(entry.callbacks)
+                for callback in done:  # what ran already, once each
+                    for i, other in enumerate(rest):
+                        if other is callback:
+                            del rest[i]
+                            break
+                if rest:
+                    to_run.append((entry, rest))
+            return taken, to_run
 
-    def _give_back(self, fired: list[_Entry]) -> None:
-        """Take the links of *fired* out of their queues, kept for the next rawlink()."""
+    def _give_back(self, taken: list[_Entry]) -> None:
+        """Take the links of *taken* out of their queues, kept for the next rawlink()."""
         with self._lock:
-            for entry in fired:
+            for entry in taken:
                 if entry.link >= 0:
                     self.lot.leave(entry.link)
 
@@ -143,13 +183,14 @@ class Hub:
             # Re-arm before looking, so a set() that lands while callbacks
             # run wakes the next park() instead of being missed.
             self.native.reset(self.slot)
-            fired = self._take_fired(recheck=woken != 1)
-            for entry in fired:
-                for callback in entry.callbacks:
-                    _callbacks.run(callback, entry.handle)
+            ran = self._run_fired() if woken == 1 else []
             # Bookkeeping after the callbacks: they run sooner by what it
-            # costs on the cold CPU a wakeup lands on.
-            self._give_back(fired)
+            # costs on the cold CPU a wakeup lands on (design.md).
+            taken, to_run = self._take_fired(ran, recheck=woken != 1)
+            for entry, callbacks in to_run:
+                for callback in callbacks:
+                    _callbacks.run(callback, entry.handle)
+            self._give_back(taken)
             if woken != 1 and self._retire_if_idle():
                 return
 

@@ -15,7 +15,9 @@ records; the hub and each loop hold one.
 
 The contract (like trio's ``ParkingLot``, across processes; the lot is not
 thread-safe: its driver serialises calls, the hub under its lock, a loop
-on its own thread):
+on its own thread -- except :meth:`fired` and :meth:`get`, which each read
+the lot's dict in one atomic step and may run beside the others: the hub
+runs a wakeup's callbacks before it takes its lock):
 
 * :meth:`queue` links a payload to record *index*: the next ``set()``, in
   any process, fires the link and wakes the slot.  A record set already is

@@ -258,15 +258,22 @@ Arena_fired_among(ArenaObject *self, PyObject *links)
     if (fired == NULL) return NULL;
     Py_ssize_t position = 0;
     PyObject *key, *value;
-    while (PyDict_Next(links, &position, &key, &value)) {
+    int failed = 0;
+    /* The hub calls this beside threads that queue and leave links (its
+     * hot path takes no lock): without the GIL the dict is read in its
+     * own critical section, as one atomic look. */
+#ifdef Py_BEGIN_CRITICAL_SECTION
+    Py_BEGIN_CRITICAL_SECTION(links);
+#endif
+    while (!failed && PyDict_Next(links, &position, &key, &value)) {
         unsigned long link = PyLong_AsUnsignedLong(key);
-        if ((link == (unsigned long)-1 && PyErr_Occurred()) || check_link(self, link) < 0 ||
-            (load_acquire(&self->links[link].fired) &&
-             PyList_Append(fired, key) < 0)) {
-            Py_DECREF(fired);
-            return NULL;
-        }
+        failed = (link == (unsigned long)-1 && PyErr_Occurred()) || check_link(self, link) < 0 ||
+                 (load_acquire(&self->links[link].fired) && PyList_Append(fired, key) < 0);
     }
+#ifdef Py_BEGIN_CRITICAL_SECTION
+    Py_END_CRITICAL_SECTION();
+#endif
+    if (failed) Py_CLEAR(fired);
     return fired;
 }
 

@@ -156,6 +156,33 @@ def test_callback_may_set_and_link_without_deadlock() -> None:
     assert done.wait(10)
 
 
+def test_a_callback_linked_to_its_own_object_while_callbacks_run_runs_once() -> None:
+    # The hub runs a wakeup's callbacks before its bookkeeping: the object's
+    # entry is still linked then, so this rawlink() joins it, after the
+    # snapshot that ran; the bookkeeping must run it, and only once.
+    event = mpevent.Event()
+    calls: list[str] = []
+    done = threading.Event()
+
+    def late(_obj: object) -> None:
+        calls.append("late")
+        done.set()
+
+    def first(_obj: object) -> None:
+        calls.append("first")
+        event.rawlink(late)
+
+    event.rawlink(first)
+    event.set()
+    assert done.wait(10)
+    settled = threading.Event()
+    other = mpevent.Event()
+    other.rawlink(lambda _obj: settled.set())  # the hub has finished the round before
+    other.set()
+    assert settled.wait(10)
+    assert calls == ["first", "late"]
+
+
 @pytest.mark.parametrize("bad", [None, 42, "callback"])
 def test_non_callable_is_a_type_error(bad: object) -> None:
     event = mpevent.Event()
