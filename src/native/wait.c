@@ -151,7 +151,16 @@ watch_set_moved(ArenaObject *a, WatchSet *set, int when_empty)
     return moved;
 }
 
-/* The watcher's round: wake every registered sleeper that lost its wakeup. */
+/*
+ * The watcher's round: wake every registered sleeper that lost its wakeup.
+ *
+ * A set's SLOT_RECHECK may land after its driver's watch_park returned for
+ * a real wakeup (SLOT_WOKEN) and before it unregistered; the driver's next
+ * reset (an exchange) then clears it unread.  That is a round's delay,
+ * never a loss: the record still reads moved against the generation its
+ * link was queued at (nothing fired that link), so the next round, with
+ * the driver parked and registered again, flags it again.
+ */
 static void
 watch_round(void)
 {
