@@ -131,11 +131,35 @@ def idle_cost(
         cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu
     finally:
         event.set()
-        for child in children:
-            child.join(30)
-            if child.is_alive():
-                child.kill()
+        stuck = _join_all(children, 20.0)
+    if stuck:
+        raise RuntimeError(f"waiters did not end within 20 s of set(), so were killed: {stuck}")
     return {"wakeups per second": switches / seconds, "CPU seconds": cpu}
+
+
+def _join_all(children: list[Any], seconds: float) -> list[str]:
+    """Join *children* within *seconds* in all; kill the rest, and say where each stood."""
+    deadline = time.monotonic() + seconds
+    stuck = []
+    for child in children:
+        child.join(max(deadline - time.monotonic(), 0.0))
+        if child.is_alive():
+            stuck.append(f"pid {child.pid}: {_where(child.pid)}")
+            child.kill()
+            child.join(5)
+    return stuck
+
+
+def _where(pid: int) -> str:
+    """What each thread of *pid* waits in (the kernel's wchan), for a report."""
+    places = []
+    try:
+        for task in sorted(os.listdir(f"/proc/{pid}/task")):
+            with open(f"/proc/{pid}/task/{task}/wchan") as wchan:
+                places.append(wchan.read() or "running")
+    except OSError:
+        return "gone"
+    return ", ".join(f"{places.count(place)} in {place}" for place in sorted(set(places)))
 
 
 def report_idle_cost(
