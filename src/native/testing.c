@@ -18,27 +18,33 @@
  */
 #include "arena.h"
 
+/* The record an (arena, index) argument pair names, its lock taken and
+ * kept; NULL with an exception. */
+static Record *
+locked_record(PyObject *args, const char *format, ArenaObject **arena)
+{
+    PyObject *arena_arg, *index;
+    if (!PyArg_ParseTuple(args, format, &arena_arg, &index)) return NULL;
+    *arena = arena_argument(arena_arg, "the test surface");
+    Record *r = *arena == NULL ? NULL : parse_record(*arena, index);
+    if (r != NULL) lock_record(*arena, r);
+    return r;
+}
+
 static PyObject *
 testing_record_lock(PyObject *module, PyObject *args)
 {
-    PyObject *arena, *index;
-    if (!PyArg_ParseTuple(args, "OO:testing_record_lock", &arena, &index)) return NULL;
-    ArenaObject *a = arena_argument(arena, "testing_record_lock()");
-    Record *r = a == NULL ? NULL : parse_record(a, index);
-    if (r == NULL) return NULL;
-    lock_record(a, r);
+    ArenaObject *a;
+    if (locked_record(args, "OO:testing_record_lock", &a) == NULL) return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *
 testing_record_half_set(PyObject *module, PyObject *args)
 {
-    PyObject *arena, *index;
-    if (!PyArg_ParseTuple(args, "OO:testing_record_half_set", &arena, &index)) return NULL;
-    ArenaObject *a = arena_argument(arena, "testing_record_half_set()");
-    Record *r = a == NULL ? NULL : parse_record(a, index);
+    ArenaObject *a;
+    Record *r = locked_record(args, "OO:testing_record_half_set", &a);
     if (r == NULL) return NULL;
-    lock_record(a, r);
     uint32_t state = load_acquire(&r->state);
     store_release(&r->state, ((GENERATION(state) + 1) << 1) | STATE_FLAG);
     Py_RETURN_NONE;
