@@ -263,13 +263,8 @@ def wait_many(records: Sequence[Record], timeout: float | None) -> list[int]:
     """Block until any of *records* is set; the positions seen set, in order.
 
     Positions are indices into *records*, in the order the records were
-    seen set; [] if *timeout* passes first.
+    seen set; [] if *timeout* passes first (0: only look).
     """
-    return _wait_any(records, timeout)
-
-
-def _wait_any(records: Sequence[Record], timeout: float | None) -> list[int]:
-    """Positions of *records* seen set; [] when *timeout* passed (0: only look)."""
     arenas = {record.arena for record in records}
     if len(arenas) > 1:
         return _poll_many_arenas(records, timeout)
