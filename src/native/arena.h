@@ -215,7 +215,7 @@
 #include "os.h"
 
 #define MAGIC 0x31544e4556504d00ULL /* "\0MPEVNT1" */
-#define LAYOUT_VERSION 12u
+#define LAYOUT_VERSION 13u
 #define RECORD_SIZE 128u
 #define PAYLOAD_SIZE 48u
 #define ATTACH_OFFSET 4096u
@@ -329,7 +329,7 @@ typedef struct {
     uint64_t large_resident;     /* reserved bytes of all large blocks */
     uint64_t large_free_resident;/* reserved bytes of free large blocks */
     uint64_t large_given_back;   /* bytes ever punched out of free blocks */
-    uint64_t large_free[LARGE_CLASSES];
+    uint64_t large_free[LARGE_CLASSES]; /* free blocks with data pages reserved (warm) */
     uint64_t reserve_bytes;      /* data bytes of free BLOCK_RESERVE blocks (heap.c) */
     int64_t reserve_stamp;       /* CLOCK_MONOTONIC ns of the last refill */
     uint32_t unlinked;     /* 1 once the segment's name is gone: nobody may join */
@@ -346,6 +346,9 @@ typedef struct {
      * holds the CLOCK_MONOTONIC ns at which its spinner must have left,
      * so a spinner killed in its seat frees it by the clock alone. */
     int64_t spin_seats[SPIN_SEATS];
+    /* free large blocks whose data pages were given back (heap.c): a take
+     * pops one only when its class has no warm block */
+    uint64_t large_cold[LARGE_CLASSES];
 } Header;
 
 /*
@@ -479,9 +482,9 @@ _Static_assert(sizeof(Record) == 96 && offsetof(Record, state) == 4 &&
                    offsetof(Record, kind) == 20 && offsetof(Record, claim) == 32 &&
                    offsetof(Record, payload) == 48,
                "Record layout differs on this target");
-_Static_assert(sizeof(Header) == 1824 && offsetof(Header, large_free) == 352 &&
+_Static_assert(sizeof(Header) == 2856 && offsetof(Header, large_free) == 352 &&
                    offsetof(Header, lock) == 1408 && offsetof(Header, page_size) == 1412 &&
-                   offsetof(Header, spin_seats) == 1760,
+                   offsetof(Header, spin_seats) == 1760 && offsetof(Header, large_cold) == 1824,
                "Header layout differs on this target");
 _Static_assert(sizeof(ValueSlot) == 24 && offsetof(ValueSlot, where) == 8,
                "ValueSlot layout differs on this target");

@@ -258,6 +258,41 @@ def test_a_dropped_burst_gives_its_memory_back_to_the_os() -> None:
     assert _resident_bytes(arena) <= start + watermark
 
 
+def test_after_a_burst_a_value_set_and_dropped_in_turn_reuses_a_warm_block() -> None:
+    # A burst of kept values past the watermark leaves some free blocks
+    # warm and the rest punched out.  A value set and dropped in turn must
+    # take a warm one and keep it warm: taking a punched block every time
+    # faults all of its pages in again and punches them out again on the
+    # drop (given back once per value).
+    done = _run_script(
+        """
+        import gc
+        import mpevent
+        burst = []
+        for n in range(16):
+            result = mpevent.AsyncResult()
+            result.set(bytes([n]) * (1 << 20))
+            burst.append(result)
+        native = burst[0]._record.arena.native
+        del burst, result
+        gc.collect()
+        before = native.heap_statistics()
+        assert before["large_given_back"] > 0, before  # the burst went past the watermark
+        for n in range(10):
+            result = mpevent.AsyncResult()
+            result.set(bytes([n]) * (1 << 20))
+            assert result.get()[-1] == n
+            del result
+            gc.collect()
+        after = native.heap_statistics()
+        print("given back", before["large_given_back"], after["large_given_back"])
+        assert after["large_given_back"] == before["large_given_back"], (before, after)
+        print("warm")
+        """,
+        MPEVENT_HEAP_WATERMARK="8M",
+    )
+    assert done.returncode == 0 and "warm" in done.stdout, done.stdout + done.stderr
+
 # --- the cap -----------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 /*
  * Relacy model: large value block states against a dead writer's forget.
  *
- * Mirrors, in src/native/heap.c: large_take, large_pop, large_adopt,
+ * Mirrors, in src/native/heap.c: large_take, large_pop, pop_list, large_adopt,
  * large_abandon, large_free and Arena_heap_forget.  (reserve_refill takes a
  * block as WRITING for itself and gives it back with the same CAS as
  * large_abandon: the same state word, not modelled separately.)
@@ -15,15 +15,19 @@
  *     anyone took the block meanwhile.
  *   - Arena_heap_forget(entry) (the process of `entry` is gone): for every
  *     block, CAS writing-by-entry -> FREEING, and large_free on success.
- *   - large_free: state = FREE (release), then a lock-free CAS push on the
- *     class's free list; pops happen under the arena lock only.
+ *   - large_free: state = FREE (release), then a lock-free CAS push on one
+ *     of the class's two free lists: warm (its pages kept) or cold (given
+ *     back); pops happen under the arena lock only, warm before cold.
  *
  * Threads:
  *   0  forgetter: Arena_heap_forget(A) for dead entry A, over both blocks.
  *   1  C, a live writer (entry 1): large_take, writes the value, large_adopt.
- *   Initially block 0 is FREE on the free list, last written by A (the old
+ *   Initially block 0 is FREE on the cold list, last written by A (the old
  *   code's `owner` field still says A); block 1 is WRITING by A (A died
- *   mid-copy), so the forget has a block it must give back.
+ *   mid-copy), so the forget has a block it must give back: onto the warm
+ *   list, its pages kept.  C's pop reads the warm list first, so it takes
+ *   block 1 if the forget pushed it already and block 0 from the cold list
+ *   if not: both lists are pushed or popped while the other side races.
  *
  * Promise, asserted in after(): a live writer's block is never freed while
  * it is written or after it is published: C's large_adopt succeeds, C's
@@ -41,6 +45,8 @@
  * owner A, C takes block 0 (WRITING), the forgetter's CAS WRITING ->
  * FREEING wins and frees C's block while C writes it; C's large_adopt then
  * finds it FREE -- after() asserts "a live writer's block was freed".
+ * (The old code had one free list per class; which list a block goes on
+ * does not change that bug, so MODEL_OLD keeps the two.)
  *
  * Build: g++ -std=c++11 -O1 -o m blocks.cpp && ./m      (exit 0)
  *        g++ -std=c++11 -O1 -DMODEL_OLD -o m blocks.cpp && ./m  (exit 1)
@@ -68,7 +74,8 @@ static unsigned writing_by(unsigned entry)
 
 struct blocks_model : rl::test_suite<blocks_model, 2> {
     rl::mutex arena_lock;
-    rl::atomic<unsigned> free_head; /* block index + 1, 0: empty */
+    rl::atomic<unsigned> warm_head; /* block index + 1, 0: empty */
+    rl::atomic<unsigned> cold_head;
     rl::var<unsigned> next_free[BLOCKS];
     rl::atomic<unsigned> state[BLOCKS];
 #ifdef MODEL_OLD
@@ -84,7 +91,8 @@ struct blocks_model : rl::test_suite<blocks_model, 2> {
     {
         state[0]($).store(BLOCK_FREE, rl::mo_relaxed);
         next_free[0]($) = 0;
-        free_head($).store(1, rl::mo_relaxed);
+        warm_head($).store(0, rl::mo_relaxed);
+        cold_head($).store(1, rl::mo_relaxed);
         state[1]($).store(writing_by(ENTRY_A), rl::mo_relaxed);
         next_free[1]($) = 0;
 #ifdef MODEL_OLD
@@ -97,25 +105,33 @@ struct blocks_model : rl::test_suite<blocks_model, 2> {
         c_adopted($) = 0;
     }
 
-    /* large_free: FREE, then a lock-free CAS push. */
+    /* large_free: FREE, then a lock-free CAS push (here always warm: the
+     * forgotten block keeps its pages). */
     void large_free(unsigned b)
     {
         state[b]($).store(BLOCK_FREE, rl::mo_release);
-        unsigned old = free_head($).load(rl::mo_acquire);
+        unsigned old = warm_head($).load(rl::mo_acquire);
         do {
             next_free[b]($) = old;
-        } while (!free_head($).compare_exchange_weak(old, b + 1, rl::mo_acq_rel, rl::mo_acquire));
+        } while (!warm_head($).compare_exchange_weak(old, b + 1, rl::mo_acq_rel, rl::mo_acquire));
     }
 
-    /* large_pop: arena lock held. */
-    unsigned large_pop()
+    /* pop_list: arena lock held. */
+    unsigned pop_list(rl::atomic<unsigned> &head)
     {
-        unsigned old = free_head($).load(rl::mo_acquire);
+        unsigned old = head($).load(rl::mo_acquire);
         while (old != 0) {
             unsigned next = next_free[old - 1]($);
-            if (free_head($).compare_exchange_weak(old, next, rl::mo_acq_rel, rl::mo_acquire)) break;
+            if (head($).compare_exchange_weak(old, next, rl::mo_acq_rel, rl::mo_acquire)) break;
         }
         return old;
+    }
+
+    /* large_pop: warm before cold. */
+    unsigned large_pop()
+    {
+        unsigned got = pop_list(warm_head);
+        return got != 0 ? got : pop_list(cold_head);
     }
 
     /* large_take(entry): index + 1 of the block, 0 if none. */
@@ -175,12 +191,15 @@ struct blocks_model : rl::test_suite<blocks_model, 2> {
     void after()
     {
         unsigned on_list[BLOCKS] = {0, 0};
-        unsigned at = free_head($).load(rl::mo_relaxed);
-        for (unsigned guard = 0; at != 0 && guard <= BLOCKS; guard++) {
-            on_list[at - 1]++;
-            at = next_free[at - 1]($);
+        rl::atomic<unsigned> *heads[2] = {&warm_head, &cold_head};
+        for (unsigned list = 0; list < 2; list++) {
+            unsigned at = (*heads[list])($).load(rl::mo_relaxed);
+            for (unsigned guard = 0; at != 0 && guard <= BLOCKS; guard++) {
+                on_list[at - 1]++;
+                at = next_free[at - 1]($);
+            }
+            RL_ASSERT(at == 0 && "a free list has a cycle");
         }
-        RL_ASSERT(at == 0 && "the free list has a cycle");
         unsigned mine = c_block($);
         RL_ASSERT(mine != 0 && "C found no free block");
         RL_ASSERT(c_adopted($) && "a live writer's block was freed");
