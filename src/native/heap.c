@@ -765,8 +765,13 @@ Arena_after_fork_child(ArenaObject *self, PyObject *arg)
 /*
  * copy_bytes(buffer) -> bytes: a private copy of a buffer, for values that
  * own their memory (bytes).  A large copy lands in freshly mapped pages;
- * faulting them in one call (and as huge pages where the kernel allows)
- * costs a fraction of faulting them one by one during the copy.
+ * faulting them in one call (MADV_POPULATE_WRITE) costs less than faulting
+ * them one by one during the copy (32 MiB kept: 13 ms against bytes()'s
+ * 17.5 ms here).  Not as huge pages: on a VM that reports free memory to
+ * its host (virtio-balloon's free page reporting, on by default in cloud
+ * kernels) a 2 MiB page is exactly what was reported, and touching it
+ * again costs the host's faults: 32 MiB kept took 68-70 ms with
+ * MADV_HUGEPAGE against 13 ms without (docs/design.md, "Values").
  */
 #define POPULATE_MIN (256u * 1024u)
 
@@ -775,14 +780,7 @@ prefault(char *start, size_t length)
 {
     uintptr_t first = ((uintptr_t)start + page_size - 1) & ~(uintptr_t)(page_size - 1);
     uintptr_t end = ((uintptr_t)start + length) & ~(uintptr_t)(page_size - 1);
-    if (end <= first) return;
-    uintptr_t huge = os_huge_page_size();
-    if (huge != 0) {
-        uintptr_t huge_first = (first + huge - 1) & ~(huge - 1);
-        uintptr_t huge_end = end & ~(huge - 1);
-        if (huge_end > huge_first) os_advise_huge((void *)huge_first, huge_end - huge_first);
-    }
-    os_populate((void *)first, end - first);
+    if (end > first) os_populate((void *)first, end - first);
 }
 
 PyObject *
