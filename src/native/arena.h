@@ -811,6 +811,7 @@ PyObject *Arena_heap_forget(ArenaObject *self, PyObject *arg);
 PyObject *Arena_heap_statistics(ArenaObject *self, PyObject *ignored);
 PyObject *native_before_fork(PyObject *module, PyObject *ignored);
 PyObject *native_copy_bytes(PyObject *module, PyObject *arg);
+long long copy_huge_threshold_set(long long ns_per_mib, unsigned long long *copies);
 PyObject *Arena_after_fork_child(ArenaObject *self, PyObject *arg);
 /* testpoints.c: named stops for tests that force an interleaving; nothing
  * unless built with -DMPEVENT_TEST_POINTS.  TEST_POINT_GIL where the

@@ -766,21 +766,60 @@ Arena_after_fork_child(ArenaObject *self, PyObject *arg)
  * copy_bytes(buffer) -> bytes: a private copy of a buffer, for values that
  * own their memory (bytes).  A large copy lands in freshly mapped pages;
  * faulting them in one call (MADV_POPULATE_WRITE) costs less than faulting
- * them one by one during the copy (32 MiB kept: 13 ms against bytes()'s
- * 17.5 ms here).  Not as huge pages: on a VM that reports free memory to
- * its host (virtio-balloon's free page reporting, on by default in cloud
- * kernels) a 2 MiB page is exactly what was reported, and touching it
- * again costs the host's faults: 32 MiB kept took 68-70 ms with
- * MADV_HUGEPAGE against 13 ms without (docs/design.md, "Values").
+ * them one by one during the copy.
+ *
+ * Huge pages while they pay (docs/design.md, "Values").  A copy's pages are
+ * advised huge, which makes a dropped 32 MiB value's copy 5 ms instead of
+ * 12 ms: glibc maps and unmaps a copy that large, and the huge pages just
+ * given back are taken again.  But on a VM that reports free memory to its
+ * host (virtio-balloon's free page reporting), a huge page nobody used
+ * lately is exactly what was reported, and populating it costs the host's
+ * faults on every 4 KiB: kept 32 MiB copies took 62-76 ms each against
+ * 12-13 ms in small pages.  So the populate is timed, and after two huge
+ * populates in a row slower than small pages would be (HUGE_SLOW_NS_PER_MIB,
+ * twice what small pages took here), this process copies into small pages
+ * for good.  Process-wide, like the page size: one verdict for one kernel.
  */
 #define POPULATE_MIN (256u * 1024u)
+#define HUGE_SLOW_NS_PER_MIB 500000LL
+
+static long long huge_slow_ns_per_mib = HUGE_SLOW_NS_PER_MIB;
+static int huge_slow_in_a_row;  /* 2 or more: no more huge pages for copies */
+static unsigned long long huge_copies; /* copies advised huge, for the test surface */
+
+/* For the test surface: the slowness threshold, and a fresh verdict;
+ * returns the threshold it replaced and how many copies were advised huge. */
+long long
+copy_huge_threshold_set(long long ns_per_mib, unsigned long long *copies)
+{
+    long long was = exchange_acq_rel(&huge_slow_ns_per_mib, ns_per_mib);
+    store_relaxed(&huge_slow_in_a_row, 0);
+    *copies = load_relaxed(&huge_copies);
+    return was;
+}
 
 static void
 prefault(char *start, size_t length)
 {
     uintptr_t first = ((uintptr_t)start + page_size - 1) & ~(uintptr_t)(page_size - 1);
     uintptr_t end = ((uintptr_t)start + length) & ~(uintptr_t)(page_size - 1);
-    if (end > first) os_populate((void *)first, end - first);
+    if (end <= first) return;
+    uintptr_t huge = load_relaxed(&huge_slow_in_a_row) < 2 ? os_huge_page_size() : 0;
+    uintptr_t huge_first = huge ? (first + huge - 1) & ~(huge - 1) : 0;
+    uintptr_t huge_end = huge ? end & ~(huge - 1) : 0;
+    if (huge_end <= huge_first || !os_advise_huge((void *)huge_first, huge_end - huge_first)) {
+        os_populate((void *)first, end - first);
+        return;
+    }
+    add_fetch_relaxed(&huge_copies, 1);
+    long long began = os_now_ns();
+    os_populate((void *)first, end - first);
+    long long spent = os_now_ns() - began;
+    long long per_mib = (long long)(((unsigned long long)spent << 20) / (end - first));
+    if (per_mib > load_relaxed(&huge_slow_ns_per_mib))
+        add_fetch_relaxed(&huge_slow_in_a_row, 1);
+    else
+        store_relaxed(&huge_slow_in_a_row, 0);
 }
 
 PyObject *

@@ -15,6 +15,11 @@
  *   - testing_point_arm(name), testing_point_reached(name, timeout) -> bool
  *     (the GIL released while it waits), testing_point_release(name): stop
  *     the next thread that reaches a named point, see it stopped, let it go.
+ *   - testing_copy_huge_threshold(ns_per_mib) -> (the threshold it
+ *     replaced, copies advised huge so far in this process): how slow a
+ *     huge populate of copy_bytes may be before it counts against huge
+ *     pages (heap.c), and a fresh verdict: 0 makes every one slow, so two
+ *     copies turn huge pages off.
  */
 #include "arena.h"
 
@@ -123,6 +128,17 @@ testing_point_release(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+testing_copy_huge_threshold(PyObject *module, PyObject *arg)
+{
+    long long ns_per_mib = PyLong_AsLongLong(arg);
+    if (ns_per_mib == -1 && PyErr_Occurred()) return NULL;
+    if (ns_per_mib < 0) return PyErr_Format(PyExc_ValueError, "a threshold is >= 0, not %lld", ns_per_mib);
+    unsigned long long copies;
+    long long was = copy_huge_threshold_set(ns_per_mib, &copies);
+    return Py_BuildValue("LK", was, copies);
+}
+
 PyMethodDef Testing_functions[] = {
     {"testing_record_lock", testing_record_lock, METH_VARARGS,
      "testing_record_lock(arena, index): lock a record and keep it (fault tests)."},
@@ -136,5 +152,7 @@ PyMethodDef Testing_functions[] = {
      "testing_point_reached(name, timeout) -> bool: a thread stopped at the point in time."},
     {"testing_point_release", testing_point_release, METH_O,
      "testing_point_release(name): the stopped thread goes on; the point is disarmed."},
+    {"testing_copy_huge_threshold", testing_copy_huge_threshold, METH_O,
+     "testing_copy_huge_threshold(ns_per_mib) -> (was, huge copies): set the threshold, reset the verdict."},
     {NULL, NULL, 0, NULL},
 };
