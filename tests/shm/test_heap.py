@@ -316,6 +316,7 @@ def test_after_a_burst_a_value_set_and_dropped_in_turn_reuses_a_warm_block() -> 
     )
     assert done.returncode == 0 and "warm" in done.stdout, done.stdout + done.stderr
 
+
 # --- the cap -----------------------------------------------------------------
 
 
