@@ -312,6 +312,11 @@ class AttachTable:
 _section = threading.local()  # depth: arena-locked sections this thread is in; deferred
 
 
+def in_locked_section() -> bool:
+    """Whether this thread is inside an arena-locked section (see run_or_defer)."""
+    return bool(getattr(_section, "depth", 0))
+
+
 def run_or_defer(action: Callable[[], object]) -> None:
     """Run *action* now, or, inside this thread's arena-locked section, after it.
 

@@ -108,8 +108,12 @@ def _mark_or_release(arena: Arena, index: int) -> None:
 
 
 def _drop(arena: Arena, index: int, serial: int) -> None:
-    """Count one Record object fewer; the last one releases the reference."""
-    key = _key(arena, index)
+    """Count one Record object fewer; the last one releases the reference.
+
+    A finalizer's path, run cold (a handle dropped after a long wait): few
+    frames, and the release itself one C call.
+    """
+    key = arena.number << 32 | index
     with _holders_lock:
         count = (_holders.pop(key, 0) & _COUNT) - 1
         if count < 0:
@@ -117,15 +121,18 @@ def _drop(arena: Arena, index: int, serial: int) -> None:
         if count:
             _holders[key] = serial << 32 | count
             return
-        # Deferred only inside an arena-locked section of this thread; then a
-        # concurrent _take may interleave, which can leak but never double-free.
-        _attach.run_or_defer(lambda: _give_back(arena, index))
+        if _attach.in_locked_section():
+            # Deferred: a concurrent _take may interleave, which can leak
+            # but never double-free.
+            _attach.run_or_defer(lambda: _give_back(arena, index))
+        else:
+            _give_back(arena, index)
 
 
 def _give_back(arena: Arena, index: int) -> None:
-    # Unmark first, uncount second: dying in between leaks, never double-frees.
-    arena.native.held_mark(arena.entry, index, False)
-    arena.native.record_release(index)  # the last one frees its values too (in C)
+    # Unmark first, uncount second (in C): dying in between leaks, never
+    # double-frees.  The last reference frees the values too.
+    arena.native.record_give_back(arena.entry, index)
 
 
 class Record:
@@ -197,9 +204,12 @@ class Record:
         _drop(self.arena, self.index, self.serial)
 
     def __del__(self) -> None:
-        # No contextlib here: at interpreter shutdown module globals may be gone.
-        try:  # noqa: SIM105
-            self.release()
+        # release() inlined: this runs cold, once per dropped handle.  No
+        # contextlib here: at interpreter shutdown module globals may be gone.
+        try:
+            if self.held:
+                self.held = False
+                _drop(self.arena, self.index, self.serial)
         except Exception:  # interpreter shutdown: nothing left to release into
             pass
 

@@ -724,6 +724,7 @@ PyObject *Arena_record_alloc(ArenaObject *self, PyObject *args);
 PyObject *Arena_record_retain(ArenaObject *self, PyObject *args);
 PyObject *Arena_record_pin(ArenaObject *self, PyObject *args);
 PyObject *Arena_record_release(ArenaObject *self, PyObject *args);
+PyObject *Arena_record_give_back(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *Arena_record_info(ArenaObject *self, PyObject *args);
 PyObject *Arena_lock_word(ArenaObject *self, PyObject *arg);
 PyObject *Arena_is_set(ArenaObject *self, PyObject *arg);

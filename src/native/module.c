@@ -57,6 +57,8 @@ static PyMethodDef Arena_methods[] = {
            "record_retain(index, serial, adopt) -> kind: take a reference."),
     METHOD(record_pin, METH_VARARGS, "record_pin(index): a reference for a pickle in flight."),
     METHOD(record_release, METH_VARARGS, "record_release(index) -> True if freed."),
+    METHOD(record_give_back, METH_FASTCALL,
+           "record_give_back(entry, index) -> True if freed: unmark held, then release."),
     METHOD(record_info, METH_VARARGS, "record_info(index) -> dict."),
     METHOD(is_set, METH_O, "is_set(index) -> bool, lock-free."),
     METHOD(state, METH_O, "state(index) -> generation << 1 | flag."),

@@ -285,6 +285,32 @@ Arena_record_release(ArenaObject *self, PyObject *args)
 }
 
 /*
+ * record_give_back(entry, index) -> True if freed: this process lets go of
+ * its reference, the last Record object of the process being gone -- its
+ * held bit cleared, then the reference dropped (unmark first, uncount
+ * second: dying in between leaks, never releases twice).  One call, for a
+ * finalizer that runs cold (a dropped handle, mpevent.shm._record).
+ */
+PyObject *
+Arena_record_give_back(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "record_give_back() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    unsigned long entry = PyLong_AsUnsignedLong(args[0]);
+    if (entry == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    unsigned long index = PyLong_AsUnsignedLong(args[1]);
+    if (index == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (check_entry(entry) < 0 || check_record(self, index) < 0) return NULL;
+    if ((index / 64 + 1) * 8 <= load_acquire(held_reserved_of(self, entry)))
+        fetch_and_release(held_words(self, entry) + index / 64, ~((uint64_t)1 << (index % 64)));
+    int freed = record_release_one(self, (uint32_t)index);
+    if (freed < 0) return NULL;
+    return PyBool_FromLong(freed);
+}
+
+/*
  * held_release_all(entry) -> count: give back every reference an entry's
  * process holds (it is exiting, or dead).  Each word of the bitmap is
  * cleared before its records are released -- unmark first, uncount
