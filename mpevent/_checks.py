@@ -127,3 +127,16 @@ def count_from_env(variable: str, maximum: int) -> int | None:
             f"from 0 (turns spinning off) to {maximum}, or unset it for the default"
         )
     return int(text)
+
+
+def switch_from_env(variable: str, default: bool) -> bool:
+    """The switch in environment variable *variable*: 1 on, 0 off; *default* if unset or empty."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    if text not in ("0", "1"):
+        raise ValueError(
+            f"{variable}={text!r} is not a switch: give 1 (on) or 0 (off), "
+            "or unset it for the default"
+        )
+    return text == "1"

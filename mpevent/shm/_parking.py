@@ -47,7 +47,8 @@ A thread that blocks (``Event.wait``, ``AsyncResult.get``, ``mpevent.wait``)
 sleeps on its own waiter slot, in one C call (``wait`` or ``wait_any``:
 look, spin for a single wait, park, recheck); ``Handle.wait`` makes that
 call without this module at all when nothing needs Python
-(``src/native/handle.c``).  The spin limit (``MPEVENT_SPIN``) is read here.
+(``src/native/handle.c``).  The spin limit (``MPEVENT_SPIN``) and the hand-over switch
+(``MPEVENT_HANDOVER``) are read here.
 
 Each thread that ever waits holds one *waiter slot* per arena (a futex
 word in shared memory, ``src/native/slots.c``).  Waiting on a record
@@ -171,6 +172,9 @@ class ParkingLot(Generic[T]):
 # MPEVENT_SPIN is read here only, so that a malformed value is an error that
 # names it; C applies the CPU rule to it (spin_for_flag in spin.c).
 SPIN_LIMIT = _native.set_spin_limit(_checks.count_from_env("MPEVENT_SPIN", _native.SPIN_LIMIT_MAX))
+# The same for MPEVENT_HANDOVER: a set() that woke another process yields
+# its CPU when nothing else is runnable (handover_after_wake in spin.c).
+_native.set_handover(_checks.switch_from_env("MPEVENT_HANDOVER", True))
 
 _fork_epoch = 0
 

@@ -13,7 +13,8 @@
  *                        mappings, files, populating and punching
  *                        pages, the CPU (a port is this file)
  *   1      local.c       process-local locks (a private futex word)  os
- *   1      spin.c        adaptive spinning before parking            os
+ *   1      spin.c        adaptive spinning before parking, and       os
+ *                        handing the CPU over after a wake
  *   1      testpoints.c  named stops for forced interleavings        local, os
  *                        (test builds only)
  *   2      layout.c      the Arena type: mapping, formatting,        os
@@ -34,8 +35,8 @@
  *   7      heap.c        the value heap: small blocks, large         spill, locks, local,
  *                        blocks, zero-copy views                     layout, os
  *   8      records.c     records: allocation, reference counts,      heap, spill, waiters,
- *                        held bitmaps, the state word (set/clear/    locks, local, layout, os
- *                        is_set) and value slots
+ *                        held bitmaps, the state word (set/clear/    spin, locks, local,
+ *                        is_set) and value slots                     layout, os
  *   9      claims.c      promised (claimed) results, and the one     records, waiters,
  *                        rule for a wakeup never sent (a moved       liveness, locks, layout
  *                        generation, a dead claimer)
@@ -638,6 +639,7 @@ void enqueue_link(ArenaObject *a, Record *r, uint32_t record, uint32_t link);
 int remove_link(ArenaObject *a, Record *r, uint32_t link);
 void wake_fired(ArenaObject *a, Record *r, uint32_t *wake, int *nwake);
 void wake_slots(ArenaObject *a, const uint32_t *wake, int n);
+int woken_elsewhere(ArenaObject *a, const uint32_t *wake, int n);
 void note_setter(Record *r);
 PyObject *Arena_enqueue(ArenaObject *self, PyObject *args);
 PyObject *Arena_dequeue(ArenaObject *self, PyObject *args);
@@ -691,6 +693,8 @@ extern int spin_seats_usable;
 extern __thread int spin_woke_sleeper;
 void spin_init(void);
 int spin_for_flag(ArenaObject *self, Record *r);
+void handover_after_wake(int woken);
+PyObject *native_set_handover(PyObject *module, PyObject *arg);
 PyObject *native_set_spin_limit(PyObject *module, PyObject *arg);
 PyObject *native_spin_stats(PyObject *module, PyObject *ignored);
 PyObject *Arena_spinners(ArenaObject *self, PyObject *ignored);

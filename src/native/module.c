@@ -164,6 +164,9 @@ static PyMethodDef native_functions[] = {
      "main_interpreter() -> bool: True unless called in a subinterpreter."},
     {"spin_limit", native_spin_limit, METH_NOARGS,
      "spin_limit() -> int: how long a waiter spins before parking (0: never)."},
+    {"set_handover", native_set_handover, METH_O,
+     "set_handover(on) -> bool: yield the CPU after waking another process when nothing "
+     "else is runnable (spin.c); returns the setting it replaced."},
     {"set_spin_limit", native_set_spin_limit, METH_O,
      "set_spin_limit(limit or None) -> int: set the spin limit (None: the default); "
      "returns the one in force (0 with one usable CPU)."},

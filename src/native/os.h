@@ -46,6 +46,10 @@
  *   os_restore_signals  thread inherits it)
  *   os_at_fork        pthread_atfork           the same                        the same
  *   os_cpu            sched_getcpu             none: -1 (no same-CPU rule)     sched_getcpu (13+)
+ *   os_runnable_tasks /proc/loadavg's running  none: -1 (no hand-over)         none: -1
+ *                     count (the kernel's
+ *                     nr_running, now)
+ *   os_yield          sched_yield              the same                        the same
  *   os_usable_cpus    sched_getaffinity, and   sysctl hw.activecpu             cpuset_getaffinity
  *                     cgroup v2 cpu.max
  *   os_page_size      sysconf(_SC_PAGESIZE)    the same                        the same
@@ -109,6 +113,10 @@ void os_punch(void *addr, size_t length);
 int os_advise_huge(void *addr, size_t length);
 
 int os_cpu(void);                /* the CPU this thread runs on, or -1 */
+/* Tasks runnable on the whole machine now, the caller included; -1 if
+ * this kernel does not say.  One pread() of a descriptor kept open. */
+int os_runnable_tasks(void);
+void os_yield(void);             /* give the CPU to a runnable task, if any */
 double os_usable_cpus(void);     /* CPUs this process may use: affinity, cgroup quota */
 size_t os_page_size(void);       /* read once, at first call */
 size_t os_huge_page_size(void);  /* 0 when the kernel has none */

@@ -460,6 +460,8 @@ publish_unlock(ArenaObject *self, Record *r, uint32_t state)
     wake_fired(self, r, wake, &n);
     unlock_word(self, &r->lock);
     wake_slots(self, wake, n);
+    /* No lock held: a woken process queued on this CPU may run first. */
+    handover_after_wake(woken_elsewhere(self, wake, n));
 }
 
 /*

@@ -40,6 +40,27 @@
  * Only blocking OS-thread waits spin (wait_record); the hub, asyncio and
  * gevent waits never do.  The GIL is released while spinning.  The choice
  * of SPIN_DEFAULT and the figures are in docs/design.md.
+ *
+ * The other side of the same question, handing over after a wake
+ * (handover_after_wake): a waiter woken from sleep is often queued on its
+ * waker's CPU (wake-affine placement; some VM kernels pack every wakeup so),
+ * where it runs only once the waker blocks, is preempted or yields.  So
+ * whatever set() and its caller do after the wake -- returning to Python,
+ * refilling the reserve, dropping a handle, entering their own wait -- is
+ * added to the woken's latency.  After a set() that woke a parked waiter,
+ * the setter yields its CPU when
+ *
+ *   1. handing over is on (MPEVENT_HANDOVER, checked by Python and given
+ *      to set_handover(); on by default), and this process may use two
+ *      CPUs or more (as rule 1 above: on one CPU the setter blocks soon
+ *      anyway, and the yield is one more system call);
+ *   2. nothing on the whole machine is runnable but the setter and the
+ *      task it woke (os_runnable_tasks() <= 2).
+ *
+ * Then the yield either runs the woken at once on this CPU or returns at
+ * once.  With any other task runnable it could cost the setter a whole
+ * time slice (a 64 KiB set() took 1.7 ms beside two busy loops), so it is
+ * not made.  Measured in docs/design.md ("Handing the CPU over").
  */
 #include "arena.h"
 
@@ -55,11 +76,14 @@ __thread int spin_woke_sleeper; /* this thread's last set() woke a parked waiter
  * atomics (a waiter that reads the old limit once spins by the old rule). */
 int spin_limit = 0;        /* set_spin_limit(); 0: never spin */
 int spin_seats_usable = 0; /* seats of an arena a waiter may take */
+static int handover_on = 1;       /* set_handover() */
+static int handover_cpus_ok = 0;  /* two usable CPUs or more (spin_configure) */
 static __thread int spin_budget = -1;
 static __thread unsigned spin_skipped;
 
 /* Counted per process for spin_stats() (tests, the benchmark's CPU column). */
 static uint64_t spin_counts[7];
+static uint64_t handovers; /* yields after a wake */
 enum { SPUN, WON, SAME_CPU, NO_SEAT, LOW_BUDGET, AFTER_WAKE, RECORD_MISSES };
 
 static void
@@ -79,6 +103,7 @@ spin_configure(long requested)
     if (seats < 1) limit = 0;
     store_relaxed(&spin_seats_usable, limit > 0 ? seats : 0);
     store_relaxed(&spin_limit, limit);
+    store_relaxed(&handover_cpus_ok, seats >= 1);
     spin_budget = -1;
     return limit;
 }
@@ -87,6 +112,10 @@ void
 spin_init(void)
 {
     spin_configure(-1);
+    /* Handing over reads the machine's runnable count through a descriptor
+     * kept open: open it at import, not at some later set(), so that it is
+     * there from the start, like the module itself. */
+    os_runnable_tasks();
 }
 
 /* Take a free seat of the arena: its index, or -1 if none is free. */
@@ -174,6 +203,27 @@ spin_for_flag(ArenaObject *self, Record *r)
     return seen;
 }
 
+/* After a set() that woke `woken` parked waiters (the top: handing over). */
+void
+handover_after_wake(int woken)
+{
+    if (woken <= 0 || !load_relaxed(&handover_on) || !load_relaxed(&handover_cpus_ok)) return;
+    int runnable = os_runnable_tasks();
+    if (runnable < 0 || runnable > 2) return;
+    fetch_add_relaxed(&handovers, 1);
+    os_yield();
+}
+
+/* set_handover(on) -> bool: hand the CPU over after a wake (the top); the
+ * setting it replaced. */
+PyObject *
+native_set_handover(PyObject *module, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    return PyBool_FromLong(exchange_acq_rel(&handover_on, on));
+}
+
 /* spinners() -> int: seats of this arena held now (waiters spinning in any process). */
 PyObject *
 Arena_spinners(ArenaObject *self, PyObject *Py_UNUSED(ignored))
@@ -210,7 +260,7 @@ PyObject *
 native_spin_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:i,s:i}", "spun",
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:i,s:i,s:K,s:i}", "spun",
         (unsigned long long)load_relaxed(&spin_counts[SPUN]), "won",
         (unsigned long long)load_relaxed(&spin_counts[WON]), "same_cpu",
         (unsigned long long)load_relaxed(&spin_counts[SAME_CPU]),
@@ -222,6 +272,8 @@ native_spin_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
         "record_misses",
         (unsigned long long)load_relaxed(&spin_counts[RECORD_MISSES]),
         "limit", load_relaxed(&spin_limit), "seats",
-        load_relaxed(&spin_seats_usable));
+        load_relaxed(&spin_seats_usable), "handovers",
+        (unsigned long long)load_relaxed(&handovers), "handover",
+        load_relaxed(&handover_on) && load_relaxed(&handover_cpus_ok));
 }
 

@@ -176,6 +176,18 @@ wake_slots(ArenaObject *a, const uint32_t *wake, int n)
     spin_woke_sleeper = n > 0;
 }
 
+/* How many of the slots just woken belong to other processes: only those
+ * can use this CPU at once (a thread of ours first needs the GIL, or at
+ * least this thread's return).  For handing over (spin.c). */
+int
+woken_elsewhere(ArenaObject *a, const uint32_t *wake, int n)
+{
+    uint32_t ours = (uint32_t)load_relaxed(&a->held_entry) + 1;
+    int others = 0;
+    for (int i = 0; i < n; i++) others += load_relaxed(&a->slots[wake[i]].owner) != ours;
+    return others;
+}
+
 
 /*
  * enqueue(record, link, slot) -> state.  If the flag is down, queue the
