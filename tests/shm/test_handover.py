@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from test_spinning import TWO_CPUS, needs_two_cpus, run, spin_stats
@@ -30,9 +32,6 @@ def test_handing_over_is_on_by_default_and_off_on_one_cpu_or_when_turned_off() -
 
 
 def test_a_malformed_handover_switch_is_an_error_that_names_it() -> None:
-    import subprocess
-    import sys
-
     done = subprocess.run(
         [sys.executable, "-c", "import mpevent; mpevent.Event().set()"],
         capture_output=True,
@@ -98,4 +97,21 @@ def test_a_set_that_wakes_another_process_hands_over_and_one_that_wakes_its_own_
 
 def test_with_handing_over_off_no_set_yields() -> None:
     stats = spin_stats(WAKES, env={"MPEVENT_SPIN": "0", "MPEVENT_HANDOVER": "0"})
+    assert stats == {"elsewhere": 0, "ours": 0}
+
+
+@needs_two_cpus
+def test_no_set_yields_while_another_task_is_runnable() -> None:
+    # A busy loop per CPU is always runnable: a yield could give it the
+    # setter's time slice, so none is made.
+    loops = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(len(os.sched_getaffinity(0)))
+    ]
+    try:
+        stats = spin_stats(WAKES, env={"MPEVENT_SPIN": "0", "MPEVENT_HANDOVER": "1"})
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait(10)
     assert stats == {"elsewhere": 0, "ours": 0}
