@@ -788,7 +788,8 @@ PyObject *native_wakeup_sender(PyObject *module, PyObject *ignored);
 
 /* heap.c */
 extern PyType_Spec BlockViewSpec;
-uint64_t small_take(ArenaObject *a, uint32_t nbytes, int *error);
+uint64_t small_take(ArenaObject *a, uint32_t nbytes, int *error, int *carved);
+void small_published(ArenaObject *a);
 void small_give(ArenaObject *a, uint64_t offset, uint32_t nbytes);
 void large_unref(ArenaObject *a, uint64_t block, uint32_t count);
 int large_pin(ArenaObject *a, uint64_t block, uint32_t entry);

@@ -5,7 +5,9 @@
  *
  *   - Small blocks (64 B .. 64 KiB, powers of two) hold plain pickles up to
  *     64 KiB; store() copies a pickle in and publishes it in one C call.
- *     Per-class free lists; carved from a region reserved a chunk at a time.
+ *     Per-class free lists; carved from a region reserved a chunk at a time,
+ *     and a chunk ahead of the region's end once a carved value is
+ *     published (small_published: their reserve).
  *
  *   - Large blocks hold everything else, written straight from the pickle's
  *     out-of-band buffers (one copy) and read back without a copy: a
@@ -74,16 +76,18 @@ small_class(uint32_t nbytes)
 /*
  * Arena lock held.  Returns the block's offset in the segment with *error
  * 0; else 0 with *error a RESERVE_* code, or REGION_FULL when the region is
- * exhausted (the caller then uses a large block).
+ * exhausted (the caller then uses a large block).  *carved: 1 if the block
+ * came from the region's end, not a free list (see small_published).
  */
 uint64_t
-small_take(ArenaObject *a, uint32_t nbytes, int *error)
+small_take(ArenaObject *a, uint32_t nbytes, int *error, int *carved)
 {
     Header *h = a->header;
     int cls = small_class(nbytes);
     uint64_t size = (uint64_t)1 << (SMALL_MIN_SHIFT + cls);
     uint64_t offset = h->small_free[cls];
     *error = 0;
+    *carved = offset == 0;
     if (offset != 0) {
         h->small_free[cls] = *(uint64_t *)(a->base + offset);
     } else if (h->small_bump + size <= h->small_capacity) {
@@ -98,6 +102,28 @@ small_take(ArenaObject *a, uint32_t nbytes, int *error)
     }
     h->small_used += size;
     return offset;
+}
+
+/*
+ * After a small value carved from the region's end is published (readers
+ * woken): if less than a chunk is reserved past the end, reserve one more
+ * now, so that the next carved value -- a kept result, usually -- finds its
+ * pages ready instead of faulting them in before its wakeup (the small
+ * blocks' reserve; large blocks have theirs, below).  No lock held; never
+ * fails (memory that cannot be had now is asked for again by the next
+ * value, which then reports it).
+ */
+void
+small_published(ArenaObject *a)
+{
+    Header *h = a->header;
+    if (load_relaxed(&a->held_entry) < 0) return;
+    lock_word(a, &h->lock);
+    if (h->small_reserved < h->small_capacity &&
+        h->small_reserved - h->small_bump < RESERVE_CHUNK)
+        (void)grow_region(a, h->small_offset, &h->small_reserved, h->small_reserved + 1,
+                          h->small_capacity);
+    unlock_word(a, &h->lock);
 }
 
 /* Arena lock held. */

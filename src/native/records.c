@@ -589,9 +589,9 @@ Arena_store(ArenaObject *self, PyObject *args)
         goto done;
     }
     if (n == 1 && total <= SMALL_MAX) {
-        int error;
+        int error, carved;
         lock_word(self, &self->header->lock);
-        uint64_t offset = small_take(self, (uint32_t)total, &error);
+        uint64_t offset = small_take(self, (uint32_t)total, &error, &carved);
         unlock_word(self, &self->header->lock);
         if (error == 0) {
             memcpy(self->base + offset, views[0].buf, total);
@@ -599,6 +599,7 @@ Arena_store(ArenaObject *self, PyObject *args)
             incoming.where.location = offset;
             lock_record(self, r);
             record_publish_value(self, r, which, &incoming);
+            if (carved) small_published(self); /* readers are awake: ready the next */
             result = Py_NewRef(Py_None);
             goto done;
         }

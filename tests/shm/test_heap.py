@@ -384,6 +384,29 @@ def test_sizes_take_binary_suffixes(text: str, size: int) -> None:
 # --- the reserve -------------------------------------------------------------
 
 
+def test_a_kept_small_value_leaves_the_next_ones_pages_reserved() -> None:
+    # The small blocks' reserve: after a value carved from the region's end
+    # is published, at least one chunk (64 KiB) past the end is reserved,
+    # so the next kept value does not fault its pages in before its wakeup.
+    # In a fresh process: no free small blocks of earlier tests to reuse.
+    done = _run_script(
+        """
+        import mpevent
+        kept = []
+        for n in range(12):
+            result = mpevent.AsyncResult()
+            result.set(bytes([n]) * (16 << 10))  # a 32 KiB block each
+            kept.append(result)
+            stats = result._record.arena.native.heap_statistics()
+            ahead = stats["small_reserved"] - stats["small_carved"]
+            assert ahead >= 64 << 10, (n, stats)
+        assert [result.get()[0] for result in kept] == list(range(12))
+        print("ahead")
+        """
+    )
+    assert done.returncode == 0 and "ahead" in done.stdout, done.stdout + done.stderr
+
+
 RESERVE_PROGRAM = """
 import mpevent
 from mpevent.shm import _arena
