@@ -191,7 +191,9 @@ static PyMethodDef EventHandle_methods[] = {
     {"set", (PyCFunction)Handle_set, METH_NOARGS,
      "set($self, /)\n--\n\n"
      "Set the flag and wake every waiter, in every process.\n\n"
-     "Never blocks on the waiters: it writes their wake-up words and returns."},
+     "Never blocks on the waiters: it writes their wake-up words and returns.  On an\n"
+     "otherwise idle machine it first yields its CPU once, so that a waiting process\n"
+     "the kernel queued on this CPU runs at once (MPEVENT_HANDOVER)."},
     {"clear", (PyCFunction)Handle_clear, METH_NOARGS,
      "clear($self, /)\n--\n\n"
      "Reset the flag; later wait() calls block until the next set()."},
