@@ -48,8 +48,10 @@
  * pages ready.  Kept results (a list of AsyncResults read at the end) are
  * the pattern this serves: each takes a fresh block, and without the
  * reserve each set() paid for faulting its pages in before the reader
- * could be woken.  The reserve is bounded (RESERVE_MAX bytes, one block per
- * class at a time), counted against the cap like any reserved page, given
+ * could be woken.  A value that took a cold block (its pages given back)
+ * refills it too.  The reserve is bounded (RESERVE_MAX bytes, one block per
+ * class at a time; not by the watermark, which free blocks of other sizes
+ * may fill), counted against the cap like any reserved page, given
  * back at once when a reservation for a real value fails (the value comes
  * first), and given back by the next heap call of any process once it has
  * sat unused for RESERVE_IDLE_NS.  Measured in docs/design.md ("Values").
@@ -171,12 +173,12 @@ large_free(ArenaObject *a, uint64_t offset)
     LargeBlock *b = block_at(a, offset);
     uint64_t data = b->resident - BLOCK_HEADER;
     uint64_t kept = load_relaxed(&h->large_free_resident);
-    if (data > 0 && kept + data > h->free_watermark) {
+    /* The reserve is bounded on its own (RESERVE_MAX), not by the
+     * watermark: free blocks of other classes filling the watermark would
+     * otherwise punch every refill out at once, and each kept value would
+     * fault its pages in before its wakeup again. */
+    if (data > 0 && !(b->flags & BLOCK_RESERVE) && kept + data > h->free_watermark) {
         /* Past the watermark: give the data pages back to the OS. */
-        if (b->flags & BLOCK_RESERVE) {
-            sub_fetch_relaxed(&h->reserve_bytes, data);
-            b->flags &= ~BLOCK_RESERVE;
-        }
         unreserve_range(a, offset + BLOCK_HEADER, data);
         b->resident = BLOCK_HEADER;
         sub_fetch_relaxed(&h->large_resident, data);
@@ -466,6 +468,11 @@ large_take(ArenaObject *self, uint64_t length, uint32_t entry)
         sub_fetch_relaxed(&h->large_free_resident, b->resident - BLOCK_HEADER);
         if (b->flags & BLOCK_RESERVE) { /* the reserve's block: refill it once published */
             sub_fetch_relaxed(&h->reserve_bytes, b->resident - BLOCK_HEADER);
+            flags = BLOCK_REFILL;
+        } else if (b->resident < need) {
+            /* A cold block (or a warm one too small): its pages are faulted
+             * in before this value's wakeup, as a carved block's are, so
+             * the reserve is refilled after it too. */
             flags = BLOCK_REFILL;
         }
     } else {

@@ -384,6 +384,39 @@ def test_sizes_take_binary_suffixes(text: str, size: int) -> None:
 # --- the reserve -------------------------------------------------------------
 
 
+def test_kept_values_keep_their_reserve_when_other_classes_fill_the_watermark() -> None:
+    # Free blocks of one size fill the watermark; kept values of another
+    # size then carve blocks, and each must leave a refilled reserve behind
+    # (bounded on its own), not one punched out at once by the watermark,
+    # or every later kept value faults its pages in before its wakeup.
+    done = _run_script(
+        """
+        import gc
+        import mpevent
+        MiB = 1 << 20
+        burst = []
+        for n in range(12):
+            result = mpevent.AsyncResult()
+            result.set(bytes([n]) * MiB)
+            burst.append(result)
+        native = burst[0]._record.arena.native
+        del burst, result
+        gc.collect()  # 1 MiB blocks now fill the 8 MiB watermark
+        kept = []
+        for n in range(6):
+            result = mpevent.AsyncResult()
+            result.set(bytes([n]) * (3 * MiB))
+            kept.append(result)
+            stats = native.heap_statistics()
+            assert stats["reserve_bytes"] >= 3 * MiB, (n, stats)
+        assert [result.get()[-1] for result in kept] == list(range(6))
+        print("refilled")
+        """,
+        MPEVENT_HEAP_WATERMARK="8M",
+    )
+    assert done.returncode == 0 and "refilled" in done.stdout, done.stdout + done.stderr
+
+
 def test_a_kept_small_value_leaves_the_next_ones_pages_reserved() -> None:
     # The small blocks' reserve: after a value carved from the region's end
     # is published, at least one chunk (64 KiB) past the end is reserved,
