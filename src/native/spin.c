@@ -55,7 +55,8 @@
  *      CPUs or more (as rule 1 above: on one CPU the setter blocks soon
  *      anyway, and the yield is one more system call);
  *   2. nothing on the whole machine is runnable but the setter and the
- *      task it woke (os_runnable_tasks() <= 2).
+ *      task it woke (os_runnable_tasks() <= 2), as this thread last saw it,
+ *      within the last millisecond.
  *
  * Then the yield either runs the woken at once on this CPU or returns at
  * once.  With any other task runnable it could cost the setter a whole
@@ -203,13 +204,27 @@ spin_for_flag(ArenaObject *self, Record *r)
     return seen;
 }
 
+/* A thread's last look at the machine (rule 2): when, and what it saw.
+ * Looked at again after HANDOVER_LOOK_NS: a busy ping-pong sets thousands
+ * of times a second, and one pread per set() measured 1.2 us, a sixth of a
+ * loaded round trip.  A machine that turned busy within the window costs
+ * at most the yields of that window. */
+#define HANDOVER_LOOK_NS 1000000LL
+static __thread long long handover_looked_ns = -HANDOVER_LOOK_NS;
+static __thread int handover_quiet;
+
 /* After a set() that woke `woken` parked waiters (the top: handing over). */
 void
 handover_after_wake(int woken)
 {
     if (woken <= 0 || !load_relaxed(&handover_on) || !load_relaxed(&handover_cpus_ok)) return;
-    int runnable = os_runnable_tasks();
-    if (runnable < 0 || runnable > 2) return;
+    long long now = os_now_ns();
+    if (now - handover_looked_ns >= HANDOVER_LOOK_NS) {
+        int runnable = os_runnable_tasks();
+        handover_quiet = runnable >= 0 && runnable <= 2;
+        handover_looked_ns = now;
+    }
+    if (!handover_quiet) return;
     fetch_add_relaxed(&handovers, 1);
     os_yield();
 }
