@@ -87,6 +87,24 @@ reserve_held(ArenaObject *a, unsigned long entry, unsigned long index)
     return 0;
 }
 
+/* Set (held) or clear the bit of record `index` in entry's bitmap; -1 with
+ * MemoryError if setting it needs a page that cannot be had.  A bit on a
+ * page never reserved was never set: clearing it is nothing to do.
+ * Atomic: threads of the process mark records sharing a word. */
+static int
+held_set(ArenaObject *self, unsigned long entry, unsigned long index, int held)
+{
+    if (held && reserve_held(self, entry, index) < 0) return -1;
+    if (!held && (index / 64 + 1) * 8 > load_acquire(held_reserved_of(self, entry))) return 0;
+    uint64_t *word = held_words(self, entry) + index / 64;
+    uint64_t bit = (uint64_t)1 << (index % 64);
+    if (held)
+        fetch_or_release(word, bit);
+    else
+        fetch_and_release(word, ~bit);
+    return 0;
+}
+
 /* held_mark(entry, index, held): set or clear the bit of record `index`. */
 PyObject *
 Arena_held_mark(ArenaObject *self, PyObject *args)
@@ -95,15 +113,7 @@ Arena_held_mark(ArenaObject *self, PyObject *args)
     int held;
     if (!PyArg_ParseTuple(args, "kkp:held_mark", &entry, &index, &held)) return NULL;
     if (check_entry(entry) < 0 || check_record(self, index) < 0) return NULL;
-    if (held && reserve_held(self, entry, index) < 0) return NULL;
-    if (!held && (index / 64 + 1) * 8 > load_acquire(held_reserved_of(self, entry))) Py_RETURN_NONE;
-    uint64_t *word = held_words(self, entry) + index / 64;
-    uint64_t bit = (uint64_t)1 << (index % 64);
-    /* Atomic: threads of the process mark records sharing a word. */
-    if (held)
-        fetch_or_release(word, bit);
-    else
-        fetch_and_release(word, ~bit);
+    if (held_set(self, entry, index, held) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -303,8 +313,7 @@ Arena_record_give_back(ArenaObject *self, PyObject *const *args, Py_ssize_t narg
     unsigned long index = PyLong_AsUnsignedLong(args[1]);
     if (index == (unsigned long)-1 && PyErr_Occurred()) return NULL;
     if (check_entry(entry) < 0 || check_record(self, index) < 0) return NULL;
-    if ((index / 64 + 1) * 8 <= load_acquire(held_reserved_of(self, entry)))
-        fetch_and_release(held_words(self, entry) + index / 64, ~((uint64_t)1 << (index % 64)));
+    held_set(self, entry, index, 0); /* clearing never fails */
     int freed = record_release_one(self, (uint32_t)index);
     if (freed < 0) return NULL;
     return PyBool_FromLong(freed);
