@@ -312,25 +312,21 @@ class AttachTable:
 _section = threading.local()  # depth: arena-locked sections this thread is in; deferred
 
 
-def in_locked_section() -> bool:
-    """Whether this thread is inside an arena-locked section (see run_or_defer)."""
-    return bool(getattr(_section, "depth", 0))
-
-
-def run_or_defer(action: Callable[[], object]) -> None:
-    """Run *action* now, or, inside this thread's arena-locked section, after it.
+def run_or_defer(action: Callable[..., object], *args: object) -> None:
+    """Run ``action(*args)`` now, or, inside this thread's arena-locked section, after it.
 
     For finalizers (a handle or a thread's waiter slots being released):
     they may run at any allocation, including one made while this thread
-    holds an arena lock.
+    holds an arena lock.  The arguments are passed, not closed over, so the
+    common case (no section) makes no closure.
     """
     if getattr(_section, "depth", 0):
-        _section.__dict__.setdefault("deferred", []).append(action)
+        _section.__dict__.setdefault("deferred", []).append((action, args))
     else:
-        action()
+        action(*args)
 
 
 def _run_deferred() -> None:
     deferred = _section.__dict__.pop("deferred", [])
-    for action in deferred:
-        action()
+    for action, args in deferred:
+        action(*args)

@@ -110,10 +110,10 @@ def _mark_or_release(arena: Arena, index: int) -> None:
 def _drop(arena: Arena, index: int, serial: int) -> None:
     """Count one Record object fewer; the last one releases the reference.
 
-    A finalizer's path, run cold (a handle dropped after a long wait): few
-    frames, and the release itself one C call.
+    A finalizer's path, run cold (a handle dropped after a long wait): no
+    closure, and the release itself one C call.
     """
-    key = arena.number << 32 | index
+    key = _key(arena, index)
     with _holders_lock:
         count = (_holders.pop(key, 0) & _COUNT) - 1
         if count < 0:
@@ -121,12 +121,9 @@ def _drop(arena: Arena, index: int, serial: int) -> None:
         if count:
             _holders[key] = serial << 32 | count
             return
-        if _attach.in_locked_section():
-            # Deferred: a concurrent _take may interleave, which can leak
-            # but never double-free.
-            _attach.run_or_defer(lambda: _give_back(arena, index))
-        else:
-            _give_back(arena, index)
+        # Deferred only inside an arena-locked section of this thread; then a
+        # concurrent _take may interleave, which can leak but never double-free.
+        _attach.run_or_defer(_give_back, arena, index)
 
 
 def _give_back(arena: Arena, index: int) -> None:
